@@ -1,0 +1,158 @@
+//! Cutting a byte stream into fixed-size blocks, the last one zero-padded.
+
+use std::io::{self, Read};
+
+use bytes::{Bytes, BytesMut};
+
+/// Codex's default block size: 64 KiB.
+pub const DEFAULT_BLOCK_SIZE: usize = 64 * 1024;
+
+/// A push-driven chunker for async sources: feed it bytes as they arrive, take out
+/// whole blocks. Holds at most one partial block.
+#[derive(Debug)]
+pub struct ChunkBuffer {
+    block_size: usize,
+    partial: BytesMut,
+    total: u64,
+}
+
+impl ChunkBuffer {
+    /// A chunker cutting `block_size`-byte blocks.
+    ///
+    /// # Panics
+    /// If `block_size` is 0.
+    pub fn new(block_size: usize) -> Self {
+        assert!(block_size > 0, "block size must be positive");
+        ChunkBuffer {
+            block_size,
+            partial: BytesMut::with_capacity(block_size),
+            total: 0,
+        }
+    }
+
+    /// Adds `data`, appending every block it completes to `out`.
+    pub fn push(&mut self, mut data: &[u8], out: &mut Vec<Bytes>) {
+        self.total += data.len() as u64;
+        while !data.is_empty() {
+            let take = (self.block_size - self.partial.len()).min(data.len());
+            self.partial.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.partial.len() == self.block_size {
+                let block = std::mem::replace(&mut self.partial, BytesMut::with_capacity(self.block_size));
+                out.push(block.freeze());
+            }
+        }
+    }
+
+    /// The bytes pushed so far: the manifest's `datasetSize`.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// Ends the stream: the last partial block, zero-padded to the block size, if any.
+    pub fn finish(&mut self) -> Option<Bytes> {
+        if self.partial.is_empty() {
+            return None;
+        }
+        self.partial.resize(self.block_size, 0);
+        Some(std::mem::take(&mut self.partial).freeze())
+    }
+}
+
+/// A pull-driven chunker over any [`Read`]: an iterator of padded blocks.
+///
+/// Memory is one block whatever the input size.
+#[derive(Debug)]
+pub struct Chunker<R> {
+    reader: R,
+    block_size: usize,
+    offset: u64,
+    done: bool,
+}
+
+impl<R: Read> Chunker<R> {
+    /// Chunks `reader` into `block_size`-byte blocks.
+    ///
+    /// # Panics
+    /// If `block_size` is 0.
+    pub fn new(reader: R, block_size: usize) -> Self {
+        assert!(block_size > 0, "block size must be positive");
+        Chunker {
+            reader,
+            block_size,
+            offset: 0,
+            done: false,
+        }
+    }
+
+    /// Bytes read so far; after the last block, the dataset size.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+}
+
+impl<R: Read> Iterator for Chunker<R> {
+    type Item = io::Result<Bytes>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let mut block = vec![0u8; self.block_size];
+        let mut filled = 0;
+        while filled < self.block_size {
+            match self.reader.read(&mut block[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        self.offset += filled as u64;
+        if filled < self.block_size {
+            self.done = true;
+            if filled == 0 {
+                return None;
+            }
+        }
+        // The unread tail of `block` is already zero: that is the padding.
+        Some(Ok(Bytes::from(block)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk_all(data: &[u8], bs: usize) -> (Vec<Bytes>, u64) {
+        let mut c = Chunker::new(data, bs);
+        let blocks = c.by_ref().collect::<io::Result<Vec<_>>>().expect("read");
+        (blocks, c.offset())
+    }
+
+    #[test]
+    fn pads_the_last_block_and_counts_real_bytes() {
+        for len in [0usize, 1, 99, 100, 101, 250] {
+            let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8 + 1).collect();
+            let (blocks, size) = chunk_all(&data, 100);
+            assert_eq!(size, len as u64);
+            assert_eq!(blocks.len(), len.div_ceil(100));
+            assert!(blocks.iter().all(|b| b.len() == 100));
+            let joined: Vec<u8> = blocks.concat();
+            assert_eq!(&joined[..len], &data[..]);
+            assert!(joined[len..].iter().all(|b| *b == 0));
+
+            let mut push = ChunkBuffer::new(100);
+            let mut out = Vec::new();
+            for piece in data.chunks(7) {
+                push.push(piece, &mut out);
+            }
+            out.extend(push.finish());
+            assert_eq!(out, blocks, "push and pull chunkers agree for {len}");
+            assert_eq!(push.total(), len as u64);
+        }
+    }
+}

@@ -1,0 +1,18 @@
+#![doc = include_str!("../README.md")]
+
+pub mod block;
+pub mod chunker;
+pub mod cid;
+mod error;
+pub mod manifest;
+pub mod merkle;
+mod pb;
+pub mod store;
+
+pub use crate::block::{Block, BlockAddress};
+pub use crate::chunker::{ChunkBuffer, Chunker, DEFAULT_BLOCK_SIZE};
+pub use crate::cid::{Cid, codec};
+pub use crate::error::{Error, Result};
+pub use crate::manifest::{Manifest, Protection, StrategyType, Verification};
+pub use crate::merkle::{CodexProof, MerkleTree};
+pub use crate::store::{BlockStore, LeafMeta, SessionId, Space};
