@@ -1,1 +1,10 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+
+mod error;
+mod keys;
+pub mod kv;
+mod repo;
+
+pub use crate::error::Error;
+pub use crate::kv::{Kv, MemKv, SledKv};
+pub use crate::repo::{MemoryStore, Repo, SledStore, StoreConfig};

@@ -1,0 +1,91 @@
+//! The key layout of the repository store. One ordered keyspace, one letter per record kind.
+
+use codex_core::Cid;
+
+pub(crate) const BLOCK: u8 = b'B';
+pub(crate) const META: u8 = b'M';
+pub(crate) const LEAF: u8 = b'L';
+pub(crate) const EXPIRY: u8 = b'X';
+pub(crate) const MANIFEST: u8 = b'D';
+pub(crate) const PIN: u8 = b'P';
+pub(crate) const NEW_LEAF: u8 = b'Q';
+pub(crate) const COMMITTED: u8 = b'K';
+pub(crate) const DELETING_TREE: u8 = b'T';
+pub(crate) const COUNTERS: &[u8] = b"C";
+
+fn with(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + parts.iter().map(|p| p.len()).sum::<usize>());
+    k.push(prefix);
+    for p in parts {
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+pub(crate) fn block(cid: &Cid) -> Vec<u8> {
+    with(BLOCK, &[&cid.to_bytes()])
+}
+
+pub(crate) fn meta(cid: &Cid) -> Vec<u8> {
+    with(META, &[&cid.to_bytes()])
+}
+
+pub(crate) fn leaf(tree: &Cid, index: u64) -> Vec<u8> {
+    with(LEAF, &[&tree.to_bytes(), &index.to_be_bytes()])
+}
+
+pub(crate) fn leaf_prefix(tree: &Cid) -> Vec<u8> {
+    with(LEAF, &[&tree.to_bytes()])
+}
+
+pub(crate) fn expiry(at: u64, cid: &Cid) -> Vec<u8> {
+    with(EXPIRY, &[&at.to_be_bytes(), &cid.to_bytes()])
+}
+
+pub(crate) fn manifest(cid: &Cid) -> Vec<u8> {
+    with(MANIFEST, &[&cid.to_bytes()])
+}
+
+pub(crate) fn pin(session: u64, cid: &Cid) -> Vec<u8> {
+    with(PIN, &[&session.to_be_bytes(), &cid.to_bytes()])
+}
+
+pub(crate) fn new_leaf(session: u64, tree: &Cid, index: u64) -> Vec<u8> {
+    with(NEW_LEAF, &[&session.to_be_bytes(), &tree.to_bytes(), &index.to_be_bytes()])
+}
+
+pub(crate) fn session_prefix(kind: u8, session: u64) -> Vec<u8> {
+    with(kind, &[&session.to_be_bytes()])
+}
+
+pub(crate) fn committed(session: u64) -> Vec<u8> {
+    with(COMMITTED, &[&session.to_be_bytes()])
+}
+
+pub(crate) fn deleting_tree(tree: &Cid) -> Vec<u8> {
+    with(DELETING_TREE, &[&tree.to_bytes()])
+}
+
+/// The first key after every key that starts with `prefix`.
+pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0xff; prefix.len() + 1]
+}
+
+/// Splits `<8-byte big-endian u64><rest>`.
+pub(crate) fn split_u64(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let (n, rest) = bytes.split_first_chunk::<8>()?;
+    Some((u64::from_be_bytes(*n), rest))
+}
+
+/// Splits `<cid><8-byte big-endian index>`.
+pub(crate) fn split_cid_index(bytes: &[u8]) -> Option<(Cid, u64)> {
+    let (cid, idx) = bytes.split_last_chunk::<8>()?;
+    Some((Cid::from_bytes(cid).ok()?, u64::from_be_bytes(*idx)))
+}

@@ -1,0 +1,922 @@
+//! The repository store: the logic of [`codex_core::BlockStore`] over any [`Kv`] backend.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use codex_core::{
+    Block, BlockAddress, BlockStore, Cid, CodexProof, Error as CoreError, LeafMeta, Manifest, SessionId, Space,
+    codec,
+};
+
+use crate::error::Error;
+use crate::keys;
+use crate::kv::{Kv, MemKv, SledKv, Write};
+
+type CoreResult<T> = codex_core::Result<T>;
+
+/// How many records one batch of a long operation (commit, abort, delete) touches.
+const CHUNK: usize = 2048;
+
+/// Settings of a store.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// The quota: at most this many bytes of blocks (default 20 GiB, as Codex).
+    pub quota_max_bytes: u64,
+    /// How long a block lives unless a dataset refers to it (default 30 days, as Codex).
+    pub block_ttl: Duration,
+    /// sled's page cache (default 64 MiB); unused by the memory store.
+    pub cache_bytes: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            quota_max_bytes: 20 << 30,
+            block_ttl: Duration::from_secs(30 * 24 * 3600),
+            cache_bytes: 64 << 20,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Counters {
+    used: u64,
+    reserved: u64,
+    blocks: u64,
+    next_session: u64,
+}
+
+impl Counters {
+    fn encode(&self) -> Bytes {
+        let mut v = Vec::with_capacity(32);
+        for n in [self.used, self.reserved, self.blocks, self.next_session] {
+            v.extend_from_slice(&n.to_le_bytes());
+        }
+        v.into()
+    }
+
+    fn decode(b: &[u8]) -> Option<Self> {
+        let n = |i: usize| Some(u64::from_le_bytes(b.get(i * 8..i * 8 + 8)?.try_into().ok()?));
+        Some(Counters {
+            used: n(0)?,
+            reserved: n(1)?,
+            blocks: n(2)?,
+            next_session: n(3)?,
+        })
+    }
+}
+
+/// Per-block record: references, expiry (unix seconds), size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Meta {
+    refs: u32,
+    expiry: u64,
+    size: u64,
+}
+
+impl Meta {
+    fn encode(&self) -> Bytes {
+        let mut v = Vec::with_capacity(20);
+        v.extend_from_slice(&self.refs.to_le_bytes());
+        v.extend_from_slice(&self.expiry.to_le_bytes());
+        v.extend_from_slice(&self.size.to_le_bytes());
+        v.into()
+    }
+
+    fn decode(key: &[u8], b: &[u8]) -> Result<Self, Error> {
+        let bad = || Error::CorruptMetadata {
+            key: hex(key),
+            reason: format!("block record of {} bytes, expected 20", b.len()),
+        };
+        if b.len() != 20 {
+            return Err(bad());
+        }
+        let u64_at = |i: usize| b[i..i + 8].try_into().map(u64::from_le_bytes).map_err(|_| bad());
+        Ok(Meta {
+            refs: b[..4].try_into().map(u32::from_le_bytes).map_err(|_| bad())?,
+            expiry: u64_at(4)?,
+            size: u64_at(12)?,
+        })
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn encode_leaf(cid: &Cid, proof: &CodexProof) -> Bytes {
+    let c = cid.to_bytes();
+    let mut v = Vec::with_capacity(1 + c.len() + 16 + proof.path.len() * 34);
+    v.push(c.len() as u8);
+    v.extend_from_slice(&c);
+    v.extend_from_slice(&proof.encode());
+    v.into()
+}
+
+fn decode_leaf(key: &[u8], v: &[u8]) -> Result<(Cid, Bytes), Error> {
+    let bad = |reason: String| Error::CorruptMetadata { key: hex(key), reason };
+    let (len, rest) = v.split_first().ok_or_else(|| bad("empty leaf record".into()))?;
+    let len = usize::from(*len);
+    if rest.len() < len {
+        return Err(bad("truncated leaf record".into()));
+    }
+    let cid = Cid::from_bytes(&rest[..len]).map_err(|e| bad(e.to_string()))?;
+    Ok((cid, Bytes::copy_from_slice(&rest[len..])))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// A block store over a [`Kv`] backend. Cheap to clone: clones share one store.
+///
+/// Use [`SledStore`] for a node and [`MemoryStore`] for tests and caches; both behave
+/// the same.
+#[derive(Debug)]
+pub struct Repo<K: Kv> {
+    inner: Arc<Inner<K>>,
+}
+
+impl<K: Kv> Clone for Repo<K> {
+    fn clone(&self) -> Self {
+        Repo {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+/// The store on sled, on disk.
+pub type SledStore = Repo<SledKv>;
+/// The store in memory.
+pub type MemoryStore = Repo<MemKv>;
+
+#[derive(Debug)]
+struct Inner<K> {
+    kv: K,
+    config: StoreConfig,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    counters: Counters,
+    open_sessions: HashSet<u64>,
+}
+
+impl Repo<SledKv> {
+    /// Opens (or creates) a store in `dir`. Write sessions that a crash interrupted are
+    /// finished (if they had committed) or rolled back before this returns.
+    ///
+    /// # Errors
+    /// When the database cannot be opened or its records are damaged.
+    pub fn open(dir: impl AsRef<Path>, config: StoreConfig) -> Result<Self, Error> {
+        let kv = SledKv::open(dir.as_ref(), config.cache_bytes)?;
+        Self::with_kv(kv, config)
+    }
+}
+
+impl Repo<MemKv> {
+    /// An empty store in memory.
+    pub fn new(config: StoreConfig) -> Self {
+        match Self::with_kv(MemKv::default(), config) {
+            Ok(store) => store,
+            Err(e) => unreachable!("an empty memory store cannot fail to open: {e}"),
+        }
+    }
+}
+
+/// A batch under construction: reads see its own pending writes.
+struct Txn<'a, K> {
+    kv: &'a K,
+    writes: HashMap<Vec<u8>, Option<Bytes>>,
+    counters: Counters,
+}
+
+impl<'a, K: Kv> Txn<'a, K> {
+    fn new(kv: &'a K, counters: Counters) -> Self {
+        Txn {
+            kv,
+            writes: HashMap::new(),
+            counters,
+        }
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Bytes>, Error> {
+        match self.writes.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => self.kv.get(key),
+        }
+    }
+
+    fn exists(&self, key: &[u8]) -> Result<bool, Error> {
+        match self.writes.get(key) {
+            Some(v) => Ok(v.is_some()),
+            None => self.kv.contains(key),
+        }
+    }
+
+    fn put(&mut self, key: Vec<u8>, value: Bytes) {
+        self.writes.insert(key, Some(value));
+    }
+
+    fn del(&mut self, key: Vec<u8>) {
+        self.writes.insert(key, None);
+    }
+
+    fn meta(&self, cid: &Cid) -> Result<Option<Meta>, Error> {
+        let key = keys::meta(cid);
+        self.get(&key)?.map(|b| Meta::decode(&key, &b)).transpose()
+    }
+
+    /// Adds a block (or refreshes and references an existing one). Returns whether it was new.
+    fn add_block(&mut self, block: &Block, expiry: u64, refs: u32, quota: u64) -> CoreResult<bool> {
+        let cid = *block.cid();
+        if let Some(mut m) = self.meta(&cid)? {
+            m.refs += refs;
+            if expiry > m.expiry {
+                m.expiry = expiry;
+                self.put(keys::expiry(expiry, &cid), Bytes::new());
+            }
+            self.put(keys::meta(&cid), m.encode());
+            return Ok(false);
+        }
+        let size = block.len() as u64;
+        let c = &mut self.counters;
+        let available = quota.saturating_sub(c.used).saturating_sub(c.reserved);
+        if size > available {
+            return Err(CoreError::QuotaExceeded { needed: size, available });
+        }
+        c.used += size;
+        c.blocks += 1;
+        self.put(keys::block(&cid), block.data().clone());
+        self.put(keys::meta(&cid), Meta { refs, expiry, size }.encode());
+        self.put(keys::expiry(expiry, &cid), Bytes::new());
+        if cid.codec() == codec::MANIFEST {
+            self.put(keys::manifest(&cid), Bytes::new());
+        }
+        Ok(true)
+    }
+
+    fn remove_block(&mut self, cid: &Cid, m: Meta) {
+        self.del(keys::block(cid));
+        self.del(keys::meta(cid));
+        self.del(keys::expiry(m.expiry, cid));
+        self.del(keys::manifest(cid));
+        self.counters.used = self.counters.used.saturating_sub(m.size);
+        self.counters.blocks = self.counters.blocks.saturating_sub(1);
+    }
+
+    /// Drops one reference; removes the block at zero references when `delete_at_zero`.
+    fn unref(&mut self, cid: &Cid, delete_at_zero: bool) -> Result<(), Error> {
+        if let Some(mut m) = self.meta(cid)? {
+            m.refs = m.refs.saturating_sub(1);
+            if m.refs == 0 && delete_at_zero {
+                self.remove_block(cid, m);
+            } else {
+                self.put(keys::meta(cid), m.encode());
+            }
+        }
+        Ok(())
+    }
+
+    /// Points leaf `index` of `tree` at `cid` (which must be stored). Returns whether the
+    /// leaf is new.
+    fn set_leaf(&mut self, tree: &Cid, index: u64, cid: &Cid, proof: &CodexProof) -> CoreResult<bool> {
+        let key = keys::leaf(tree, index);
+        if let Some(old) = self.get(&key)? {
+            let (old_cid, _) = decode_leaf(&key, &old)?;
+            if old_cid == *cid {
+                self.put(key, encode_leaf(cid, proof));
+                return Ok(false);
+            }
+            self.unref(&old_cid, true)?;
+        }
+        let mut m = self.meta(cid)?.ok_or(CoreError::NotFound(BlockAddress::Cid(*cid)))?;
+        m.refs += 1;
+        self.put(keys::meta(cid), m.encode());
+        self.put(key, encode_leaf(cid, proof));
+        Ok(true)
+    }
+
+    fn into_writes(mut self) -> (Vec<Write>, Counters) {
+        self.writes.insert(keys::COUNTERS.to_vec(), Some(self.counters.encode()));
+        (self.writes.into_iter().collect(), self.counters)
+    }
+}
+
+impl<K: Kv> Repo<K> {
+    /// A store over `kv`, recovering from an interrupted run.
+    pub fn with_kv(kv: K, config: StoreConfig) -> Result<Self, Error> {
+        let counters = match kv.get(keys::COUNTERS)? {
+            Some(b) => Counters::decode(&b).ok_or_else(|| Error::CorruptMetadata {
+                key: "C".into(),
+                reason: "counters record has the wrong size".into(),
+            })?,
+            None => Counters::default(),
+        };
+        let repo = Repo {
+            inner: Arc::new(Inner {
+                kv,
+                config,
+                state: Mutex::new(State {
+                    counters,
+                    open_sessions: HashSet::new(),
+                }),
+            }),
+        };
+        repo.inner.recover().map_err(|e| match e {
+            CoreError::Backend(b) => match b.downcast::<Error>() {
+                Ok(e) => *e,
+                Err(b) => Error::Database(b),
+            },
+            other => Error::Database(Box::new(other)),
+        })?;
+        Ok(repo)
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &StoreConfig {
+        &self.inner.config
+    }
+
+    /// Deletes what expired at or before `now` (unix seconds): manifests with their
+    /// datasets, and blocks no dataset refers to. Touches at most `limit` expiry records;
+    /// returns how many blocks and datasets it deleted.
+    pub fn sweep_expired(&self, now: u64, limit: usize) -> CoreResult<usize> {
+        self.inner.sweep_expired(now, limit)
+    }
+
+    /// Runs [`Repo::sweep_expired`] every `interval` on a blocking thread, `batch` records
+    /// at a time (Codex: every 10 minutes, 1000 blocks). Stops when the handle is aborted.
+    pub fn start_maintenance(&self, interval: Duration, batch: usize) -> tokio::task::JoinHandle<()> {
+        let inner = Arc::clone(&self.inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let inner = Arc::clone(&inner);
+                let swept = tokio::task::spawn_blocking(move || inner.sweep_expired(unix_now(), batch)).await;
+                match swept {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(n)) => tracing::info!(deleted = n, "maintenance: deleted expired blocks"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "maintenance sweep failed"),
+                    Err(e) => tracing::warn!(error = %e, "maintenance task failed"),
+                }
+            }
+        })
+    }
+
+    /// Checks the store against its own invariants: the counters equal what is stored,
+    /// every leaf points at a stored block, every manifest's tree is complete. Returns a
+    /// list of problems (empty when consistent). Reads everything: for tests and `fsck`.
+    pub fn check(&self) -> CoreResult<Vec<String>> {
+        self.inner.check()
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner<K>) -> CoreResult<T> + Send + 'static,
+    ) -> CoreResult<T> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| Error::Task(e.to_string()))?
+    }
+}
+
+impl<K: Kv> Inner<K> {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn expiry_from_now(&self) -> u64 {
+        unix_now().saturating_add(self.config.block_ttl.as_secs())
+    }
+
+    /// Runs `f` on a batch and applies it atomically, then adopts its counters.
+    fn write<T>(&self, state: &mut State, f: impl FnOnce(&mut Txn<'_, K>) -> CoreResult<T>) -> CoreResult<T> {
+        let mut txn = Txn::new(&self.kv, state.counters);
+        let out = f(&mut txn)?;
+        let (writes, counters) = txn.into_writes();
+        self.kv.apply(writes)?;
+        state.counters = counters;
+        Ok(out)
+    }
+
+    fn get_block(&self, cid: &Cid) -> CoreResult<Block> {
+        let data = self
+            .kv
+            .get(&keys::block(cid))?
+            .ok_or(CoreError::NotFound(BlockAddress::Cid(*cid)))?;
+        Block::verified(*cid, data)
+    }
+
+    fn leaf(&self, tree: &Cid, index: u64) -> CoreResult<LeafMeta> {
+        let key = keys::leaf(tree, index);
+        let v = self.kv.get(&key)?.ok_or(CoreError::NotFound(BlockAddress::Leaf {
+            tree: *tree,
+            index,
+        }))?;
+        let (block_cid, proof) = decode_leaf(&key, &v)?;
+        Ok(LeafMeta {
+            index,
+            block_cid,
+            proof: CodexProof::decode(&proof)?,
+        })
+    }
+
+    fn put_block(&self, block: &Block) -> CoreResult<()> {
+        let mut st = self.lock();
+        let (expiry, quota) = (self.expiry_from_now(), self.config.quota_max_bytes);
+        self.write(&mut st, |t| t.add_block(block, expiry, 0, quota).map(|_| ()))
+    }
+
+    fn put_leaf(&self, tree: &Cid, index: u64, block: &Block, proof: &CodexProof) -> CoreResult<()> {
+        let mut st = self.lock();
+        let (expiry, quota) = (self.expiry_from_now(), self.config.quota_max_bytes);
+        self.write(&mut st, |t| {
+            t.add_block(block, expiry, 0, quota)?;
+            t.set_leaf(tree, index, block.cid(), proof).map(|_| ())
+        })
+    }
+
+    fn begin(&self) -> CoreResult<SessionId> {
+        let mut st = self.lock();
+        let id = st.counters.next_session;
+        self.write(&mut st, |t| {
+            t.counters.next_session += 1;
+            Ok(())
+        })?;
+        st.open_sessions.insert(id);
+        Ok(SessionId(id))
+    }
+
+    fn check_session(st: &State, s: SessionId) -> CoreResult<()> {
+        if st.open_sessions.contains(&s.0) {
+            Ok(())
+        } else {
+            Err(CoreError::UnknownSession(s.0))
+        }
+    }
+
+    fn session_put_blocks(&self, s: SessionId, blocks: &[Block]) -> CoreResult<()> {
+        let mut st = self.lock();
+        Self::check_session(&st, s)?;
+        let (expiry, quota) = (self.expiry_from_now(), self.config.quota_max_bytes);
+        self.write(&mut st, |t| {
+            for block in blocks {
+                let pin = keys::pin(s.0, block.cid());
+                if t.exists(&pin)? {
+                    continue;
+                }
+                let created = t.add_block(block, expiry, 1, quota)?;
+                t.put(pin, Bytes::copy_from_slice(&[u8::from(created)]));
+            }
+            Ok(())
+        })
+    }
+
+    fn session_put_leaves(&self, s: SessionId, tree: &Cid, leaves: &[LeafMeta]) -> CoreResult<()> {
+        let mut st = self.lock();
+        Self::check_session(&st, s)?;
+        self.write(&mut st, |t| {
+            for leaf in leaves {
+                if t.set_leaf(tree, leaf.index, &leaf.block_cid, &leaf.proof)? {
+                    t.put(keys::new_leaf(s.0, tree, leaf.index), Bytes::new());
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn commit(&self, s: SessionId, manifest: Option<&Block>) -> CoreResult<()> {
+        let mut st = self.lock();
+        Self::check_session(&st, s)?;
+        let (expiry, quota) = (self.expiry_from_now(), self.config.quota_max_bytes);
+        // One small atomic step makes the session permanent; the clean-up after it is
+        // resumed by `recover` if a crash interrupts it.
+        self.write(&mut st, |t| {
+            if let Some(m) = manifest {
+                t.add_block(m, expiry, 0, quota)?;
+            }
+            t.put(keys::committed(s.0), Bytes::new());
+            Ok(())
+        })?;
+        self.finish_session(&mut st, s.0, true)?;
+        st.open_sessions.remove(&s.0);
+        self.kv.flush()?;
+        Ok(())
+    }
+
+    fn abort(&self, s: SessionId) -> CoreResult<()> {
+        let mut st = self.lock();
+        Self::check_session(&st, s)?;
+        self.finish_session(&mut st, s.0, false)?;
+        st.open_sessions.remove(&s.0);
+        Ok(())
+    }
+
+    /// Removes a session's bookkeeping, keeping its writes (`committed`) or undoing them.
+    fn finish_session(&self, st: &mut State, s: u64, committed: bool) -> CoreResult<()> {
+        // New leaves first: undoing them drops references that pins still hold.
+        let prefix = keys::session_prefix(keys::NEW_LEAF, s);
+        loop {
+            let batch = self.kv.range(&prefix, &keys::prefix_end(&prefix), CHUNK)?;
+            if batch.is_empty() {
+                break;
+            }
+            self.write(st, |t| {
+                for (key, _) in &batch {
+                    t.del(key.clone());
+                    if committed {
+                        continue;
+                    }
+                    let (tree, index) = keys::split_cid_index(&key[prefix.len()..]).ok_or_else(|| {
+                        Error::CorruptMetadata {
+                            key: hex(key),
+                            reason: "bad session leaf record".into(),
+                        }
+                    })?;
+                    let lkey = keys::leaf(&tree, index);
+                    if let Some(v) = t.get(&lkey)? {
+                        let (cid, _) = decode_leaf(&lkey, &v)?;
+                        t.del(lkey);
+                        t.unref(&cid, true)?;
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        let prefix = keys::session_prefix(keys::PIN, s);
+        loop {
+            let batch = self.kv.range(&prefix, &keys::prefix_end(&prefix), CHUNK)?;
+            if batch.is_empty() {
+                break;
+            }
+            self.write(st, |t| {
+                for (key, created) in &batch {
+                    t.del(key.clone());
+                    let cid = Cid::from_bytes(&key[prefix.len()..]).map_err(|e| Error::CorruptMetadata {
+                        key: hex(key),
+                        reason: e.to_string(),
+                    })?;
+                    // Undoing removes what the session created and nothing else refers to.
+                    let created = created.first() == Some(&1);
+                    t.unref(&cid, !committed && created)?;
+                }
+                Ok(())
+            })?;
+        }
+        self.write(st, |t| {
+            t.del(keys::committed(s));
+            Ok(())
+        })
+    }
+
+    fn delete_dataset(&self, st: &mut State, manifest_cid: &Cid) -> CoreResult<()> {
+        let manifest = Manifest::decode(self.get_block(manifest_cid)?.data())?;
+        let tree = manifest.tree_cid;
+        let shared = self
+            .manifest_cids()?
+            .into_iter()
+            .filter(|c| c != manifest_cid)
+            .any(|c| matches!(self.get_block(&c).and_then(|b| Manifest::decode(b.data())), Ok(m) if m.tree_cid == tree));
+        self.write(st, |t| {
+            if let Some(m) = t.meta(manifest_cid)? {
+                t.remove_block(manifest_cid, m);
+            }
+            if !shared {
+                t.put(keys::deleting_tree(&tree), Bytes::new());
+            }
+            Ok(())
+        })?;
+        if !shared {
+            self.delete_tree(st, &tree)?;
+        }
+        Ok(())
+    }
+
+    /// Removes every leaf of `tree` and the blocks only it referred to, in batches; the
+    /// marker written before makes `recover` finish the job after a crash.
+    fn delete_tree(&self, st: &mut State, tree: &Cid) -> CoreResult<()> {
+        let prefix = keys::leaf_prefix(tree);
+        loop {
+            let batch = self.kv.range(&prefix, &keys::prefix_end(&prefix), CHUNK)?;
+            if batch.is_empty() {
+                break;
+            }
+            self.write(st, |t| {
+                for (key, v) in &batch {
+                    let (cid, _) = decode_leaf(key, v)?;
+                    t.del(key.clone());
+                    t.unref(&cid, true)?;
+                }
+                Ok(())
+            })?;
+        }
+        self.write(st, |t| {
+            t.del(keys::deleting_tree(tree));
+            Ok(())
+        })
+    }
+
+    fn manifest_cids(&self) -> CoreResult<Vec<Cid>> {
+        let prefix = [keys::MANIFEST];
+        self.kv
+            .range(&prefix, &keys::prefix_end(&prefix), usize::MAX)?
+            .into_iter()
+            .map(|(k, _)| Cid::from_bytes(&k[1..]))
+            .collect()
+    }
+
+    fn delete_block(&self, cid: &Cid) -> CoreResult<()> {
+        let mut st = self.lock();
+        self.write(&mut st, |t| {
+            if let Some(m) = t.meta(cid)?
+                && m.refs == 0
+            {
+                t.remove_block(cid, m);
+            }
+            Ok(())
+        })
+    }
+
+    fn sweep_expired(&self, now: u64, limit: usize) -> CoreResult<usize> {
+        let mut st = self.lock();
+        let start = [keys::EXPIRY];
+        let mut end = vec![keys::EXPIRY];
+        end.extend_from_slice(&now.saturating_add(1).to_be_bytes());
+        let entries = self.kv.range(&start, &end, limit)?;
+        let mut deleted = 0;
+        for (key, _) in entries {
+            let (at, cid) = keys::split_u64(&key[1..])
+                .and_then(|(at, rest)| Some((at, Cid::from_bytes(rest).ok()?)))
+                .ok_or_else(|| Error::CorruptMetadata {
+                    key: hex(&key),
+                    reason: "bad expiry record".into(),
+                })?;
+            let meta = self.kv.get(&keys::meta(&cid))?.map(|b| Meta::decode(&key, &b)).transpose()?;
+            match meta {
+                Some(m) if m.expiry == at && cid.codec() == codec::MANIFEST => {
+                    self.delete_dataset(&mut st, &cid)?;
+                    deleted += 1;
+                }
+                Some(m) if m.expiry == at && m.refs == 0 => {
+                    self.write(&mut st, |t| {
+                        t.remove_block(&cid, m);
+                        Ok(())
+                    })?;
+                    deleted += 1;
+                }
+                // A stale record (the expiry moved on), or a block a dataset holds: the
+                // dataset's manifest decides when it goes.
+                _ => self.write(&mut st, |t| {
+                    t.del(key.clone());
+                    Ok(())
+                })?,
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Finishes or undoes sessions and tree deletions that a crash interrupted.
+    fn recover(&self) -> CoreResult<()> {
+        let mut st = self.lock();
+        let mut max_session = None;
+        for kind in [keys::NEW_LEAF, keys::PIN, keys::COMMITTED] {
+            loop {
+                let found = self.kv.range(&[kind], &[kind + 1], 1)?;
+                let Some((key, _)) = found.first() else { break };
+                let (s, _) = keys::split_u64(&key[1..]).ok_or_else(|| Error::CorruptMetadata {
+                    key: hex(key),
+                    reason: "bad session record".into(),
+                })?;
+                let committed = self.kv.contains(&keys::committed(s))?;
+                tracing::info!(session = s, committed, "recovering an interrupted write session");
+                self.finish_session(&mut st, s, committed)?;
+                max_session = max_session.max(Some(s));
+            }
+        }
+        loop {
+            let found = self.kv.range(&[keys::DELETING_TREE], &[keys::DELETING_TREE + 1], 1)?;
+            let Some((key, _)) = found.first() else { break };
+            let tree = Cid::from_bytes(&key[1..])?;
+            tracing::info!(%tree, "finishing an interrupted dataset deletion");
+            self.delete_tree(&mut st, &tree)?;
+        }
+        if let Some(s) = max_session
+            && st.counters.next_session <= s
+        {
+            self.write(&mut st, |t| {
+                t.counters.next_session = s + 1;
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+
+    fn check(&self) -> CoreResult<Vec<String>> {
+        let _st = self.lock();
+        let mut problems = Vec::new();
+        let all = |p: u8| self.kv.range(&[p], &[p + 1], usize::MAX);
+        let (mut used, mut blocks) = (0u64, 0u64);
+        let metas = all(keys::META)?;
+        for (key, v) in &metas {
+            let m = Meta::decode(key, v)?;
+            let cid = Cid::from_bytes(&key[1..])?;
+            match self.kv.get(&keys::block(&cid))? {
+                Some(data) if data.len() as u64 == m.size => {}
+                Some(_) => problems.push(format!("block {cid}: size differs from its record")),
+                None => problems.push(format!("block {cid}: record without data")),
+            }
+            used += m.size;
+            blocks += 1;
+        }
+        let data_count = all(keys::BLOCK)?.len() as u64;
+        if data_count != blocks {
+            problems.push(format!("{data_count} blocks stored, {blocks} block records"));
+        }
+        let c = self.lock_free_counters()?;
+        if c.used != used || c.blocks != blocks {
+            problems.push(format!(
+                "counters say {} bytes in {} blocks, the store holds {used} bytes in {blocks} blocks",
+                c.used, c.blocks
+            ));
+        }
+        for (key, v) in all(keys::LEAF)? {
+            let (cid, _) = decode_leaf(&key, &v)?;
+            if !self.kv.contains(&keys::block(&cid))? {
+                problems.push(format!("leaf {} points at missing block {cid}", hex(&key)));
+            }
+        }
+        for cid in self.manifest_cids()? {
+            let manifest = match self.get_block(&cid).and_then(|b| Manifest::decode(b.data())) {
+                Ok(m) => m,
+                Err(e) => {
+                    problems.push(format!("manifest {cid}: {e}"));
+                    continue;
+                }
+            };
+            for i in 0..manifest.blocks_count() {
+                if !self.has_leaf(&manifest.tree_cid, i)? {
+                    problems.push(format!("manifest {cid}: leaf {i} of its tree is missing"));
+                    break;
+                }
+            }
+        }
+        for kind in [keys::PIN, keys::NEW_LEAF, keys::COMMITTED, keys::DELETING_TREE] {
+            if !self.kv.range(&[kind], &[kind + 1], 1)?.is_empty() {
+                problems.push(format!("unfinished session or deletion records ({})", kind as char));
+            }
+        }
+        Ok(problems)
+    }
+
+    fn lock_free_counters(&self) -> CoreResult<Counters> {
+        Ok(self
+            .kv
+            .get(keys::COUNTERS)?
+            .and_then(|b| Counters::decode(&b))
+            .unwrap_or_default())
+    }
+
+    fn has_leaf(&self, tree: &Cid, index: u64) -> CoreResult<bool> {
+        let key = keys::leaf(tree, index);
+        match self.kv.get(&key)? {
+            Some(v) => Ok(self.kv.contains(&keys::block(&decode_leaf(&key, &v)?.0))?),
+            None => Ok(false),
+        }
+    }
+
+    fn space(&self) -> Space {
+        let c = self.lock().counters;
+        Space {
+            total_blocks: c.blocks,
+            quota_max_bytes: self.config.quota_max_bytes,
+            quota_used_bytes: c.used,
+            quota_reserved_bytes: c.reserved,
+        }
+    }
+
+    fn reserve(&self, bytes: u64, release: bool) -> CoreResult<()> {
+        let mut st = self.lock();
+        let quota = self.config.quota_max_bytes;
+        self.write(&mut st, |t| {
+            let c = &mut t.counters;
+            if release {
+                c.reserved = c.reserved.saturating_sub(bytes);
+                return Ok(());
+            }
+            let available = quota.saturating_sub(c.used).saturating_sub(c.reserved);
+            if bytes > available {
+                return Err(CoreError::QuotaExceeded { needed: bytes, available });
+            }
+            c.reserved += bytes;
+            Ok(())
+        })
+    }
+}
+
+#[async_trait]
+impl<K: Kv> BlockStore for Repo<K> {
+    async fn put_block(&self, block: Block) -> CoreResult<()> {
+        self.blocking(move |s| s.put_block(&block)).await
+    }
+
+    async fn put_leaf(&self, tree: &Cid, index: u64, block: Block, proof: CodexProof) -> CoreResult<()> {
+        let tree = *tree;
+        self.blocking(move |s| s.put_leaf(&tree, index, &block, &proof)).await
+    }
+
+    async fn get_block(&self, cid: &Cid) -> CoreResult<Block> {
+        let cid = *cid;
+        self.blocking(move |s| s.get_block(&cid)).await
+    }
+
+    async fn get_leaf(&self, tree: &Cid, index: u64) -> CoreResult<(Block, CodexProof)> {
+        let tree = *tree;
+        self.blocking(move |s| {
+            let leaf = s.leaf(&tree, index)?;
+            Ok((s.get_block(&leaf.block_cid)?, leaf.proof))
+        })
+        .await
+    }
+
+    async fn get_leaf_meta(&self, tree: &Cid, index: u64) -> CoreResult<LeafMeta> {
+        self.inner.leaf(tree, index)
+    }
+
+    async fn has_block(&self, cid: &Cid) -> CoreResult<bool> {
+        Ok(self.inner.kv.contains(&keys::block(cid))?)
+    }
+
+    async fn has_leaf(&self, tree: &Cid, index: u64) -> CoreResult<bool> {
+        self.inner.has_leaf(tree, index)
+    }
+
+    async fn delete_block(&self, cid: &Cid) -> CoreResult<()> {
+        let cid = *cid;
+        self.blocking(move |s| s.delete_block(&cid)).await
+    }
+
+    async fn delete_dataset(&self, manifest: &Cid) -> CoreResult<()> {
+        let cid = *manifest;
+        self.blocking(move |s| {
+            let mut st = s.lock();
+            s.delete_dataset(&mut st, &cid)
+        })
+        .await
+    }
+
+    async fn manifests(&self) -> CoreResult<Vec<(Cid, Manifest)>> {
+        self.blocking(|s| {
+            let mut out = Vec::new();
+            for cid in s.manifest_cids()? {
+                match s.get_block(&cid).and_then(|b| Manifest::decode(b.data())) {
+                    Ok(m) => out.push((cid, m)),
+                    Err(e) => tracing::warn!(%cid, error = %e, "skipping unreadable manifest"),
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn begin(&self) -> CoreResult<SessionId> {
+        self.blocking(|s| s.begin()).await
+    }
+
+    async fn session_put_blocks(&self, session: SessionId, blocks: Vec<Block>) -> CoreResult<()> {
+        self.blocking(move |s| s.session_put_blocks(session, &blocks)).await
+    }
+
+    async fn session_put_leaves(&self, session: SessionId, tree: &Cid, leaves: Vec<LeafMeta>) -> CoreResult<()> {
+        let tree = *tree;
+        self.blocking(move |s| s.session_put_leaves(session, &tree, &leaves)).await
+    }
+
+    async fn commit(&self, session: SessionId, manifest: Option<Block>) -> CoreResult<()> {
+        self.blocking(move |s| s.commit(session, manifest.as_ref())).await
+    }
+
+    async fn abort(&self, session: SessionId) -> CoreResult<()> {
+        self.blocking(move |s| s.abort(session)).await
+    }
+
+    async fn space(&self) -> CoreResult<Space> {
+        Ok(self.inner.space())
+    }
+
+    async fn reserve(&self, bytes: u64) -> CoreResult<()> {
+        self.blocking(move |s| s.reserve(bytes, false)).await
+    }
+
+    async fn release(&self, bytes: u64) -> CoreResult<()> {
+        self.blocking(move |s| s.reserve(bytes, true)).await
+    }
+}
