@@ -38,7 +38,8 @@ impl ChunkBuffer {
             self.partial.extend_from_slice(&data[..take]);
             data = &data[take..];
             if self.partial.len() == self.block_size {
-                let block = std::mem::replace(&mut self.partial, BytesMut::with_capacity(self.block_size));
+                let block =
+                    std::mem::replace(&mut self.partial, BytesMut::with_capacity(self.block_size));
                 out.push(block.freeze());
             }
         }

@@ -159,7 +159,8 @@ impl FromStr for Cid {
 
     /// Parses a CIDv1 in any multibase (`z...` base58btc, `b...` base32, ...).
     fn from_str(s: &str) -> Result<Self> {
-        let (_, bytes) = multibase::decode(s).map_err(|e| Error::InvalidCid(format!("{s:?}: {e}")))?;
+        let (_, bytes) =
+            multibase::decode(s).map_err(|e| Error::InvalidCid(format!("{s:?}: {e}")))?;
         Self::from_bytes(&bytes).map_err(|e| Error::InvalidCid(format!("{s:?}: {e}")))
     }
 }
@@ -212,10 +213,26 @@ mod tests {
 
     #[test]
     fn printed_prefixes_match_reference() {
-        assert!(Cid::from_sha256(codec::MANIFEST, [0; 32]).to_string().starts_with("zDvZRwz"));
-        assert!(Cid::from_sha256(codec::BLOCK, [0; 32]).to_string().starts_with("zDxWB8E"));
-        assert!(Cid::from_sha256(codec::ROOT, [0; 32]).to_string().starts_with("zDzSvJT"));
-        assert!(Cid::from_identity(codec::SLOT_ROOT, [0; 32]).to_string().starts_with("zE2PfUH"));
+        assert!(
+            Cid::from_sha256(codec::MANIFEST, [0; 32])
+                .to_string()
+                .starts_with("zDvZRwz")
+        );
+        assert!(
+            Cid::from_sha256(codec::BLOCK, [0; 32])
+                .to_string()
+                .starts_with("zDxWB8E")
+        );
+        assert!(
+            Cid::from_sha256(codec::ROOT, [0; 32])
+                .to_string()
+                .starts_with("zDzSvJT")
+        );
+        assert!(
+            Cid::from_identity(codec::SLOT_ROOT, [0; 32])
+                .to_string()
+                .starts_with("zE2PfUH")
+        );
     }
 
     #[test]

@@ -29,7 +29,9 @@ impl StrategyType {
         match code {
             0 => Ok(StrategyType::Linear),
             1 => Ok(StrategyType::Stepped),
-            other => Err(Error::InvalidManifest(format!("unknown strategy type {other}"))),
+            other => Err(Error::InvalidManifest(format!(
+                "unknown strategy type {other}"
+            ))),
         }
     }
 }
@@ -110,12 +112,15 @@ impl Manifest {
 
     /// Whether the dataset has slot roots.
     pub fn is_verifiable(&self) -> bool {
-        self.protection.as_ref().is_some_and(|p| p.verification.is_some())
+        self.protection
+            .as_ref()
+            .is_some_and(|p| p.verification.is_some())
     }
 
     /// `ceil(datasetSize / blockSize)`.
     pub fn blocks_count(&self) -> u64 {
-        self.dataset_size.div_ceil(u64::from(self.block_size.max(1)))
+        self.dataset_size
+            .div_ceil(u64::from(self.block_size.max(1)))
     }
 
     /// The size of the file a reader gets back: the original size when protected.
@@ -128,7 +133,8 @@ impl Manifest {
 
     /// `ceil(originalDatasetSize / blockSize)`; the blocks count when not protected.
     pub fn original_blocks_count(&self) -> u64 {
-        self.original_size().div_ceil(u64::from(self.block_size.max(1)))
+        self.original_size()
+            .div_ceil(u64::from(self.block_size.max(1)))
     }
 
     /// Tree root of the original data: `originalTreeCid` when protected, else `treeCid`.
@@ -148,7 +154,9 @@ impl Manifest {
 
     /// The number of slots, `K + M`, when protected.
     pub fn num_slots(&self) -> Option<u64> {
-        self.protection.as_ref().map(|p| u64::from(p.ec_k) + u64::from(p.ec_m))
+        self.protection
+            .as_ref()
+            .map(|p| u64::from(p.ec_k) + u64::from(p.ec_m))
     }
 
     /// The protobuf encoding of reference §2.1, byte for byte as the Nim encoder writes it.
@@ -173,7 +181,8 @@ impl Manifest {
                 for root in &v.slot_roots {
                     vi.bytes(2, &root.to_bytes());
                 }
-                vi.uint(3, u64::from(v.cell_size)).uint(4, v.strategy.code());
+                vi.uint(3, u64::from(v.cell_size))
+                    .uint(4, v.strategy.code());
                 e.message(6, &vi);
             }
             h.message(7, &e);
@@ -202,7 +211,10 @@ impl Manifest {
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         const WHAT: &str = "manifest";
         if bytes.len() > MAX_MANIFEST_SIZE {
-            return Err(Error::decode(WHAT, format!("{} bytes exceed the limit", bytes.len())));
+            return Err(Error::decode(
+                WHAT,
+                format!("{} bytes exceed the limit", bytes.len()),
+            ));
         }
         let mut outer = pb::Reader::new(bytes, WHAT);
         let mut header = None;
@@ -214,7 +226,8 @@ impl Manifest {
         let header = header.ok_or_else(|| Error::decode(WHAT, "no header"))?;
 
         let mut tree_cid = None;
-        let (mut block_size, mut dataset_size, mut codec_, mut hcodec, mut version) = (None, None, None, None, None);
+        let (mut block_size, mut dataset_size, mut codec_, mut hcodec, mut version) =
+            (None, None, None, None, None);
         let (mut filename, mut mimetype, mut erasure) = (None, None, None);
         let mut r = pb::Reader::new(header, WHAT);
         while let Some((field, value)) = r.next_field()? {
@@ -260,14 +273,20 @@ impl Manifest {
             return bad("blockSize is 0".into());
         }
         if self.tree_cid.codec() != codec::ROOT {
-            return bad(format!("treeCid has codec {:#x}, expected codex-root", self.tree_cid.codec()));
+            return bad(format!(
+                "treeCid has codec {:#x}, expected codex-root",
+                self.tree_cid.codec()
+            ));
         }
         if self.version != 1 {
             return bad(format!("CID version {} is not 1", self.version));
         }
         if let Some(p) = &self.protection {
             if p.ec_k == 0 || p.ec_m == 0 {
-                return bad(format!("ecK = {} and ecM = {} must both be positive", p.ec_k, p.ec_m));
+                return bad(format!(
+                    "ecK = {} and ecM = {} must both be positive",
+                    p.ec_k, p.ec_m
+                ));
             }
             if p.original_dataset_size > self.dataset_size {
                 return bad("originalDatasetSize exceeds datasetSize".into());
@@ -282,10 +301,16 @@ impl Manifest {
             }
             if let Some(v) = &p.verification {
                 if v.slot_roots.len() as u64 != slots {
-                    return bad(format!("{} slot roots for {slots} slots", v.slot_roots.len()));
+                    return bad(format!(
+                        "{} slot roots for {slots} slots",
+                        v.slot_roots.len()
+                    ));
                 }
                 if v.cell_size == 0 || self.block_size % v.cell_size != 0 {
-                    return bad(format!("cell size {} does not divide the block size", v.cell_size));
+                    return bad(format!(
+                        "cell size {} does not divide the block size",
+                        v.cell_size
+                    ));
                 }
             }
         }
@@ -294,7 +319,8 @@ impl Manifest {
 }
 
 fn utf8(bytes: &[u8]) -> Result<String> {
-    String::from_utf8(bytes.to_vec()).map_err(|_| Error::decode("manifest", "string field is not UTF-8"))
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| Error::decode("manifest", "string field is not UTF-8"))
 }
 
 fn decode_protection(bytes: &[u8]) -> Result<Protection> {
@@ -317,7 +343,8 @@ fn decode_protection(bytes: &[u8]) -> Result<Protection> {
         None => None,
         Some(v) => {
             const WHAT: &str = "manifest verification info";
-            let (mut root, mut slots, mut cell, mut vstrategy) = (None, Vec::new(), 0, StrategyType::Linear);
+            let (mut root, mut slots, mut cell, mut vstrategy) =
+                (None, Vec::new(), 0, StrategyType::Linear);
             let mut r = pb::Reader::new(v, WHAT);
             while let Some((field, value)) = r.next_field()? {
                 match field {
@@ -329,7 +356,8 @@ fn decode_protection(bytes: &[u8]) -> Result<Protection> {
                 }
             }
             Some(Verification {
-                verify_root: root.ok_or_else(|| Error::InvalidManifest("missing verifyRoot".into()))?,
+                verify_root: root
+                    .ok_or_else(|| Error::InvalidManifest("missing verifyRoot".into()))?,
                 slot_roots: slots,
                 cell_size: cell,
                 strategy: vstrategy,
@@ -339,7 +367,8 @@ fn decode_protection(bytes: &[u8]) -> Result<Protection> {
     Ok(Protection {
         ec_k: k,
         ec_m: m,
-        original_tree_cid: orig_tree.ok_or_else(|| Error::InvalidManifest("missing originalTreeCid".into()))?,
+        original_tree_cid: orig_tree
+            .ok_or_else(|| Error::InvalidManifest("missing originalTreeCid".into()))?,
         original_dataset_size: orig_size,
         strategy,
         verification,
@@ -408,7 +437,9 @@ mod tests {
         if let Some(p) = m.protection.as_mut() {
             p.verification = Some(Verification {
                 verify_root: Cid::from_identity(codec::PROVING_ROOT, [3; 32]),
-                slot_roots: (0..5u8).map(|i| Cid::from_identity(codec::SLOT_ROOT, [i; 32])).collect(),
+                slot_roots: (0..5u8)
+                    .map(|i| Cid::from_identity(codec::SLOT_ROOT, [i; 32]))
+                    .collect(),
                 cell_size: 2048,
                 strategy: StrategyType::Linear,
             });
@@ -424,7 +455,9 @@ mod tests {
         if let Some(p) = m.protection.as_mut() {
             p.verification = Some(Verification {
                 verify_root: Cid::from_identity(codec::PROVING_ROOT, [3; 32]),
-                slot_roots: (0..5u8).map(|i| Cid::from_identity(codec::SLOT_ROOT, [i; 32])).collect(),
+                slot_roots: (0..5u8)
+                    .map(|i| Cid::from_identity(codec::SLOT_ROOT, [i; 32]))
+                    .collect(),
                 cell_size: 2048,
                 strategy: StrategyType::Linear,
             });
@@ -444,7 +477,17 @@ mod tests {
                 while let Some((f, v)) = e.next_field().expect("ok") {
                     fields.push((f, matches!(v, pb::Value::Varint(_))));
                 }
-                assert_eq!(fields, vec![(1, true), (2, true), (3, false), (4, true), (5, true), (6, false)]);
+                assert_eq!(
+                    fields,
+                    vec![
+                        (1, true),
+                        (2, true),
+                        (3, false),
+                        (4, true),
+                        (5, true),
+                        (6, false)
+                    ]
+                );
             }
         }
         assert_eq!(seen, vec![1, 2, 3, 4, 5, 6, 7, 8, 9]);
@@ -454,7 +497,10 @@ mod tests {
     fn invalid_manifests_are_rejected() {
         let mut m = protected();
         m.dataset_size = 19 * 65536;
-        assert!(matches!(Manifest::decode(&m.encode()), Err(Error::InvalidManifest(_))));
+        assert!(matches!(
+            Manifest::decode(&m.encode()),
+            Err(Error::InvalidManifest(_))
+        ));
         let mut m = protected();
         m.block_size = 0;
         assert!(Manifest::decode(&m.encode()).is_err());

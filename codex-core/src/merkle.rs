@@ -123,7 +123,9 @@ impl MerkleTree {
     pub fn proof(&self, index: u64) -> Result<CodexProof> {
         let n = self.leaves_count();
         if index >= n {
-            return Err(Error::Tree(format!("leaf {index} out of range: the tree has {n}")));
+            return Err(Error::Tree(format!(
+                "leaf {index} out of range: the tree has {n}"
+            )));
         }
         let mut j = index as usize;
         let path = self.layers[..self.layers.len() - 1]
@@ -164,7 +166,10 @@ impl CodexProof {
     /// the wrong length, a codec other than sha2-256).
     pub fn reconstruct_root(&self, leaf: &[u8; 32]) -> Result<[u8; 32]> {
         if self.mcodec != codec::SHA2_256 {
-            return Err(Error::Tree(format!("proof codec {:#x} is not sha2-256", self.mcodec)));
+            return Err(Error::Tree(format!(
+                "proof codec {:#x} is not sha2-256",
+                self.mcodec
+            )));
         }
         if self.index >= self.nleaves {
             return Err(Error::Tree(format!(
@@ -182,7 +187,11 @@ impl CodexProof {
         }
         let (mut j, mut m, mut h) = (self.index, self.nleaves, *leaf);
         for (step, p) in self.path.iter().enumerate() {
-            let flag = if step == 0 { KEY_BOTTOM_LAYER } else { KEY_NONE };
+            let flag = if step == 0 {
+                KEY_BOTTOM_LAYER
+            } else {
+                KEY_NONE
+            };
             h = if j & 1 == 1 {
                 compress(p, &h, flag)
             } else if j == m - 1 {
@@ -212,7 +221,9 @@ impl CodexProof {
     /// Protobuf: `{1: mcodec, 2: index, 3: nleaves, 4: repeated {1: node}}`.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = pb::Writer::new();
-        w.uint(1, self.mcodec).uint(2, self.index).uint(3, self.nleaves);
+        w.uint(1, self.mcodec)
+            .uint(2, self.index)
+            .uint(3, self.nleaves);
         for node in &self.path {
             let mut n = pb::Writer::new();
             n.bytes(1, node);
@@ -229,7 +240,10 @@ impl CodexProof {
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         const WHAT: &str = "CodexProof";
         if bytes.len() > MAX_PROOF_SIZE {
-            return Err(Error::decode(WHAT, format!("{} bytes exceed the 1 MiB limit", bytes.len())));
+            return Err(Error::decode(
+                WHAT,
+                format!("{} bytes exceed the 1 MiB limit", bytes.len()),
+            ));
         }
         let mut proof = CodexProof {
             mcodec: 0,
@@ -250,11 +264,16 @@ impl CodexProof {
                         if f == 1 {
                             let b = v.bytes(WHAT)?;
                             node = Some(<[u8; 32]>::try_from(b).map_err(|_| {
-                                Error::decode(WHAT, format!("path node of {} bytes, expected 32", b.len()))
+                                Error::decode(
+                                    WHAT,
+                                    format!("path node of {} bytes, expected 32", b.len()),
+                                )
                             })?);
                         }
                     }
-                    proof.path.push(node.ok_or_else(|| Error::decode(WHAT, "empty path node"))?);
+                    proof
+                        .path
+                        .push(node.ok_or_else(|| Error::decode(WHAT, "empty path node"))?);
                 }
                 _ => {}
             }
@@ -269,7 +288,9 @@ mod tests {
     use proptest::prelude::*;
 
     fn leaves(n: usize) -> Vec<[u8; 32]> {
-        (0..n).map(|i| crate::cid::sha256(&(i as u64).to_le_bytes())).collect()
+        (0..n)
+            .map(|i| crate::cid::sha256(&(i as u64).to_le_bytes()))
+            .collect()
     }
 
     #[test]
@@ -282,7 +303,10 @@ mod tests {
         assert!(hex_digest.starts_with("de2f2560") && hex_digest.ends_with("9ca9cc31"));
         let tree = MerkleTree::new(vec![digest]).expect("tree");
         let root = hex::encode(tree.root());
-        assert!(root.starts_with("774010fc") && root.ends_with("378c13a0"), "{root}");
+        assert!(
+            root.starts_with("774010fc") && root.ends_with("378c13a0"),
+            "{root}"
+        );
         assert_eq!(
             tree.root_cid().to_string(),
             "zDzSvJTf8RviqW9HL7ppHPywc6dQZFY1JWpcNc1ZWsPt3aQue7AP"
@@ -293,7 +317,10 @@ mod tests {
     fn single_leaf_root_is_compressed_with_odd_bottom_key() {
         let leaf = [9u8; 32];
         let tree = MerkleTree::new(vec![leaf]).expect("tree");
-        assert_eq!(tree.root(), compress(&leaf, &ZERO, KEY_ODD_AND_BOTTOM_LAYER));
+        assert_eq!(
+            tree.root(),
+            compress(&leaf, &ZERO, KEY_ODD_AND_BOTTOM_LAYER)
+        );
         let proof = tree.proof(0).expect("proof");
         assert_eq!(proof.path, vec![ZERO]);
         assert!(proof.verify(&leaf, &tree.root()));

@@ -81,15 +81,17 @@ impl<'a> Reader<'a> {
         }
         let (field, wire) = decode_key(&mut self.buf).map_err(|e| Error::decode(self.what, e))?;
         let value = match wire {
-            WireType::Varint => {
-                Value::Varint(decode_varint(&mut self.buf).map_err(|e| Error::decode(self.what, e))?)
-            }
+            WireType::Varint => Value::Varint(
+                decode_varint(&mut self.buf).map_err(|e| Error::decode(self.what, e))?,
+            ),
             WireType::LengthDelimited => {
                 let len = decode_varint(&mut self.buf).map_err(|e| Error::decode(self.what, e))?;
                 let len = usize::try_from(len)
                     .ok()
                     .filter(|len| *len <= self.buf.len())
-                    .ok_or_else(|| Error::decode(self.what, "length-delimited field runs past the end"))?;
+                    .ok_or_else(|| {
+                        Error::decode(self.what, "length-delimited field runs past the end")
+                    })?;
                 let (value, rest) = self.buf.split_at(len);
                 self.buf = rest;
                 Value::Bytes(value)
@@ -102,7 +104,12 @@ impl<'a> Reader<'a> {
                 self.buf = &self.buf[4..];
                 Value::Bytes(&[])
             }
-            other => return Err(Error::decode(self.what, format!("unsupported wire type {other:?}"))),
+            other => {
+                return Err(Error::decode(
+                    self.what,
+                    format!("unsupported wire type {other:?}"),
+                ));
+            }
         };
         Ok(Some((field, value)))
     }

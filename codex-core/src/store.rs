@@ -75,7 +75,8 @@ pub trait BlockStore: Send + Sync + fmt::Debug + 'static {
     async fn put_block(&self, block: Block) -> Result<()>;
 
     /// Stores `block` as leaf `index` of `tree` with its proof, atomically.
-    async fn put_leaf(&self, tree: &Cid, index: u64, block: Block, proof: CodexProof) -> Result<()>;
+    async fn put_leaf(&self, tree: &Cid, index: u64, block: Block, proof: CodexProof)
+    -> Result<()>;
 
     /// Reads a block by CID.
     ///
@@ -122,7 +123,12 @@ pub trait BlockStore: Send + Sync + fmt::Debug + 'static {
     async fn session_put_blocks(&self, session: SessionId, blocks: Vec<Block>) -> Result<()>;
 
     /// Records leaves of `tree` (whose blocks are in the store) in a session.
-    async fn session_put_leaves(&self, session: SessionId, tree: &Cid, leaves: Vec<LeafMeta>) -> Result<()>;
+    async fn session_put_leaves(
+        &self,
+        session: SessionId,
+        tree: &Cid,
+        leaves: Vec<LeafMeta>,
+    ) -> Result<()>;
 
     /// Makes the session's writes permanent, storing `manifest` last, and flushes to disk.
     async fn commit(&self, session: SessionId, manifest: Option<Block>) -> Result<()>;

@@ -2,7 +2,7 @@
 
 use codex_core::Cid;
 
-pub(crate) const BLOCK: u8 = b'B';
+pub(crate) const BLOCK: u8 = crate::kv::BODY_PREFIX;
 pub(crate) const META: u8 = b'M';
 pub(crate) const LEAF: u8 = b'L';
 pub(crate) const EXPIRY: u8 = b'X';
@@ -51,7 +51,14 @@ pub(crate) fn pin(session: u64, cid: &Cid) -> Vec<u8> {
 }
 
 pub(crate) fn new_leaf(session: u64, tree: &Cid, index: u64) -> Vec<u8> {
-    with(NEW_LEAF, &[&session.to_be_bytes(), &tree.to_bytes(), &index.to_be_bytes()])
+    with(
+        NEW_LEAF,
+        &[
+            &session.to_be_bytes(),
+            &tree.to_bytes(),
+            &index.to_be_bytes(),
+        ],
+    )
 }
 
 pub(crate) fn session_prefix(kind: u8, session: u64) -> Vec<u8> {

@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use bytes::Bytes;
 use codex_core::{
-    Block, BlockAddress, BlockStore, Cid, CodexProof, Error as CoreError, LeafMeta, Manifest, SessionId, Space,
-    codec,
+    Block, BlockAddress, BlockStore, Cid, CodexProof, Error as CoreError, LeafMeta, Manifest,
+    SessionId, Space, codec,
 };
 
 use crate::error::Error;
@@ -60,7 +60,11 @@ impl Counters {
     }
 
     fn decode(b: &[u8]) -> Option<Self> {
-        let n = |i: usize| Some(u64::from_le_bytes(b.get(i * 8..i * 8 + 8)?.try_into().ok()?));
+        let n = |i: usize| {
+            Some(u64::from_le_bytes(
+                b.get(i * 8..i * 8 + 8)?.try_into().ok()?,
+            ))
+        };
         Some(Counters {
             used: n(0)?,
             reserved: n(1)?,
@@ -95,9 +99,17 @@ impl Meta {
         if b.len() != 20 {
             return Err(bad());
         }
-        let u64_at = |i: usize| b[i..i + 8].try_into().map(u64::from_le_bytes).map_err(|_| bad());
+        let u64_at = |i: usize| {
+            b[i..i + 8]
+                .try_into()
+                .map(u64::from_le_bytes)
+                .map_err(|_| bad())
+        };
         Ok(Meta {
-            refs: b[..4].try_into().map(u32::from_le_bytes).map_err(|_| bad())?,
+            refs: b[..4]
+                .try_into()
+                .map(u32::from_le_bytes)
+                .map_err(|_| bad())?,
             expiry: u64_at(4)?,
             size: u64_at(12)?,
         })
@@ -118,8 +130,13 @@ fn encode_leaf(cid: &Cid, proof: &CodexProof) -> Bytes {
 }
 
 fn decode_leaf(key: &[u8], v: &[u8]) -> Result<(Cid, Bytes), Error> {
-    let bad = |reason: String| Error::CorruptMetadata { key: hex(key), reason };
-    let (len, rest) = v.split_first().ok_or_else(|| bad("empty leaf record".into()))?;
+    let bad = |reason: String| Error::CorruptMetadata {
+        key: hex(key),
+        reason,
+    };
+    let (len, rest) = v
+        .split_first()
+        .ok_or_else(|| bad("empty leaf record".into()))?;
     let len = usize::from(*len);
     if rest.len() < len {
         return Err(bad("truncated leaf record".into()));
@@ -129,7 +146,10 @@ fn decode_leaf(key: &[u8], v: &[u8]) -> Result<(Cid, Bytes), Error> {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// A block store over a [`Kv`] backend. Cheap to clone: clones share one store.
@@ -248,7 +268,10 @@ impl<'a, K: Kv> Txn<'a, K> {
         let c = &mut self.counters;
         let available = quota.saturating_sub(c.used).saturating_sub(c.reserved);
         if size > available {
-            return Err(CoreError::QuotaExceeded { needed: size, available });
+            return Err(CoreError::QuotaExceeded {
+                needed: size,
+                available,
+            });
         }
         c.used += size;
         c.blocks += 1;
@@ -285,7 +308,13 @@ impl<'a, K: Kv> Txn<'a, K> {
 
     /// Points leaf `index` of `tree` at `cid` (which must be stored). Returns whether the
     /// leaf is new.
-    fn set_leaf(&mut self, tree: &Cid, index: u64, cid: &Cid, proof: &CodexProof) -> CoreResult<bool> {
+    fn set_leaf(
+        &mut self,
+        tree: &Cid,
+        index: u64,
+        cid: &Cid,
+        proof: &CodexProof,
+    ) -> CoreResult<bool> {
         let key = keys::leaf(tree, index);
         if let Some(old) = self.get(&key)? {
             let (old_cid, _) = decode_leaf(&key, &old)?;
@@ -295,7 +324,9 @@ impl<'a, K: Kv> Txn<'a, K> {
             }
             self.unref(&old_cid, true)?;
         }
-        let mut m = self.meta(cid)?.ok_or(CoreError::NotFound(BlockAddress::Cid(*cid)))?;
+        let mut m = self
+            .meta(cid)?
+            .ok_or(CoreError::NotFound(BlockAddress::Cid(*cid)))?;
         m.refs += 1;
         self.put(keys::meta(cid), m.encode());
         self.put(key, encode_leaf(cid, proof));
@@ -303,7 +334,8 @@ impl<'a, K: Kv> Txn<'a, K> {
     }
 
     fn into_writes(mut self) -> (Vec<Write>, Counters) {
-        self.writes.insert(keys::COUNTERS.to_vec(), Some(self.counters.encode()));
+        self.writes
+            .insert(keys::COUNTERS.to_vec(), Some(self.counters.encode()));
         (self.writes.into_iter().collect(), self.counters)
     }
 }
@@ -352,7 +384,11 @@ impl<K: Kv> Repo<K> {
 
     /// Runs [`Repo::sweep_expired`] every `interval` on a blocking thread, `batch` records
     /// at a time (Codex: every 10 minutes, 1000 blocks). Stops when the handle is aborted.
-    pub fn start_maintenance(&self, interval: Duration, batch: usize) -> tokio::task::JoinHandle<()> {
+    pub fn start_maintenance(
+        &self,
+        interval: Duration,
+        batch: usize,
+    ) -> tokio::task::JoinHandle<()> {
         let inner = Arc::clone(&self.inner);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
@@ -360,7 +396,9 @@ impl<K: Kv> Repo<K> {
             loop {
                 tick.tick().await;
                 let inner = Arc::clone(&inner);
-                let swept = tokio::task::spawn_blocking(move || inner.sweep_expired(unix_now(), batch)).await;
+                let swept =
+                    tokio::task::spawn_blocking(move || inner.sweep_expired(unix_now(), batch))
+                        .await;
                 match swept {
                     Ok(Ok(0)) => {}
                     Ok(Ok(n)) => tracing::info!(deleted = n, "maintenance: deleted expired blocks"),
@@ -399,7 +437,11 @@ impl<K: Kv> Inner<K> {
     }
 
     /// Runs `f` on a batch and applies it atomically, then adopts its counters.
-    fn write<T>(&self, state: &mut State, f: impl FnOnce(&mut Txn<'_, K>) -> CoreResult<T>) -> CoreResult<T> {
+    fn write<T>(
+        &self,
+        state: &mut State,
+        f: impl FnOnce(&mut Txn<'_, K>) -> CoreResult<T>,
+    ) -> CoreResult<T> {
         let mut txn = Txn::new(&self.kv, state.counters);
         let out = f(&mut txn)?;
         let (writes, counters) = txn.into_writes();
@@ -418,10 +460,13 @@ impl<K: Kv> Inner<K> {
 
     fn leaf(&self, tree: &Cid, index: u64) -> CoreResult<LeafMeta> {
         let key = keys::leaf(tree, index);
-        let v = self.kv.get(&key)?.ok_or(CoreError::NotFound(BlockAddress::Leaf {
-            tree: *tree,
-            index,
-        }))?;
+        let v = self
+            .kv
+            .get(&key)?
+            .ok_or(CoreError::NotFound(BlockAddress::Leaf {
+                tree: *tree,
+                index,
+            }))?;
         let (block_cid, proof) = decode_leaf(&key, &v)?;
         Ok(LeafMeta {
             index,
@@ -433,10 +478,18 @@ impl<K: Kv> Inner<K> {
     fn put_block(&self, block: &Block) -> CoreResult<()> {
         let mut st = self.lock();
         let (expiry, quota) = (self.expiry_from_now(), self.config.quota_max_bytes);
-        self.write(&mut st, |t| t.add_block(block, expiry, 0, quota).map(|_| ()))
+        self.write(&mut st, |t| {
+            t.add_block(block, expiry, 0, quota).map(|_| ())
+        })
     }
 
-    fn put_leaf(&self, tree: &Cid, index: u64, block: &Block, proof: &CodexProof) -> CoreResult<()> {
+    fn put_leaf(
+        &self,
+        tree: &Cid,
+        index: u64,
+        block: &Block,
+        proof: &CodexProof,
+    ) -> CoreResult<()> {
         let mut st = self.lock();
         let (expiry, quota) = (self.expiry_from_now(), self.config.quota_max_bytes);
         self.write(&mut st, |t| {
@@ -536,12 +589,13 @@ impl<K: Kv> Inner<K> {
                     if committed {
                         continue;
                     }
-                    let (tree, index) = keys::split_cid_index(&key[prefix.len()..]).ok_or_else(|| {
-                        Error::CorruptMetadata {
-                            key: hex(key),
-                            reason: "bad session leaf record".into(),
-                        }
-                    })?;
+                    let (tree, index) =
+                        keys::split_cid_index(&key[prefix.len()..]).ok_or_else(|| {
+                            Error::CorruptMetadata {
+                                key: hex(key),
+                                reason: "bad session leaf record".into(),
+                            }
+                        })?;
                     let lkey = keys::leaf(&tree, index);
                     if let Some(v) = t.get(&lkey)? {
                         let (cid, _) = decode_leaf(&lkey, &v)?;
@@ -561,9 +615,11 @@ impl<K: Kv> Inner<K> {
             self.write(st, |t| {
                 for (key, created) in &batch {
                     t.del(key.clone());
-                    let cid = Cid::from_bytes(&key[prefix.len()..]).map_err(|e| Error::CorruptMetadata {
-                        key: hex(key),
-                        reason: e.to_string(),
+                    let cid = Cid::from_bytes(&key[prefix.len()..]).map_err(|e| {
+                        Error::CorruptMetadata {
+                            key: hex(key),
+                            reason: e.to_string(),
+                        }
                     })?;
                     // Undoing removes what the session created and nothing else refers to.
                     let created = created.first() == Some(&1);
@@ -660,7 +716,11 @@ impl<K: Kv> Inner<K> {
                     key: hex(&key),
                     reason: "bad expiry record".into(),
                 })?;
-            let meta = self.kv.get(&keys::meta(&cid))?.map(|b| Meta::decode(&key, &b)).transpose()?;
+            let meta = self
+                .kv
+                .get(&keys::meta(&cid))?
+                .map(|b| Meta::decode(&key, &b))
+                .transpose()?;
             match meta {
                 Some(m) if m.expiry == at && cid.codec() == codec::MANIFEST => {
                     self.delete_dataset(&mut st, &cid)?;
@@ -697,13 +757,19 @@ impl<K: Kv> Inner<K> {
                     reason: "bad session record".into(),
                 })?;
                 let committed = self.kv.contains(&keys::committed(s))?;
-                tracing::info!(session = s, committed, "recovering an interrupted write session");
+                tracing::info!(
+                    session = s,
+                    committed,
+                    "recovering an interrupted write session"
+                );
                 self.finish_session(&mut st, s, committed)?;
                 max_session = max_session.max(Some(s));
             }
         }
         loop {
-            let found = self.kv.range(&[keys::DELETING_TREE], &[keys::DELETING_TREE + 1], 1)?;
+            let found = self
+                .kv
+                .range(&[keys::DELETING_TREE], &[keys::DELETING_TREE + 1], 1)?;
             let Some((key, _)) = found.first() else { break };
             let tree = Cid::from_bytes(&key[1..])?;
             tracing::info!(%tree, "finishing an interrupted dataset deletion");
@@ -739,7 +805,9 @@ impl<K: Kv> Inner<K> {
         }
         let data_count = all(keys::BLOCK)?.len() as u64;
         if data_count != blocks {
-            problems.push(format!("{data_count} blocks stored, {blocks} block records"));
+            problems.push(format!(
+                "{data_count} blocks stored, {blocks} block records"
+            ));
         }
         let c = self.lock_free_counters()?;
         if c.used != used || c.blocks != blocks {
@@ -755,7 +823,10 @@ impl<K: Kv> Inner<K> {
             }
         }
         for cid in self.manifest_cids()? {
-            let manifest = match self.get_block(&cid).and_then(|b| Manifest::decode(b.data())) {
+            let manifest = match self
+                .get_block(&cid)
+                .and_then(|b| Manifest::decode(b.data()))
+            {
                 Ok(m) => m,
                 Err(e) => {
                     problems.push(format!("manifest {cid}: {e}"));
@@ -769,9 +840,17 @@ impl<K: Kv> Inner<K> {
                 }
             }
         }
-        for kind in [keys::PIN, keys::NEW_LEAF, keys::COMMITTED, keys::DELETING_TREE] {
+        for kind in [
+            keys::PIN,
+            keys::NEW_LEAF,
+            keys::COMMITTED,
+            keys::DELETING_TREE,
+        ] {
             if !self.kv.range(&[kind], &[kind + 1], 1)?.is_empty() {
-                problems.push(format!("unfinished session or deletion records ({})", kind as char));
+                problems.push(format!(
+                    "unfinished session or deletion records ({})",
+                    kind as char
+                ));
             }
         }
         Ok(problems)
@@ -814,7 +893,10 @@ impl<K: Kv> Inner<K> {
             }
             let available = quota.saturating_sub(c.used).saturating_sub(c.reserved);
             if bytes > available {
-                return Err(CoreError::QuotaExceeded { needed: bytes, available });
+                return Err(CoreError::QuotaExceeded {
+                    needed: bytes,
+                    available,
+                });
             }
             c.reserved += bytes;
             Ok(())
@@ -828,9 +910,16 @@ impl<K: Kv> BlockStore for Repo<K> {
         self.blocking(move |s| s.put_block(&block)).await
     }
 
-    async fn put_leaf(&self, tree: &Cid, index: u64, block: Block, proof: CodexProof) -> CoreResult<()> {
+    async fn put_leaf(
+        &self,
+        tree: &Cid,
+        index: u64,
+        block: Block,
+        proof: CodexProof,
+    ) -> CoreResult<()> {
         let tree = *tree;
-        self.blocking(move |s| s.put_leaf(&tree, index, &block, &proof)).await
+        self.blocking(move |s| s.put_leaf(&tree, index, &block, &proof))
+            .await
     }
 
     async fn get_block(&self, cid: &Cid) -> CoreResult<Block> {
@@ -892,16 +981,24 @@ impl<K: Kv> BlockStore for Repo<K> {
     }
 
     async fn session_put_blocks(&self, session: SessionId, blocks: Vec<Block>) -> CoreResult<()> {
-        self.blocking(move |s| s.session_put_blocks(session, &blocks)).await
+        self.blocking(move |s| s.session_put_blocks(session, &blocks))
+            .await
     }
 
-    async fn session_put_leaves(&self, session: SessionId, tree: &Cid, leaves: Vec<LeafMeta>) -> CoreResult<()> {
+    async fn session_put_leaves(
+        &self,
+        session: SessionId,
+        tree: &Cid,
+        leaves: Vec<LeafMeta>,
+    ) -> CoreResult<()> {
         let tree = *tree;
-        self.blocking(move |s| s.session_put_leaves(session, &tree, &leaves)).await
+        self.blocking(move |s| s.session_put_leaves(session, &tree, &leaves))
+            .await
     }
 
     async fn commit(&self, session: SessionId, manifest: Option<Block>) -> CoreResult<()> {
-        self.blocking(move |s| s.commit(session, manifest.as_ref())).await
+        self.blocking(move |s| s.commit(session, manifest.as_ref()))
+            .await
     }
 
     async fn abort(&self, session: SessionId) -> CoreResult<()> {

@@ -15,7 +15,10 @@ fn config(quota: u64) -> StoreConfig {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
 }
 
 fn random_blocks(seed: u64, n: usize, size: usize) -> Vec<Block> {
@@ -30,7 +33,11 @@ fn random_blocks(seed: u64, n: usize, size: usize) -> Vec<Block> {
 }
 
 /// Stores `blocks` as a dataset in one session; returns the manifest CID.
-async fn store_dataset(store: &impl BlockStore, blocks: &[Block], name: &str) -> anyhow::Result<(Cid, Manifest)> {
+async fn store_dataset(
+    store: &impl BlockStore,
+    blocks: &[Block],
+    name: &str,
+) -> anyhow::Result<(Cid, Manifest)> {
     let tree = MerkleTree::from_cids(blocks.iter().map(Block::cid))?;
     let s = store.begin().await?;
     store.session_put_blocks(s, blocks.to_vec()).await?;
@@ -45,8 +52,14 @@ async fn store_dataset(store: &impl BlockStore, blocks: &[Block], name: &str) ->
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    store.session_put_leaves(s, &tree.root_cid(), leaves).await?;
-    let mut manifest = Manifest::new(tree.root_cid(), blocks[0].len() as u32, (blocks.len() * blocks[0].len()) as u64);
+    store
+        .session_put_leaves(s, &tree.root_cid(), leaves)
+        .await?;
+    let mut manifest = Manifest::new(
+        tree.root_cid(),
+        blocks[0].len() as u32,
+        (blocks.len() * blocks[0].len()) as u64,
+    );
     manifest.filename = Some(name.into());
     let mblock = Block::manifest(manifest.encode());
     let cid = *mblock.cid();
@@ -110,7 +123,10 @@ async fn blocks_round_trip<K: codex_store::Kv>(store: &Repo<K>) -> anyhow::Resul
     let space = store.space().await?;
     assert_eq!((space.total_blocks, space.quota_used_bytes), (3, 3000));
     let missing = Cid::for_block(b"not stored");
-    assert!(matches!(store.get_block(&missing).await, Err(Error::NotFound(_))));
+    assert!(matches!(
+        store.get_block(&missing).await,
+        Err(Error::NotFound(_))
+    ));
     assert!(!store.has_block(&missing).await?);
     store.delete_block(blocks[0].cid()).await?;
     assert!(!store.has_block(blocks[0].cid()).await?);
@@ -124,18 +140,26 @@ async fn leaves_round_trip_with_proofs<K: codex_store::Kv>(store: &Repo<K>) -> a
     let tree = MerkleTree::from_cids(blocks.iter().map(Block::cid))?;
     let root = tree.root_cid();
     for (i, b) in blocks.iter().enumerate() {
-        store.put_leaf(&root, i as u64, b.clone(), tree.proof(i as u64)?).await?;
+        store
+            .put_leaf(&root, i as u64, b.clone(), tree.proof(i as u64)?)
+            .await?;
     }
     for (i, b) in blocks.iter().enumerate() {
         let (got, proof) = store.get_leaf(&root, i as u64).await?;
         assert_eq!(&got, b);
         assert!(proof.verify_cids(b.cid(), &root));
         assert!(store.has_leaf(&root, i as u64).await?);
-        let addr = BlockAddress::Leaf { tree: root, index: i as u64 };
+        let addr = BlockAddress::Leaf {
+            tree: root,
+            index: i as u64,
+        };
         assert_eq!(&store.get(&addr).await?, b);
     }
     assert!(!store.has_leaf(&root, 5).await?);
-    assert!(matches!(store.get_leaf(&root, 5).await, Err(Error::NotFound(_))));
+    assert!(matches!(
+        store.get_leaf(&root, 5).await,
+        Err(Error::NotFound(_))
+    ));
     // A block that a leaf refers to is not deleted on its own.
     store.delete_block(blocks[0].cid()).await?;
     assert!(store.has_block(blocks[0].cid()).await?);
@@ -143,7 +167,9 @@ async fn leaves_round_trip_with_proofs<K: codex_store::Kv>(store: &Repo<K>) -> a
     Ok(())
 }
 
-async fn committed_dataset_is_listed_and_consistent<K: codex_store::Kv>(store: &Repo<K>) -> anyhow::Result<()> {
+async fn committed_dataset_is_listed_and_consistent<K: codex_store::Kv>(
+    store: &Repo<K>,
+) -> anyhow::Result<()> {
     let blocks = random_blocks(3, 10, 4096);
     let (cid, manifest) = store_dataset(store, &blocks, "a").await?;
     let listed = store.manifests().await?;
@@ -171,7 +197,9 @@ async fn aborted_session_leaves_nothing<K: codex_store::Kv>(store: &Repo<K>) -> 
     let tree = MerkleTree::from_cids(blocks.iter().map(Block::cid))?;
     let s = store.begin().await?;
     // The kept block is in this session too: aborting must not delete it.
-    store.session_put_blocks(s, [blocks.clone(), kept.clone()].concat()).await?;
+    store
+        .session_put_blocks(s, [blocks.clone(), kept.clone()].concat())
+        .await?;
     let leaves = (0..6)
         .map(|i| {
             Ok(LeafMeta {
@@ -181,7 +209,9 @@ async fn aborted_session_leaves_nothing<K: codex_store::Kv>(store: &Repo<K>) -> 
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    store.session_put_leaves(s, &tree.root_cid(), leaves).await?;
+    store
+        .session_put_leaves(s, &tree.root_cid(), leaves)
+        .await?;
     assert_eq!(store.space().await?.total_blocks, 7);
     store.abort(s).await?;
     let space = store.space().await?;
@@ -192,15 +222,22 @@ async fn aborted_session_leaves_nothing<K: codex_store::Kv>(store: &Repo<K>) -> 
     Ok(())
 }
 
-async fn quota_is_enforced_and_failed_writes_change_nothing<K: codex_store::Kv>(store: &Repo<K>) -> anyhow::Result<()> {
+async fn quota_is_enforced_and_failed_writes_change_nothing<K: codex_store::Kv>(
+    store: &Repo<K>,
+) -> anyhow::Result<()> {
     // The suite's quota is 1 GiB; fill it with a reservation, leaving 10 000 bytes.
     let quota = store.space().await?.quota_max_bytes;
     store.reserve(quota - 10_000).await?;
     let blocks = random_blocks(6, 3, 4096);
     let s = store.begin().await?;
-    let err = store.session_put_blocks(s, blocks.clone()).await.expect_err("must not fit");
+    let err = store
+        .session_put_blocks(s, blocks.clone())
+        .await
+        .expect_err("must not fit");
     match err {
-        Error::QuotaExceeded { needed, available } => assert_eq!((needed, available), (4096, 10_000 - 8192)),
+        Error::QuotaExceeded { needed, available } => {
+            assert_eq!((needed, available), (4096, 10_000 - 8192))
+        }
         other => panic!("expected QuotaExceeded, got {other}"),
     }
     // The failed batch wrote nothing.
@@ -219,13 +256,18 @@ async fn reservations_take_quota<K: codex_store::Kv>(store: &Repo<K>) -> anyhow:
     let quota = store.space().await?.quota_max_bytes;
     store.reserve(quota / 2).await?;
     assert_eq!(store.space().await?.quota_reserved_bytes, quota / 2);
-    assert!(matches!(store.reserve(quota / 2 + 1).await, Err(Error::QuotaExceeded { .. })));
+    assert!(matches!(
+        store.reserve(quota / 2 + 1).await,
+        Err(Error::QuotaExceeded { .. })
+    ));
     store.release(quota).await?;
     assert_eq!(store.space().await?.quota_reserved_bytes, 0);
     Ok(())
 }
 
-async fn shared_blocks_survive_deleting_one_dataset<K: codex_store::Kv>(store: &Repo<K>) -> anyhow::Result<()> {
+async fn shared_blocks_survive_deleting_one_dataset<K: codex_store::Kv>(
+    store: &Repo<K>,
+) -> anyhow::Result<()> {
     let common = random_blocks(7, 2, 256);
     let a = [common.clone(), random_blocks(8, 2, 256)].concat();
     let b = [random_blocks(9, 1, 256), common.clone()].concat();
@@ -288,7 +330,10 @@ async fn expired_data_is_swept<K: codex_store::Kv>(store: &Repo<K>) -> anyhow::R
 async fn unknown_sessions_are_errors<K: codex_store::Kv>(store: &Repo<K>) -> anyhow::Result<()> {
     let s = store.begin().await?;
     store.commit(s, None).await?;
-    assert!(matches!(store.commit(s, None).await, Err(Error::UnknownSession(_))));
+    assert!(matches!(
+        store.commit(s, None).await,
+        Err(Error::UnknownSession(_))
+    ));
     assert!(matches!(
         store.session_put_blocks(s, random_blocks(13, 1, 10)).await,
         Err(Error::UnknownSession(_))
@@ -313,7 +358,10 @@ async fn sled_persists_and_rolls_back_uncommitted_sessions() -> anyhow::Result<(
     assert_eq!(store.manifests().await?.len(), 1);
     assert!(store.has_block(&manifest_cid).await?);
     for b in &lost {
-        assert!(!store.has_block(b.cid()).await?, "uncommitted block survived");
+        assert!(
+            !store.has_block(b.cid()).await?,
+            "uncommitted block survived"
+        );
     }
     let space = store.space().await?;
     assert_eq!(space.total_blocks, 5);
@@ -327,20 +375,18 @@ async fn sled_persists_and_rolls_back_uncommitted_sessions() -> anyhow::Result<(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damaged_bytes_are_reported_not_returned() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let block = random_blocks(30, 1, 2048).remove(0);
+    let block = random_blocks(30, 1, 65536).remove(0);
     {
         let store = SledStore::open(dir.path(), config(1 << 30))?;
         store.put_block(block.clone()).await?;
     }
     {
-        // Flip a byte of the stored data behind the store's back (key: 'B' + CID bytes).
-        let db = ::sled::open(dir.path())?;
-        let mut key = vec![b'B'];
-        key.extend_from_slice(&block.cid().to_bytes());
-        let mut data = db.get(&key)?.expect("stored").to_vec();
+        // Flip a byte of the stored data behind the store's back: the only pack file holds
+        // the one block at offset 0.
+        let path = dir.path().join("packs").join("00000000.pack");
+        let mut data = std::fs::read(&path)?;
         data[100] ^= 0x40;
-        db.insert(key, data)?;
-        db.flush()?;
+        std::fs::write(&path, data)?;
     }
     let store = SledStore::open(dir.path(), config(1 << 30))?;
     match store.get_block(block.cid()).await {

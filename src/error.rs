@@ -1,0 +1,35 @@
+/// Result alias of the node.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong in the node.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// From content addressing or the block store.
+    #[error(transparent)]
+    Core(#[from] codex_core::Error),
+    /// The store could not be opened.
+    #[error("cannot open the store: {0}")]
+    Store(#[from] codex_store::Error),
+    /// An upload had no bytes: Codex datasets have at least one block.
+    #[error("the upload is empty: a dataset needs at least one byte")]
+    EmptyUpload,
+    /// A CID names something that is not a dataset where one is needed.
+    #[error("{0} is not a manifest CID")]
+    NotAManifest(codex_core::Cid),
+    /// The upload's source failed.
+    #[error("reading the upload failed: {0}")]
+    Source(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// I/O (binding the API, files).
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// A blocking task panicked.
+    #[error("worker task failed: {0}")]
+    Task(String),
+}
+
+impl From<tokio::task::JoinError> for Error {
+    fn from(e: tokio::task::JoinError) -> Self {
+        Error::Task(e.to_string())
+    }
+}

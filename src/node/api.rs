@@ -1,0 +1,249 @@
+//! Codex's REST API (reference §7), under `/api/codex/v1`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use codex_core::{BlockStore, Cid, Manifest, codec};
+use futures::TryStreamExt;
+use serde_json::{Value, json};
+
+use crate::error::Error;
+use crate::node::data::{self, UploadOptions};
+
+/// The API's base path.
+pub const BASE: &str = "/api/codex/v1";
+
+/// Shared state of the handlers.
+#[derive(Clone, Debug)]
+pub(crate) struct ApiState {
+    pub(crate) store: Arc<dyn BlockStore>,
+    pub(crate) data_dir: String,
+}
+
+/// The router of every endpoint the node serves.
+pub(crate) fn router(state: ApiState) -> Router {
+    let api = Router::new()
+        .route(
+            "/data",
+            get(list).post(upload).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/data/{cid}", get(download).delete(delete))
+        .route("/data/{cid}/exists", get(exists))
+        .route("/space", get(space))
+        .route("/debug/info", get(debug_info))
+        .with_state(state);
+    Router::new().nest(BASE, api)
+}
+
+/// An error answer: a status and a plain-text message, as Codex answers.
+#[derive(Debug)]
+pub(crate) struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, self.1).into_response()
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        use codex_core::Error as C;
+        let status = match &e {
+            Error::EmptyUpload => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::NotAManifest(_) => StatusCode::BAD_REQUEST,
+            Error::Source(_) => StatusCode::BAD_REQUEST,
+            Error::Core(c) => match c {
+                C::InvalidCid(_) => StatusCode::BAD_REQUEST,
+                C::NotFound(_) => StatusCode::NOT_FOUND,
+                C::QuotaExceeded { .. } => StatusCode::INSUFFICIENT_STORAGE,
+                C::Decode { .. } | C::InvalidManifest(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status.is_server_error() && status != StatusCode::INSUFFICIENT_STORAGE {
+            tracing::error!(error = %e, "request failed");
+        }
+        ApiError(status, e.to_string())
+    }
+}
+
+impl From<codex_core::Error> for ApiError {
+    fn from(e: codex_core::Error) -> Self {
+        Error::Core(e).into()
+    }
+}
+
+fn parse_cid(text: &str) -> Result<Cid, ApiError> {
+    text.parse::<Cid>()
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("Incorrect Cid: {e}")))
+}
+
+/// `filename` from `Content-Disposition: attachment; filename="x"` (or `filename=x`).
+fn disposition_filename(value: &str) -> Option<String> {
+    value.split(';').map(str::trim).find_map(|part| {
+        let (key, val) = part.split_once('=')?;
+        if !key.trim().eq_ignore_ascii_case("filename") {
+            return None;
+        }
+        let name = val.trim().trim_matches('"');
+        (!name.is_empty()).then(|| name.to_string())
+    })
+}
+
+/// A MIME type is `type/subtype` with token characters, optionally with parameters.
+fn valid_mime(value: &str) -> bool {
+    let essence = value.split(';').next().unwrap_or("").trim();
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    matches!(essence.split_once('/'), Some((t, s)) if token(t) && token(s))
+}
+
+async fn upload(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<String, ApiError> {
+    let mimetype = match headers.get(header::CONTENT_TYPE) {
+        None => None,
+        Some(v) => {
+            let text = v.to_str().unwrap_or("");
+            if !valid_mime(text) {
+                return Err(ApiError(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("The MIME type '{text}' is not valid."),
+                ));
+            }
+            Some(text.to_string())
+        }
+    };
+    let filename = headers
+        .get(header::CONTENT_DISPOSITION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(disposition_filename);
+    let options = UploadOptions {
+        filename,
+        mimetype,
+        block_size: None,
+    };
+    let cid = data::store_stream(st.store, body.into_data_stream(), options).await?;
+    tracing::info!(%cid, "stored an upload");
+    Ok(cid.to_string())
+}
+
+fn manifest_json(m: &Manifest) -> Value {
+    json!({
+        "treeCid": m.tree_cid.to_string(),
+        "datasetSize": m.dataset_size,
+        "blockSize": m.block_size,
+        "protected": m.is_protected(),
+        "filename": m.filename,
+        "mimetype": m.mimetype,
+    })
+}
+
+async fn list(State(st): State<ApiState>) -> Result<axum::Json<Value>, ApiError> {
+    let content: Vec<Value> = st
+        .store
+        .manifests()
+        .await?
+        .iter()
+        .map(|(cid, m)| json!({ "cid": cid.to_string(), "manifest": manifest_json(m) }))
+        .collect();
+    Ok(axum::Json(json!({ "content": content })))
+}
+
+async fn download(
+    State(st): State<ApiState>,
+    Path(cid): Path<String>,
+) -> Result<Response, ApiError> {
+    let cid = parse_cid(&cid)?;
+    let dataset = data::open(st.store, cid).await?;
+    let mut headers = HeaderMap::new();
+    let mime = dataset
+        .manifest
+        .as_ref()
+        .and_then(|m| m.mimetype.clone())
+        .unwrap_or_else(|| "application/octet-stream".into());
+    if let Ok(v) = HeaderValue::from_str(&mime) {
+        headers.insert(header::CONTENT_TYPE, v);
+    }
+    if let Some(name) = dataset.manifest.as_ref().and_then(|m| m.filename.as_ref()) {
+        let escaped = name.replace('\\', "\\\\").replace('"', "\\\"");
+        if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{escaped}\"")) {
+            headers.insert(header::CONTENT_DISPOSITION, v);
+        }
+    }
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(dataset.size));
+    let body = Body::from_stream(dataset.stream.inspect_err(|e| {
+        tracing::error!(error = %e, "dataset stream failed mid-download");
+    }));
+    Ok((headers, body).into_response())
+}
+
+async fn delete(
+    State(st): State<ApiState>,
+    Path(cid): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let cid = parse_cid(&cid)?;
+    if cid.codec() == codec::MANIFEST && st.store.has_block(&cid).await? {
+        st.store.delete_dataset(&cid).await?;
+    } else {
+        st.store.delete_block(&cid).await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn exists(
+    State(st): State<ApiState>,
+    Path(cid): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let cid = parse_cid(&cid)?;
+    let has = st.store.has_block(&cid).await?;
+    Ok(axum::Json(json!({ cid.to_string(): has })))
+}
+
+async fn space(State(st): State<ApiState>) -> Result<axum::Json<Value>, ApiError> {
+    let s = st.store.space().await?;
+    Ok(axum::Json(json!({
+        "totalBlocks": s.total_blocks,
+        "quotaMaxBytes": s.quota_max_bytes,
+        "quotaUsedBytes": s.quota_used_bytes,
+        "quotaReservedBytes": s.quota_reserved_bytes,
+    })))
+}
+
+async fn debug_info(State(st): State<ApiState>) -> axum::Json<Value> {
+    axum::Json(json!({
+        "repo": st.data_dir,
+        "codex": { "version": env!("CARGO_PKG_VERSION"), "revision": "", "contracts": {} },
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filenames_and_mime_types() {
+        assert_eq!(
+            disposition_filename("attachment; filename=\"a b.txt\""),
+            Some("a b.txt".into())
+        );
+        assert_eq!(disposition_filename("filename=x.bin"), Some("x.bin".into()));
+        assert_eq!(disposition_filename("attachment"), None);
+        assert!(valid_mime("text/plain"));
+        assert!(valid_mime("application/octet-stream; charset=utf-8"));
+        assert!(!valid_mime("nonsense"));
+        assert!(!valid_mime("a/"));
+        assert!(!valid_mime("te xt/plain"));
+    }
+}

@@ -1,0 +1,247 @@
+//! Storing a byte stream as a dataset, and streaming a dataset back.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use codex_core::{
+    Block, BlockStore, ChunkBuffer, Cid, DEFAULT_BLOCK_SIZE, LeafMeta, Manifest, MerkleTree,
+    SessionId, codec,
+};
+use futures::stream::{self, BoxStream};
+use futures::{Stream, StreamExt, TryStreamExt};
+use tokio::sync::mpsc;
+
+use crate::error::{Error, Result};
+
+/// Blocks hashed and stored together: 1 MiB of 64 KiB blocks.
+const BATCH_BLOCKS: usize = 16;
+/// Leaves (with proofs) written per store call when committing a dataset.
+const LEAF_BATCH: usize = 4096;
+/// Blocks read ahead while streaming a dataset out.
+const READ_AHEAD: usize = 16;
+
+/// What an upload carries besides its bytes.
+#[derive(Clone, Debug, Default)]
+pub struct UploadOptions {
+    /// Kept in the manifest (from `Content-Disposition: filename=`).
+    pub filename: Option<String>,
+    /// Kept in the manifest (from `Content-Type`).
+    pub mimetype: Option<String>,
+    /// Block size; 64 KiB when `None`.
+    pub block_size: Option<usize>,
+}
+
+/// Aborts a write session that was neither committed nor aborted, e.g. because the
+/// upload's future was dropped when its client went away.
+struct SessionGuard {
+    store: Arc<dyn BlockStore>,
+    id: SessionId,
+    open: bool,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        if self.open
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let (store, id) = (Arc::clone(&self.store), self.id);
+            rt.spawn(async move {
+                if let Err(e) = store.abort(id).await {
+                    tracing::warn!(session = id.0, error = %e, "cannot abort an abandoned upload");
+                }
+            });
+        }
+    }
+}
+
+/// Stores a stream of bytes as a dataset: 64 KiB blocks (the last zero-padded), the
+/// SHA-256 tree with every leaf's proof, and the manifest, written last. Returns the
+/// manifest CID.
+///
+/// Memory is bounded by a few batches of blocks whatever the stream's length; hashing
+/// runs on blocking threads (both cores) while the next bytes arrive.
+///
+/// # Errors
+/// [`Error::EmptyUpload`] for zero bytes, [`codex_core::Error::QuotaExceeded`] when the
+/// store is full, [`Error::Source`] when the stream fails. On any error nothing of the
+/// upload stays in the store.
+///
+/// # Cancel safety
+/// Dropping the future abandons the upload; its blocks are removed in the background.
+pub async fn store_stream<S, E>(
+    store: Arc<dyn BlockStore>,
+    source: S,
+    options: UploadOptions,
+) -> Result<Cid>
+where
+    S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let id = store.begin().await?;
+    let mut guard = SessionGuard {
+        store: Arc::clone(&store),
+        id,
+        open: true,
+    };
+    let result = write_dataset(&store, id, source, options).await;
+    guard.open = false;
+    match result {
+        Ok((manifest, cid)) => {
+            store.commit(id, Some(manifest)).await?;
+            Ok(cid)
+        }
+        Err(e) => {
+            if let Err(abort) = store.abort(id).await {
+                tracing::warn!(error = %abort, "cannot abort a failed upload");
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn write_dataset<S, E>(
+    store: &Arc<dyn BlockStore>,
+    id: SessionId,
+    mut source: S,
+    options: UploadOptions,
+) -> Result<(Block, Cid)>
+where
+    S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let block_size = options.block_size.unwrap_or(DEFAULT_BLOCK_SIZE);
+    let (tx, rx) = mpsc::channel::<Vec<Bytes>>(4);
+
+    let produce = async move {
+        let mut chunker = ChunkBuffer::new(block_size);
+        let mut pending = Vec::with_capacity(BATCH_BLOCKS + 1);
+        while let Some(piece) = source.next().await {
+            let piece = piece.map_err(|e| Error::Source(e.into()))?;
+            chunker.push(&piece, &mut pending);
+            if pending.len() >= BATCH_BLOCKS && tx.send(std::mem::take(&mut pending)).await.is_err()
+            {
+                break;
+            }
+        }
+        pending.extend(chunker.finish());
+        if !pending.is_empty() {
+            let _ = tx.send(pending).await;
+        }
+        Ok::<_, Error>(chunker.total())
+    };
+
+    let consume = async {
+        let mut cids = Vec::new();
+        let mut hashed = tokio_stream_from(rx)
+            .map(|raw| tokio::task::spawn_blocking(move || hash_blocks(raw)))
+            .buffered(2);
+        while let Some(blocks) = hashed.next().await {
+            let blocks = blocks?;
+            cids.extend(blocks.iter().map(|b| *b.cid()));
+            store.session_put_blocks(id, blocks).await?;
+        }
+        Ok::<_, Error>(cids)
+    };
+
+    let (total, cids) = futures::try_join!(produce, consume)?;
+    if total == 0 {
+        return Err(Error::EmptyUpload);
+    }
+
+    let tree = Arc::new(tokio::task::spawn_blocking(move || MerkleTree::from_cids(&cids)).await??);
+    let root = tree.root_cid();
+    let n = tree.leaves_count();
+    for start in (0..n).step_by(LEAF_BATCH) {
+        let end = (start + LEAF_BATCH as u64).min(n);
+        let t = Arc::clone(&tree);
+        let leaves = tokio::task::spawn_blocking(move || {
+            (start..end)
+                .map(|i| {
+                    Ok(LeafMeta {
+                        index: i,
+                        block_cid: Cid::from_sha256(codec::BLOCK, t.leaves()[i as usize]),
+                        proof: t.proof(i)?,
+                    })
+                })
+                .collect::<codex_core::Result<Vec<_>>>()
+        })
+        .await??;
+        store.session_put_leaves(id, &root, leaves).await?;
+    }
+
+    let mut manifest = Manifest::new(root, block_size as u32, total);
+    manifest.filename = options.filename;
+    manifest.mimetype = options.mimetype;
+    let block = Block::manifest(manifest.encode());
+    let cid = *block.cid();
+    Ok((block, cid))
+}
+
+fn hash_blocks(raw: Vec<Bytes>) -> Vec<Block> {
+    use rayon::prelude::*;
+    raw.into_par_iter().map(Block::new).collect()
+}
+
+fn tokio_stream_from<T: Send + 'static>(mut rx: mpsc::Receiver<T>) -> impl Stream<Item = T> + Send {
+    stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// A dataset opened for reading: its manifest and its bytes.
+pub struct Dataset {
+    /// The manifest, when the CID was a manifest (else a single block is streamed).
+    pub manifest: Option<Manifest>,
+    /// The number of bytes the stream yields.
+    pub size: u64,
+    /// The bytes, in order: the original file for a manifest, the block otherwise.
+    pub stream: BoxStream<'static, Result<Bytes>>,
+}
+
+impl std::fmt::Debug for Dataset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dataset")
+            .field("manifest", &self.manifest)
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens a dataset (a manifest CID) or a single block from the local store. For a
+/// protected dataset the original file is streamed: its data blocks come first.
+///
+/// # Errors
+/// [`codex_core::Error::NotFound`] when the CID is not stored; errors while streaming
+/// (a missing or corrupt block) end the stream with that error.
+pub async fn open(store: Arc<dyn BlockStore>, cid: Cid) -> Result<Dataset> {
+    let first = store.get_block(&cid).await?;
+    if cid.codec() != codec::MANIFEST {
+        let size = first.len() as u64;
+        return Ok(Dataset {
+            manifest: None,
+            size,
+            stream: stream::once(async move { Ok(first.into_data()) }).boxed(),
+        });
+    }
+    let manifest = Manifest::decode(first.data())?;
+    let size = manifest.original_size();
+    let block_size = u64::from(manifest.block_size);
+    let tree = manifest.tree_cid;
+    let stream = stream::iter(0..manifest.original_blocks_count())
+        .map(move |i| {
+            let store = Arc::clone(&store);
+            async move {
+                let (block, _) = store.get_leaf(&tree, i).await?;
+                let mut data = block.into_data();
+                let wanted = (size - i * block_size).min(block_size) as usize;
+                data.truncate(wanted);
+                Ok::<_, Error>(data)
+            }
+        })
+        .buffered(READ_AHEAD)
+        .into_stream()
+        .boxed();
+    Ok(Dataset {
+        manifest: Some(manifest),
+        size,
+        stream,
+    })
+}

@@ -1,0 +1,163 @@
+//! The node: the layers composed behind Codex's REST API.
+//!
+//! Today a node stores and serves datasets from its local store; networking, erasure
+//! coding, proofs and the marketplace join as their crates fill in.
+
+pub mod api;
+pub mod data;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use codex_core::{BlockStore, Cid};
+use codex_store::{SledStore, StoreConfig};
+use futures::Stream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::error::Result;
+pub use crate::node::data::{Dataset, UploadOptions};
+
+/// A node's settings; the defaults are Codex's.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Where the store lives (`--data-dir`).
+    pub data_dir: PathBuf,
+    /// API address (`--api-bindaddr`, default 127.0.0.1).
+    pub api_bindaddr: IpAddr,
+    /// API port (`--api-port`, default 8080; 0 picks a free port).
+    pub api_port: u16,
+    /// Quota in bytes (`--storage-quota`, default 20 GiB).
+    pub storage_quota: u64,
+    /// Block lifetime (`--block-ttl`, default 30 days).
+    pub block_ttl: Duration,
+    /// Time between expiry sweeps (`--block-mi`, default 10 minutes).
+    pub block_maintenance_interval: Duration,
+    /// Expiry records per sweep (`--block-mn`, default 1000).
+    pub block_maintenance_batch: usize,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            data_dir: PathBuf::from("codex-data"),
+            api_bindaddr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            api_port: 8080,
+            storage_quota: 20 << 30,
+            block_ttl: Duration::from_secs(30 * 24 * 3600),
+            block_maintenance_interval: Duration::from_secs(600),
+            block_maintenance_batch: 1000,
+        }
+    }
+}
+
+/// A running node. Dropping it stops the API; call [`Node::shutdown`] to wait for that.
+#[derive(Debug)]
+pub struct Node {
+    store: Arc<dyn BlockStore>,
+    api_addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+    maintenance: JoinHandle<()>,
+}
+
+impl Node {
+    /// Opens the store in `config.data_dir` and starts the API and the maintenance task.
+    ///
+    /// # Errors
+    /// When the store cannot be opened or the API address cannot be bound.
+    pub async fn start(config: NodeConfig) -> Result<Node> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let store_config = StoreConfig {
+            quota_max_bytes: config.storage_quota,
+            block_ttl: config.block_ttl,
+            ..StoreConfig::default()
+        };
+        let dir = config.data_dir.join("repo");
+        let store =
+            tokio::task::spawn_blocking(move || SledStore::open(dir, store_config)).await??;
+        let maintenance = store.start_maintenance(
+            config.block_maintenance_interval,
+            config.block_maintenance_batch,
+        );
+        let store: Arc<dyn BlockStore> = Arc::new(store);
+
+        let listener =
+            tokio::net::TcpListener::bind((config.api_bindaddr, config.api_port)).await?;
+        let api_addr = listener.local_addr()?;
+        let router = api::router(api::ApiState {
+            store: Arc::clone(&store),
+            data_dir: config.data_dir.display().to_string(),
+        });
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        tracing::info!(%api_addr, data_dir = %config.data_dir.display(), "node started");
+        Ok(Node {
+            store,
+            api_addr,
+            stop: Some(stop),
+            server: Some(server),
+            maintenance,
+        })
+    }
+
+    /// The address the REST API listens on.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    /// The API's base URL, e.g. `http://127.0.0.1:8080/api/codex/v1`.
+    pub fn api_url(&self) -> String {
+        format!("http://{}{}", self.api_addr, api::BASE)
+    }
+
+    /// The node's block store.
+    pub fn store(&self) -> &Arc<dyn BlockStore> {
+        &self.store
+    }
+
+    /// Stores a byte stream as a dataset; see [`data::store_stream`].
+    pub async fn upload<S, E>(&self, source: S, options: UploadOptions) -> Result<Cid>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        data::store_stream(Arc::clone(&self.store), source, options).await
+    }
+
+    /// Opens a stored dataset for reading; see [`data::open`].
+    pub async fn download(&self, cid: Cid) -> Result<Dataset> {
+        data::open(Arc::clone(&self.store), cid).await
+    }
+
+    /// Stops the API (finishing requests in flight) and the maintenance task.
+    pub async fn shutdown(mut self) -> Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await??;
+        }
+        self.maintenance.abort();
+        let _ = (&mut self.maintenance).await;
+        Ok(())
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.maintenance.abort();
+    }
+}
