@@ -1,1 +1,253 @@
-fn main() {}
+//! `codex-node`: run a Codex node, or talk to a running one.
+//!
+//! ```text
+//! codex-node --data-dir ./data --api-port 8080        # run a node
+//! codex-node upload FILE                              # store a file, print its CID
+//! codex-node download CID -o FILE                     # fetch it back
+//! codex-node list | space                             # what the node holds
+//! ```
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use codex::{Node, NodeConfig};
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::io::AsyncWriteExt;
+
+const DEFAULT_API: &str = "http://127.0.0.1:8080/api/codex/v1";
+
+#[derive(Parser, Debug)]
+#[command(name = "codex-node", version, about = "A Codex storage node and its client")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Where the node keeps its data.
+    #[arg(long, default_value = "codex-data")]
+    data_dir: PathBuf,
+    /// REST API port (0 picks a free one).
+    #[arg(long, default_value_t = 8080)]
+    api_port: u16,
+    /// REST API address; keep 127.0.0.1 unless the API must be reachable from elsewhere.
+    #[arg(long, default_value = "127.0.0.1")]
+    api_bindaddr: IpAddr,
+    /// Storage quota in bytes; suffixes K, M, G, T (powers of 1024) are accepted.
+    #[arg(long, default_value = "20G", value_parser = parse_size)]
+    storage_quota: u64,
+    /// Block time-to-live in seconds.
+    #[arg(long, default_value_t = 30 * 24 * 3600)]
+    block_ttl: u64,
+    /// Seconds between sweeps of expired blocks.
+    #[arg(long = "block-mi", default_value_t = 600)]
+    block_maintenance_interval: u64,
+    /// Expired blocks deleted per sweep.
+    #[arg(long = "block-mn", default_value_t = 1000)]
+    block_maintenance_batch: usize,
+    /// Log filter (`info`, `debug`, `codex=trace`, ...).
+    #[arg(long, default_value = "info", env = "CODEX_LOG")]
+    log_level: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Upload a file to a running node and print its manifest CID.
+    Upload {
+        /// The file to store.
+        file: PathBuf,
+        /// MIME type to record (default: none).
+        #[arg(long)]
+        mime: Option<String>,
+        #[arg(long, default_value = DEFAULT_API)]
+        api: String,
+    },
+    /// Download a dataset from a running node into a file.
+    Download {
+        /// The manifest CID.
+        cid: String,
+        /// Where to write it.
+        #[arg(short, long)]
+        output: PathBuf,
+        #[arg(long, default_value = DEFAULT_API)]
+        api: String,
+    },
+    /// List the datasets a running node stores.
+    List {
+        #[arg(long, default_value = DEFAULT_API)]
+        api: String,
+    },
+    /// Show a running node's quota and usage.
+    Space {
+        #[arg(long, default_value = DEFAULT_API)]
+        api: String,
+    },
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim().trim_end_matches(['B', 'b']).trim_end_matches(['i', 'I']);
+    let (digits, shift) = match t.chars().last() {
+        Some('K' | 'k') => (&t[..t.len() - 1], 10),
+        Some('M' | 'm') => (&t[..t.len() - 1], 20),
+        Some('G' | 'g') => (&t[..t.len() - 1], 30),
+        Some('T' | 't') => (&t[..t.len() - 1], 40),
+        _ => (t, 0),
+    };
+    let n: u64 = digits.trim().parse().map_err(|_| format!("not a size: {text:?}"))?;
+    n.checked_mul(1u64 << shift).ok_or_else(|| format!("size too large: {text:?}"))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        None => run(cli.run).await,
+        Some(Command::Upload { file, mime, api }) => upload(&api, &file, mime).await,
+        Some(Command::Download { cid, output, api }) => download(&api, &cid, &output).await,
+        Some(Command::List { api }) => print_json(&format!("{api}/data")).await,
+        Some(Command::Space { api }) => print_json(&format!("{api}/space")).await,
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log_level).context("bad --log-level")?)
+        .with_writer(std::io::stderr)
+        .init();
+    let node = Node::start(NodeConfig {
+        data_dir: args.data_dir,
+        api_bindaddr: args.api_bindaddr,
+        api_port: args.api_port,
+        storage_quota: args.storage_quota,
+        block_ttl: Duration::from_secs(args.block_ttl),
+        block_maintenance_interval: Duration::from_secs(args.block_maintenance_interval.max(1)),
+        block_maintenance_batch: args.block_maintenance_batch,
+    })
+    .await?;
+    // The first line on stdout is the API URL, for scripts and tests.
+    println!("{}", node.api_url());
+    eprintln!(
+        "Codex node running. Try:\n  codex-node upload FILE --api {0}\n  codex-node list --api {0}",
+        node.api_url()
+    );
+    tokio::signal::ctrl_c().await?;
+    eprintln!("shutting down");
+    node.shutdown().await?;
+    Ok(())
+}
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
+async fn upload(api: &str, file: &Path, mime: Option<String>) -> anyhow::Result<()> {
+    let f = tokio::fs::File::open(file)
+        .await
+        .with_context(|| format!("cannot open {}", file.display()))?;
+    let len = f.metadata().await?.len();
+    let progress = bar(len, "uploading");
+    let p = progress.clone();
+    let stream = tokio_util::io::ReaderStream::with_capacity(f, 1 << 20).inspect(move |chunk| {
+        if let Ok(c) = chunk {
+            p.inc(c.len() as u64);
+        }
+    });
+    let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("upload");
+    let mut req = reqwest::Client::new()
+        .post(format!("{api}/data"))
+        .header("Content-Disposition", format!("attachment; filename=\"{name}\""))
+        .header("Content-Length", len)
+        .body(reqwest::Body::wrap_stream(stream));
+    if let Some(m) = mime {
+        req = req.header("Content-Type", m);
+    }
+    let started = Instant::now();
+    let res = req.send().await.with_context(|| format!("cannot reach the node at {api}"))?;
+    progress.finish_and_clear();
+    let status = res.status();
+    let text = res.text().await?;
+    if !status.is_success() {
+        bail!("upload refused ({status}): {text}");
+    }
+    eprintln!(
+        "stored {} bytes in {:.2} s; fetch it with: codex-node download {text} -o FILE",
+        len,
+        started.elapsed().as_secs_f64()
+    );
+    println!("{text}");
+    Ok(())
+}
+
+async fn download(api: &str, cid: &str, output: &Path) -> anyhow::Result<()> {
+    let res = reqwest::get(format!("{api}/data/{cid}"))
+        .await
+        .with_context(|| format!("cannot reach the node at {api}"))?;
+    let status = res.status();
+    if !status.is_success() {
+        bail!("download refused ({status}): {}", res.text().await?);
+    }
+    let len = res.content_length().unwrap_or(0);
+    let progress = bar(len, "downloading");
+    // Write beside the target and rename at the end: no half-written file on failure.
+    let partial = output.with_extension("partial");
+    let mut file = tokio::fs::File::create(&partial)
+        .await
+        .with_context(|| format!("cannot create {}", partial.display()))?;
+    let mut body = res.bytes_stream();
+    let mut written = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.context("the download was cut off")?;
+        file.write_all(&chunk).await?;
+        written += chunk.len() as u64;
+        progress.inc(chunk.len() as u64);
+    }
+    file.flush().await?;
+    drop(file);
+    progress.finish_and_clear();
+    if len != 0 && written != len {
+        let _ = tokio::fs::remove_file(&partial).await;
+        bail!("the node sent {written} of {len} bytes");
+    }
+    tokio::fs::rename(&partial, output).await?;
+    eprintln!("wrote {written} bytes to {}", output.display());
+    Ok(())
+}
+
+async fn print_json(url: &str) -> anyhow::Result<()> {
+    let res = reqwest::get(url).await.with_context(|| format!("cannot reach {url}"))?;
+    let status = res.status();
+    let body: serde_json::Value = res.json().await?;
+    if !status.is_success() {
+        bail!("{status}: {body}");
+    }
+    println!("{}", serde_json::to_string_pretty(&body)?);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert_eq!(parse_size("20G"), Ok(20 << 30));
+        assert_eq!(parse_size("8MiB"), Ok(8 << 20));
+        assert_eq!(parse_size("3k"), Ok(3 << 10));
+        assert!(parse_size("lots").is_err());
+    }
+}
