@@ -44,7 +44,10 @@ impl Block {
                 codec::SHA2_256 => Cid::from_sha256(cid.codec(), crate::cid::sha256(&data)),
                 _ => Cid::for_block(&data),
             };
-            return Err(Error::Corrupt { cid, actual });
+            return Err(Error::Corrupt {
+                cid: Box::new(cid),
+                actual: Box::new(actual),
+            });
         }
         Ok(Block { cid, data })
     }
@@ -112,6 +115,12 @@ impl fmt::Display for BlockAddress {
     }
 }
 
+impl From<(Cid, u64)> for BlockAddress {
+    fn from((tree, index): (Cid, u64)) -> Self {
+        BlockAddress::Leaf { tree, index }
+    }
+}
+
 impl From<Cid> for BlockAddress {
     fn from(cid: Cid) -> Self {
         BlockAddress::Cid(cid)
@@ -128,8 +137,8 @@ mod tests {
         assert!(Block::verified(*block.cid(), &b"good bytes"[..]).is_ok());
         match Block::verified(*block.cid(), &b"evil bytes"[..]) {
             Err(Error::Corrupt { cid, actual }) => {
-                assert_eq!(cid, *block.cid());
-                assert_eq!(actual, Cid::for_block(b"evil bytes"));
+                assert_eq!(*cid, *block.cid());
+                assert_eq!(*actual, Cid::for_block(b"evil bytes"));
             }
             other => panic!("expected corruption, got {other:?}"),
         }

@@ -32,13 +32,13 @@ pub enum Error {
     #[error("block {cid} is corrupt: its bytes hash to {actual}")]
     Corrupt {
         /// The CID the block claims.
-        cid: Cid,
+        cid: Box<Cid>,
         /// The CID its bytes really have.
-        actual: Cid,
+        actual: Box<Cid>,
     },
     /// The block or leaf is not in the store.
     #[error("not found: {0}")]
-    NotFound(BlockAddress),
+    NotFound(Box<BlockAddress>),
     /// The store's quota cannot take the bytes.
     #[error("storage quota exhausted: {needed} bytes needed, {available} available")]
     QuotaExceeded {
@@ -59,6 +59,11 @@ pub enum Error {
 }
 
 impl Error {
+    /// [`Error::NotFound`] for `address`.
+    pub fn not_found(address: impl Into<BlockAddress>) -> Self {
+        Error::NotFound(Box::new(address.into()))
+    }
+
     pub(crate) fn decode(what: &'static str, reason: impl ToString) -> Self {
         Error::Decode {
             what,

@@ -306,7 +306,7 @@ impl Manifest {
                         v.slot_roots.len()
                     ));
                 }
-                if v.cell_size == 0 || self.block_size % v.cell_size != 0 {
+                if v.cell_size == 0 || !self.block_size.is_multiple_of(v.cell_size) {
                     return bad(format!(
                         "cell size {} does not divide the block size",
                         v.cell_size

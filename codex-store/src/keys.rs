@@ -8,7 +8,7 @@ pub(crate) const LEAF: u8 = b'L';
 pub(crate) const EXPIRY: u8 = b'X';
 pub(crate) const MANIFEST: u8 = b'D';
 pub(crate) const PIN: u8 = b'P';
-pub(crate) const NEW_LEAF: u8 = b'Q';
+pub(crate) const NEW_TREE: u8 = b'Q';
 pub(crate) const COMMITTED: u8 = b'K';
 pub(crate) const DELETING_TREE: u8 = b'T';
 pub(crate) const COUNTERS: &[u8] = b"C";
@@ -50,15 +50,8 @@ pub(crate) fn pin(session: u64, cid: &Cid) -> Vec<u8> {
     with(PIN, &[&session.to_be_bytes(), &cid.to_bytes()])
 }
 
-pub(crate) fn new_leaf(session: u64, tree: &Cid, index: u64) -> Vec<u8> {
-    with(
-        NEW_LEAF,
-        &[
-            &session.to_be_bytes(),
-            &tree.to_bytes(),
-            &index.to_be_bytes(),
-        ],
-    )
+pub(crate) fn new_tree(session: u64, tree: &Cid) -> Vec<u8> {
+    with(NEW_TREE, &[&session.to_be_bytes(), &tree.to_bytes()])
 }
 
 pub(crate) fn session_prefix(kind: u8, session: u64) -> Vec<u8> {
@@ -89,10 +82,4 @@ pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 pub(crate) fn split_u64(bytes: &[u8]) -> Option<(u64, &[u8])> {
     let (n, rest) = bytes.split_first_chunk::<8>()?;
     Some((u64::from_be_bytes(*n), rest))
-}
-
-/// Splits `<cid><8-byte big-endian index>`.
-pub(crate) fn split_cid_index(bytes: &[u8]) -> Option<(Cid, u64)> {
-    let (cid, idx) = bytes.split_last_chunk::<8>()?;
-    Some((Cid::from_bytes(cid).ok()?, u64::from_be_bytes(*idx)))
 }

@@ -53,6 +53,9 @@ pub struct SledKv {
 pub const INLINE_MAX: usize = 4096;
 const PACK_ALIGN: u64 = 4096;
 const SEGMENT_BYTES: u64 = 1 << 30;
+/// Written bytes after which writeback to disk is started (without waiting for it), so
+/// that a later flush finds little left to write.
+const WRITEBACK_BYTES: u64 = 32 << 20;
 const TAG_INLINE: u8 = 0;
 const TAG_PACK: u8 = 1;
 
@@ -118,7 +121,10 @@ impl Kv for SledKv {
         let mut freed = Vec::new();
         for (k, v) in writes {
             if k.first() == Some(&BODY_PREFIX) {
-                if let Some(old) = self.db.get(&k).map_err(Error::database)?
+                // The store writes a body only for a new block; the old location matters
+                // only when a body is removed.
+                if v.is_none()
+                    && let Some(old) = self.db.get(&k).map_err(Error::database)?
                     && let Some((&TAG_PACK, loc)) = old.split_first()
                 {
                     freed.push(PackLocation::decode(loc)?);
@@ -198,7 +204,15 @@ impl PackLocation {
 struct Packs {
     dir: PathBuf,
     files: RwLock<Vec<Arc<File>>>,
-    active: Mutex<(u32, u64)>,
+    active: Mutex<Active>,
+}
+
+/// The segment being appended to, its end, and where writeback was last started.
+#[derive(Debug)]
+struct Active {
+    segment: u32,
+    end: u64,
+    written_back: u64,
 }
 
 impl Packs {
@@ -228,7 +242,11 @@ impl Packs {
             files.push(Arc::new(Self::create(&dir, 0)?));
             end = 0;
         }
-        let active = (files.len() as u32 - 1, end);
+        let active = Active {
+            segment: files.len() as u32 - 1,
+            end,
+            written_back: end,
+        };
         Ok(Packs {
             dir,
             files: RwLock::new(files),
@@ -262,25 +280,42 @@ impl Packs {
             .map_err(|_| Error::database(std::io::Error::other("body over 4 GiB")))?;
         let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
         let padded = u64::from(len).div_ceil(PACK_ALIGN) * PACK_ALIGN;
-        if active.1 > 0 && active.1 + padded > SEGMENT_BYTES {
-            let segment = active.0 + 1;
+        if active.end > 0 && active.end + padded > SEGMENT_BYTES {
+            let segment = active.segment + 1;
             let file = Self::create(&self.dir, segment)?;
-            self.file(active.0)?.sync_data().map_err(Error::database)?;
+            self.file(active.segment)?
+                .sync_data()
+                .map_err(Error::database)?;
             self.files
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
                 .push(Arc::new(file));
-            *active = (segment, 0);
+            *active = Active {
+                segment,
+                end: 0,
+                written_back: 0,
+            };
         }
         let loc = PackLocation {
-            segment: active.0,
-            offset: active.1,
+            segment: active.segment,
+            offset: active.end,
             len,
         };
-        self.file(loc.segment)?
-            .write_all_at(data, loc.offset)
+        let file = self.file(loc.segment)?;
+        file.write_all_at(data, loc.offset)
             .map_err(Error::database)?;
-        active.1 += padded;
+        active.end += padded;
+        if active.end - active.written_back >= WRITEBACK_BYTES {
+            // POSIX_FADV_DONTNEED starts writeback of the dirty range and returns.
+            let len = std::num::NonZeroU64::new(active.end - active.written_back);
+            let _ = rustix::fs::fadvise(
+                &*file,
+                active.written_back,
+                len,
+                rustix::fs::Advice::DontNeed,
+            );
+            active.written_back = active.end;
+        }
         Ok(loc)
     }
 
@@ -309,7 +344,11 @@ impl Packs {
     }
 
     fn sync(&self) -> Result<(), Error> {
-        let segment = self.active.lock().unwrap_or_else(|p| p.into_inner()).0;
+        let segment = self
+            .active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .segment;
         self.file(segment)?.sync_data().map_err(Error::database)
     }
 }

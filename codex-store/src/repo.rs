@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use bytes::Bytes;
 use codex_core::{
-    Block, BlockAddress, BlockStore, Cid, CodexProof, Error as CoreError, LeafMeta, Manifest,
-    SessionId, Space, codec,
+    Block, BlockStore, Cid, CodexProof, Error as CoreError, LeafMeta, Manifest, SessionId, Space,
+    codec,
 };
 
 use crate::error::Error;
@@ -324,9 +324,7 @@ impl<'a, K: Kv> Txn<'a, K> {
             }
             self.unref(&old_cid, true)?;
         }
-        let mut m = self
-            .meta(cid)?
-            .ok_or(CoreError::NotFound(BlockAddress::Cid(*cid)))?;
+        let mut m = self.meta(cid)?.ok_or(CoreError::not_found(*cid))?;
         m.refs += 1;
         self.put(keys::meta(cid), m.encode());
         self.put(key, encode_leaf(cid, proof));
@@ -454,7 +452,7 @@ impl<K: Kv> Inner<K> {
         let data = self
             .kv
             .get(&keys::block(cid))?
-            .ok_or(CoreError::NotFound(BlockAddress::Cid(*cid)))?;
+            .ok_or(CoreError::not_found(*cid))?;
         Block::verified(*cid, data)
     }
 
@@ -463,10 +461,7 @@ impl<K: Kv> Inner<K> {
         let v = self
             .kv
             .get(&key)?
-            .ok_or(CoreError::NotFound(BlockAddress::Leaf {
-                tree: *tree,
-                index,
-            }))?;
+            .ok_or(CoreError::not_found((*tree, index)))?;
         let (block_cid, proof) = decode_leaf(&key, &v)?;
         Ok(LeafMeta {
             index,
@@ -537,11 +532,25 @@ impl<K: Kv> Inner<K> {
     fn session_put_leaves(&self, s: SessionId, tree: &Cid, leaves: &[LeafMeta]) -> CoreResult<()> {
         let mut st = self.lock();
         Self::check_session(&st, s)?;
+        // The session remembers each tree it writes to, and whether the tree is new:
+        // undoing the session deletes a new tree whole.
+        let marker = keys::new_tree(s.0, tree);
+        let record = if self.kv.contains(&marker)? {
+            None
+        } else {
+            let prefix = keys::leaf_prefix(tree);
+            let exists = !self
+                .kv
+                .range(&prefix, &keys::prefix_end(&prefix), 1)?
+                .is_empty();
+            Some(Bytes::copy_from_slice(&[u8::from(!exists)]))
+        };
         self.write(&mut st, |t| {
+            if let Some(r) = record {
+                t.put(marker, r);
+            }
             for leaf in leaves {
-                if t.set_leaf(tree, leaf.index, &leaf.block_cid, &leaf.proof)? {
-                    t.put(keys::new_leaf(s.0, tree, leaf.index), Bytes::new());
-                }
+                t.set_leaf(tree, leaf.index, &leaf.block_cid, &leaf.proof)?;
             }
             Ok(())
         })
@@ -576,33 +585,22 @@ impl<K: Kv> Inner<K> {
 
     /// Removes a session's bookkeeping, keeping its writes (`committed`) or undoing them.
     fn finish_session(&self, st: &mut State, s: u64, committed: bool) -> CoreResult<()> {
-        // New leaves first: undoing them drops references that pins still hold.
-        let prefix = keys::session_prefix(keys::NEW_LEAF, s);
-        loop {
-            let batch = self.kv.range(&prefix, &keys::prefix_end(&prefix), CHUNK)?;
-            if batch.is_empty() {
-                break;
+        // Trees first: undoing their leaves drops references that pins still hold.
+        let prefix = keys::session_prefix(keys::NEW_TREE, s);
+        for (key, created) in self
+            .kv
+            .range(&prefix, &keys::prefix_end(&prefix), usize::MAX)?
+        {
+            if !committed && created.first() == Some(&1) {
+                let tree =
+                    Cid::from_bytes(&key[prefix.len()..]).map_err(|e| Error::CorruptMetadata {
+                        key: hex(&key),
+                        reason: e.to_string(),
+                    })?;
+                self.delete_tree(st, &tree)?;
             }
             self.write(st, |t| {
-                for (key, _) in &batch {
-                    t.del(key.clone());
-                    if committed {
-                        continue;
-                    }
-                    let (tree, index) =
-                        keys::split_cid_index(&key[prefix.len()..]).ok_or_else(|| {
-                            Error::CorruptMetadata {
-                                key: hex(key),
-                                reason: "bad session leaf record".into(),
-                            }
-                        })?;
-                    let lkey = keys::leaf(&tree, index);
-                    if let Some(v) = t.get(&lkey)? {
-                        let (cid, _) = decode_leaf(&lkey, &v)?;
-                        t.del(lkey);
-                        t.unref(&cid, true)?;
-                    }
-                }
+                t.del(key);
                 Ok(())
             })?;
         }
@@ -748,7 +746,7 @@ impl<K: Kv> Inner<K> {
     fn recover(&self) -> CoreResult<()> {
         let mut st = self.lock();
         let mut max_session = None;
-        for kind in [keys::NEW_LEAF, keys::PIN, keys::COMMITTED] {
+        for kind in [keys::NEW_TREE, keys::PIN, keys::COMMITTED] {
             loop {
                 let found = self.kv.range(&[kind], &[kind + 1], 1)?;
                 let Some((key, _)) = found.first() else { break };
@@ -842,7 +840,7 @@ impl<K: Kv> Inner<K> {
         }
         for kind in [
             keys::PIN,
-            keys::NEW_LEAF,
+            keys::NEW_TREE,
             keys::COMMITTED,
             keys::DELETING_TREE,
         ] {

@@ -390,7 +390,7 @@ async fn damaged_bytes_are_reported_not_returned() -> anyhow::Result<()> {
     }
     let store = SledStore::open(dir.path(), config(1 << 30))?;
     match store.get_block(block.cid()).await {
-        Err(Error::Corrupt { cid, .. }) => assert_eq!(&cid, block.cid()),
+        Err(Error::Corrupt { cid, .. }) => assert_eq!(&*cid, block.cid()),
         other => panic!("expected corruption, got {other:?}"),
     }
     Ok(())

@@ -13,8 +13,8 @@ use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
 
-/// Blocks hashed and stored together: 1 MiB of 64 KiB blocks.
-const BATCH_BLOCKS: usize = 16;
+/// Blocks hashed and stored together: 2 MiB of 64 KiB blocks.
+const BATCH_BLOCKS: usize = 32;
 /// Leaves (with proofs) written per store call when committing a dataset.
 const LEAF_BATCH: usize = 4096;
 /// Blocks read ahead while streaming a dataset out.
@@ -130,7 +130,10 @@ where
         Ok::<_, Error>(chunker.total())
     };
 
-    let consume = async {
+    // Hashing (blocking threads, both cores) and storing run side by side: while one
+    // batch is written the next ones are hashed.
+    let (wtx, mut wrx) = mpsc::channel::<Vec<Block>>(2);
+    let hash = async move {
         let mut cids = Vec::new();
         let mut hashed = tokio_stream_from(rx)
             .map(|raw| tokio::task::spawn_blocking(move || hash_blocks(raw)))
@@ -138,12 +141,20 @@ where
         while let Some(blocks) = hashed.next().await {
             let blocks = blocks?;
             cids.extend(blocks.iter().map(|b| *b.cid()));
-            store.session_put_blocks(id, blocks).await?;
+            if wtx.send(blocks).await.is_err() {
+                break;
+            }
         }
         Ok::<_, Error>(cids)
     };
+    let write = async {
+        while let Some(blocks) = wrx.recv().await {
+            store.session_put_blocks(id, blocks).await?;
+        }
+        Ok::<_, Error>(())
+    };
 
-    let (total, cids) = futures::try_join!(produce, consume)?;
+    let (total, cids, ()) = futures::try_join!(produce, hash, write)?;
     if total == 0 {
         return Err(Error::EmptyUpload);
     }

@@ -21,7 +21,11 @@ use tokio::io::AsyncWriteExt;
 const DEFAULT_API: &str = "http://127.0.0.1:8080/api/codex/v1";
 
 #[derive(Parser, Debug)]
-#[command(name = "codex-node", version, about = "A Codex storage node and its client")]
+#[command(
+    name = "codex-node",
+    version,
+    about = "A Codex storage node and its client"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -92,7 +96,10 @@ enum Command {
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim().trim_end_matches(['B', 'b']).trim_end_matches(['i', 'I']);
+    let t = text
+        .trim()
+        .trim_end_matches(['B', 'b'])
+        .trim_end_matches(['i', 'I']);
     let (digits, shift) = match t.chars().last() {
         Some('K' | 'k') => (&t[..t.len() - 1], 10),
         Some('M' | 'm') => (&t[..t.len() - 1], 20),
@@ -100,8 +107,12 @@ fn parse_size(text: &str) -> Result<u64, String> {
         Some('T' | 't') => (&t[..t.len() - 1], 40),
         _ => (t, 0),
     };
-    let n: u64 = digits.trim().parse().map_err(|_| format!("not a size: {text:?}"))?;
-    n.checked_mul(1u64 << shift).ok_or_else(|| format!("size too large: {text:?}"))
+    let n: u64 = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a size: {text:?}"))?;
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("size too large: {text:?}"))
 }
 
 #[tokio::main]
@@ -118,7 +129,9 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log_level).context("bad --log-level")?)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&args.log_level).context("bad --log-level")?,
+        )
         .with_writer(std::io::stderr)
         .init();
     let node = Node::start(NodeConfig {
@@ -146,9 +159,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 fn bar(len: u64, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);
     bar.set_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     bar.set_message(what.to_string());
     bar
@@ -166,17 +181,26 @@ async fn upload(api: &str, file: &Path, mime: Option<String>) -> anyhow::Result<
             p.inc(c.len() as u64);
         }
     });
-    let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("upload");
+    let name = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("upload");
     let mut req = reqwest::Client::new()
         .post(format!("{api}/data"))
-        .header("Content-Disposition", format!("attachment; filename=\"{name}\""))
+        .header(
+            "Content-Disposition",
+            format!("attachment; filename=\"{name}\""),
+        )
         .header("Content-Length", len)
         .body(reqwest::Body::wrap_stream(stream));
     if let Some(m) = mime {
         req = req.header("Content-Type", m);
     }
     let started = Instant::now();
-    let res = req.send().await.with_context(|| format!("cannot reach the node at {api}"))?;
+    let res = req
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the node at {api}"))?;
     progress.finish_and_clear();
     let status = res.status();
     let text = res.text().await?;
@@ -228,7 +252,9 @@ async fn download(api: &str, cid: &str, output: &Path) -> anyhow::Result<()> {
 }
 
 async fn print_json(url: &str) -> anyhow::Result<()> {
-    let res = reqwest::get(url).await.with_context(|| format!("cannot reach {url}"))?;
+    let res = reqwest::get(url)
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
     let status = res.status();
     let body: serde_json::Value = res.json().await?;
     if !status.is_success() {

@@ -15,11 +15,21 @@ const BIN: &str = env!("CARGO_BIN_EXE_codex-node");
 /// Starts `codex-node` on a free port; returns the process and its API URL.
 fn spawn_node(dir: &Path) -> anyhow::Result<(Child, String)> {
     let mut child = Command::new(BIN)
-        .args(["--data-dir", &dir.display().to_string(), "--api-port", "0", "--log-level", "warn"])
+        .args([
+            "--data-dir",
+            &dir.display().to_string(),
+            "--api-port",
+            "0",
+            "--log-level",
+            "warn",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?;
-    let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line)?;
     anyhow::ensure!(line.starts_with("http://"), "node printed {line:?}");
@@ -53,7 +63,11 @@ async fn killed_mid_upload_the_store_stays_consistent() -> anyhow::Result<()> {
             loop {
                 seed += 1;
                 let len = rng.random_range(1..12 << 20);
-                let res = client.post(format!("{url}/data")).body(data(seed, len)).send().await;
+                let res = client
+                    .post(format!("{url}/data"))
+                    .body(data(seed, len))
+                    .send()
+                    .await;
                 match res {
                     Ok(r) if r.status().is_success() => done.push((r.text().await?, seed, len)),
                     _ => break,
@@ -106,8 +120,14 @@ async fn cli_upload_download_list_space() -> anyhow::Result<()> {
     let bytes = data(42, 3 * 65536 + 17);
     std::fs::write(&file, &bytes)?;
 
-    let out = Command::new(BIN).args(["upload", &file.display().to_string(), "--api", &url]).output()?;
-    assert!(out.status.success(), "upload failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .args(["upload", &file.display().to_string(), "--api", &url])
+        .output()?;
+    assert!(
+        out.status.success(),
+        "upload failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let cid = String::from_utf8(out.stdout)?.trim().to_string();
     assert!(cid.starts_with("zDvZRwz"));
 
@@ -122,12 +142,25 @@ async fn cli_upload_download_list_space() -> anyhow::Result<()> {
 
     let output = dir.path().join("output.bin");
     let out = Command::new(BIN)
-        .args(["download", &cid, "-o", &output.display().to_string(), "--api", &url])
+        .args([
+            "download",
+            &cid,
+            "-o",
+            &output.display().to_string(),
+            "--api",
+            &url,
+        ])
         .output()?;
-    assert!(out.status.success(), "download failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "download failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(std::fs::read(&output)?, bytes);
 
-    let bad = Command::new(BIN).args(["download", "nonsense", "-o", "x", "--api", &url]).output()?;
+    let bad = Command::new(BIN)
+        .args(["download", "nonsense", "-o", "x", "--api", &url])
+        .output()?;
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("400"));
     child.kill()?;
