@@ -1,1 +1,13 @@
 #![doc = include_str!("../README.md")]
+
+pub mod coder;
+mod dataset;
+mod error;
+pub mod layout;
+
+pub use crate::dataset::{
+    Options, Progress, decode, decode_with, encode, encode_with, is_manifest, recover_block,
+    repair, repair_with,
+};
+pub use crate::error::{Error, Result};
+pub use crate::layout::{Layout, check_params};

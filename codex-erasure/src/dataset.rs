@@ -1,0 +1,621 @@
+//! Erasure coding of stored datasets: read blocks from a [`BlockStore`], code them column
+//! batch by column batch on blocking threads (rayon, all cores), store the results in one
+//! write session so that a failure or a crash leaves nothing half-written.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use codex_core::{
+    Block, BlockStore, Cid, Error as CoreError, LeafMeta, Manifest, MerkleTree, Protection,
+    SessionId, StrategyType, codec,
+};
+use futures::{StreamExt, TryStreamExt, stream};
+use rayon::prelude::*;
+use tokio::sync::mpsc;
+
+use crate::coder::{decode_column, encode_column};
+use crate::error::{Error, Result};
+use crate::layout::Layout;
+
+/// Blocks read from the store at once.
+const READ_AHEAD: usize = 32;
+/// Leaves written per store call.
+const LEAF_BATCH: usize = 4096;
+
+/// Reports progress as `(columns done, columns in all)`.
+pub type Progress = Arc<dyn Fn(u64, u64) + Send + Sync>;
+
+/// The knobs of erasure coding; [`Options::default`] suits most uses.
+#[derive(Clone)]
+pub struct Options {
+    /// Bytes of blocks one batch of columns may hold (default 32 MiB). Up to three
+    /// batches are in flight (reading, coding, writing), so peak memory is about three
+    /// times this, whatever the dataset's size.
+    pub batch_bytes: usize,
+    /// Called after every batch.
+    pub progress: Option<Progress>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            batch_bytes: 32 << 20,
+            progress: None,
+        }
+    }
+}
+
+impl fmt::Debug for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Options")
+            .field("batch_bytes", &self.batch_bytes)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
+}
+
+impl Options {
+    fn columns_per_batch(&self, layout: &Layout, block_size: usize) -> u64 {
+        let column = (layout.k + layout.m) * block_size;
+        (self.batch_bytes / column.max(1)).max(1) as u64
+    }
+
+    fn report(&self, done: u64, total: u64) {
+        if let Some(p) = &self.progress {
+            p(done, total);
+        }
+    }
+}
+
+/// Erasure-codes the plain dataset `manifest` (stored in `store`) with K data and M
+/// parity rows: stores the parity blocks, the leaves of the new tree over all
+/// `(K+M) * steps` blocks with their proofs, and the protected manifest. Returns the
+/// protected manifest and its CID.
+///
+/// The first `originalDatasetSize` bytes of the protected dataset are the original file.
+/// Costs one read of the dataset, Reed-Solomon coding, and hashing and writing
+/// `M/K` of its size in parity; memory stays bounded by [`Options::batch_bytes`].
+///
+/// # Errors
+/// [`Error::InvalidParams`], [`Error::TooFewBlocks`], [`Error::WrongManifest`] for a
+/// manifest that is protected already, or the store's errors. Nothing is stored then.
+pub async fn encode<S: BlockStore + ?Sized>(
+    store: &S,
+    manifest: &Manifest,
+    k: usize,
+    m: usize,
+) -> Result<(Cid, Manifest)> {
+    encode_with(store, manifest, k, m, &Options::default()).await
+}
+
+/// [`encode`] with [`Options`].
+pub async fn encode_with<S: BlockStore + ?Sized>(
+    store: &S,
+    manifest: &Manifest,
+    k: usize,
+    m: usize,
+    options: &Options,
+) -> Result<(Cid, Manifest)> {
+    if manifest.is_protected() {
+        return Err(Error::WrongManifest("the dataset is erasure-coded already"));
+    }
+    let layout = Layout::new(manifest.blocks_count(), k, m)?;
+    in_session(store, |session| {
+        run_encode(store, session, manifest, layout, options)
+    })
+    .await
+}
+
+/// Rebuilds the data blocks of a protected dataset that `store` lacks, from any K of
+/// each column's K+M blocks, checks the rebuilt data against `originalTreeCid`, and
+/// stores the rebuilt blocks as leaves of the original tree. Returns how many blocks
+/// were rebuilt.
+///
+/// # Errors
+/// [`Error::NotEnoughShards`] naming the first column with fewer than K blocks,
+/// [`Error::TreeMismatch`] when the rebuilt data is not the original. Nothing is stored then.
+pub async fn decode<S: BlockStore + ?Sized>(store: &S, manifest: &Manifest) -> Result<u64> {
+    decode_with(store, manifest, &Options::default()).await
+}
+
+/// [`decode`] with [`Options`].
+pub async fn decode_with<S: BlockStore + ?Sized>(
+    store: &S,
+    manifest: &Manifest,
+    options: &Options,
+) -> Result<u64> {
+    let (layout, protection) = protected_layout(manifest)?;
+    let rows: Vec<usize> = (0..layout.k).collect();
+    in_session(store, |session| {
+        restore(
+            store,
+            session,
+            manifest,
+            &protection,
+            layout,
+            &rows,
+            false,
+            options,
+        )
+    })
+    .await
+}
+
+/// Rebuilds whole slots (slot `i` is row `i`: blocks `i*steps .. (i+1)*steps`) of a
+/// protected dataset from the other slots, checks every rebuilt block against the
+/// protected tree, and stores them as its leaves. Blocks of those slots that are present
+/// are kept. Returns how many blocks were rebuilt.
+///
+/// # Errors
+/// [`Error::NoSuchSlot`], [`Error::NotEnoughShards`], [`Error::TreeMismatch`]; nothing
+/// is stored then.
+pub async fn repair<S: BlockStore + ?Sized>(
+    store: &S,
+    manifest: &Manifest,
+    slots: &[usize],
+) -> Result<u64> {
+    repair_with(store, manifest, slots, &Options::default()).await
+}
+
+/// [`repair`] with [`Options`].
+pub async fn repair_with<S: BlockStore + ?Sized>(
+    store: &S,
+    manifest: &Manifest,
+    slots: &[usize],
+    options: &Options,
+) -> Result<u64> {
+    let (layout, protection) = protected_layout(manifest)?;
+    let mut rows = slots.to_vec();
+    rows.sort_unstable();
+    rows.dedup();
+    if let Some(&slot) = rows.iter().find(|&&s| s >= layout.k + layout.m) {
+        return Err(Error::NoSuchSlot {
+            slot,
+            slots: layout.k + layout.m,
+        });
+    }
+    in_session(store, |session| {
+        restore(
+            store,
+            session,
+            manifest,
+            &protection,
+            layout,
+            &rows,
+            true,
+            options,
+        )
+    })
+    .await
+}
+
+/// Rebuilds one data block of a protected dataset from its column, without storing it:
+/// for reading a file while some of its blocks are missing. Each block used is checked
+/// against its CID; the result is as good as they are.
+pub async fn recover_block<S: BlockStore + ?Sized>(
+    store: &S,
+    manifest: &Manifest,
+    index: u64,
+) -> Result<Block> {
+    let (layout, _) = protected_layout(manifest)?;
+    if index >= layout.rounded() {
+        return Err(Error::WrongManifest("only data blocks can be recovered"));
+    }
+    let bs = manifest.block_size as usize;
+    let column = index % layout.steps;
+    let shards: Vec<Option<Bytes>> =
+        read_column(store, manifest, &layout, column, 0..layout.k + layout.m)
+            .await?
+            .into_iter()
+            .map(|s| s.map(|(b, _)| b))
+            .collect();
+    let row = (index / layout.steps) as usize;
+    let data = tokio::task::spawn_blocking(move || {
+        let data = decode_column(&mut None, layout.k, column, &shards, bs)?;
+        Ok::<_, Error>(Block::new(data[row].clone()))
+    })
+    .await
+    .map_err(|e| Error::Task(e.to_string()))??;
+    Ok(data)
+}
+
+fn protected_layout(manifest: &Manifest) -> Result<(Layout, Protection)> {
+    let p = manifest
+        .protection
+        .clone()
+        .ok_or(Error::WrongManifest("the dataset is not erasure-coded"))?;
+    let layout = Layout::new(
+        manifest.original_blocks_count(),
+        p.ec_k as usize,
+        p.ec_m as usize,
+    )?;
+    if layout.encoded_blocks() != manifest.blocks_count() {
+        return Err(Error::WrongManifest(
+            "the manifest's block count does not fit its K and M",
+        ));
+    }
+    Ok((layout, p))
+}
+
+/// Runs `work` in a write session: commits what it stores on success, undoes it on error.
+async fn in_session<'a, S, T, F, Fut>(store: &'a S, work: F) -> Result<T>
+where
+    S: BlockStore + ?Sized,
+    F: FnOnce(SessionId) -> Fut,
+    Fut: std::future::Future<Output = Result<(T, Option<Block>)>> + 'a,
+{
+    let session = store.begin().await?;
+    match work(session).await {
+        Ok((value, manifest)) => {
+            store.commit(session, manifest).await?;
+            Ok(value)
+        }
+        Err(e) => {
+            if let Err(abort) = store.abort(session).await {
+                tracing::warn!(error = %abort, "cannot undo a failed erasure-coding session");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The bytes of a block as a shard: the empty block stands for zeros.
+fn shard(block: Block, block_size: usize, index: u64) -> Result<Bytes> {
+    let data = block.into_data();
+    if data.len() == block_size {
+        Ok(data)
+    } else if data.is_empty() {
+        Ok(Bytes::from(vec![0u8; block_size]))
+    } else {
+        Err(CoreError::InvalidManifest(format!(
+            "block {index} has {} bytes, the block size is {block_size}",
+            data.len()
+        ))
+        .into())
+    }
+}
+
+async fn run_encode<S: BlockStore + ?Sized>(
+    store: &S,
+    session: SessionId,
+    manifest: &Manifest,
+    layout: Layout,
+    options: &Options,
+) -> Result<((Cid, Manifest), Option<Block>)> {
+    let bs = manifest.block_size as usize;
+    let tree = manifest.tree_cid;
+    let zero = Bytes::from(vec![0u8; bs]);
+    let batch = options.columns_per_batch(&layout, bs);
+    let (k, m, steps) = (layout.k, layout.m, layout.steps);
+    // Padding leaves point at the empty block, which is stored once (0 bytes).
+    store
+        .session_put_blocks(session, vec![Block::new(Bytes::new())])
+        .await?;
+
+    let (read_tx, mut read_rx) = mpsc::channel::<(u64, Vec<Vec<Bytes>>, Vec<Cid>)>(1);
+    let (code_tx, mut code_rx) = mpsc::channel::<(u64, Vec<Cid>, Vec<Block>)>(1);
+
+    let read = async move {
+        for first in (0..steps).step_by(batch as usize) {
+            let cols = first..(first + batch).min(steps);
+            let indices: Vec<u64> = cols
+                .clone()
+                .flat_map(|c| (0..k).map(move |r| layout.index(r, c)))
+                .collect();
+            let blocks: Vec<(Bytes, Cid)> = stream::iter(indices)
+                .map(|idx| {
+                    let zero = zero.clone();
+                    async move {
+                        if layout.is_padding(idx) {
+                            return Ok((zero, Cid::empty_block()));
+                        }
+                        let (block, _) = store.get_leaf(&tree, idx).await?;
+                        let cid = *block.cid();
+                        Ok::<_, Error>((shard(block, bs, idx)?, cid))
+                    }
+                })
+                .buffered(READ_AHEAD)
+                .try_collect()
+                .await?;
+            let (data, cids): (Vec<Bytes>, Vec<Cid>) = blocks.into_iter().unzip();
+            let columns = data.chunks(k).map(<[Bytes]>::to_vec).collect();
+            if read_tx.send((first, columns, cids)).await.is_err() {
+                break;
+            }
+        }
+        Ok::<_, Error>(())
+    };
+
+    let code = async move {
+        while let Some((first, columns, data_cids)) = read_rx.recv().await {
+            let parity = tokio::task::spawn_blocking(move || {
+                columns
+                    .par_iter()
+                    .map_init(
+                        || None,
+                        |enc, data| {
+                            let parity = encode_column(enc, m, data, bs)?;
+                            Ok(parity.into_iter().map(Block::new).collect::<Vec<_>>())
+                        },
+                    )
+                    .collect::<Result<Vec<Vec<Block>>>>()
+            })
+            .await
+            .map_err(|e| Error::Task(e.to_string()))??;
+            // Parity blocks in column order, row by row within a column.
+            let parity: Vec<Block> = parity.into_iter().flatten().collect();
+            if code_tx.send((first, data_cids, parity)).await.is_err() {
+                break;
+            }
+        }
+        Ok::<_, Error>(())
+    };
+
+    let mut cids: Vec<Cid> = vec![Cid::empty_block(); layout.encoded_blocks() as usize];
+    let write = async {
+        let mut done = 0;
+        while let Some((first, data_cids, parity)) = code_rx.recv().await {
+            let ncols = data_cids.len() / k;
+            for (i, cid) in data_cids.iter().enumerate() {
+                let (c, r) = (first + (i / k) as u64, i % k);
+                cids[layout.index(r, c) as usize] = *cid;
+            }
+            for (i, block) in parity.iter().enumerate() {
+                let (c, j) = (first + (i / m) as u64, i % m);
+                cids[layout.index(k + j, c) as usize] = *block.cid();
+            }
+            store.session_put_blocks(session, parity).await?;
+            done += ncols as u64;
+            options.report(done, steps);
+        }
+        Ok::<_, Error>(())
+    };
+    futures::try_join!(read, code, write)?;
+
+    let root = put_tree_leaves(store, session, cids).await?;
+    let mut protected = manifest.clone();
+    protected.tree_cid = root;
+    protected.dataset_size = layout.encoded_blocks() * bs as u64;
+    protected.protection = Some(Protection {
+        ec_k: k as u32,
+        ec_m: m as u32,
+        original_tree_cid: manifest.tree_cid,
+        original_dataset_size: manifest.dataset_size,
+        strategy: StrategyType::Stepped,
+        verification: None,
+    });
+    let block = Block::manifest(protected.encode());
+    Ok(((*block.cid(), protected), Some(block)))
+}
+
+/// Builds the tree over `cids`, stores every leaf with its proof in the session, and
+/// returns the root CID.
+async fn put_tree_leaves<S: BlockStore + ?Sized>(
+    store: &S,
+    session: SessionId,
+    cids: Vec<Cid>,
+) -> Result<Cid> {
+    let (tree, cids) = tokio::task::spawn_blocking(move || {
+        MerkleTree::from_cids(&cids).map(|t| (Arc::new(t), cids))
+    })
+    .await
+    .map_err(|e| Error::Task(e.to_string()))??;
+    let root = tree.root_cid();
+    let cids = Arc::new(cids);
+    put_leaves(store, session, &tree, &cids, 0..cids.len() as u64).await?;
+    Ok(root)
+}
+
+async fn put_leaves<S: BlockStore + ?Sized>(
+    store: &S,
+    session: SessionId,
+    tree: &Arc<MerkleTree>,
+    cids: &Arc<Vec<Cid>>,
+    indices: impl Iterator<Item = u64>,
+) -> Result<()> {
+    let root = tree.root_cid();
+    let indices: Vec<u64> = indices.collect();
+    for chunk in indices.chunks(LEAF_BATCH) {
+        let (t, c, chunk) = (Arc::clone(tree), Arc::clone(cids), chunk.to_vec());
+        let leaves = tokio::task::spawn_blocking(move || {
+            chunk
+                .into_iter()
+                .map(|i| {
+                    Ok(LeafMeta {
+                        index: i,
+                        block_cid: c[i as usize],
+                        proof: t.proof(i)?,
+                    })
+                })
+                .collect::<codex_core::Result<Vec<_>>>()
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))??;
+        store.session_put_leaves(session, &root, leaves).await?;
+    }
+    Ok(())
+}
+
+/// A shard as read: its bytes and the CID they were checked against.
+type Shard = Option<(Bytes, Cid)>;
+
+/// Reads rows `rows` of column `column` of the protected tree; a block the store lacks or
+/// holds damaged is `None`. Padding rows are zeros.
+async fn read_column<S: BlockStore + ?Sized>(
+    store: &S,
+    manifest: &Manifest,
+    layout: &Layout,
+    column: u64,
+    rows: std::ops::Range<usize>,
+) -> Result<Vec<Shard>> {
+    let bs = manifest.block_size as usize;
+    let tree = manifest.tree_cid;
+    let mut out = vec![None; layout.k + layout.m];
+    let read: Vec<(usize, Shard)> = stream::iter(rows)
+        .map(|row| async move {
+            let idx = layout.index(row, column);
+            if layout.is_padding(idx) {
+                return Ok((row, Some((Bytes::from(vec![0u8; bs]), Cid::empty_block()))));
+            }
+            match store.get_leaf(&tree, idx).await {
+                Ok((block, _)) => {
+                    let cid = *block.cid();
+                    Ok((row, Some((shard(block, bs, idx)?, cid))))
+                }
+                Err(CoreError::NotFound(_)) => Ok((row, None)),
+                Err(CoreError::Corrupt { cid, .. }) => {
+                    tracing::warn!(%cid, index = idx, "damaged block treated as missing");
+                    Ok((row, None))
+                }
+                Err(e) => Err(Error::from(e)),
+            }
+        })
+        .buffered(READ_AHEAD)
+        .try_collect()
+        .await?;
+    for (row, shard) in read {
+        out[row] = shard;
+    }
+    Ok(out)
+}
+
+/// Rebuilds rows `rows` (sorted) wherever they are missing. With `protected_check` the
+/// rebuilt blocks are checked against, and stored under, the protected tree (repair);
+/// otherwise the data is checked against the original tree and stored under it (decode).
+#[allow(clippy::too_many_arguments)]
+async fn restore<S: BlockStore + ?Sized>(
+    store: &S,
+    session: SessionId,
+    manifest: &Manifest,
+    protection: &Protection,
+    layout: Layout,
+    rows: &[usize],
+    protected_check: bool,
+    options: &Options,
+) -> Result<(u64, Option<Block>)> {
+    let bs = manifest.block_size as usize;
+    let (k, m, steps) = (layout.k, layout.m, layout.steps);
+    let batch = options.columns_per_batch(&layout, bs);
+    let mut cids: Vec<Cid> = vec![Cid::empty_block(); layout.encoded_blocks() as usize];
+    let mut rebuilt: Vec<u64> = Vec::new();
+    let wanted_parity = rows.iter().any(|&r| r >= k);
+
+    for first in (0..steps).step_by(batch as usize) {
+        let cols: Vec<u64> = (first..(first + batch).min(steps)).collect();
+        // Data rows first; parity only for columns that need it.
+        let mut columns = Vec::with_capacity(cols.len());
+        for &c in &cols {
+            let mut shards = read_column(store, manifest, &layout, c, 0..k).await?;
+            let data_missing = shards.iter().take(k).any(Option::is_none);
+            if data_missing || wanted_parity || protected_check {
+                let mut parity = read_column(store, manifest, &layout, c, k..k + m).await?;
+                for row in k..k + m {
+                    shards[row] = parity[row].take();
+                }
+            }
+            columns.push((c, shards));
+        }
+        let rows_owned = rows.to_vec();
+        let coded = tokio::task::spawn_blocking(move || {
+            columns
+                .into_par_iter()
+                .map_init(
+                    || (None, None),
+                    |(enc, dec), (c, read): (u64, Vec<Shard>)| {
+                        let shards: Vec<Option<Bytes>> = read
+                            .iter()
+                            .map(|s| s.as_ref().map(|(b, _)| b.clone()))
+                            .collect();
+                        let data = decode_column(dec, k, c, &shards, bs)?;
+                        let parity_missing = shards[k..].iter().any(Option::is_none);
+                        let parity = if parity_missing
+                            && (protected_check || rows_owned.iter().any(|&r| r >= k))
+                        {
+                            Some(encode_column(enc, m, &data, bs)?)
+                        } else {
+                            None
+                        };
+                        // Every row's CID (hashing what was rebuilt) and the rebuilt blocks
+                        // of the rows asked for.
+                        let mut row_cids = Vec::with_capacity(k + m);
+                        let mut new_blocks = Vec::new();
+                        for row in 0..k + m {
+                            let idx = layout.index(row, c);
+                            if let Some((_, cid)) = &read[row] {
+                                row_cids.push(Some(*cid));
+                                continue;
+                            }
+                            let rebuilt = if row < k {
+                                Some(data[row].clone())
+                            } else {
+                                parity.as_ref().map(|p| p[row - k].clone())
+                            };
+                            let cid = rebuilt.map(|b| {
+                                let block = Block::new(b);
+                                let cid = *block.cid();
+                                if rows_owned.binary_search(&row).is_ok() {
+                                    new_blocks.push((idx, block));
+                                }
+                                cid
+                            });
+                            row_cids.push(cid);
+                        }
+                        Ok((c, row_cids, new_blocks))
+                    },
+                )
+                .collect::<Result<Vec<_>>>()
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))??;
+
+        let mut blocks = Vec::new();
+        for (c, row_cids, new_blocks) in coded {
+            for (row, cid) in row_cids.into_iter().enumerate() {
+                if let Some(cid) = cid {
+                    cids[layout.index(row, c) as usize] = cid;
+                }
+            }
+            for (idx, block) in new_blocks {
+                rebuilt.push(idx);
+                blocks.push(block);
+            }
+        }
+        if !blocks.is_empty() {
+            store.session_put_blocks(session, blocks).await?;
+        }
+        options.report((first + batch).min(steps), steps);
+    }
+
+    if rebuilt.is_empty() {
+        return Ok((0, None));
+    }
+    let (expected, leaf_cids) = if protected_check {
+        (manifest.tree_cid, cids)
+    } else {
+        cids.truncate(layout.blocks as usize);
+        (protection.original_tree_cid, cids)
+    };
+    let leaf_cids = Arc::new(leaf_cids);
+    let c = Arc::clone(&leaf_cids);
+    let tree = Arc::new(
+        tokio::task::spawn_blocking(move || MerkleTree::from_cids(c.iter()))
+            .await
+            .map_err(|e| Error::Task(e.to_string()))??,
+    );
+    if tree.root_cid() != expected {
+        return Err(Error::TreeMismatch {
+            expected: Box::new(expected),
+            actual: Box::new(tree.root_cid()),
+        });
+    }
+    rebuilt.sort_unstable();
+    let count = rebuilt.len() as u64;
+    put_leaves(store, session, &tree, &leaf_cids, rebuilt.into_iter()).await?;
+    Ok((count, None))
+}
+
+/// Whether `cid` is a manifest CID (helper for callers that take any CID).
+pub fn is_manifest(cid: &Cid) -> bool {
+    cid.codec() == codec::MANIFEST
+}
