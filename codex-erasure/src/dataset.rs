@@ -587,9 +587,28 @@ async fn restore<S: BlockStore + ?Sized>(
         options.report((first + batch).min(steps), steps);
     }
 
-    if rebuilt.is_empty() {
+    // Padding leaves of the rebuilt slots point at the empty block; put back the ones
+    // that are missing.
+    let mut padding = Vec::new();
+    if protected_check {
+        for &row in rows.iter().filter(|&&r| r < k) {
+            for idx in layout.slot(row).filter(|&i| layout.is_padding(i)) {
+                if !store.has_leaf(&manifest.tree_cid, idx).await? {
+                    padding.push(idx);
+                }
+            }
+        }
+        if !padding.is_empty() {
+            store
+                .session_put_blocks(session, vec![Block::new(Bytes::new())])
+                .await?;
+        }
+    }
+    if rebuilt.is_empty() && padding.is_empty() {
         return Ok((0, None));
     }
+    let count = rebuilt.len() as u64;
+    rebuilt.extend(padding);
     let (expected, leaf_cids) = if protected_check {
         (manifest.tree_cid, cids)
     } else {
@@ -610,7 +629,6 @@ async fn restore<S: BlockStore + ?Sized>(
         });
     }
     rebuilt.sort_unstable();
-    let count = rebuilt.len() as u64;
     put_leaves(store, session, &tree, &leaf_cids, rebuilt.into_iter()).await?;
     Ok((count, None))
 }
