@@ -90,6 +90,17 @@ pub trait BlockStore: Send + Sync + fmt::Debug + 'static {
     /// The block CID and proof stored for leaf `index` of `tree`, without the block.
     async fn get_leaf_meta(&self, tree: &Cid, index: u64) -> Result<LeafMeta>;
 
+    /// Reads the blocks of leaves `indices` of `tree` in one call, in order; a leaf that is
+    /// missing or damaged gives its error in its place. Cheaper than one
+    /// [`BlockStore::get_leaf`] per block when reading many.
+    async fn get_leaf_blocks(&self, tree: &Cid, indices: Vec<u64>) -> Result<Vec<Result<Block>>> {
+        let mut out = Vec::with_capacity(indices.len());
+        for i in indices {
+            out.push(self.get_leaf(tree, i).await.map(|(b, _)| b));
+        }
+        Ok(out)
+    }
+
     /// Reads a block by address.
     async fn get(&self, address: &BlockAddress) -> Result<Block> {
         match address {

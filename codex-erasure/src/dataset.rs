@@ -18,8 +18,8 @@ use crate::coder::{decode_column, encode_column};
 use crate::error::{Error, Result};
 use crate::layout::Layout;
 
-/// Blocks read from the store at once.
-const READ_AHEAD: usize = 32;
+/// Blocks read from the store in one call.
+const READ_CHUNK: usize = 64;
 /// Leaves written per store call.
 const LEAF_BATCH: usize = 4096;
 
@@ -29,7 +29,7 @@ pub type Progress = Arc<dyn Fn(u64, u64) + Send + Sync>;
 /// The knobs of erasure coding; [`Options::default`] suits most uses.
 #[derive(Clone)]
 pub struct Options {
-    /// Bytes of blocks one batch of columns may hold (default 32 MiB). Up to three
+    /// Bytes of blocks one batch of columns may hold (default 16 MiB). Up to three
     /// batches are in flight (reading, coding, writing), so peak memory is about three
     /// times this, whatever the dataset's size.
     pub batch_bytes: usize,
@@ -40,7 +40,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            batch_bytes: 32 << 20,
+            batch_bytes: 16 << 20,
             progress: None,
         }
     }
@@ -205,9 +205,10 @@ pub async fn recover_block<S: BlockStore + ?Sized>(
     let bs = manifest.block_size as usize;
     let column = index % layout.steps;
     let shards: Vec<Option<Bytes>> =
-        read_column(store, manifest, &layout, column, 0..layout.k + layout.m)
+        read_columns(store, manifest, &layout, &[column], 0..layout.k + layout.m)
             .await?
             .into_iter()
+            .flatten()
             .map(|s| s.map(|(b, _)| b))
             .collect();
     let row = (index / layout.steps) as usize;
@@ -303,21 +304,22 @@ async fn run_encode<S: BlockStore + ?Sized>(
                 .clone()
                 .flat_map(|c| (0..k).map(move |r| layout.index(r, c)))
                 .collect();
-            let blocks: Vec<(Bytes, Cid)> = stream::iter(indices)
-                .map(|idx| {
-                    let zero = zero.clone();
-                    async move {
-                        if layout.is_padding(idx) {
-                            return Ok((zero, Cid::empty_block()));
-                        }
-                        let (block, _) = store.get_leaf(&tree, idx).await?;
-                        let cid = *block.cid();
-                        Ok::<_, Error>((shard(block, bs, idx)?, cid))
-                    }
-                })
-                .buffered(READ_AHEAD)
-                .try_collect()
-                .await?;
+            let stored: Vec<u64> = indices
+                .iter()
+                .copied()
+                .filter(|&i| !layout.is_padding(i))
+                .collect();
+            let mut fetched = read_leaves(store, &tree, &stored).await?.into_iter();
+            let mut blocks: Vec<(Bytes, Cid)> = Vec::with_capacity(indices.len());
+            for &idx in &indices {
+                if layout.is_padding(idx) {
+                    blocks.push((zero.clone(), Cid::empty_block()));
+                    continue;
+                }
+                let block = fetched.next().ok_or(Error::Task("short read".into()))??;
+                let cid = *block.cid();
+                blocks.push((shard(block, bs, idx)?, cid));
+            }
             let (data, cids): (Vec<Bytes>, Vec<Cid>) = blocks.into_iter().unzip();
             let columns = data.chunks(k).map(<[Bytes]>::to_vec).collect();
             if read_tx.send((first, columns, cids)).await.is_err() {
@@ -372,7 +374,6 @@ async fn run_encode<S: BlockStore + ?Sized>(
         Ok::<_, Error>(())
     };
     futures::try_join!(read, code, write)?;
-
     let root = put_tree_leaves(store, session, cids).await?;
     let mut protected = manifest.clone();
     protected.tree_cid = root;
@@ -437,45 +438,65 @@ async fn put_leaves<S: BlockStore + ?Sized>(
     Ok(())
 }
 
+/// Reads leaves `indices` of `tree` in chunks, two chunks in flight; each entry is the
+/// block or why it could not be read.
+async fn read_leaves<S: BlockStore + ?Sized>(
+    store: &S,
+    tree: &Cid,
+    indices: &[u64],
+) -> Result<Vec<codex_core::Result<Block>>> {
+    let chunks: Vec<Vec<codex_core::Result<Block>>> = stream::iter(indices.chunks(READ_CHUNK))
+        .map(|chunk| store.get_leaf_blocks(tree, chunk.to_vec()))
+        .buffered(2)
+        .try_collect()
+        .await?;
+    Ok(chunks.into_iter().flatten().collect())
+}
+
 /// A shard as read: its bytes and the CID they were checked against.
 type Shard = Option<(Bytes, Cid)>;
 
-/// Reads rows `rows` of column `column` of the protected tree; a block the store lacks or
-/// holds damaged is `None`. Padding rows are zeros.
-async fn read_column<S: BlockStore + ?Sized>(
+/// Reads rows `rows` of each of `columns` of the protected tree, one vector of shards per
+/// column; a block the store lacks or holds damaged is `None`. Padding rows are zeros.
+async fn read_columns<S: BlockStore + ?Sized>(
     store: &S,
     manifest: &Manifest,
     layout: &Layout,
-    column: u64,
+    columns: &[u64],
     rows: std::ops::Range<usize>,
-) -> Result<Vec<Shard>> {
+) -> Result<Vec<Vec<Shard>>> {
     let bs = manifest.block_size as usize;
     let tree = manifest.tree_cid;
-    let mut out = vec![None; layout.k + layout.m];
-    let read: Vec<(usize, Shard)> = stream::iter(rows)
-        .map(|row| async move {
+    let zero = Bytes::from(vec![0u8; bs]);
+    let stored: Vec<u64> = columns
+        .iter()
+        .flat_map(|&c| rows.clone().map(move |r| layout.index(r, c)))
+        .filter(|&i| !layout.is_padding(i))
+        .collect();
+    let mut fetched = read_leaves(store, &tree, &stored).await?.into_iter();
+    let mut out = Vec::with_capacity(columns.len());
+    for &column in columns {
+        let mut shards = Vec::with_capacity(rows.len());
+        for row in rows.clone() {
             let idx = layout.index(row, column);
             if layout.is_padding(idx) {
-                return Ok((row, Some((Bytes::from(vec![0u8; bs]), Cid::empty_block()))));
+                shards.push(Some((zero.clone(), Cid::empty_block())));
+                continue;
             }
-            match store.get_leaf(&tree, idx).await {
-                Ok((block, _)) => {
+            match fetched.next().ok_or(Error::Task("short read".into()))? {
+                Ok(block) => {
                     let cid = *block.cid();
-                    Ok((row, Some((shard(block, bs, idx)?, cid))))
+                    shards.push(Some((shard(block, bs, idx)?, cid)));
                 }
-                Err(CoreError::NotFound(_)) => Ok((row, None)),
+                Err(CoreError::NotFound(_)) => shards.push(None),
                 Err(CoreError::Corrupt { cid, .. }) => {
                     tracing::warn!(%cid, index = idx, "damaged block treated as missing");
-                    Ok((row, None))
+                    shards.push(None);
                 }
-                Err(e) => Err(Error::from(e)),
+                Err(e) => return Err(e.into()),
             }
-        })
-        .buffered(READ_AHEAD)
-        .try_collect()
-        .await?;
-    for (row, shard) in read {
-        out[row] = shard;
+        }
+        out.push(shards);
     }
     Ok(out)
 }
@@ -503,16 +524,25 @@ async fn restore<S: BlockStore + ?Sized>(
 
     for first in (0..steps).step_by(batch as usize) {
         let cols: Vec<u64> = (first..(first + batch).min(steps)).collect();
-        // Data rows first; parity only for columns that need it.
+        // Data rows of the whole batch first; parity only for the columns that need it.
+        let data = read_columns(store, manifest, &layout, &cols, 0..k).await?;
+        let need_parity: Vec<u64> = cols
+            .iter()
+            .zip(&data)
+            .filter(|(_, shards)| {
+                wanted_parity || protected_check || shards.iter().any(Option::is_none)
+            })
+            .map(|(&c, _)| c)
+            .collect();
+        let mut parity = read_columns(store, manifest, &layout, &need_parity, k..k + m)
+            .await?
+            .into_iter();
         let mut columns = Vec::with_capacity(cols.len());
-        for &c in &cols {
-            let mut shards = read_column(store, manifest, &layout, c, 0..k).await?;
-            let data_missing = shards.iter().take(k).any(Option::is_none);
-            if data_missing || wanted_parity || protected_check {
-                let mut parity = read_column(store, manifest, &layout, c, k..k + m).await?;
-                for row in k..k + m {
-                    shards[row] = parity[row].take();
-                }
+        for (&c, mut shards) in cols.iter().zip(data) {
+            if need_parity.binary_search(&c).is_ok() {
+                shards.extend(parity.next().ok_or(Error::Task("short read".into()))?);
+            } else {
+                shards.extend(std::iter::repeat_n(None, m));
             }
             columns.push((c, shards));
         }

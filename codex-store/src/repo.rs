@@ -934,6 +934,35 @@ impl<K: Kv> BlockStore for Repo<K> {
         .await
     }
 
+    async fn get_leaf_blocks(
+        &self,
+        tree: &Cid,
+        indices: Vec<u64>,
+    ) -> CoreResult<Vec<CoreResult<Block>>> {
+        let tree = *tree;
+        self.blocking(move |s| {
+            use rayon::prelude::*;
+            // Look-ups in order, hashing in parallel.
+            let raw: Vec<CoreResult<(Cid, Bytes)>> = indices
+                .iter()
+                .map(|&i| {
+                    let key = keys::leaf(&tree, i);
+                    let v = s.kv.get(&key)?.ok_or(CoreError::not_found((tree, i)))?;
+                    let (cid, _) = decode_leaf(&key, &v)?;
+                    let data =
+                        s.kv.get(&keys::block(&cid))?
+                            .ok_or(CoreError::not_found(cid))?;
+                    Ok((cid, data))
+                })
+                .collect();
+            Ok(raw
+                .into_par_iter()
+                .map(|r| r.and_then(|(cid, data)| Block::verified(cid, data)))
+                .collect())
+        })
+        .await
+    }
+
     async fn get_leaf_meta(&self, tree: &Cid, index: u64) -> CoreResult<LeafMeta> {
         self.inner.leaf(tree, index)
     }

@@ -1,0 +1,102 @@
+//! Erasure coding at scale: upload N bytes (default 1 GiB) into a sled store, then
+//! encode it (K=10, M=5), lose M data slots and decode them, printing MB/s of original
+//! data and the peak RSS of each phase (VmHWM, reset between phases).
+//!
+//! `cargo bench --bench erasure_1gib` (`CODEX_BENCH_BYTES` changes the size).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use codex_core::{Block, BlockStore, Manifest};
+use codex_erasure::Layout;
+use codex_store::{SledStore, StoreConfig};
+use futures::StreamExt;
+
+fn peak_rss_mib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb / 1024)
+        .unwrap_or(0)
+}
+
+fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn main() -> anyhow::Result<()> {
+    if std::env::args().any(|a| a == "--list") {
+        return Ok(());
+    }
+    let total: u64 = std::env::var("CODEX_BENCH_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1 << 30);
+    let (k, m) = (10, 5);
+    let rt = tokio::runtime::Runtime::new()?;
+    let dir = tempfile::tempdir()?;
+    let config = StoreConfig {
+        quota_max_bytes: total * 4,
+        ..StoreConfig::default()
+    };
+    let store: Arc<dyn BlockStore> =
+        Arc::new(SledStore::open(dir.path().join("full"), config.clone())?);
+    rt.block_on(async {
+        let pieces = total.div_ceil(1 << 20);
+        let body = futures::stream::iter(0..pieces).map(|i| {
+            let mut v = vec![0u8; 1 << 20];
+            let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+            for chunk in v.chunks_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                chunk.copy_from_slice(&x.to_le_bytes());
+            }
+            Ok::<_, std::io::Error>(Bytes::from(v))
+        });
+        let cid = codex::node::data::store_stream(Arc::clone(&store), body, Default::default()).await?;
+        let plain = Manifest::decode(store.get_block(&cid).await?.data())?;
+        let size = plain.dataset_size as f64;
+
+        reset_peak();
+        let t = Instant::now();
+        let (_, protected) = codex_erasure::encode(&*store, &plain, k, m).await?;
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "encode K={k} M={m} {:>5} MiB: {:.2} s, {:.0} MB/s, peak RSS {} MiB",
+            total >> 20,
+            secs,
+            size / secs / 1e6,
+            peak_rss_mib()
+        );
+
+        // A second store holding the dataset without M data slots.
+        let layout = Layout::new(plain.blocks_count(), k, m)?;
+        let lost: BTreeSet<u64> = (0..m).flat_map(|r| layout.slot(r)).collect();
+        let part = SledStore::open(dir.path().join("part"), config.clone())?;
+        part.put_block(Block::manifest(protected.encode())).await?;
+        for i in (0..protected.blocks_count()).filter(|i| !lost.contains(i)) {
+            let (b, p) = store.get_leaf(&protected.tree_cid, i).await?;
+            part.put_leaf(&protected.tree_cid, i, b, p).await?;
+        }
+        reset_peak();
+        let t = Instant::now();
+        let rebuilt = codex_erasure::decode(&part, &protected).await?;
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "decode with {m} of {k} data slots lost ({rebuilt} blocks rebuilt): {:.2} s, {:.0} MB/s, peak RSS {} MiB",
+            secs,
+            size / secs / 1e6,
+            peak_rss_mib()
+        );
+        anyhow::Ok(())
+    })?;
+    Ok(())
+}
