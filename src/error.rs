@@ -11,6 +11,9 @@ pub enum Error {
     /// The store could not be opened.
     #[error("cannot open the store: {0}")]
     Store(#[from] codex_store::Error),
+    /// Erasure coding failed.
+    #[error(transparent)]
+    Erasure(#[from] codex_erasure::Error),
     /// An upload had no bytes: Codex datasets have at least one block.
     #[error("the upload is empty: a dataset needs at least one byte")]
     EmptyUpload,

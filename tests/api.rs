@@ -288,3 +288,83 @@ async fn data_survives_a_restart() -> anyhow::Result<()> {
     assert_eq!(res.bytes().await?.to_vec(), data);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasure_coding_through_the_api() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let node = start(dir.path(), 1 << 30).await?;
+    let client = reqwest::Client::new();
+    let url = node.api_url();
+    let data = random(1_000_017, 9);
+    let cid = upload(&client, &node, data.clone()).await?.text().await?;
+
+    let res = client
+        .post(format!("{url}/data/{cid}/erasure"))
+        .json(&serde_json::json!({ "k": 3, "m": 2 }))
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::OK);
+    let protected = res.text().await?;
+    assert!(protected.starts_with("zDvZRwz") && protected != cid);
+
+    let res = client.get(format!("{url}/data/{protected}")).send().await?;
+    assert_eq!(
+        res.headers()["content-length"].to_str()?,
+        data.len().to_string()
+    );
+    assert!(
+        res.bytes().await?[..] == data[..],
+        "protected dataset reads back the original file"
+    );
+
+    let list: Value = client
+        .get(format!("{url}/data"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let entry = list["content"]
+        .as_array()
+        .and_then(|v| v.iter().find(|e| e["cid"] == protected.as_str()))
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("protected manifest not listed"))?;
+    assert_eq!(entry["manifest"]["protected"], true);
+    // 16 blocks, K=3: 6 columns, 30 blocks of 64 KiB.
+    assert_eq!(entry["manifest"]["datasetSize"], 30 * 65536);
+
+    for (body, status) in [
+        (
+            serde_json::json!({ "k": 0, "m": 2 }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            serde_json::json!({ "k": 17, "m": 2 }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ] {
+        let res = client
+            .post(format!("{url}/data/{cid}/erasure"))
+            .json(&body)
+            .send()
+            .await?;
+        assert_eq!(res.status(), status, "{body}");
+    }
+    let res = client
+        .post(format!("{url}/data/{protected}/erasure"))
+        .json(&serde_json::json!({ "k": 2, "m": 1 }))
+        .send()
+        .await?;
+    assert_eq!(
+        res.status(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "protected twice"
+    );
+    let unknown = "zDvZRwzkwbhyRWn7A5uoSvU4qe2ERHkv7pgtchsgqwm356Q6DAVe";
+    let res = client
+        .post(format!("{url}/data/{unknown}/erasure"))
+        .json(&serde_json::json!({ "k": 2, "m": 1 }))
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    Ok(())
+}

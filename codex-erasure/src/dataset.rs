@@ -445,8 +445,10 @@ async fn read_leaves<S: BlockStore + ?Sized>(
     tree: &Cid,
     indices: &[u64],
 ) -> Result<Vec<codex_core::Result<Block>>> {
-    let chunks: Vec<Vec<codex_core::Result<Block>>> = stream::iter(indices.chunks(READ_CHUNK))
-        .map(|chunk| store.get_leaf_blocks(tree, chunk.to_vec()))
+    // Owned chunks: a closure over borrowed slices would make the future lose `Send`.
+    let owned: Vec<Vec<u64>> = indices.chunks(READ_CHUNK).map(<[u64]>::to_vec).collect();
+    let chunks: Vec<Vec<codex_core::Result<Block>>> = stream::iter(owned)
+        .map(|chunk| store.get_leaf_blocks(tree, chunk))
         .buffered(2)
         .try_collect()
         .await?;

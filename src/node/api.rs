@@ -34,6 +34,7 @@ pub(crate) fn router(state: ApiState) -> Router {
         )
         .route("/data/{cid}", get(download).delete(delete))
         .route("/data/{cid}/exists", get(exists))
+        .route("/data/{cid}/erasure", axum::routing::post(erasure))
         .route("/space", get(space))
         .route("/debug/info", get(debug_info))
         .with_state(state);
@@ -52,24 +53,34 @@ impl IntoResponse for ApiError {
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
-        use codex_core::Error as C;
         let status = match &e {
             Error::EmptyUpload => StatusCode::UNPROCESSABLE_ENTITY,
             Error::NotAManifest(_) => StatusCode::BAD_REQUEST,
             Error::Source(_) => StatusCode::BAD_REQUEST,
-            Error::Core(c) => match c {
-                C::InvalidCid(_) => StatusCode::BAD_REQUEST,
-                C::NotFound(_) => StatusCode::NOT_FOUND,
-                C::QuotaExceeded { .. } => StatusCode::INSUFFICIENT_STORAGE,
-                C::Decode { .. } | C::InvalidManifest(_) => StatusCode::UNPROCESSABLE_ENTITY,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            },
+            Error::Erasure(codex_erasure::Error::Store(c)) => core_status(c),
+            Error::Erasure(
+                codex_erasure::Error::InvalidParams { .. }
+                | codex_erasure::Error::TooFewBlocks { .. }
+                | codex_erasure::Error::WrongManifest(_),
+            ) => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::Core(c) => core_status(c),
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() && status != StatusCode::INSUFFICIENT_STORAGE {
             tracing::error!(error = %e, "request failed");
         }
         ApiError(status, e.to_string())
+    }
+}
+
+fn core_status(e: &codex_core::Error) -> StatusCode {
+    use codex_core::Error as C;
+    match e {
+        C::InvalidCid(_) => StatusCode::BAD_REQUEST,
+        C::NotFound(_) => StatusCode::NOT_FOUND,
+        C::QuotaExceeded { .. } => StatusCode::INSUFFICIENT_STORAGE,
+        C::Decode { .. } | C::InvalidManifest(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -148,6 +159,26 @@ fn manifest_json(m: &Manifest) -> Value {
         "filename": m.filename,
         "mimetype": m.mimetype,
     })
+}
+
+/// Body of `POST /data/{cid}/erasure` (ours; Codex only erasure-codes inside storage requests).
+#[derive(Debug, serde::Deserialize)]
+struct ErasureParams {
+    /// Data rows.
+    k: usize,
+    /// Parity rows.
+    m: usize,
+}
+
+async fn erasure(
+    State(st): State<ApiState>,
+    Path(cid): Path<String>,
+    axum::Json(p): axum::Json<ErasureParams>,
+) -> Result<String, ApiError> {
+    let cid = parse_cid(&cid)?;
+    let (protected, _) = data::erasure_encode(&*st.store, cid, p.k, p.m).await?;
+    tracing::info!(%cid, %protected, k = p.k, m = p.m, "erasure-coded a dataset");
+    Ok(protected.to_string())
 }
 
 async fn list(State(st): State<ApiState>) -> Result<axum::Json<Value>, ApiError> {

@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use codex_core::{
-    Block, BlockStore, ChunkBuffer, Cid, DEFAULT_BLOCK_SIZE, LeafMeta, Manifest, MerkleTree,
-    SessionId, codec,
+    Block, BlockStore, ChunkBuffer, Cid, DEFAULT_BLOCK_SIZE, Error as CoreError, LeafMeta,
+    Manifest, MerkleTree, SessionId, codec,
 };
+use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream};
 use futures::{Stream, StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
@@ -17,8 +18,10 @@ use crate::error::{Error, Result};
 const BATCH_BLOCKS: usize = 32;
 /// Leaves (with proofs) written per store call when committing a dataset.
 const LEAF_BATCH: usize = 4096;
-/// Blocks read ahead while streaming a dataset out.
-const READ_AHEAD: usize = 16;
+/// Blocks read per store call while streaming a dataset out.
+const READ_CHUNK: usize = 16;
+/// Read calls in flight while streaming a dataset out.
+const READ_AHEAD_CHUNKS: usize = 3;
 
 /// What an upload carries besides its bytes.
 #[derive(Clone, Debug, Default)]
@@ -188,6 +191,42 @@ where
     Ok((block, cid))
 }
 
+/// A data block of a protected dataset that the protected tree lacks: from the original
+/// tree (where `decode` puts rebuilt blocks), else rebuilt from its column on the fly.
+fn missing_data_block(
+    store: Arc<dyn BlockStore>,
+    manifest: Arc<Manifest>,
+    index: u64,
+    cause: CoreError,
+) -> BoxFuture<'static, Result<Block>> {
+    let fut = async move {
+        match store.get_leaf(&manifest.original_tree_cid(), index).await {
+            Ok((block, _)) => Ok(block),
+            Err(CoreError::NotFound(_) | CoreError::Corrupt { .. }) => {
+                tracing::info!(index, %cause, "rebuilding a missing block from its column");
+                Ok(codex_erasure::recover_block(&*store, &manifest, index).await?)
+            }
+            Err(e) => Err(e.into()),
+        }
+    };
+    Box::pin(fut)
+}
+
+/// Erasure-codes the stored plain dataset `manifest_cid` with K data and M parity rows;
+/// returns the protected manifest's CID and the manifest. See [`codex_erasure::encode`].
+pub async fn erasure_encode(
+    store: &dyn BlockStore,
+    manifest_cid: Cid,
+    k: usize,
+    m: usize,
+) -> Result<(Cid, Manifest)> {
+    if manifest_cid.codec() != codec::MANIFEST {
+        return Err(Error::NotAManifest(manifest_cid));
+    }
+    let manifest = Manifest::decode(store.get_block(&manifest_cid).await?.data())?;
+    Ok(codex_erasure::encode(store, &manifest, k, m).await?)
+}
+
 fn hash_blocks(raw: Vec<Bytes>) -> Vec<Block> {
     use rayon::prelude::*;
     raw.into_par_iter().map(Block::new).collect()
@@ -235,21 +274,49 @@ pub async fn open(store: Arc<dyn BlockStore>, cid: Cid) -> Result<Dataset> {
     let manifest = Manifest::decode(first.data())?;
     let size = manifest.original_size();
     let block_size = u64::from(manifest.block_size);
-    let tree = manifest.tree_cid;
-    let stream = stream::iter(0..manifest.original_blocks_count())
-        .map(move |i| {
-            let store = Arc::clone(&store);
-            async move {
-                let (block, _) = store.get_leaf(&tree, i).await?;
+    let indices: Vec<u64> = (0..manifest.original_blocks_count()).collect();
+    let shared = Arc::new(manifest.clone());
+    let stream = stream::iter(
+        indices
+            .chunks(READ_CHUNK)
+            .map(<[u64]>::to_vec)
+            .collect::<Vec<_>>(),
+    )
+    .map(move |chunk| {
+        let (store, manifest) = (Arc::clone(&store), Arc::clone(&shared));
+        async move {
+            let blocks = store
+                .get_leaf_blocks(&manifest.tree_cid, chunk.clone())
+                .await?;
+            let mut out = Vec::with_capacity(chunk.len());
+            for (i, block) in chunk.into_iter().zip(blocks) {
+                let block = match block {
+                    Ok(b) => b,
+                    Err(e @ (CoreError::NotFound(_) | CoreError::Corrupt { .. }))
+                        if manifest.is_protected() =>
+                    {
+                        missing_data_block(Arc::clone(&store), Arc::clone(&manifest), i, e).await?
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 let mut data = block.into_data();
                 let wanted = (size - i * block_size).min(block_size) as usize;
+                if data.len() < wanted {
+                    return Err(CoreError::InvalidManifest(format!(
+                        "block {i} has {} bytes, {wanted} expected",
+                        data.len()
+                    ))
+                    .into());
+                }
                 data.truncate(wanted);
-                Ok::<_, Error>(data)
+                out.push(Ok::<_, Error>(data));
             }
-        })
-        .buffered(READ_AHEAD)
-        .into_stream()
-        .boxed();
+            Ok::<_, Error>(stream::iter(out))
+        }
+    })
+    .buffered(READ_AHEAD_CHUNKS)
+    .try_flatten()
+    .boxed();
     Ok(Dataset {
         manifest: Some(manifest),
         size,

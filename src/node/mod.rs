@@ -139,6 +139,17 @@ impl Node {
         data::open(Arc::clone(&self.store), cid).await
     }
 
+    /// Erasure-codes a stored dataset with K data and M parity rows; returns the protected
+    /// manifest's CID and the manifest. See [`codex_erasure::encode`].
+    pub async fn erasure_encode(
+        &self,
+        manifest: Cid,
+        k: usize,
+        m: usize,
+    ) -> Result<(Cid, codex_core::Manifest)> {
+        data::erasure_encode(&*self.store, manifest, k, m).await
+    }
+
     /// Stops the API (finishing requests in flight) and the maintenance task.
     pub async fn shutdown(mut self) -> Result<()> {
         if let Some(stop) = self.stop.take() {

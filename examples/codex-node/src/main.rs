@@ -83,6 +83,19 @@ enum Command {
         #[arg(long, default_value = DEFAULT_API)]
         api: String,
     },
+    /// Erasure-code a dataset stored in a running node; prints the protected manifest CID.
+    Erasure {
+        /// The manifest CID of a plain dataset.
+        cid: String,
+        /// Data rows (K >= 1).
+        #[arg(long)]
+        k: usize,
+        /// Parity rows (M >= 1): any M slots may be lost.
+        #[arg(long)]
+        m: usize,
+        #[arg(long, default_value = DEFAULT_API)]
+        api: String,
+    },
     /// List the datasets a running node stores.
     List {
         #[arg(long, default_value = DEFAULT_API)]
@@ -122,6 +135,7 @@ async fn main() -> anyhow::Result<()> {
         None => run(cli.run).await,
         Some(Command::Upload { file, mime, api }) => upload(&api, &file, mime).await,
         Some(Command::Download { cid, output, api }) => download(&api, &cid, &output).await,
+        Some(Command::Erasure { cid, k, m, api }) => erasure(&api, &cid, k, m).await,
         Some(Command::List { api }) => print_json(&format!("{api}/data")).await,
         Some(Command::Space { api }) => print_json(&format!("{api}/space")).await,
     }
@@ -248,6 +262,32 @@ async fn download(api: &str, cid: &str, output: &Path) -> anyhow::Result<()> {
     }
     tokio::fs::rename(&partial, output).await?;
     eprintln!("wrote {written} bytes to {}", output.display());
+    Ok(())
+}
+
+async fn erasure(api: &str, cid: &str, k: usize, m: usize) -> anyhow::Result<()> {
+    let spinner = ProgressBar::new_spinner();
+    spinner.set_message(format!("erasure-coding {cid} with K = {k}, M = {m}"));
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    let started = Instant::now();
+    let res = reqwest::Client::new()
+        .post(format!("{api}/data/{cid}/erasure"))
+        .json(&serde_json::json!({ "k": k, "m": m }))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the node at {api}"))?;
+    spinner.finish_and_clear();
+    let status = res.status();
+    let text = res.text().await?;
+    if !status.is_success() {
+        bail!("erasure coding refused ({status}): {text}");
+    }
+    eprintln!(
+        "protected in {:.2} s: any {m} of the {} slots may be lost; download it with: codex-node download {text} -o FILE",
+        started.elapsed().as_secs_f64(),
+        k + m
+    );
+    println!("{text}");
     Ok(())
 }
 
