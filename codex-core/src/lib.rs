@@ -6,7 +6,7 @@ pub mod cid;
 mod error;
 pub mod manifest;
 pub mod merkle;
-mod pb;
+pub mod pb;
 pub mod store;
 
 pub use crate::block::{Block, BlockAddress};

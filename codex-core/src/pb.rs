@@ -1,61 +1,74 @@
 //! The small part of protobuf that Codex's encoders use: varints and length-delimited
 //! fields, written in the order asked, zero values included (nim-libp2p's `minprotobuf`).
+//! Shared by the manifest, proof and block-exchange encoders.
 
 use prost::encoding::{WireType, decode_key, decode_varint, encode_key, encode_varint};
 
 use crate::error::{Error, Result};
 
-#[derive(Default)]
-pub(crate) struct Writer {
+/// Writes fields in the order asked.
+#[derive(Debug, Default)]
+pub struct Writer {
     buf: Vec<u8>,
 }
 
 impl Writer {
-    pub(crate) fn new() -> Self {
+    /// An empty message.
+    pub fn new() -> Self {
         Self::default()
     }
 
-    pub(crate) fn uint(&mut self, field: u32, value: u64) -> &mut Self {
+    /// A varint field.
+    pub fn uint(&mut self, field: u32, value: u64) -> &mut Self {
         encode_key(field, WireType::Varint, &mut self.buf);
         encode_varint(value, &mut self.buf);
         self
     }
 
-    pub(crate) fn bytes(&mut self, field: u32, value: &[u8]) -> &mut Self {
+    /// A length-delimited field.
+    pub fn bytes(&mut self, field: u32, value: &[u8]) -> &mut Self {
         encode_key(field, WireType::LengthDelimited, &mut self.buf);
         encode_varint(value.len() as u64, &mut self.buf);
         self.buf.extend_from_slice(value);
         self
     }
 
-    pub(crate) fn message(&mut self, field: u32, msg: &Writer) -> &mut Self {
+    /// A nested message.
+    pub fn message(&mut self, field: u32, msg: &Writer) -> &mut Self {
         self.bytes(field, &msg.buf)
     }
 
-    pub(crate) fn finish(self) -> Vec<u8> {
+    /// The encoded bytes.
+    pub fn finish(self) -> Vec<u8> {
         self.buf
     }
 }
 
 /// A decoded field value.
-pub(crate) enum Value<'a> {
+#[derive(Debug)]
+pub enum Value<'a> {
+    /// A varint.
     Varint(u64),
+    /// Length-delimited bytes (empty for skipped fixed-width fields).
     Bytes(&'a [u8]),
 }
 
 impl<'a> Value<'a> {
-    pub(crate) fn uint(&self, what: &'static str) -> Result<u64> {
+    /// The varint, or an error naming `what`.
+    pub fn uint(&self, what: &'static str) -> Result<u64> {
         match self {
             Value::Varint(v) => Ok(*v),
             Value::Bytes(_) => Err(Error::decode(what, "expected a varint field")),
         }
     }
 
-    pub(crate) fn uint32(&self, what: &'static str) -> Result<u32> {
+    /// The varint as 32 bits, or an error naming `what`.
+    pub fn uint32(&self, what: &'static str) -> Result<u32> {
         u32::try_from(self.uint(what)?).map_err(|_| Error::decode(what, "value exceeds 32 bits"))
     }
 
-    pub(crate) fn bytes(&self, what: &'static str) -> Result<&'a [u8]> {
+    /// The bytes, or an error naming `what`.
+    pub fn bytes(&self, what: &'static str) -> Result<&'a [u8]> {
         match self {
             Value::Bytes(b) => Ok(b),
             Value::Varint(_) => Err(Error::decode(what, "expected a length-delimited field")),
@@ -65,17 +78,20 @@ impl<'a> Value<'a> {
 
 /// Iterates over the fields of one message. Unknown field numbers are returned too;
 /// callers skip what they do not know, as protobuf requires.
-pub(crate) struct Reader<'a> {
+#[derive(Debug)]
+pub struct Reader<'a> {
     buf: &'a [u8],
     what: &'static str,
 }
 
 impl<'a> Reader<'a> {
-    pub(crate) fn new(buf: &'a [u8], what: &'static str) -> Self {
+    /// Reads `buf`; errors name `what`.
+    pub fn new(buf: &'a [u8], what: &'static str) -> Self {
         Self { buf, what }
     }
 
-    pub(crate) fn next_field(&mut self) -> Result<Option<(u32, Value<'a>)>> {
+    /// The next field, or `None` at the end.
+    pub fn next_field(&mut self) -> Result<Option<(u32, Value<'a>)>> {
         if self.buf.is_empty() {
             return Ok(None);
         }

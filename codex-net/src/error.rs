@@ -1,0 +1,44 @@
+/// Result alias of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong on the network.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A peer's message breaks the protocol.
+    #[error("malformed message: {0}")]
+    Malformed(&'static str),
+    /// A framed message longer than allowed.
+    #[error("message of {len} bytes exceeds the limit of {max}")]
+    TooLarge {
+        /// The announced length.
+        len: u64,
+        /// The limit.
+        max: usize,
+    },
+    /// A delivered block failed verification.
+    #[error("peer {peer} sent a bad block for {address}: {reason}")]
+    BadBlock {
+        /// The peer.
+        peer: String,
+        /// What was asked for.
+        address: String,
+        /// Why it is rejected.
+        reason: String,
+    },
+    /// No peer could provide a block.
+    #[error("no peer provided {0} in time")]
+    Unavailable(String),
+    /// The network task is gone.
+    #[error("the network task has stopped")]
+    Stopped,
+    /// libp2p failed (dial, listen, transport).
+    #[error("libp2p: {0}")]
+    Libp2p(String),
+    /// Decoding or storage.
+    #[error(transparent)]
+    Core(#[from] codex_core::Error),
+    /// I/O on a stream or the key file.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
