@@ -1,0 +1,319 @@
+//! The download engine: fetch a dataset's blocks from every peer that has them through a
+//! sliding window, scoring peers, retrying elsewhere, and streaming the bytes out in order.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use codex_core::{BlockAddress, BlockStore, Cid, Manifest};
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use libp2p::PeerId;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::exchange::Fetched;
+use crate::network::Network;
+
+/// Knobs of a download.
+#[derive(Clone, Debug)]
+pub struct FetchOptions {
+    /// Requests in flight over all peers.
+    pub window: usize,
+    /// Requests in flight to one peer.
+    pub per_peer: usize,
+    /// How far ahead of the reader blocks are fetched (bounds memory when streaming).
+    pub max_ahead: u64,
+    /// Give up on the blocks left when no progress was made for this long.
+    pub stall_timeout: Duration,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        FetchOptions {
+            window: 64,
+            per_peer: 24,
+            max_ahead: 512,
+            stall_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What a download did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FetchReport {
+    /// Blocks fetched from peers.
+    pub fetched: u64,
+    /// Blocks that were already in the store.
+    pub present: u64,
+    /// Blocks no peer provided.
+    pub missing: Vec<u64>,
+}
+
+#[derive(Debug, Default)]
+struct PeerState {
+    inflight: usize,
+    ok: u64,
+    failed: u64,
+    dropped: bool,
+}
+
+impl PeerState {
+    /// Lower is better: busy peers and peers that failed are asked less.
+    fn score(&self) -> u64 {
+        2 * self.inflight as u64 + 5 * self.failed.saturating_sub(self.ok / 4)
+    }
+}
+
+/// Peers that may have `cids`: providers found through the DHT and peers we are connected to.
+async fn discover(net: &Network, cids: &[Cid]) -> Vec<PeerId> {
+    let mut found: HashSet<PeerId> = HashSet::new();
+    for cid in cids {
+        if let Ok(ps) = net.find_providers(*cid).await {
+            found.extend(ps);
+        }
+    }
+    for p in &found {
+        if let Err(e) = net.dial(*p, Vec::new()).await {
+            tracing::debug!(peer = %p, error = %e, "cannot reach a provider");
+        }
+    }
+    if let Ok(info) = net.info().await {
+        found.extend(info.connected);
+    }
+    found.remove(&net.peer_id());
+    found.into_iter().collect()
+}
+
+/// The manifest of `cid`: from the store, or fetched from a provider (checked against the
+/// CID) and stored.
+pub async fn fetch_manifest(
+    net: &Network,
+    store: &Arc<dyn BlockStore>,
+    cid: Cid,
+) -> Result<Manifest> {
+    if let Ok(block) = store.get_block(&cid).await {
+        return Ok(Manifest::decode(block.data())?);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        for peer in discover(net, &[cid]).await {
+            if net.exchange().is_banned(&peer) {
+                continue;
+            }
+            match net.exchange().request(peer, BlockAddress::Cid(cid)).await {
+                Ok((block, _)) => {
+                    let manifest = Manifest::decode(block.data())?;
+                    store.put_block(block).await?;
+                    return Ok(manifest);
+                }
+                Err(e) => tracing::debug!(%peer, error = %e, "manifest not from this peer"),
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Unavailable(cid.to_string()));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Fetches leaves `indices` of `manifest`'s tree into `store` from the network, skipping
+/// those already stored (an interrupted download resumes). With `output`, the blocks'
+/// bytes (the last one of the dataset cut to its size) are sent there in order as the
+/// window moves; a block no peer provides then ends the output with an error.
+///
+/// # Cancel safety
+/// Dropping the future stops the download; what was fetched stays in the store.
+pub async fn fetch(
+    net: &Network,
+    store: &Arc<dyn BlockStore>,
+    manifest: &Manifest,
+    manifest_cid: Option<Cid>,
+    indices: Range<u64>,
+    output: Option<mpsc::Sender<Result<Bytes>>>,
+    options: &FetchOptions,
+) -> Result<FetchReport> {
+    let tree = manifest.tree_cid;
+    let size = manifest
+        .original_size()
+        .max(manifest.dataset_size.min(manifest.original_size()));
+    let bs = u64::from(manifest.block_size);
+    let mut report = FetchReport::default();
+
+    let mut present = HashSet::new();
+    let mut queue = VecDeque::new();
+    for i in indices.clone() {
+        if store.has_leaf(&tree, i).await? {
+            present.insert(i);
+            report.present += 1;
+        } else {
+            queue.push_back(i);
+        }
+    }
+    let mut lookup: Vec<Cid> = vec![tree];
+    lookup.extend(manifest_cid);
+    let mut peers: HashMap<PeerId, PeerState> = HashMap::new();
+    let mut tried: HashMap<u64, HashSet<PeerId>> = HashMap::new();
+    let mut completed: BTreeMap<u64, Bytes> = BTreeMap::new();
+    let mut failed: HashSet<u64> = HashSet::new();
+    let mut inflight = FuturesUnordered::new();
+    let mut next_emit = indices.start;
+    let mut last_progress = Instant::now();
+    let mut last_discovery: Option<Instant> = None;
+
+    loop {
+        // Emit what is ready, in order.
+        if let Some(out) = &output {
+            while next_emit < indices.end {
+                let data = if let Some(d) = completed.remove(&next_emit) {
+                    d
+                } else if present.contains(&next_emit) {
+                    store.get_leaf(&tree, next_emit).await?.0.into_data()
+                } else if failed.contains(&next_emit) {
+                    let _ = out
+                        .send(Err(Error::Unavailable(format!(
+                            "block {next_emit} of {tree}"
+                        ))))
+                        .await;
+                    return Err(Error::Unavailable(format!("block {next_emit} of {tree}")));
+                } else {
+                    break;
+                };
+                let mut data = data;
+                let wanted = size.saturating_sub(next_emit * bs).min(bs) as usize;
+                data.truncate(wanted);
+                if out.send(Ok(data)).await.is_err() {
+                    return Ok(report); // the reader went away
+                }
+                next_emit += 1;
+            }
+        }
+        if queue.is_empty() && inflight.is_empty() {
+            break;
+        }
+
+        // Refresh peers when none is usable.
+        let usable = peers.values().filter(|p| !p.dropped).count();
+        if usable == 0 && last_discovery.is_none_or(|t| t.elapsed() > Duration::from_secs(2)) {
+            for p in discover(net, &lookup).await {
+                if !net.exchange().is_banned(&p) {
+                    peers.entry(p).or_default();
+                }
+            }
+            last_discovery = Some(Instant::now());
+        }
+
+        // Fill the window.
+        let horizon = if output.is_some() {
+            next_emit + options.max_ahead
+        } else {
+            u64::MAX
+        };
+        while inflight.len() < options.window {
+            let Some(&i) = queue.front() else { break };
+            if i >= horizon {
+                break;
+            }
+            let skip = tried.get(&i);
+            let best = peers
+                .iter()
+                .filter(|(id, p)| {
+                    !p.dropped
+                        && p.inflight < options.per_peer
+                        && !skip.is_some_and(|s| s.contains(*id))
+                })
+                .min_by_key(|(_, p)| p.score())
+                .map(|(id, _)| *id);
+            let Some(peer) = best else {
+                // Every usable peer failed this block: it is missing.
+                if peers
+                    .values()
+                    .any(|p| !p.dropped && p.inflight < options.per_peer)
+                {
+                    queue.pop_front();
+                    failed.insert(i);
+                    report.missing.push(i);
+                    continue;
+                }
+                break;
+            };
+            queue.pop_front();
+            if let Some(p) = peers.get_mut(&peer) {
+                p.inflight += 1;
+            }
+            let ex = Arc::clone(net.exchange());
+            inflight.push(
+                async move {
+                    let r: Result<Fetched> = ex
+                        .request(peer, BlockAddress::Leaf { tree, index: i })
+                        .await;
+                    (i, peer, r)
+                }
+                .boxed(),
+            );
+        }
+
+        if inflight.is_empty() {
+            if last_progress.elapsed() > options.stall_timeout {
+                while let Some(i) = queue.pop_front() {
+                    failed.insert(i);
+                    report.missing.push(i);
+                }
+                continue;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            // Nobody to ask: try finding peers again, and give those that failed a new chance.
+            last_discovery = None;
+            for p in peers.values_mut() {
+                if !p.dropped {
+                    p.failed = 0;
+                }
+            }
+            if peers.values().all(|p| p.dropped) {
+                peers.retain(|_, p| !p.dropped);
+            }
+            tried.retain(|_, s| {
+                s.clear();
+                false
+            });
+            continue;
+        }
+
+        let Some((i, peer, result)) = inflight.next().await else {
+            continue;
+        };
+        let state = peers.entry(peer).or_default();
+        state.inflight = state.inflight.saturating_sub(1);
+        match result {
+            Ok((block, Some(proof))) => {
+                state.ok += 1;
+                let data = block.data().clone();
+                store.put_leaf(&tree, i, block, proof).await?;
+                report.fetched += 1;
+                last_progress = Instant::now();
+                if output.is_some() {
+                    completed.insert(i, data);
+                }
+            }
+            Ok((_, None)) => {
+                state.failed += 1;
+                queue.push_front(i);
+            }
+            Err(e) => {
+                if matches!(e, Error::BadBlock { .. }) || net.exchange().is_banned(&peer) {
+                    state.dropped = true;
+                } else {
+                    state.failed += 1;
+                }
+                tracing::debug!(index = i, %peer, error = %e, "block request failed; retrying elsewhere");
+                tried.entry(i).or_default().insert(peer);
+                queue.push_front(i);
+            }
+        }
+    }
+    report.missing.sort_unstable();
+    Ok(report)
+}

@@ -1,0 +1,353 @@
+//! Several real libp2p nodes on loopback, each with its own store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use codex_core::{
+    Block, BlockStore, Chunker, Cid, CodexProof, LeafMeta, Manifest, MerkleTree, SessionId, Space,
+};
+use codex_net::message::{Entry, Message, PROTOCOL, WantList, WantType, write_message};
+use codex_net::{FetchOptions, NetConfig, Network};
+use codex_store::{MemoryStore, StoreConfig};
+use futures::AsyncWriteExt;
+use libp2p::identity::Keypair;
+use libp2p::{Multiaddr, StreamProtocol};
+use rand::{RngCore, SeedableRng, rngs::StdRng};
+use tokio::sync::mpsc;
+
+fn random(len: usize, seed: u64) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    StdRng::seed_from_u64(seed).fill_bytes(&mut v);
+    v
+}
+
+async fn put_dataset(store: &dyn BlockStore, data: &[u8]) -> anyhow::Result<(Cid, Manifest)> {
+    let blocks: Vec<Block> = Chunker::new(data, 65536)
+        .map(|b| b.map(Block::new))
+        .collect::<Result<_, _>>()?;
+    let tree = MerkleTree::from_cids(blocks.iter().map(Block::cid))?;
+    let s = store.begin().await?;
+    store.session_put_blocks(s, blocks.clone()).await?;
+    let leaves = (0..blocks.len() as u64)
+        .map(|i| {
+            Ok(LeafMeta {
+                index: i,
+                block_cid: *blocks[i as usize].cid(),
+                proof: tree.proof(i)?,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    store
+        .session_put_leaves(s, &tree.root_cid(), leaves)
+        .await?;
+    let m = Manifest::new(tree.root_cid(), 65536, data.len() as u64);
+    let block = Block::manifest(m.encode());
+    let cid = *block.cid();
+    store.commit(s, Some(block)).await?;
+    Ok((cid, m))
+}
+
+struct TestNode {
+    net: Network,
+    store: Arc<dyn BlockStore>,
+    addr: Multiaddr,
+}
+
+async fn node(store: Arc<dyn BlockStore>, bootstrap: Vec<Multiaddr>) -> anyhow::Result<TestNode> {
+    let config = NetConfig {
+        listen_addrs: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
+        bootstrap,
+        ..NetConfig::default()
+    };
+    let net = Network::start(Keypair::generate_ed25519(), config, Arc::clone(&store)).await?;
+    let mut addr = None;
+    for _ in 0..50 {
+        if let Some(a) = net.info().await?.listen_addrs.into_iter().next() {
+            addr = Some(a);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let addr = addr
+        .ok_or_else(|| anyhow::anyhow!("no listen address"))?
+        .with(libp2p::multiaddr::Protocol::P2p(net.peer_id()));
+    Ok(TestNode { net, store, addr })
+}
+
+fn mem() -> Arc<dyn BlockStore> {
+    Arc::new(MemoryStore::new(StoreConfig::default()))
+}
+
+/// Downloads `cid` through `net` into `store`, collecting the streamed bytes.
+async fn download(n: &TestNode, cid: Cid) -> anyhow::Result<(Vec<u8>, codex_net::FetchReport)> {
+    let manifest = codex_net::fetch_manifest(&n.net, &n.store, cid).await?;
+    let (tx, mut rx) = mpsc::channel(16);
+    let (net, store) = (n.net.clone(), Arc::clone(&n.store));
+    let m = manifest.clone();
+    let task = tokio::spawn(async move {
+        codex_net::fetch(
+            &net,
+            &store,
+            &m,
+            Some(cid),
+            0..m.blocks_count(),
+            Some(tx),
+            &FetchOptions::default(),
+        )
+        .await
+    });
+    let mut out = Vec::new();
+    while let Some(chunk) = rx.recv().await {
+        out.extend_from_slice(&chunk?);
+    }
+    let report = task.await??;
+    Ok((out, report))
+}
+
+async fn provide(n: &TestNode, cid: Cid, m: &Manifest) -> anyhow::Result<()> {
+    n.net.provide(cid).await?;
+    n.net.provide(m.tree_cid).await?;
+    Ok(())
+}
+
+/// A store that damages every block it serves as a leaf.
+#[derive(Debug)]
+struct Corrupting(MemoryStore);
+
+#[async_trait]
+impl BlockStore for Corrupting {
+    async fn put_block(&self, b: Block) -> codex_core::Result<()> {
+        self.0.put_block(b).await
+    }
+    async fn put_leaf(&self, t: &Cid, i: u64, b: Block, p: CodexProof) -> codex_core::Result<()> {
+        self.0.put_leaf(t, i, b, p).await
+    }
+    async fn get_block(&self, c: &Cid) -> codex_core::Result<Block> {
+        self.0.get_block(c).await
+    }
+    async fn get_leaf(&self, t: &Cid, i: u64) -> codex_core::Result<(Block, CodexProof)> {
+        let (b, p) = self.0.get_leaf(t, i).await?;
+        let mut data = b.data().to_vec();
+        data[0] ^= 1;
+        Ok((Block::new_unchecked(*b.cid(), Bytes::from(data)), p))
+    }
+    async fn get_leaf_meta(&self, t: &Cid, i: u64) -> codex_core::Result<LeafMeta> {
+        self.0.get_leaf_meta(t, i).await
+    }
+    async fn has_block(&self, c: &Cid) -> codex_core::Result<bool> {
+        self.0.has_block(c).await
+    }
+    async fn has_leaf(&self, t: &Cid, i: u64) -> codex_core::Result<bool> {
+        self.0.has_leaf(t, i).await
+    }
+    async fn delete_block(&self, c: &Cid) -> codex_core::Result<()> {
+        self.0.delete_block(c).await
+    }
+    async fn delete_dataset(&self, c: &Cid) -> codex_core::Result<()> {
+        self.0.delete_dataset(c).await
+    }
+    async fn manifests(&self) -> codex_core::Result<Vec<(Cid, Manifest)>> {
+        self.0.manifests().await
+    }
+    async fn begin(&self) -> codex_core::Result<SessionId> {
+        self.0.begin().await
+    }
+    async fn session_put_blocks(&self, s: SessionId, b: Vec<Block>) -> codex_core::Result<()> {
+        self.0.session_put_blocks(s, b).await
+    }
+    async fn session_put_leaves(
+        &self,
+        s: SessionId,
+        t: &Cid,
+        l: Vec<LeafMeta>,
+    ) -> codex_core::Result<()> {
+        self.0.session_put_leaves(s, t, l).await
+    }
+    async fn commit(&self, s: SessionId, m: Option<Block>) -> codex_core::Result<()> {
+        self.0.commit(s, m).await
+    }
+    async fn abort(&self, s: SessionId) -> codex_core::Result<()> {
+        self.0.abort(s).await
+    }
+    async fn space(&self) -> codex_core::Result<Space> {
+        self.0.space().await
+    }
+    async fn reserve(&self, n: u64) -> codex_core::Result<()> {
+        self.0.reserve(n).await
+    }
+    async fn release(&self, n: u64) -> codex_core::Result<()> {
+        self.0.release(n).await
+    }
+}
+
+/// Five nodes: A uploads, C serves corrupted blocks, D is killed mid-download, E knows
+/// only the bootstrap node B, finds the providers through the DHT and downloads
+/// byte-identical data; an interrupted download resumes without refetching.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_dht_discovery_bad_peers_and_resume() -> anyhow::Result<()> {
+    let data = random(3 << 20, 1);
+    let b = node(mem(), vec![]).await?;
+    let a = node(mem(), vec![b.addr.clone()]).await?;
+    let (cid, manifest) = put_dataset(&*a.store, &data).await?;
+    let evil_store = Arc::new(Corrupting(MemoryStore::new(StoreConfig::default())));
+    put_dataset(&evil_store.0, &data).await?;
+    let c = node(evil_store, vec![b.addr.clone()]).await?;
+    let d = node(mem(), vec![b.addr.clone()]).await?;
+    put_dataset(&*d.store, &data).await?;
+    for n in [&a, &c, &d] {
+        provide(n, cid, &manifest).await?;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let e = node(mem(), vec![b.addr.clone()]).await?;
+    let providers = e.net.find_providers(manifest.tree_cid).await?;
+    assert!(
+        providers.len() >= 3,
+        "providers found through the DHT: {providers:?}"
+    );
+
+    // Kill D shortly after the download starts.
+    let d_net = d.net.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        d_net.shutdown().await;
+    });
+    let (got, report) = download(&e, cid).await?;
+    assert!(got == data, "downloaded bytes differ");
+    assert_eq!(report.fetched, manifest.blocks_count());
+    assert!(report.missing.is_empty());
+    assert!(
+        e.net.exchange().is_banned(&c.net.peer_id()),
+        "the corrupting peer was dropped"
+    );
+    assert!(
+        e.net
+            .exchange()
+            .stats
+            .rejected
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+
+    // Resume: a fresh node fetches part, is interrupted, then completes without refetching.
+    let f = node(mem(), vec![b.addr.clone()]).await?;
+    let m2 = codex_net::fetch_manifest(&f.net, &f.store, cid).await?;
+    let (tx, mut rx) = mpsc::channel(1);
+    let (net, store, m) = (f.net.clone(), Arc::clone(&f.store), m2.clone());
+    let first = tokio::spawn(async move {
+        let opts = FetchOptions {
+            window: 4,
+            max_ahead: 8,
+            ..FetchOptions::default()
+        };
+        codex_net::fetch(
+            &net,
+            &store,
+            &m,
+            Some(cid),
+            0..m.blocks_count(),
+            Some(tx),
+            &opts,
+        )
+        .await
+    });
+    for _ in 0..10 {
+        rx.recv()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("ended early"))??;
+    }
+    drop(rx);
+    first.await??;
+    let (got, report) = download(&f, cid).await?;
+    assert!(got == data);
+    assert!(
+        report.present >= 10,
+        "resumed with {} blocks present",
+        report.present
+    );
+    assert_eq!(report.present + report.fetched, manifest.blocks_count());
+    Ok(())
+}
+
+/// Garbage, an oversized frame and a want-list flood get the sender dropped, and the
+/// node keeps serving others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abusive_peers_are_dropped_and_the_node_keeps_serving() -> anyhow::Result<()> {
+    let data = random(1 << 20, 2);
+    let a = node(mem(), vec![]).await?;
+    let (cid, manifest) = put_dataset(&*a.store, &data).await?;
+    let protocol = StreamProtocol::new(PROTOCOL);
+
+    // 1. An oversized length prefix.
+    let x = node(mem(), vec![a.addr.clone()]).await?;
+    x.net.dial(a.net.peer_id(), vec![a.addr.clone()]).await?;
+    let mut s = x
+        .net
+        .control()
+        .open_stream(a.net.peer_id(), protocol.clone())
+        .await?;
+    let mut frame = Vec::new();
+    prost::encoding::encode_varint(200 << 20, &mut frame);
+    s.write_all(&frame).await?;
+    s.flush().await?;
+    // 2. A well-framed body that is not a message.
+    let y = node(mem(), vec![a.addr.clone()]).await?;
+    y.net.dial(a.net.peer_id(), vec![a.addr.clone()]).await?;
+    let mut s = y
+        .net
+        .control()
+        .open_stream(a.net.peer_id(), protocol.clone())
+        .await?;
+    s.write_all(&[4, 0x0a, 0x05, 0x0a, 0x01]).await?;
+    s.flush().await?;
+    // 3. A flood of want-lists.
+    let z = node(mem(), vec![a.addr.clone()]).await?;
+    z.net.dial(a.net.peer_id(), vec![a.addr.clone()]).await?;
+    let mut s = z
+        .net
+        .control()
+        .open_stream(a.net.peer_id(), protocol)
+        .await?;
+    for round in 0..6u64 {
+        let entries = (0..1000u64)
+            .map(|i| Entry {
+                address: codex_core::BlockAddress::Leaf {
+                    tree: manifest.tree_cid,
+                    index: (round * 1000 + i) % 16,
+                },
+                priority: 0,
+                cancel: false,
+                want_type: WantType::WantBlock,
+                send_dont_have: false,
+            })
+            .collect();
+        let msg = Message {
+            wantlist: WantList {
+                entries,
+                full: false,
+            },
+            ..Message::default()
+        };
+        if write_message(&mut s, &msg).await.is_err() {
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for bad in [&x, &y, &z] {
+        assert!(
+            a.net.exchange().is_banned(&bad.net.peer_id()),
+            "abusive peer not dropped"
+        );
+    }
+
+    // An honest peer still gets the dataset.
+    let e = node(mem(), vec![a.addr.clone()]).await?;
+    a.net.provide(cid).await?;
+    a.net.provide(manifest.tree_cid).await?;
+    e.net.dial(a.net.peer_id(), vec![a.addr.clone()]).await?;
+    let (got, _) = download(&e, cid).await?;
+    assert!(got == data);
+    Ok(())
+}
