@@ -43,6 +43,7 @@ fn main() -> anyhow::Result<()> {
         data_dir: dir.path().to_path_buf(),
         api_port: 0,
         storage_quota: total * 2 + (1 << 30),
+        network: None,
         ..NodeConfig::default()
     }))?;
     let url = node.api_url();

@@ -11,9 +11,15 @@ pub enum Error {
     /// The store could not be opened.
     #[error("cannot open the store: {0}")]
     Store(#[from] codex_store::Error),
+    /// The network failed.
+    #[error(transparent)]
+    Net(#[from] codex_net::Error),
     /// Erasure coding failed.
     #[error(transparent)]
     Erasure(#[from] codex_erasure::Error),
+    /// The node runs without a network.
+    #[error("this node runs without a network")]
+    NoNetwork,
     /// An upload had no bytes: Codex datasets have at least one block.
     #[error("the upload is empty: a dataset needs at least one byte")]
     EmptyUpload,

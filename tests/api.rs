@@ -12,6 +12,7 @@ async fn start(dir: &std::path::Path, quota: u64) -> anyhow::Result<Node> {
         data_dir: dir.to_path_buf(),
         api_port: 0,
         storage_quota: quota,
+        network: None,
         ..NodeConfig::default()
     })
     .await?)

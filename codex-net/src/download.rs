@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use codex_core::{BlockAddress, BlockStore, Cid, Manifest};
+use codex_core::{Block, BlockAddress, BlockStore, Cid, Manifest};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use libp2p::PeerId;
@@ -89,14 +89,25 @@ async fn discover(net: &Network, cids: &[Cid]) -> Vec<PeerId> {
 }
 
 /// The manifest of `cid`: from the store, or fetched from a provider (checked against the
-/// CID) and stored.
+/// CID). A fetched manifest is not stored: store it once its blocks are, so that no
+/// stored manifest refers to missing blocks.
 pub async fn fetch_manifest(
     net: &Network,
     store: &Arc<dyn BlockStore>,
     cid: Cid,
 ) -> Result<Manifest> {
+    let block = fetch_manifest_block(net, store, cid).await?;
+    Ok(Manifest::decode(block.data())?)
+}
+
+/// The manifest block of `cid` (its bytes as the network has them), like [`fetch_manifest`].
+pub async fn fetch_manifest_block(
+    net: &Network,
+    store: &Arc<dyn BlockStore>,
+    cid: Cid,
+) -> Result<Block> {
     if let Ok(block) = store.get_block(&cid).await {
-        return Ok(Manifest::decode(block.data())?);
+        return Ok(block);
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -106,9 +117,8 @@ pub async fn fetch_manifest(
             }
             match net.exchange().request(peer, BlockAddress::Cid(cid)).await {
                 Ok((block, _)) => {
-                    let manifest = Manifest::decode(block.data())?;
-                    store.put_block(block).await?;
-                    return Ok(manifest);
+                    Manifest::decode(block.data())?;
+                    return Ok(block);
                 }
                 Err(e) => tracing::debug!(%peer, error = %e, "manifest not from this peer"),
             }

@@ -6,7 +6,7 @@ pub mod exchange;
 pub mod message;
 mod network;
 
-pub use crate::download::{FetchOptions, FetchReport, fetch, fetch_manifest};
+pub use crate::download::{FetchOptions, FetchReport, fetch, fetch_manifest, fetch_manifest_block};
 pub use crate::error::{Error, Result};
 pub use crate::exchange::{Exchange, ExchangeConfig};
 pub use crate::network::{NetConfig, NetInfo, Network, load_or_create_key, provider_key};

@@ -22,6 +22,7 @@ pub const BASE: &str = "/api/codex/v1";
 #[derive(Clone, Debug)]
 pub(crate) struct ApiState {
     pub(crate) store: Arc<dyn BlockStore>,
+    pub(crate) network: Option<codex_net::Network>,
     pub(crate) data_dir: String,
 }
 
@@ -35,7 +36,12 @@ pub(crate) fn router(state: ApiState) -> Router {
         .route("/data/{cid}", get(download).delete(delete))
         .route("/data/{cid}/exists", get(exists))
         .route("/data/{cid}/erasure", axum::routing::post(erasure))
+        .route("/data/{cid}/network", axum::routing::post(network_download))
+        .route("/data/{cid}/network/stream", get(network_stream))
+        .route("/data/{cid}/network/manifest", get(network_manifest))
         .route("/space", get(space))
+        .route("/peerid", get(peer_id))
+        .route("/connect/{peer}", get(connect))
         .route("/debug/info", get(debug_info))
         .with_state(state);
     Router::new().nest(BASE, api)
@@ -57,6 +63,9 @@ impl From<Error> for ApiError {
             Error::EmptyUpload => StatusCode::UNPROCESSABLE_ENTITY,
             Error::NotAManifest(_) => StatusCode::BAD_REQUEST,
             Error::Source(_) => StatusCode::BAD_REQUEST,
+            Error::NoNetwork => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Net(codex_net::Error::Unavailable(_)) => StatusCode::NOT_FOUND,
+            Error::Net(codex_net::Error::Core(c)) => core_status(c),
             Error::Erasure(codex_erasure::Error::Store(c)) => core_status(c),
             Error::Erasure(
                 codex_erasure::Error::InvalidParams { .. }
@@ -145,8 +154,9 @@ async fn upload(
         mimetype,
         block_size: None,
     };
-    let cid = data::store_stream(st.store, body.into_data_stream(), options).await?;
+    let cid = data::store_stream(Arc::clone(&st.store), body.into_data_stream(), options).await?;
     tracing::info!(%cid, "stored an upload");
+    announce(&st, cid);
     Ok(cid.to_string())
 }
 
@@ -177,6 +187,7 @@ async fn erasure(
 ) -> Result<String, ApiError> {
     let cid = parse_cid(&cid)?;
     let (protected, _) = data::erasure_encode(&*st.store, cid, p.k, p.m).await?;
+    announce(&st, protected);
     tracing::info!(%cid, %protected, k = p.k, m = p.m, "erasure-coded a dataset");
     Ok(protected.to_string())
 }
@@ -192,12 +203,114 @@ async fn list(State(st): State<ApiState>) -> Result<axum::Json<Value>, ApiError>
     Ok(axum::Json(json!({ "content": content })))
 }
 
+/// Announces a stored dataset in the background.
+fn announce(st: &ApiState, cid: Cid) {
+    if let Some(net) = st.network.clone() {
+        let store = Arc::clone(&st.store);
+        tokio::spawn(async move {
+            if let Ok(block) = store.get_block(&cid).await
+                && let Ok(m) = Manifest::decode(block.data())
+            {
+                crate::node::network::announce(&net, cid, &m).await;
+            }
+        });
+    }
+}
+
+fn network(st: &ApiState) -> Result<&codex_net::Network, ApiError> {
+    st.network.as_ref().ok_or_else(|| Error::NoNetwork.into())
+}
+
+async fn network_download(
+    State(st): State<ApiState>,
+    Path(cid): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let cid = parse_cid(&cid)?;
+    let net = network(&st)?.clone();
+    let manifest = codex_net::fetch_manifest(&net, &st.store, cid)
+        .await
+        .map_err(Error::Net)?;
+    let store = Arc::clone(&st.store);
+    tokio::spawn(async move {
+        match crate::node::network::download(&net, &store, cid).await {
+            Ok(_) => tracing::info!(%cid, "download complete"),
+            Err(e) => tracing::warn!(%cid, error = %e, "download failed"),
+        }
+    });
+    Ok(axum::Json(
+        json!({ "cid": cid.to_string(), "manifest": manifest_json(&manifest) }),
+    ))
+}
+
+async fn network_manifest(
+    State(st): State<ApiState>,
+    Path(cid): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let cid = parse_cid(&cid)?;
+    let manifest = codex_net::fetch_manifest(network(&st)?, &st.store, cid)
+        .await
+        .map_err(Error::Net)?;
+    Ok(axum::Json(
+        json!({ "cid": cid.to_string(), "manifest": manifest_json(&manifest) }),
+    ))
+}
+
+async fn network_stream(
+    State(st): State<ApiState>,
+    Path(cid): Path<String>,
+) -> Result<Response, ApiError> {
+    let cid = parse_cid(&cid)?;
+    let dataset = crate::node::network::stream(network(&st)?, Arc::clone(&st.store), cid).await?;
+    Ok(dataset_response(dataset))
+}
+
+async fn peer_id(State(st): State<ApiState>) -> Result<String, ApiError> {
+    Ok(network(&st)?.peer_id().to_string())
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ConnectQuery {
+    addrs: Option<String>,
+}
+
+async fn connect(
+    State(st): State<ApiState>,
+    Path(peer): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<ConnectQuery>,
+) -> Result<String, ApiError> {
+    let peer: codex_net::PeerId = peer
+        .parse()
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("Invalid peer id: {e}")))?;
+    let mut addrs = Vec::new();
+    for a in q
+        .addrs
+        .iter()
+        .flat_map(|s| s.split(','))
+        .filter(|s| !s.is_empty())
+    {
+        addrs.push(
+            a.parse().map_err(|e| {
+                ApiError(StatusCode::BAD_REQUEST, format!("Invalid address {a}: {e}"))
+            })?,
+        );
+    }
+    network(&st)?
+        .dial(peer, addrs)
+        .await
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    Ok("Successfully connected to peer".into())
+}
+
 async fn download(
     State(st): State<ApiState>,
     Path(cid): Path<String>,
 ) -> Result<Response, ApiError> {
     let cid = parse_cid(&cid)?;
     let dataset = data::open(st.store, cid).await?;
+    Ok(dataset_response(dataset))
+}
+
+fn dataset_response(dataset: data::Dataset) -> Response {
     let mut headers = HeaderMap::new();
     let mime = dataset
         .manifest
@@ -217,7 +330,7 @@ async fn download(
     let body = Body::from_stream(dataset.stream.inspect_err(|e| {
         tracing::error!(error = %e, "dataset stream failed mid-download");
     }));
-    Ok((headers, body).into_response())
+    (headers, body).into_response()
 }
 
 async fn delete(
@@ -226,6 +339,11 @@ async fn delete(
 ) -> Result<StatusCode, ApiError> {
     let cid = parse_cid(&cid)?;
     if cid.codec() == codec::MANIFEST && st.store.has_block(&cid).await? {
+        if let Some(net) = &st.network
+            && let Ok(m) = Manifest::decode(st.store.get_block(&cid).await?.data())
+        {
+            crate::node::network::withdraw(net, cid, &m).await;
+        }
         st.store.delete_dataset(&cid).await?;
     } else {
         st.store.delete_block(&cid).await?;
@@ -253,8 +371,25 @@ async fn space(State(st): State<ApiState>) -> Result<axum::Json<Value>, ApiError
 }
 
 async fn debug_info(State(st): State<ApiState>) -> axum::Json<Value> {
+    let info = match &st.network {
+        Some(net) => net.info().await.unwrap_or_default(),
+        None => codex_net::NetInfo::default(),
+    };
+    let addrs: Vec<String> = info
+        .listen_addrs
+        .iter()
+        .map(|a| format!("{a}/p2p/{}", info.peer_id))
+        .collect();
     axum::Json(json!({
+        "id": info.peer_id,
+        "addrs": addrs,
         "repo": st.data_dir,
+        "announceAddresses": addrs,
+        "table": {
+            "localNode": { "peerId": info.peer_id },
+            "nodes": info.routing_table.iter().map(|p| json!({ "peerId": p.to_string() })).collect::<Vec<_>>(),
+        },
+        "connectedPeers": info.connected.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "codex": { "version": env!("CARGO_PKG_VERSION"), "revision": "", "contracts": {} },
     }))
 }

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod data;
+pub mod network;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -38,6 +39,8 @@ pub struct NodeConfig {
     pub block_maintenance_interval: Duration,
     /// Expiry records per sweep (`--block-mn`, default 1000).
     pub block_maintenance_batch: usize,
+    /// The network (`--listen-addrs`, `--bootstrap-node`); `None` runs a node without one.
+    pub network: Option<codex_net::NetConfig>,
 }
 
 impl Default for NodeConfig {
@@ -50,6 +53,7 @@ impl Default for NodeConfig {
             block_ttl: Duration::from_secs(30 * 24 * 3600),
             block_maintenance_interval: Duration::from_secs(600),
             block_maintenance_batch: 1000,
+            network: Some(codex_net::NetConfig::default()),
         }
     }
 }
@@ -58,6 +62,7 @@ impl Default for NodeConfig {
 #[derive(Debug)]
 pub struct Node {
     store: Arc<dyn BlockStore>,
+    network: Option<codex_net::Network>,
     api_addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
@@ -85,11 +90,32 @@ impl Node {
         );
         let store: Arc<dyn BlockStore> = Arc::new(store);
 
+        let network = match config.network.clone() {
+            Some(net_config) => {
+                let key_path = config.data_dir.join("key");
+                let key =
+                    tokio::task::spawn_blocking(move || codex_net::load_or_create_key(&key_path))
+                        .await??;
+                let net = codex_net::Network::start(key, net_config, Arc::clone(&store)).await?;
+                let (n, s) = (net.clone(), Arc::clone(&store));
+                tokio::spawn(async move {
+                    match network::announce_all(&n, &*s).await {
+                        Ok(count) => tracing::info!(count, "announced stored datasets"),
+                        Err(e) => tracing::warn!(error = %e, "cannot announce stored datasets"),
+                    }
+                });
+                tracing::info!(peer_id = %net.peer_id(), "network started");
+                Some(net)
+            }
+            None => None,
+        };
+
         let listener =
             tokio::net::TcpListener::bind((config.api_bindaddr, config.api_port)).await?;
         let api_addr = listener.local_addr()?;
         let router = api::router(api::ApiState {
             store: Arc::clone(&store),
+            network: network.clone(),
             data_dir: config.data_dir.display().to_string(),
         });
         let (stop, stopped) = oneshot::channel::<()>();
@@ -103,6 +129,7 @@ impl Node {
         tracing::info!(%api_addr, data_dir = %config.data_dir.display(), "node started");
         Ok(Node {
             store,
+            network,
             api_addr,
             stop: Some(stop),
             server: Some(server),
@@ -120,6 +147,11 @@ impl Node {
         format!("http://{}{}", self.api_addr, api::BASE)
     }
 
+    /// The node's network, unless it runs without one.
+    pub fn network(&self) -> Option<&codex_net::Network> {
+        self.network.as_ref()
+    }
+
     /// The node's block store.
     pub fn store(&self) -> &Arc<dyn BlockStore> {
         &self.store
@@ -131,7 +163,25 @@ impl Node {
         S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        data::store_stream(Arc::clone(&self.store), source, options).await
+        let cid = data::store_stream(Arc::clone(&self.store), source, options).await?;
+        self.announce(cid).await;
+        Ok(cid)
+    }
+
+    async fn announce(&self, cid: Cid) {
+        if let Some(net) = &self.network
+            && let Ok(block) = self.store.get_block(&cid).await
+            && let Ok(m) = codex_core::Manifest::decode(block.data())
+        {
+            network::announce(net, cid, &m).await;
+        }
+    }
+
+    /// Downloads a dataset from the network into the store (resuming an earlier attempt),
+    /// rebuilding by erasure decoding what no peer serves; see [`network::download`].
+    pub async fn fetch(&self, cid: Cid) -> Result<codex_core::Manifest> {
+        let net = self.network.as_ref().ok_or(crate::Error::NoNetwork)?;
+        network::download(net, &self.store, cid).await
     }
 
     /// Opens a stored dataset for reading; see [`data::open`].
@@ -147,7 +197,9 @@ impl Node {
         k: usize,
         m: usize,
     ) -> Result<(Cid, codex_core::Manifest)> {
-        data::erasure_encode(&*self.store, manifest, k, m).await
+        let (cid, protected) = data::erasure_encode(&*self.store, manifest, k, m).await?;
+        self.announce(cid).await;
+        Ok((cid, protected))
     }
 
     /// Stops the API (finishing requests in flight) and the maintenance task.
@@ -160,6 +212,9 @@ impl Node {
         }
         self.maintenance.abort();
         let _ = (&mut self.maintenance).await;
+        if let Some(net) = self.network.take() {
+            net.shutdown().await;
+        }
         Ok(())
     }
 }

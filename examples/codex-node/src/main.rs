@@ -56,6 +56,17 @@ struct RunArgs {
     /// Expired blocks deleted per sweep.
     #[arg(long = "block-mn", default_value_t = 1000)]
     block_maintenance_batch: usize,
+    /// Addresses to listen on for peers (repeatable; default TCP and QUIC on every
+    /// interface, any port).
+    #[arg(long = "listen-addrs")]
+    listen_addrs: Vec<codex::net::Multiaddr>,
+    /// A node to join the network through, as a multiaddr ending in /p2p/PEER_ID
+    /// (repeatable).
+    #[arg(long = "bootstrap-node")]
+    bootstrap_nodes: Vec<codex::net::Multiaddr>,
+    /// Run without a network (local storage and API only).
+    #[arg(long)]
+    no_network: bool,
     /// Log filter (`info`, `debug`, `codex=trace`, ...).
     #[arg(long, default_value = "info", env = "CODEX_LOG")]
     log_level: String,
@@ -156,10 +167,25 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         block_ttl: Duration::from_secs(args.block_ttl),
         block_maintenance_interval: Duration::from_secs(args.block_maintenance_interval.max(1)),
         block_maintenance_batch: args.block_maintenance_batch,
+        network: (!args.no_network).then(|| {
+            let mut net = codex::net::NetConfig::default();
+            if !args.listen_addrs.is_empty() {
+                net.listen_addrs = args.listen_addrs.clone();
+            }
+            net.bootstrap = args.bootstrap_nodes.clone();
+            net
+        }),
     })
     .await?;
     // The first line on stdout is the API URL, for scripts and tests.
     println!("{}", node.api_url());
+    if let Some(net) = node.network()
+        && let Ok(info) = net.info().await
+    {
+        for addr in &info.listen_addrs {
+            eprintln!("peer address: {addr}/p2p/{}", info.peer_id);
+        }
+    }
     eprintln!(
         "Codex node running. Try:\n  codex-node upload FILE --api {0}\n  codex-node list --api {0}",
         node.api_url()
@@ -231,9 +257,13 @@ async fn upload(api: &str, file: &Path, mime: Option<String>) -> anyhow::Result<
 }
 
 async fn download(api: &str, cid: &str, output: &Path) -> anyhow::Result<()> {
-    let res = reqwest::get(format!("{api}/data/{cid}"))
+    let mut res = reqwest::get(format!("{api}/data/{cid}"))
         .await
         .with_context(|| format!("cannot reach the node at {api}"))?;
+    if res.status() == reqwest::StatusCode::NOT_FOUND {
+        eprintln!("{cid} is not stored locally: fetching it from the network");
+        res = reqwest::get(format!("{api}/data/{cid}/network/stream")).await?;
+    }
     let status = res.status();
     if !status.is_success() {
         bail!("download refused ({status}): {}", res.text().await?);

@@ -12,8 +12,13 @@ use rand::{Rng, RngCore, SeedableRng, rngs::StdRng};
 
 const BIN: &str = env!("CARGO_BIN_EXE_codex-node");
 
-/// Starts `codex-node` on a free port; returns the process and its API URL.
+/// Starts `codex-node` on a free port, its network on loopback; returns the process and
+/// its API URL.
 fn spawn_node(dir: &Path) -> anyhow::Result<(Child, String)> {
+    spawn_node_with(dir, &[])
+}
+
+fn spawn_node_with(dir: &Path, extra: &[&str]) -> anyhow::Result<(Child, String)> {
     let mut child = Command::new(BIN)
         .args([
             "--data-dir",
@@ -23,6 +28,8 @@ fn spawn_node(dir: &Path) -> anyhow::Result<(Child, String)> {
             "--log-level",
             "warn",
         ])
+        .args(["--listen-addrs", "/ip4/127.0.0.1/tcp/0"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?;
@@ -165,5 +172,69 @@ async fn cli_upload_download_list_space() -> anyhow::Result<()> {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("400"));
     child.kill()?;
     child.wait()?;
+    Ok(())
+}
+
+/// The peer address of a running node, from its `/debug/info`.
+async fn peer_address(url: &str) -> anyhow::Result<String> {
+    let info: serde_json::Value = reqwest::get(format!("{url}/debug/info"))
+        .await?
+        .json()
+        .await?;
+    info["addrs"][0]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("no address in {info}"))
+}
+
+/// Three node processes: B bootstraps the others; A stores a file; C knows only B, finds A
+/// through the DHT and downloads the file with `codex-node download`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_find_each_other_and_download() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (mut b, b_url) = spawn_node(&dir.path().join("b"))?;
+    let b_addr = peer_address(&b_url).await?;
+    let (mut a, a_url) = spawn_node_with(&dir.path().join("a"), &["--bootstrap-node", &b_addr])?;
+    let (mut c, c_url) = spawn_node_with(&dir.path().join("c"), &["--bootstrap-node", &b_addr])?;
+    let bytes = data(77, 2 * 1024 * 1024 + 3);
+    let cid = reqwest::Client::new()
+        .post(format!("{a_url}/data"))
+        .body(bytes.clone())
+        .send()
+        .await?
+        .text()
+        .await?;
+    let output = dir.path().join("from-network.bin");
+    let mut ok = false;
+    for _ in 0..20 {
+        let out = Command::new(BIN)
+            .args([
+                "download",
+                &cid,
+                "-o",
+                &output.display().to_string(),
+                "--api",
+                &c_url,
+            ])
+            .output()?;
+        if out.status.success() {
+            ok = true;
+            break;
+        }
+        // The provider record may still be on its way through the DHT.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    assert!(ok, "download through the network failed");
+    assert_eq!(std::fs::read(&output)?, bytes);
+    // C now holds the dataset itself.
+    let exists: serde_json::Value = reqwest::get(format!("{c_url}/data/{cid}/exists"))
+        .await?
+        .json()
+        .await?;
+    assert_eq!(exists[cid.as_str()], true);
+    for child in [&mut a, &mut b, &mut c] {
+        child.kill()?;
+        child.wait()?;
+    }
     Ok(())
 }
