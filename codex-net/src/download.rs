@@ -18,6 +18,9 @@ use crate::error::{Error, Result};
 use crate::exchange::Fetched;
 use crate::network::Network;
 
+/// Failed requests for one block to one peer before that peer is not asked for it again.
+const MAX_TRIES: u32 = 3;
+
 /// Knobs of a download.
 #[derive(Clone, Debug)]
 pub struct FetchOptions {
@@ -34,8 +37,8 @@ pub struct FetchOptions {
 impl Default for FetchOptions {
     fn default() -> Self {
         FetchOptions {
-            window: 64,
-            per_peer: 24,
+            window: 96,
+            per_peer: 32,
             max_ahead: 512,
             stall_timeout: Duration::from_secs(60),
         }
@@ -70,6 +73,7 @@ impl PeerState {
 
 /// Peers that may have `cids`: providers found through the DHT and peers we are connected to.
 async fn discover(net: &Network, cids: &[Cid]) -> Vec<PeerId> {
+    let started = Instant::now();
     let mut found: HashSet<PeerId> = HashSet::new();
     for cid in cids {
         if let Ok(ps) = net.find_providers(*cid).await {
@@ -85,6 +89,7 @@ async fn discover(net: &Network, cids: &[Cid]) -> Vec<PeerId> {
         found.extend(info.connected);
     }
     found.remove(&net.peer_id());
+    tracing::debug!(peers = found.len(), elapsed = ?started.elapsed(), "discovered peers");
     found.into_iter().collect()
 }
 
@@ -111,15 +116,20 @@ pub async fn fetch_manifest_block(
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        for peer in discover(net, &[cid]).await {
-            if net.exchange().is_banned(&peer) {
-                continue;
-            }
-            match net.exchange().request(peer, BlockAddress::Cid(cid)).await {
-                Ok((block, _)) => {
-                    Manifest::decode(block.data())?;
-                    return Ok(block);
-                }
+        // Ask every candidate at once; the first valid answer wins.
+        let mut asks: FuturesUnordered<_> = discover(net, &[cid])
+            .await
+            .into_iter()
+            .filter(|p| !net.exchange().is_banned(p))
+            .map(|peer| {
+                let ex = Arc::clone(net.exchange());
+                async move { (peer, ex.request(peer, BlockAddress::Cid(cid)).await) }
+            })
+            .collect();
+        while let Some((peer, answer)) = asks.next().await {
+            match answer {
+                Ok((block, _)) if Manifest::decode(block.data()).is_ok() => return Ok(block),
+                Ok(_) => tracing::debug!(%peer, "not a manifest"),
                 Err(e) => tracing::debug!(%peer, error = %e, "manifest not from this peer"),
             }
         }
@@ -166,7 +176,9 @@ pub async fn fetch(
     let mut lookup: Vec<Cid> = vec![tree];
     lookup.extend(manifest_cid);
     let mut peers: HashMap<PeerId, PeerState> = HashMap::new();
-    let mut tried: HashMap<u64, HashSet<PeerId>> = HashMap::new();
+    // Failed attempts per block and peer; a peer is not asked for a block again after
+    // MAX_TRIES failures, and a block is missing when every usable peer reached that.
+    let mut tried: HashMap<u64, HashMap<PeerId, u32>> = HashMap::new();
     let mut completed: BTreeMap<u64, Bytes> = BTreeMap::new();
     let mut failed: HashSet<u64> = HashSet::new();
     let mut inflight = FuturesUnordered::new();
@@ -228,21 +240,23 @@ pub async fn fetch(
                 break;
             }
             let skip = tried.get(&i);
+            let exhausted = |id: &PeerId| {
+                skip.and_then(|s| s.get(id))
+                    .is_some_and(|n| *n >= MAX_TRIES)
+            };
             let best = peers
                 .iter()
-                .filter(|(id, p)| {
-                    !p.dropped
-                        && p.inflight < options.per_peer
-                        && !skip.is_some_and(|s| s.contains(*id))
-                })
+                .filter(|(id, p)| !p.dropped && p.inflight < options.per_peer && !exhausted(id))
                 .min_by_key(|(_, p)| p.score())
                 .map(|(id, _)| *id);
             let Some(peer) = best else {
-                // Every usable peer failed this block: it is missing.
-                if peers
-                    .values()
-                    .any(|p| !p.dropped && p.inflight < options.per_peer)
-                {
+                // Every usable peer failed this block too often: it is missing.
+                let usable: Vec<&PeerId> = peers
+                    .iter()
+                    .filter(|(_, p)| !p.dropped)
+                    .map(|(id, _)| id)
+                    .collect();
+                if !usable.is_empty() && usable.iter().all(|id| exhausted(id)) {
                     queue.pop_front();
                     failed.insert(i);
                     report.missing.push(i);
@@ -285,10 +299,7 @@ pub async fn fetch(
             if peers.values().all(|p| p.dropped) {
                 peers.retain(|_, p| !p.dropped);
             }
-            tried.retain(|_, s| {
-                s.clear();
-                false
-            });
+            tried.clear();
             continue;
         }
 
@@ -319,11 +330,17 @@ pub async fn fetch(
                     state.failed += 1;
                 }
                 tracing::debug!(index = i, %peer, error = %e, "block request failed; retrying elsewhere");
-                tried.entry(i).or_default().insert(peer);
+                *tried.entry(i).or_default().entry(peer).or_default() += 1;
                 queue.push_front(i);
             }
         }
     }
     report.missing.sort_unstable();
+    tracing::debug!(
+        fetched = report.fetched,
+        present = report.present,
+        missing = report.missing.len(),
+        "fetch finished"
+    );
     Ok(report)
 }

@@ -41,9 +41,9 @@ impl Default for ExchangeConfig {
         ExchangeConfig {
             max_message_bytes: 16 << 20,
             max_entries_per_message: 1024,
-            serve_concurrency_per_peer: 8,
+            serve_concurrency_per_peer: 16,
             max_queued_wants_per_peer: 4096,
-            request_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -390,13 +390,19 @@ impl Exchange {
             },
             ..Message::default()
         };
-        if let Err(e) = self.send(peer, want).await {
-            lock(&self.pending).remove(&(peer, address));
-            return Err(e);
-        }
-        match tokio::time::timeout(self.config.request_timeout, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(Error::Unavailable(address.to_string())),
+        // The whole exchange, opening the stream included, is bounded by the timeout.
+        let result = tokio::time::timeout(self.config.request_timeout, async {
+            self.send(peer, want).await?;
+            rx.await
+                .map_err(|_| Error::Unavailable(address.to_string()))?
+        })
+        .await;
+        match result {
+            Ok(Ok(fetched)) => Ok(fetched),
+            Ok(Err(e)) => {
+                lock(&self.pending).remove(&(peer, address));
+                Err(e)
+            }
             Err(_) => {
                 lock(&self.pending).remove(&(peer, address));
                 Err(Error::Unavailable(format!(

@@ -195,8 +195,13 @@ impl Message {
     /// # Errors
     /// [`Error::Malformed`] or [`Error::Decode`] for anything that is not a valid message.
     pub fn decode(bytes: &[u8]) -> Result<Self> {
+        Self::decode_bytes(Bytes::copy_from_slice(bytes))
+    }
+
+    /// Decodes a message; block data are slices of `bytes`, not copies.
+    pub fn decode_bytes(bytes: Bytes) -> Result<Self> {
         let mut m = Message::default();
-        let mut r = Reader::new(bytes, WHAT);
+        let mut r = Reader::new(&bytes, WHAT);
         while let Some((f, v)) = r.next_field()? {
             match f {
                 1 => {
@@ -209,7 +214,7 @@ impl Message {
                         }
                     }
                 }
-                3 => m.payload.push(read_delivery(v.bytes(WHAT)?)?),
+                3 => m.payload.push(read_delivery(&bytes, v.bytes(WHAT)?)?),
                 4 => m.presences.push(read_presence(v.bytes(WHAT)?)?),
                 5 => m.pending_bytes = v.uint(WHAT)?,
                 6 | 7 => {
@@ -263,13 +268,13 @@ fn read_entry(b: &[u8]) -> Result<Entry> {
     })
 }
 
-fn read_delivery(b: &[u8]) -> Result<Delivery> {
+fn read_delivery(whole: &Bytes, b: &[u8]) -> Result<Delivery> {
     let (mut cid, mut data, mut address, mut proof) = (None, Bytes::new(), None, None);
     let mut r = Reader::new(b, WHAT);
     while let Some((f, v)) = r.next_field()? {
         match f {
             1 => cid = Some(Cid::from_bytes(v.bytes(WHAT)?)?),
-            2 => data = Bytes::copy_from_slice(v.bytes(WHAT)?),
+            2 => data = whole.slice_ref(v.bytes(WHAT)?),
             3 => address = Some(read_address(v.bytes(WHAT)?)?),
             4 => proof = Some(CodexProof::decode(v.bytes(WHAT)?)?),
             _ => {}
@@ -311,10 +316,10 @@ fn read_presence(b: &[u8]) -> Result<Presence> {
 /// Writes one framed message: varint length, then the bytes.
 pub async fn write_message<W: AsyncWrite + Unpin>(w: &mut W, msg: &Message) -> Result<()> {
     let body = msg.encode();
-    let mut frame = Vec::with_capacity(body.len() + 10);
-    prost::encoding::encode_varint(body.len() as u64, &mut frame);
-    frame.extend_from_slice(&body);
-    w.write_all(&frame).await?;
+    let mut prefix = Vec::with_capacity(10);
+    prost::encoding::encode_varint(body.len() as u64, &mut prefix);
+    w.write_all(&prefix).await?;
+    w.write_all(&body).await?;
     w.flush().await?;
     Ok(())
 }
@@ -340,7 +345,7 @@ pub async fn read_message<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Result
             }
             let mut body = vec![0u8; len as usize];
             r.read_exact(&mut body).await?;
-            return Message::decode(&body).map(Some);
+            return Message::decode_bytes(Bytes::from(body)).map(Some);
         }
     }
     Err(Error::Malformed("length prefix longer than 10 bytes"))
