@@ -10,4 +10,5 @@ pub use crate::download::{FetchOptions, FetchReport, fetch, fetch_manifest, fetc
 pub use crate::error::{Error, Result};
 pub use crate::exchange::{Exchange, ExchangeConfig};
 pub use crate::network::{NetConfig, NetInfo, Network, load_or_create_key, provider_key};
+pub use libp2p::multiaddr::Protocol;
 pub use libp2p::{Multiaddr, PeerId};
