@@ -342,7 +342,22 @@ impl Exchange {
         let (tx, mut rx) = mpsc::channel::<Message>(64);
         tokio::spawn(async move {
             while let Some(msg) = rx.recv().await {
-                if let Err(e) = write_message(&mut stream, &msg).await {
+                // Write what is queued, flush once the queue is empty.
+                let mut next = Some(msg);
+                let mut result = Ok(());
+                while let Some(m) = next.take() {
+                    result = write_message(&mut stream, &m, false).await;
+                    if result.is_err() {
+                        break;
+                    }
+                    next = rx.try_recv().ok();
+                }
+                if result.is_ok() {
+                    result = futures::AsyncWriteExt::flush(&mut stream)
+                        .await
+                        .map_err(Error::from);
+                }
+                if let Err(e) = result {
                     tracing::debug!(%peer, error = %e, "block-exchange write failed");
                     break;
                 }

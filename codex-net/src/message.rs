@@ -313,14 +313,20 @@ fn read_presence(b: &[u8]) -> Result<Presence> {
     })
 }
 
-/// Writes one framed message: varint length, then the bytes.
-pub async fn write_message<W: AsyncWrite + Unpin>(w: &mut W, msg: &Message) -> Result<()> {
+/// Writes one framed message: varint length, then the bytes; flushes when `flush`.
+pub async fn write_message<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    msg: &Message,
+    flush: bool,
+) -> Result<()> {
     let body = msg.encode();
     let mut prefix = Vec::with_capacity(10);
     prost::encoding::encode_varint(body.len() as u64, &mut prefix);
     w.write_all(&prefix).await?;
     w.write_all(&body).await?;
-    w.flush().await?;
+    if flush {
+        w.flush().await?;
+    }
     Ok(())
 }
 
@@ -440,7 +446,7 @@ mod tests {
     async fn framing_limits_are_enforced() {
         let m = sample();
         let mut buf = Vec::new();
-        write_message(&mut futures::io::Cursor::new(&mut buf), &m)
+        write_message(&mut futures::io::Cursor::new(&mut buf), &m, true)
             .await
             .expect("write");
         let got = read_message(&mut futures::io::Cursor::new(&buf), 1 << 20)

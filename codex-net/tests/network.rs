@@ -330,7 +330,7 @@ async fn abusive_peers_are_dropped_and_the_node_keeps_serving() -> anyhow::Resul
             },
             ..Message::default()
         };
-        if write_message(&mut s, &msg).await.is_err() {
+        if write_message(&mut s, &msg, true).await.is_err() {
             break;
         }
     }
