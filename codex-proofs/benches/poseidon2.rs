@@ -75,7 +75,10 @@ fn slot_building(c: &mut Criterion) {
             b.iter(|| {
                 pool.install(|| {
                     SlotTree::build(&geometry, 0, 16, |idx| {
-                        Ok(idx.iter().map(|&i| Some(blocks[i as usize].clone())).collect())
+                        Ok(idx
+                            .iter()
+                            .map(|&i| Some(blocks[i as usize].clone()))
+                            .collect())
                     })
                     .expect("slot")
                     .root()

@@ -3,6 +3,7 @@
 //! `input.json` for the circuit) and a native check of everything the circuit checks.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
@@ -36,7 +37,7 @@ pub fn entropy_from_challenge(challenge: &[u8; 32]) -> Fe {
 /// `log2(n_cells)`, checking that `n_cells` is a power of two between one block's cells
 /// and 2^32.
 fn log2_cells(n_cells: u64) -> Result<u32> {
-    if !n_cells.is_power_of_two() || n_cells < BLOCK_CELLS || n_cells > 1 << MAX_DEPTH {
+    if !n_cells.is_power_of_two() || !(BLOCK_CELLS..=1 << MAX_DEPTH).contains(&n_cells) {
         return Err(Error::CellsPerSlot {
             cells: n_cells,
             min: BLOCK_CELLS,
@@ -161,25 +162,25 @@ impl ProofInput {
         let mut samples = Vec::with_capacity(indices.len());
         for idx in indices {
             let (blk, cell) = (idx / BLOCK_CELLS, idx % BLOCK_CELLS);
-            if !blocks.contains_key(&blk) {
-                let data = if blk < slot.blocks() {
-                    read_block(blk)?
-                } else {
-                    None
-                };
-                let data = data.unwrap_or_else(|| Bytes::from(vec![0u8; block_size]));
-                if data.len() != block_size {
-                    return Err(Error::BlockLength {
-                        index: blk,
-                        len: data.len(),
-                        expected: block_size,
-                    });
+            let (data, tree) = match blocks.entry(blk) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => {
+                    let data = if blk < slot.blocks() {
+                        read_block(blk)?
+                    } else {
+                        None
+                    };
+                    let data = data.unwrap_or_else(|| Bytes::from(vec![0u8; block_size]));
+                    if data.len() != block_size {
+                        return Err(Error::BlockLength {
+                            index: blk,
+                            len: data.len(),
+                            expected: block_size,
+                        });
+                    }
+                    let tree = block_tree(&data)?;
+                    e.insert((data, tree))
                 }
-                let tree = block_tree(&data)?;
-                blocks.insert(blk, (data, tree));
-            }
-            let Some((data, tree)) = blocks.get(&blk) else {
-                unreachable!("inserted above")
             };
             let start = cell as usize * CELL_SIZE;
             let cell_data = bytes_to_elements(&data[start..start + CELL_SIZE]).collect();
@@ -330,7 +331,10 @@ impl ProofInput {
         let mut out = String::from("{\n");
         out.push_str(&format!("  \"dataSetRoot\": \"{}\",\n", self.data_set_root));
         out.push_str(&format!("  \"entropy\": \"{}\",\n", self.entropy));
-        out.push_str(&format!("  \"nCellsPerSlot\": {},\n", self.n_cells_per_slot));
+        out.push_str(&format!(
+            "  \"nCellsPerSlot\": {},\n",
+            self.n_cells_per_slot
+        ));
         out.push_str(&format!(
             "  \"nSlotsPerDataSet\": {},\n",
             self.n_slots_per_data_set
@@ -340,9 +344,15 @@ impl ProofInput {
         out.push_str("  \"slotProof\": ");
         list(&mut out, "  ", &self.slot_proof);
         out.push_str(",\n  \"cellData\": ");
-        lists(&mut out, self.samples.iter().map(|s| s.cell_data.as_slice()));
+        lists(
+            &mut out,
+            self.samples.iter().map(|s| s.cell_data.as_slice()),
+        );
         out.push_str(",\n  \"merklePaths\": ");
-        lists(&mut out, self.samples.iter().map(|s| s.merkle_paths.as_slice()));
+        lists(
+            &mut out,
+            self.samples.iter().map(|s| s.merkle_paths.as_slice()),
+        );
         out.push_str("\n}\n");
         out
     }

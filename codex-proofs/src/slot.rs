@@ -119,7 +119,10 @@ impl SlotGeometry {
         let blocks = manifest.blocks_count();
         let block_size = manifest.block_size;
         let cells = block_size as usize / CELL_SIZE;
-        if cells == 0 || block_size as usize % CELL_SIZE != 0 || !cells.is_power_of_two() {
+        if cells == 0
+            || !(block_size as usize).is_multiple_of(CELL_SIZE)
+            || !cells.is_power_of_two()
+        {
             return Err(Error::BlockSize {
                 block_size,
                 cell_size: CELL_SIZE as u32,

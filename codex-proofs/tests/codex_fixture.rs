@@ -80,8 +80,9 @@ fn rebuild() -> (Slots, ProofInput) {
     let zero = zero_block_digest(BLOCK).expect("zero");
     let trees: Vec<SlotTree> = (0..NSLOTS)
         .map(|k| {
-            let blocks: Vec<Option<Bytes>> =
-                (0..blocks_per_slot).map(|b| Some(fake_block(k, b))).collect();
+            let blocks: Vec<Option<Bytes>> = (0..blocks_per_slot)
+                .map(|b| Some(fake_block(k, b)))
+                .collect();
             let digests = block_digests(&blocks, BLOCK, 0).expect("digests");
             SlotTree::from_block_digests(digests, &geometry, zero).expect("slot tree")
         })

@@ -99,8 +99,8 @@ async fn builds_verifiable_manifest_with_padding() {
 
     let (cid, verifiable, slots) = build_verifiable(&store, &manifest).await.expect("build");
     // The manifest is stored, decodes and names the roots.
-    let stored = Manifest::decode(store.get_block(&cid).await.expect("stored").data())
-        .expect("decode");
+    let stored =
+        Manifest::decode(store.get_block(&cid).await.expect("stored").data()).expect("decode");
     assert_eq!(stored, verifiable);
     assert_eq!(cid, verifiable.cid());
     let v = verifiable
@@ -113,7 +113,10 @@ async fn builds_verifiable_manifest_with_padding() {
     assert_eq!(v.slot_roots.len(), 5);
     assert_eq!(v.verify_root.codec(), codec::PROVING_ROOT);
     assert_eq!(v.verify_root.hash_code(), codec::IDENTITY);
-    assert_eq!(cid_element(&v.verify_root).expect("root"), slots.verify_root());
+    assert_eq!(
+        cid_element(&v.verify_root).expect("root"),
+        slots.verify_root()
+    );
 
     // Independent recomputation: slot i is blocks 3i..3i+3, then one zero block.
     let zero = zero_block_digest(BS).expect("zero");
@@ -130,7 +133,10 @@ async fn builds_verifiable_manifest_with_padding() {
         assert_eq!(slot.blocks(), 3);
         assert_eq!(slot.cells(), 128);
         assert_eq!(v.slot_roots[i].codec(), codec::SLOT_ROOT);
-        assert_eq!(cid_element(&v.slot_roots[i]).expect("slot root"), slot.root());
+        assert_eq!(
+            cid_element(&v.slot_roots[i]).expect("slot root"),
+            slot.root()
+        );
         // Every leaf as Codex stores it verifies against the slot root.
         let metas = slot.leaf_metas();
         assert_eq!(metas.len(), 4);
@@ -141,7 +147,11 @@ async fn builds_verifiable_manifest_with_padding() {
             let leaf = cid_element(&meta.block_cid).expect("leaf");
             assert_eq!(Some(meta.block_cid), cell_cid(leaf));
             let proof = MerkleProof::from_codex(&meta.proof).expect("proof");
-            assert!(proof.verify(leaf, slot.root()), "slot {i} leaf {}", meta.index);
+            assert!(
+                proof.verify(leaf, slot.root()),
+                "slot {i} leaf {}",
+                meta.index
+            );
             assert!(!proof.verify(leaf + Fe::ONE, slot.root()));
         }
         // The verify tree proof of each slot.
@@ -166,22 +176,37 @@ async fn builds_verifiable_manifest_with_padding() {
         .num_threads(1)
         .build()
         .expect("pool");
-    let one = pool.install(|| Slots::build(&manifest, 2, read)).expect("one thread");
+    let one = pool
+        .install(|| Slots::build(&manifest, 2, read))
+        .expect("one thread");
     assert_eq!(one, slots);
     // A wrong-sized block is reported with its index.
     let short = |idx: &[u64]| {
         Ok(idx
             .iter()
-            .map(|&i| if i == 4 { Some(Bytes::from(vec![1u8; 100])) } else { by_index[&i].clone() })
+            .map(|&i| {
+                if i == 4 {
+                    Some(Bytes::from(vec![1u8; 100]))
+                } else {
+                    by_index[&i].clone()
+                }
+            })
             .collect())
     };
     assert!(matches!(
         Slots::build(&manifest, 2, short),
-        Err(Error::BlockLength { index: 4, len: 100, expected: BS })
+        Err(Error::BlockLength {
+            index: 4,
+            len: 100,
+            expected: BS
+        })
     ));
     // A plain manifest has no slots.
     let plain = Manifest::new(manifest.tree_cid, BS as u32, (TOTAL * BS) as u64);
-    assert!(matches!(SlotGeometry::new(&plain), Err(Error::NotProtected)));
+    assert!(matches!(
+        SlotGeometry::new(&plain),
+        Err(Error::NotProtected)
+    ));
 
     sampler_on_built_slots(&slots, &data);
 }
@@ -204,7 +229,10 @@ fn sampler_on_built_slots(slots: &Slots, data: &[Option<Bytes>]) {
     let parsed = ProofInput::from_json(&json).expect("parse");
     assert_eq!(parsed, input);
     let indices = input.check().expect("check");
-    assert_eq!(indices, cell_indices(entropy, slot.root(), 128, n).expect("indices"));
+    assert_eq!(
+        indices,
+        cell_indices(entropy, slot.root(), 128, n).expect("indices")
+    );
     assert!(indices.iter().all(|&i| i < 128));
 
     // A changed byte of a sampled cell.
@@ -217,7 +245,8 @@ fn sampler_on_built_slots(slots: &Slots, data: &[Option<Bytes>]) {
         };
         bytes[cell * 2048 + (k * 97) % 2048] ^= 0x10;
         let mut bad = input.clone();
-        bad.samples[k].cell_data = bytes_to_elements(&bytes[cell * 2048..(cell + 1) * 2048]).collect();
+        bad.samples[k].cell_data =
+            bytes_to_elements(&bytes[cell * 2048..(cell + 1) * 2048]).collect();
         assert!(
             matches!(bad.check(), Err(Error::CellPath { sample, cell_index }) if sample == k && cell_index == idx),
             "byte of sample {k}"
@@ -235,7 +264,9 @@ fn sampler_on_built_slots(slots: &Slots, data: &[Option<Bytes>]) {
         }
         let mut bad = input.clone();
         bad.samples[k].merkle_paths[20] = Fe::ONE;
-        assert!(matches!(bad.check(), Err(Error::NonZeroPadding { field }) if field == format!("merklePaths[{k}][20]")));
+        assert!(
+            matches!(bad.check(), Err(Error::NonZeroPadding { field }) if field == format!("merklePaths[{k}][20]"))
+        );
     }
     // Entropy.
     let mut bad = input.clone();
@@ -244,30 +275,52 @@ fn sampler_on_built_slots(slots: &Slots, data: &[Option<Bytes>]) {
     // Roots and the slot proof.
     let mut bad = input.clone();
     bad.slot_root += Fe::ONE;
-    assert!(matches!(bad.check(), Err(Error::SlotProof { slot_index: 2 })));
+    assert!(matches!(
+        bad.check(),
+        Err(Error::SlotProof { slot_index: 2 })
+    ));
     let mut bad = input.clone();
     bad.data_set_root += Fe::ONE;
     assert!(matches!(bad.check(), Err(Error::SlotProof { .. })));
     for j in 0..3 {
         let mut bad = input.clone();
         bad.slot_proof[j] += Fe::ONE;
-        assert!(matches!(bad.check(), Err(Error::SlotProof { .. })), "slotProof[{j}]");
+        assert!(
+            matches!(bad.check(), Err(Error::SlotProof { .. })),
+            "slotProof[{j}]"
+        );
     }
     let mut bad = input.clone();
     bad.slot_proof[5] = Fe::ONE;
     assert!(matches!(bad.check(), Err(Error::NonZeroPadding { .. })));
     let mut bad = input.clone();
     bad.slot_index = 1;
-    assert!(matches!(bad.check(), Err(Error::SlotProof { slot_index: 1 })));
+    assert!(matches!(
+        bad.check(),
+        Err(Error::SlotProof { slot_index: 1 })
+    ));
     let mut bad = input.clone();
     bad.slot_index = 5;
-    assert!(matches!(bad.check(), Err(Error::SlotIndex { index: 5, slots: 5 })));
+    assert!(matches!(
+        bad.check(),
+        Err(Error::SlotIndex { index: 5, slots: 5 })
+    ));
     let mut bad = input.clone();
     bad.n_cells_per_slot = 96;
-    assert!(matches!(bad.check(), Err(Error::CellsPerSlot { cells: 96, .. })));
+    assert!(matches!(
+        bad.check(),
+        Err(Error::CellsPerSlot { cells: 96, .. })
+    ));
     let mut bad = input.clone();
     bad.samples[3].cell_data.pop();
-    assert!(matches!(bad.check(), Err(Error::WrongLength { expected: 67, found: 66, .. })));
+    assert!(matches!(
+        bad.check(),
+        Err(Error::WrongLength {
+            expected: 67,
+            found: 66,
+            ..
+        })
+    ));
 
     // The wrong slot tree for the roots.
     let other = &slots.slots()[1];
@@ -285,37 +338,106 @@ fn parser_rejects_malformed_input() {
     let good: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("json");
     let r = "21888242871839275222246405745257275088548364400416034343698204186575808495617";
-    let cases: Vec<(Box<dyn Fn(&mut serde_json::Value)>, fn(&Error) -> bool)> = vec![
-        (Box::new(|v| { v.as_object_mut().expect("obj").remove("entropy"); }),
-         |e| matches!(e, Error::MissingField { field: "entropy" })),
-        (Box::new(|v| { v.as_object_mut().expect("obj").remove("merklePaths"); }),
-         |e| matches!(e, Error::MissingField { field: "merklePaths" })),
-        (Box::new(|v| v["slotProof"].as_array_mut().expect("arr").truncate(7)),
-         |e| matches!(e, Error::WrongLength { expected: 8, found: 7, .. })),
-        (Box::new(|v| v["cellData"][2].as_array_mut().expect("arr").push("1".into())),
-         |e| matches!(e, Error::WrongLength { field, expected: 67, found: 68 } if field == "cellData[2]")),
-        (Box::new(|v| v["merklePaths"][4].as_array_mut().expect("arr").truncate(31)),
-         |e| matches!(e, Error::WrongLength { field, expected: 32, found: 31 } if field == "merklePaths[4]")),
-        (Box::new(|v| v["merklePaths"].as_array_mut().expect("arr").truncate(4)),
-         |e| matches!(e, Error::WrongLength { expected: 5, found: 4, .. })),
-        (Box::new(|v| v["cellData"] = serde_json::json!([])),
-         |e| matches!(e, Error::WrongLength { found: 0, .. })),
-        (Box::new(|v| v["entropy"] = "12a".into()),
-         |e| matches!(e, Error::InvalidDecimal { field } if field == "entropy")),
-        (Box::new(|v| v["cellData"][1][5] = "-3".into()),
-         |e| matches!(e, Error::InvalidDecimal { field } if field == "cellData[1][5]")),
-        (Box::new(move |v| v["slotRoot"] = r.into()),
-         |e| matches!(e, Error::OutOfRange { field } if field == "slotRoot")),
-        (Box::new(move |v| v["merklePaths"][0][3] = r.into()),
-         |e| matches!(e, Error::OutOfRange { field } if field == "merklePaths[0][3]")),
-        (Box::new(|v| v["slotIndex"] = "18446744073709551616".into()),
-         |e| matches!(e, Error::OutOfRange { field } if field == "slotIndex")),
-        (Box::new(|v| v["nCellsPerSlot"] = serde_json::json!(1.5)),
-         |e| matches!(e, Error::InvalidDecimal { .. })),
-        (Box::new(|v| v["slotProof"] = serde_json::json!({})),
-         |e| matches!(e, Error::WrongType { field, .. } if field == "slotProof")),
-        (Box::new(|v| v["dataSetRoot"] = serde_json::json!(null)),
-         |e| matches!(e, Error::WrongType { .. })),
+    type Case = (Box<dyn Fn(&mut serde_json::Value)>, fn(&Error) -> bool);
+    let cases: Vec<Case> = vec![
+        (
+            Box::new(|v| {
+                v.as_object_mut().expect("obj").remove("entropy");
+            }),
+            |e| matches!(e, Error::MissingField { field: "entropy" }),
+        ),
+        (
+            Box::new(|v| {
+                v.as_object_mut().expect("obj").remove("merklePaths");
+            }),
+            |e| {
+                matches!(
+                    e,
+                    Error::MissingField {
+                        field: "merklePaths"
+                    }
+                )
+            },
+        ),
+        (
+            Box::new(|v| v["slotProof"].as_array_mut().expect("arr").truncate(7)),
+            |e| {
+                matches!(
+                    e,
+                    Error::WrongLength {
+                        expected: 8,
+                        found: 7,
+                        ..
+                    }
+                )
+            },
+        ),
+        (
+            Box::new(|v| {
+                v["cellData"][2]
+                    .as_array_mut()
+                    .expect("arr")
+                    .push("1".into())
+            }),
+            |e| matches!(e, Error::WrongLength { field, expected: 67, found: 68 } if field == "cellData[2]"),
+        ),
+        (
+            Box::new(|v| {
+                v["merklePaths"][4]
+                    .as_array_mut()
+                    .expect("arr")
+                    .truncate(31)
+            }),
+            |e| matches!(e, Error::WrongLength { field, expected: 32, found: 31 } if field == "merklePaths[4]"),
+        ),
+        (
+            Box::new(|v| v["merklePaths"].as_array_mut().expect("arr").truncate(4)),
+            |e| {
+                matches!(
+                    e,
+                    Error::WrongLength {
+                        expected: 5,
+                        found: 4,
+                        ..
+                    }
+                )
+            },
+        ),
+        (Box::new(|v| v["cellData"] = serde_json::json!([])), |e| {
+            matches!(e, Error::WrongLength { found: 0, .. })
+        }),
+        (
+            Box::new(|v| v["entropy"] = "12a".into()),
+            |e| matches!(e, Error::InvalidDecimal { field } if field == "entropy"),
+        ),
+        (
+            Box::new(|v| v["cellData"][1][5] = "-3".into()),
+            |e| matches!(e, Error::InvalidDecimal { field } if field == "cellData[1][5]"),
+        ),
+        (
+            Box::new(move |v| v["slotRoot"] = r.into()),
+            |e| matches!(e, Error::OutOfRange { field } if field == "slotRoot"),
+        ),
+        (
+            Box::new(move |v| v["merklePaths"][0][3] = r.into()),
+            |e| matches!(e, Error::OutOfRange { field } if field == "merklePaths[0][3]"),
+        ),
+        (
+            Box::new(|v| v["slotIndex"] = "18446744073709551616".into()),
+            |e| matches!(e, Error::OutOfRange { field } if field == "slotIndex"),
+        ),
+        (
+            Box::new(|v| v["nCellsPerSlot"] = serde_json::json!(1.5)),
+            |e| matches!(e, Error::InvalidDecimal { .. }),
+        ),
+        (
+            Box::new(|v| v["slotProof"] = serde_json::json!({})),
+            |e| matches!(e, Error::WrongType { field, .. } if field == "slotProof"),
+        ),
+        (
+            Box::new(|v| v["dataSetRoot"] = serde_json::json!(null)),
+            |e| matches!(e, Error::WrongType { .. }),
+        ),
     ];
     for (i, (mutate, expected)) in cases.iter().enumerate() {
         let mut v = good.clone();
@@ -327,11 +449,17 @@ fn parser_rejects_malformed_input() {
         }
     }
     assert!(matches!(ProofInput::from_json("{"), Err(Error::Json(_))));
-    assert!(matches!(ProofInput::from_json("[]"), Err(Error::WrongType { .. })));
+    assert!(matches!(
+        ProofInput::from_json("[]"),
+        Err(Error::WrongType { .. })
+    ));
     // Decimal strings and numbers are both accepted for counts.
     let mut v = good.clone();
     v["nCellsPerSlot"] = "512".into();
     v["entropy"] = serde_json::json!(1234567);
     let parsed = ProofInput::from_json(&v.to_string()).expect("lenient");
-    assert_eq!(parsed, ProofInput::from_json(&good.to_string()).expect("good"));
+    assert_eq!(
+        parsed,
+        ProofInput::from_json(&good.to_string()).expect("good")
+    );
 }
