@@ -14,6 +14,9 @@ pub enum Error {
     /// The network failed.
     #[error(transparent)]
     Net(#[from] codex_net::Error),
+    /// Building slots or checking a proof input failed.
+    #[error(transparent)]
+    Proofs(#[from] codex_proofs::Error),
     /// Erasure coding failed.
     #[error(transparent)]
     Erasure(#[from] codex_erasure::Error),

@@ -15,9 +15,11 @@ async fn start(
     dir: &std::path::Path,
     bootstrap: Vec<codex_net::Multiaddr>,
 ) -> anyhow::Result<Node> {
-    let mut net = codex_net::NetConfig::default();
-    net.listen_addrs = vec!["/ip4/127.0.0.1/tcp/0".parse()?];
-    net.bootstrap = bootstrap;
+    let net = codex_net::NetConfig {
+        listen_addrs: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
+        bootstrap,
+        ..codex_net::NetConfig::default()
+    };
     Ok(Node::start(NodeConfig {
         data_dir: dir.to_path_buf(),
         api_port: 0,

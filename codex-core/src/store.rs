@@ -141,6 +141,17 @@ pub trait BlockStore: Send + Sync + fmt::Debug + 'static {
         leaves: Vec<LeafMeta>,
     ) -> Result<()>;
 
+    /// Records leaves of a tree whose leaves are not stored blocks (a Poseidon2 slot tree:
+    /// Codex's `putCidAndProof`) in a session: `(tree, index) -> (cid, proof)`, read back
+    /// with [`BlockStore::get_leaf_meta`], deleted with the dataset whose verifiable
+    /// manifest names the tree.
+    async fn session_put_leaf_refs(
+        &self,
+        session: SessionId,
+        tree: &Cid,
+        leaves: Vec<LeafMeta>,
+    ) -> Result<()>;
+
     /// Makes the session's writes permanent, storing `manifest` last, and flushes to disk.
     async fn commit(&self, session: SessionId, manifest: Option<Block>) -> Result<()>;
 

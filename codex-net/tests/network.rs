@@ -165,6 +165,14 @@ impl BlockStore for Corrupting {
     ) -> codex_core::Result<()> {
         self.0.session_put_leaves(s, t, l).await
     }
+    async fn session_put_leaf_refs(
+        &self,
+        s: SessionId,
+        t: &Cid,
+        l: Vec<LeafMeta>,
+    ) -> codex_core::Result<()> {
+        self.0.session_put_leaf_refs(s, t, l).await
+    }
     async fn commit(&self, s: SessionId, m: Option<Block>) -> codex_core::Result<()> {
         self.0.commit(s, m).await
     }

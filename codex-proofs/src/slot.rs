@@ -494,8 +494,8 @@ async fn join<T>(h: tokio::task::JoinHandle<Result<T>>) -> Result<T> {
 /// the manifest and the trees (whose [`SlotTree::leaf_metas`] are what Codex stores per
 /// slot leaf).
 ///
-/// Slot leaves are **not** stored yet: `BlockStore::session_put_leaves` requires each
-/// leaf's CID to be a stored block, and a slot leaf's CID (`codex-slot-cell`) is not.
+/// Every slot leaf is stored with its proof (`session_put_leaf_refs`, Codex's
+/// `putCidAndProof`), in the same session as the manifest.
 ///
 /// # Errors
 /// As [`build_slot_tree`]; [`Error::Store`] when the manifest cannot be stored.
@@ -516,6 +516,18 @@ pub async fn build_verifiable<S: BlockStore + ?Sized>(
     let block = Block::manifest(verifiable.encode());
     let cid = *block.cid();
     let session = store.begin().await?;
-    store.commit(session, Some(block)).await?;
+    let stored = async {
+        for tree in slots.slots() {
+            store
+                .session_put_leaf_refs(session, &tree.root_cid(), tree.leaf_metas())
+                .await?;
+        }
+        store.commit(session, Some(block)).await
+    }
+    .await;
+    if let Err(e) = stored {
+        let _ = store.abort(session).await;
+        return Err(e.into());
+    }
     Ok((cid, verifiable, slots))
 }

@@ -120,10 +120,17 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// Set in a leaf record's first byte when the leaf's CID is not a stored block.
+const LEAF_REF: u8 = 0x80;
+
 fn encode_leaf(cid: &Cid, proof: &CodexProof) -> Bytes {
+    encode_leaf_with(cid, proof, 0)
+}
+
+fn encode_leaf_with(cid: &Cid, proof: &CodexProof, flags: u8) -> Bytes {
     let c = cid.to_bytes();
     let mut v = Vec::with_capacity(1 + c.len() + 16 + proof.path.len() * 34);
-    v.push(c.len() as u8);
+    v.push(c.len() as u8 | flags);
     v.extend_from_slice(&c);
     v.extend_from_slice(&proof.encode());
     v.into()
@@ -137,7 +144,7 @@ fn decode_leaf(key: &[u8], v: &[u8]) -> Result<(Cid, Bytes), Error> {
     let (len, rest) = v
         .split_first()
         .ok_or_else(|| bad("empty leaf record".into()))?;
-    let len = usize::from(*len);
+    let len = usize::from(*len & !LEAF_REF);
     if rest.len() < len {
         return Err(bad("truncated leaf record".into()));
     }
@@ -329,6 +336,14 @@ impl<'a, K: Kv> Txn<'a, K> {
         self.put(keys::meta(cid), m.encode());
         self.put(key, encode_leaf(cid, proof));
         Ok(true)
+    }
+
+    /// Records leaf `index` of `tree` as `cid` without a stored block behind it.
+    fn set_leaf_ref(&mut self, tree: &Cid, index: u64, cid: &Cid, proof: &CodexProof) {
+        self.put(
+            keys::leaf(tree, index),
+            encode_leaf_with(cid, proof, LEAF_REF),
+        );
     }
 
     fn into_writes(mut self) -> (Vec<Write>, Counters) {
@@ -529,7 +544,13 @@ impl<K: Kv> Inner<K> {
         })
     }
 
-    fn session_put_leaves(&self, s: SessionId, tree: &Cid, leaves: &[LeafMeta]) -> CoreResult<()> {
+    fn session_put_leaves(
+        &self,
+        s: SessionId,
+        tree: &Cid,
+        leaves: &[LeafMeta],
+        refs: bool,
+    ) -> CoreResult<()> {
         let mut st = self.lock();
         Self::check_session(&st, s)?;
         // The session remembers each tree it writes to, and whether the tree is new:
@@ -550,7 +571,11 @@ impl<K: Kv> Inner<K> {
                 t.put(marker, r);
             }
             for leaf in leaves {
-                t.set_leaf(tree, leaf.index, &leaf.block_cid, &leaf.proof)?;
+                if refs {
+                    t.set_leaf_ref(tree, leaf.index, &leaf.block_cid, &leaf.proof);
+                } else {
+                    t.set_leaf(tree, leaf.index, &leaf.block_cid, &leaf.proof)?;
+                }
             }
             Ok(())
         })
@@ -640,6 +665,13 @@ impl<K: Kv> Inner<K> {
             .into_iter()
             .filter(|c| c != manifest_cid)
             .any(|c| matches!(self.get_block(&c).and_then(|b| Manifest::decode(b.data())), Ok(m) if m.tree_cid == tree));
+        // The slot trees of a verifiable manifest go with it.
+        let slot_trees: Vec<Cid> = manifest
+            .protection
+            .as_ref()
+            .and_then(|p| p.verification.as_ref())
+            .map(|v| v.slot_roots.clone())
+            .unwrap_or_default();
         self.write(st, |t| {
             if let Some(m) = t.meta(manifest_cid)? {
                 t.remove_block(manifest_cid, m);
@@ -647,10 +679,16 @@ impl<K: Kv> Inner<K> {
             if !shared {
                 t.put(keys::deleting_tree(&tree), Bytes::new());
             }
+            for slot in &slot_trees {
+                t.put(keys::deleting_tree(slot), Bytes::new());
+            }
             Ok(())
         })?;
         if !shared {
             self.delete_tree(st, &tree)?;
+        }
+        for slot in &slot_trees {
+            self.delete_tree(st, slot)?;
         }
         Ok(())
     }
@@ -816,7 +854,8 @@ impl<K: Kv> Inner<K> {
         }
         for (key, v) in all(keys::LEAF)? {
             let (cid, _) = decode_leaf(&key, &v)?;
-            if !self.kv.contains(&keys::block(&cid))? {
+            let is_ref = v.first().is_some_and(|b| b & LEAF_REF != 0);
+            if !is_ref && !self.kv.contains(&keys::block(&cid))? {
                 problems.push(format!("leaf {} points at missing block {cid}", hex(&key)));
             }
         }
@@ -1019,7 +1058,18 @@ impl<K: Kv> BlockStore for Repo<K> {
         leaves: Vec<LeafMeta>,
     ) -> CoreResult<()> {
         let tree = *tree;
-        self.blocking(move |s| s.session_put_leaves(session, &tree, &leaves))
+        self.blocking(move |s| s.session_put_leaves(session, &tree, &leaves, false))
+            .await
+    }
+
+    async fn session_put_leaf_refs(
+        &self,
+        session: SessionId,
+        tree: &Cid,
+        leaves: Vec<LeafMeta>,
+    ) -> CoreResult<()> {
+        let tree = *tree;
+        self.blocking(move |s| s.session_put_leaves(session, &tree, &leaves, true))
             .await
     }
 

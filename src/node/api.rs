@@ -36,6 +36,7 @@ pub(crate) fn router(state: ApiState) -> Router {
         .route("/data/{cid}", get(download).delete(delete))
         .route("/data/{cid}/exists", get(exists))
         .route("/data/{cid}/erasure", axum::routing::post(erasure))
+        .route("/data/{cid}/verifiable", axum::routing::post(verifiable))
         .route("/data/{cid}/network", axum::routing::post(network_download))
         .route("/data/{cid}/network/stream", get(network_stream))
         .route("/data/{cid}/network/manifest", get(network_manifest))
@@ -67,6 +68,8 @@ impl From<Error> for ApiError {
             Error::Net(codex_net::Error::Unavailable(_)) => StatusCode::NOT_FOUND,
             Error::Net(codex_net::Error::Core(c)) => core_status(c),
             Error::Erasure(codex_erasure::Error::Store(c)) => core_status(c),
+            Error::Proofs(codex_proofs::Error::Store(c)) => core_status(c),
+            Error::Proofs(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Erasure(
                 codex_erasure::Error::InvalidParams { .. }
                 | codex_erasure::Error::TooFewBlocks { .. }
@@ -190,6 +193,19 @@ async fn erasure(
     announce(&st, protected);
     tracing::info!(%cid, %protected, k = p.k, m = p.m, "erasure-coded a dataset");
     Ok(protected.to_string())
+}
+
+/// `POST /data/{cid}/verifiable` (ours): builds the slot trees of a protected dataset.
+async fn verifiable(
+    State(st): State<ApiState>,
+    Path(cid): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let cid = parse_cid(&cid)?;
+    let (verifiable, _, verify_root) = data::make_verifiable(&*st.store, cid).await?;
+    announce(&st, verifiable);
+    Ok(axum::Json(
+        json!({ "cid": verifiable.to_string(), "verifyRoot": verify_root.to_string() }),
+    ))
 }
 
 async fn list(State(st): State<ApiState>) -> Result<axum::Json<Value>, ApiError> {

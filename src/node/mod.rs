@@ -202,6 +202,15 @@ impl Node {
         Ok((cid, protected))
     }
 
+    /// Makes a stored protected dataset verifiable (slot trees, verify root, verifiable
+    /// manifest); see [`data::make_verifiable`]. Returns the manifest CID, the manifest and
+    /// the verify root CID.
+    pub async fn make_verifiable(&self, manifest: Cid) -> Result<(Cid, codex_core::Manifest, Cid)> {
+        let out = data::make_verifiable(&*self.store, manifest).await?;
+        self.announce(out.0).await;
+        Ok(out)
+    }
+
     /// Stops the API (finishing requests in flight) and the maintenance task.
     pub async fn shutdown(mut self) -> Result<()> {
         if let Some(stop) = self.stop.take() {

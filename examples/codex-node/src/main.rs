@@ -107,6 +107,19 @@ enum Command {
         #[arg(long, default_value = DEFAULT_API)]
         api: String,
     },
+    /// Make a protected dataset in a running node verifiable (Poseidon2 slot trees);
+    /// prints the verifiable manifest CID and the verify root.
+    Verifiable {
+        /// The protected manifest CID.
+        cid: String,
+        #[arg(long, default_value = DEFAULT_API)]
+        api: String,
+    },
+    /// Storage-proof inputs in Codex's circuit-input JSON.
+    ProofInput {
+        #[command(subcommand)]
+        command: ProofInputCommand,
+    },
     /// List the datasets a running node stores.
     List {
         #[arg(long, default_value = DEFAULT_API)]
@@ -116,6 +129,17 @@ enum Command {
     Space {
         #[arg(long, default_value = DEFAULT_API)]
         api: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ProofInputCommand {
+    /// Parse a circuit-input JSON (ours or made by Codex's tools) and check it natively:
+    /// the sample indices follow from entropy and slot root, every path reaches the slot
+    /// root, the slot proof reaches the dataset root. Prints the sample indices.
+    Check {
+        /// The JSON file.
+        file: PathBuf,
     },
 }
 
@@ -147,6 +171,10 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Upload { file, mime, api }) => upload(&api, &file, mime).await,
         Some(Command::Download { cid, output, api }) => download(&api, &cid, &output).await,
         Some(Command::Erasure { cid, k, m, api }) => erasure(&api, &cid, k, m).await,
+        Some(Command::Verifiable { cid, api }) => verifiable(&api, &cid).await,
+        Some(Command::ProofInput {
+            command: ProofInputCommand::Check { file },
+        }) => proof_input_check(&file),
         Some(Command::List { api }) => print_json(&format!("{api}/data")).await,
         Some(Command::Space { api }) => print_json(&format!("{api}/space")).await,
     }
@@ -318,6 +346,53 @@ async fn erasure(api: &str, cid: &str, k: usize, m: usize) -> anyhow::Result<()>
         k + m
     );
     println!("{text}");
+    Ok(())
+}
+
+async fn verifiable(api: &str, cid: &str) -> anyhow::Result<()> {
+    let spinner = ProgressBar::new_spinner();
+    spinner.set_message(format!("building the slot trees of {cid}"));
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    let started = Instant::now();
+    let res = reqwest::Client::new()
+        .post(format!("{api}/data/{cid}/verifiable"))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the node at {api}"))?;
+    spinner.finish_and_clear();
+    let status = res.status();
+    let text = res.text().await?;
+    if !status.is_success() {
+        bail!("refused ({status}): {text}");
+    }
+    let v: serde_json::Value = serde_json::from_str(&text)?;
+    eprintln!(
+        "slot trees built in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    println!("manifest: {}", v["cid"].as_str().unwrap_or_default());
+    println!(
+        "verify root: {}",
+        v["verifyRoot"].as_str().unwrap_or_default()
+    );
+    Ok(())
+}
+
+fn proof_input_check(file: &Path) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let input = codex::proofs::ProofInput::from_json(&text).context("not a valid circuit input")?;
+    let indices = input
+        .check()
+        .context("the proof input does not check out")?;
+    println!(
+        "ok: slot {} of {}, {} cells per slot, {} samples",
+        input.slot_index,
+        input.n_slots_per_data_set,
+        input.n_cells_per_slot,
+        indices.len()
+    );
+    println!("sample indices: {indices:?}");
     Ok(())
 }
 

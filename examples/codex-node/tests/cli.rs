@@ -238,3 +238,46 @@ async fn processes_find_each_other_and_download() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `proof-input check` on the circuit input rebuilt from Codex's own fixture generator,
+/// and on a tampered copy.
+#[test]
+fn proof_input_check_accepts_codex_input_and_rejects_tampering() -> anyhow::Result<()> {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../codex-proofs/tests/fixtures/codex_input.json");
+    let out = Command::new(BIN)
+        .args(["proof-input", "check", &fixture.display().to_string()])
+        .output()?;
+    assert!(
+        out.status.success(),
+        "check failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout)?;
+    // reference §9 / the fixture: slot 3 of 11, 512 cells, 5 samples.
+    assert!(
+        text.contains("slot 3 of 11, 512 cells per slot, 5 samples"),
+        "{text}"
+    );
+    assert!(
+        text.contains("sample indices: [287, 21, 307, 157, 508]"),
+        "{text}"
+    );
+
+    let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&fixture)?)?;
+    json["entropy"] = serde_json::Value::String("1234568".into());
+    let dir = tempfile::tempdir()?;
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, serde_json::to_string(&json)?)?;
+    let out = Command::new(BIN)
+        .args(["proof-input", "check", &bad.display().to_string()])
+        .output()?;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not check out"));
+    std::fs::write(&bad, "{\"entropy\": \"x\"}")?;
+    let out = Command::new(BIN)
+        .args(["proof-input", "check", &bad.display().to_string()])
+        .output()?;
+    assert!(!out.status.success());
+    Ok(())
+}
