@@ -15,4 +15,4 @@ pub use crate::cid::{Cid, codec};
 pub use crate::error::{Error, Result};
 pub use crate::manifest::{Manifest, Protection, StrategyType, Verification};
 pub use crate::merkle::{CodexProof, MerkleTree};
-pub use crate::store::{BlockStore, LeafMeta, SessionId, Space};
+pub use crate::store::{BlockStore, LeafMeta, SessionId, Space, store_dataset};

@@ -8,7 +8,7 @@ use crate::block::{Block, BlockAddress};
 use crate::cid::Cid;
 use crate::error::Result;
 use crate::manifest::Manifest;
-use crate::merkle::CodexProof;
+use crate::merkle::{CodexProof, MerkleTree};
 
 /// Leaf `index` of a tree: the block CID stored there and its proof.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -169,4 +169,47 @@ pub trait BlockStore: Send + Sync + fmt::Debug + 'static {
 
     /// Returns reserved bytes to the free pool (at most what is reserved).
     async fn release(&self, bytes: u64) -> Result<()>;
+}
+
+/// Stores `blocks` (already cut and hashed, in order) as a dataset of `dataset_size`
+/// bytes in one session: the blocks, the leaves of their tree with proofs, then the
+/// manifest. Returns the manifest's CID and the manifest.
+///
+/// For datasets already in memory (tests, small files); builds the tree on the caller's
+/// thread. Streams of any size go through the node's upload path instead.
+pub async fn store_dataset<S: BlockStore + ?Sized>(
+    store: &S,
+    blocks: Vec<Block>,
+    block_size: u32,
+    dataset_size: u64,
+) -> Result<(Cid, Manifest)> {
+    let tree = MerkleTree::from_cids(blocks.iter().map(Block::cid))?;
+    let leaves = blocks
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            Ok(LeafMeta {
+                index: i as u64,
+                block_cid: *b.cid(),
+                proof: tree.proof(i as u64)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let manifest = Manifest::new(tree.root_cid(), block_size, dataset_size);
+    let block = Block::manifest(manifest.encode());
+    let cid = *block.cid();
+    let session = store.begin().await?;
+    let written = async {
+        store.session_put_blocks(session, blocks).await?;
+        store
+            .session_put_leaves(session, &tree.root_cid(), leaves)
+            .await?;
+        store.commit(session, Some(block)).await
+    }
+    .await;
+    if let Err(e) = written {
+        let _ = store.abort(session).await;
+        return Err(e);
+    }
+    Ok((cid, manifest))
 }

@@ -2,9 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use codex_core::{
-    Block, BlockStore, Chunker, Cid, Error as CoreError, LeafMeta, Manifest, MerkleTree,
-};
+use codex_core::{Block, BlockStore, Chunker, Cid, Error as CoreError, Manifest};
 use codex_erasure::{Error, Layout};
 use codex_store::{MemoryStore, StoreConfig};
 use proptest::prelude::*;
@@ -29,26 +27,11 @@ async fn put_dataset(
     let blocks: Vec<Block> = Chunker::new(data, block_size)
         .map(|b| b.map(Block::new))
         .collect::<Result<_, _>>()?;
-    let tree = MerkleTree::from_cids(blocks.iter().map(Block::cid))?;
-    let s = store.begin().await?;
-    store.session_put_blocks(s, blocks.clone()).await?;
-    let leaves = (0..blocks.len() as u64)
-        .map(|i| {
-            Ok(LeafMeta {
-                index: i,
-                block_cid: *blocks[i as usize].cid(),
-                proof: tree.proof(i)?,
-            })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    store
-        .session_put_leaves(s, &tree.root_cid(), leaves)
-        .await?;
-    let manifest = Manifest::new(tree.root_cid(), block_size as u32, data.len() as u64);
-    store
-        .commit(s, Some(Block::manifest(manifest.encode())))
-        .await?;
-    Ok(manifest)
+    Ok(
+        codex_core::store_dataset(store, blocks, block_size as u32, data.len() as u64)
+            .await?
+            .1,
+    )
 }
 
 /// The original file as a reader sees it: data leaves of the protected tree, or of the

@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use codex_core::{
-    Block, BlockStore, Chunker, Cid, CodexProof, LeafMeta, Manifest, MerkleTree, SessionId, Space,
+    Block, BlockStore, Chunker, Cid, CodexProof, LeafMeta, Manifest, SessionId, Space,
 };
 use codex_net::message::{Entry, Message, PROTOCOL, WantList, WantType, write_message};
 use codex_net::{FetchOptions, NetConfig, Network};
@@ -27,26 +27,7 @@ async fn put_dataset(store: &dyn BlockStore, data: &[u8]) -> anyhow::Result<(Cid
     let blocks: Vec<Block> = Chunker::new(data, 65536)
         .map(|b| b.map(Block::new))
         .collect::<Result<_, _>>()?;
-    let tree = MerkleTree::from_cids(blocks.iter().map(Block::cid))?;
-    let s = store.begin().await?;
-    store.session_put_blocks(s, blocks.clone()).await?;
-    let leaves = (0..blocks.len() as u64)
-        .map(|i| {
-            Ok(LeafMeta {
-                index: i,
-                block_cid: *blocks[i as usize].cid(),
-                proof: tree.proof(i)?,
-            })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    store
-        .session_put_leaves(s, &tree.root_cid(), leaves)
-        .await?;
-    let m = Manifest::new(tree.root_cid(), 65536, data.len() as u64);
-    let block = Block::manifest(m.encode());
-    let cid = *block.cid();
-    store.commit(s, Some(block)).await?;
-    Ok((cid, m))
+    Ok(codex_core::store_dataset(store, blocks, 65536, data.len() as u64).await?)
 }
 
 struct TestNode {

@@ -237,6 +237,14 @@ fn bar(len: u64, what: &str) -> ProgressBar {
     bar
 }
 
+/// A spinner for work whose length is unknown (hidden when stderr is not a terminal).
+fn spinner(message: String) -> ProgressBar {
+    let spinner = ProgressBar::new_spinner();
+    spinner.set_message(message);
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    spinner
+}
+
 async fn upload(api: &str, file: &Path, mime: Option<String>) -> anyhow::Result<()> {
     let f = tokio::fs::File::open(file)
         .await
@@ -324,9 +332,7 @@ async fn download(api: &str, cid: &str, output: &Path) -> anyhow::Result<()> {
 }
 
 async fn erasure(api: &str, cid: &str, k: usize, m: usize) -> anyhow::Result<()> {
-    let spinner = ProgressBar::new_spinner();
-    spinner.set_message(format!("erasure-coding {cid} with K = {k}, M = {m}"));
-    spinner.enable_steady_tick(Duration::from_millis(120));
+    let spinner = spinner(format!("erasure-coding {cid} with K = {k}, M = {m}"));
     let started = Instant::now();
     let res = reqwest::Client::new()
         .post(format!("{api}/data/{cid}/erasure"))
@@ -350,9 +356,7 @@ async fn erasure(api: &str, cid: &str, k: usize, m: usize) -> anyhow::Result<()>
 }
 
 async fn verifiable(api: &str, cid: &str) -> anyhow::Result<()> {
-    let spinner = ProgressBar::new_spinner();
-    spinner.set_message(format!("building the slot trees of {cid}"));
-    spinner.enable_steady_tick(Duration::from_millis(120));
+    let spinner = spinner(format!("building the slot trees of {cid}"));
     let started = Instant::now();
     let res = reqwest::Client::new()
         .post(format!("{api}/data/{cid}/verifiable"))
