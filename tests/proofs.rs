@@ -21,7 +21,8 @@ async fn a_sampled_proof_input_checks_and_tampering_breaks_it() -> anyhow::Resul
     let body = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from(bytes))]);
     let cid = node.upload(body, Default::default()).await?;
     let (protected_cid, _) = node.erasure_encode(cid, 3, 2).await?;
-    let (verifiable_cid, verifiable, verify_root) = node.make_verifiable(protected_cid).await?;
+    let (verifiable_cid, verifiable, verify_root) =
+        node.make_verifiable(protected_cid, None).await?;
     let store = node.store();
     assert_eq!(
         codex_core::Manifest::decode(store.get_block(&verifiable_cid).await?.data())?,
@@ -79,6 +80,13 @@ async fn a_sampled_proof_input_checks_and_tampering_breaks_it() -> anyhow::Resul
     let mut bad = input.clone();
     bad.entropy = codex_proofs::Fe::from_u64(1_234_567);
     assert!(bad.check().is_err(), "another entropy samples other cells");
+
+    // One call from an uploaded (plain) dataset: erasure coding, then slots.
+    let (_, from_plain, _) = node.make_verifiable(cid, Some((3, 2))).await?;
+    assert_eq!(
+        from_plain, verifiable,
+        "the same dataset, the same verifiable manifest"
+    );
 
     // Deleting the dataset removes its slot leaves too.
     store.delete_dataset(&verifiable_cid).await?;

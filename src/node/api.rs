@@ -195,13 +195,16 @@ async fn erasure(
     Ok(protected.to_string())
 }
 
-/// `POST /data/{cid}/verifiable` (ours): builds the slot trees of a protected dataset.
+/// `POST /data/{cid}/verifiable` (ours): makes a dataset verifiable; a plain one is
+/// erasure-coded first with the body's `{"k", "m"}` (default 2, 1).
 async fn verifiable(
     State(st): State<ApiState>,
     Path(cid): Path<String>,
+    body: Option<axum::Json<ErasureParams>>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let cid = parse_cid(&cid)?;
-    let (verifiable, _, verify_root) = data::make_verifiable(&*st.store, cid).await?;
+    let ec = body.map(|axum::Json(p)| (p.k, p.m));
+    let (verifiable, _, verify_root) = data::make_verifiable(&*st.store, cid, ec).await?;
     announce(&st, verifiable);
     Ok(axum::Json(
         json!({ "cid": verifiable.to_string(), "verifyRoot": verify_root.to_string() }),

@@ -227,18 +227,24 @@ pub async fn erasure_encode(
     Ok(codex_erasure::encode(store, &manifest, k, m).await?)
 }
 
-/// Makes the stored protected dataset `manifest_cid` verifiable: builds its Poseidon2
-/// slot trees (stored with every leaf's proof) and stores the verifiable manifest.
+/// Makes the stored dataset `manifest_cid` verifiable: a plain dataset is erasure-coded
+/// first with `ec` (K, M; Codex's default 2, 1 when `None`), then its Poseidon2 slot trees
+/// are built (stored with every leaf's proof) and the verifiable manifest stored.
 /// Returns the verifiable manifest's CID, the manifest, and the verify root's CID.
-/// Costs about 9 000 Poseidon2 permutations per MiB, on all cores.
+/// Costs about 9 000 Poseidon2 permutations per MiB of protected data, on all cores.
 pub async fn make_verifiable(
     store: &dyn BlockStore,
     manifest_cid: Cid,
+    ec: Option<(usize, usize)>,
 ) -> Result<(Cid, Manifest, Cid)> {
     if manifest_cid.codec() != codec::MANIFEST {
         return Err(Error::NotAManifest(manifest_cid));
     }
-    let manifest = Manifest::decode(store.get_block(&manifest_cid).await?.data())?;
+    let mut manifest = Manifest::decode(store.get_block(&manifest_cid).await?.data())?;
+    if !manifest.is_protected() {
+        let (k, m) = ec.unwrap_or((2, 1));
+        manifest = codex_erasure::encode(store, &manifest, k, m).await?.1;
+    }
     let (cid, verifiable, slots) = codex_proofs::slot::build_verifiable(store, &manifest).await?;
     Ok((cid, verifiable, slots.verify_root_cid()))
 }

@@ -202,11 +202,16 @@ impl Node {
         Ok((cid, protected))
     }
 
-    /// Makes a stored protected dataset verifiable (slot trees, verify root, verifiable
-    /// manifest); see [`data::make_verifiable`]. Returns the manifest CID, the manifest and
-    /// the verify root CID.
-    pub async fn make_verifiable(&self, manifest: Cid) -> Result<(Cid, codex_core::Manifest, Cid)> {
-        let out = data::make_verifiable(&*self.store, manifest).await?;
+    /// Makes a stored dataset verifiable in one call: erasure-coded first with `ec` (K, M)
+    /// when it is plain, then slot trees, verify root and verifiable manifest; see
+    /// [`data::make_verifiable`]. Returns the manifest CID, the manifest and the verify
+    /// root CID.
+    pub async fn make_verifiable(
+        &self,
+        manifest: Cid,
+        ec: Option<(usize, usize)>,
+    ) -> Result<(Cid, codex_core::Manifest, Cid)> {
+        let out = data::make_verifiable(&*self.store, manifest, ec).await?;
         self.announce(out.0).await;
         Ok(out)
     }

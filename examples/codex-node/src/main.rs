@@ -107,11 +107,17 @@ enum Command {
         #[arg(long, default_value = DEFAULT_API)]
         api: String,
     },
-    /// Make a protected dataset in a running node verifiable (Poseidon2 slot trees);
-    /// prints the verifiable manifest CID and the verify root.
+    /// Make a dataset in a running node verifiable (erasure coding when it is plain, then
+    /// Poseidon2 slot trees); prints the verifiable manifest CID and the verify root.
     Verifiable {
-        /// The protected manifest CID.
+        /// The manifest CID (plain or protected).
         cid: String,
+        /// Data rows, when the dataset is plain (default 2).
+        #[arg(long, default_value_t = 2)]
+        k: usize,
+        /// Parity rows, when the dataset is plain (default 1).
+        #[arg(long, default_value_t = 1)]
+        m: usize,
         #[arg(long, default_value = DEFAULT_API)]
         api: String,
     },
@@ -171,7 +177,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Upload { file, mime, api }) => upload(&api, &file, mime).await,
         Some(Command::Download { cid, output, api }) => download(&api, &cid, &output).await,
         Some(Command::Erasure { cid, k, m, api }) => erasure(&api, &cid, k, m).await,
-        Some(Command::Verifiable { cid, api }) => verifiable(&api, &cid).await,
+        Some(Command::Verifiable { cid, k, m, api }) => verifiable(&api, &cid, k, m).await,
         Some(Command::ProofInput {
             command: ProofInputCommand::Check { file },
         }) => proof_input_check(&file),
@@ -355,11 +361,12 @@ async fn erasure(api: &str, cid: &str, k: usize, m: usize) -> anyhow::Result<()>
     Ok(())
 }
 
-async fn verifiable(api: &str, cid: &str) -> anyhow::Result<()> {
+async fn verifiable(api: &str, cid: &str, k: usize, m: usize) -> anyhow::Result<()> {
     let spinner = spinner(format!("building the slot trees of {cid}"));
     let started = Instant::now();
     let res = reqwest::Client::new()
         .post(format!("{api}/data/{cid}/verifiable"))
+        .json(&serde_json::json!({ "k": k, "m": m }))
         .send()
         .await
         .with_context(|| format!("cannot reach the node at {api}"))?;
