@@ -243,6 +243,26 @@ fn bar(len: u64, what: &str) -> ProgressBar {
     bar
 }
 
+/// POSTs `body` for work of unknown length, showing a spinner; the answer's text, or an
+/// error with the status and the node's message.
+async fn post_long(url: &str, body: serde_json::Value, message: String) -> anyhow::Result<String> {
+    let spinner = spinner(message);
+    let res = reqwest::Client::new()
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the node at {url}"));
+    spinner.finish_and_clear();
+    let res = res?;
+    let status = res.status();
+    let text = res.text().await?;
+    if !status.is_success() {
+        bail!("{status}: {text}");
+    }
+    Ok(text)
+}
+
 /// A spinner for work whose length is unknown (hidden when stderr is not a terminal).
 fn spinner(message: String) -> ProgressBar {
     let spinner = ProgressBar::new_spinner();
@@ -338,20 +358,14 @@ async fn download(api: &str, cid: &str, output: &Path) -> anyhow::Result<()> {
 }
 
 async fn erasure(api: &str, cid: &str, k: usize, m: usize) -> anyhow::Result<()> {
-    let spinner = spinner(format!("erasure-coding {cid} with K = {k}, M = {m}"));
     let started = Instant::now();
-    let res = reqwest::Client::new()
-        .post(format!("{api}/data/{cid}/erasure"))
-        .json(&serde_json::json!({ "k": k, "m": m }))
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the node at {api}"))?;
-    spinner.finish_and_clear();
-    let status = res.status();
-    let text = res.text().await?;
-    if !status.is_success() {
-        bail!("erasure coding refused ({status}): {text}");
-    }
+    let text = post_long(
+        &format!("{api}/data/{cid}/erasure"),
+        serde_json::json!({ "k": k, "m": m }),
+        format!("erasure-coding {cid} with K = {k}, M = {m}"),
+    )
+    .await
+    .context("erasure coding refused")?;
     eprintln!(
         "protected in {:.2} s: any {m} of the {} slots may be lost; download it with: codex-node download {text} -o FILE",
         started.elapsed().as_secs_f64(),
@@ -362,20 +376,14 @@ async fn erasure(api: &str, cid: &str, k: usize, m: usize) -> anyhow::Result<()>
 }
 
 async fn verifiable(api: &str, cid: &str, k: usize, m: usize) -> anyhow::Result<()> {
-    let spinner = spinner(format!("building the slot trees of {cid}"));
     let started = Instant::now();
-    let res = reqwest::Client::new()
-        .post(format!("{api}/data/{cid}/verifiable"))
-        .json(&serde_json::json!({ "k": k, "m": m }))
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the node at {api}"))?;
-    spinner.finish_and_clear();
-    let status = res.status();
-    let text = res.text().await?;
-    if !status.is_success() {
-        bail!("refused ({status}): {text}");
-    }
+    let text = post_long(
+        &format!("{api}/data/{cid}/verifiable"),
+        serde_json::json!({ "k": k, "m": m }),
+        format!("building the slot trees of {cid}"),
+    )
+    .await
+    .context("refused")?;
     let v: serde_json::Value = serde_json::from_str(&text)?;
     eprintln!(
         "slot trees built in {:.2} s",
