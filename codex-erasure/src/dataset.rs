@@ -29,7 +29,7 @@ pub type Progress = Arc<dyn Fn(u64, u64) + Send + Sync>;
 /// The knobs of erasure coding; [`Options::default`] suits most uses.
 #[derive(Clone)]
 pub struct Options {
-    /// Bytes of blocks one batch of columns may hold (default 16 MiB). Up to three
+    /// Bytes of blocks one batch of columns may hold (default 4 MiB). Up to three
     /// batches are in flight (reading, coding, writing), so peak memory is about three
     /// times this, whatever the dataset's size.
     pub batch_bytes: usize,
@@ -40,7 +40,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            batch_bytes: 16 << 20,
+            batch_bytes: 4 << 20,
             progress: None,
         }
     }
