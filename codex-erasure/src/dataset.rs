@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use codex_core::{
     Block, BlockStore, Cid, Error as CoreError, LeafMeta, Manifest, MerkleTree, Protection,
-    SessionId, StrategyType, codec,
+    SessionId, StrategyType,
 };
 use futures::{StreamExt, TryStreamExt, stream};
 use rayon::prelude::*;
@@ -663,9 +663,4 @@ async fn restore<S: BlockStore + ?Sized>(
     rebuilt.sort_unstable();
     put_leaves(store, session, &tree, &leaf_cids, rebuilt.into_iter()).await?;
     Ok((count, None))
-}
-
-/// Whether `cid` is a manifest CID (helper for callers that take any CID).
-pub fn is_manifest(cid: &Cid) -> bool {
-    cid.codec() == codec::MANIFEST
 }

@@ -157,9 +157,7 @@ pub async fn fetch(
     options: &FetchOptions,
 ) -> Result<FetchReport> {
     let tree = manifest.tree_cid;
-    let size = manifest
-        .original_size()
-        .max(manifest.dataset_size.min(manifest.original_size()));
+    let size = manifest.original_size();
     let bs = u64::from(manifest.block_size);
     let mut report = FetchReport::default();
 

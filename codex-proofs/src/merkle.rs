@@ -16,14 +16,9 @@ use crate::poseidon2::{KEY_BOTTOM_LAYER, KEY_NONE, KEY_ODD, KEY_ODD_AND_BOTTOM_L
 /// Layers with at least this many nodes are compressed in parallel.
 const PARALLEL_LAYER: usize = 512;
 
-/// The number of path entries of a tree with `leaves` leaves: `max(1, ceil(log2 leaves))`.
-pub fn depth(leaves: u64) -> usize {
-    if leaves <= 1 {
-        1
-    } else {
-        (64 - (leaves - 1).leading_zeros()) as usize
-    }
-}
+/// The number of path entries of a tree with `leaves` leaves: `max(1, ceil(log2 leaves))`,
+/// the same for the SHA-256 and the Poseidon2 trees.
+pub use codex_core::merkle::depth;
 
 /// A complete keyed Poseidon2 tree: all layers, the leaves first.
 #[derive(Clone, Debug, PartialEq, Eq)]
