@@ -4,4 +4,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo >/dev/null || { echo "cargo is required (rustup toolchain 1.95)" >&2; exit 1; }
-# Nothing else yet: the marketplace issue adds `npm ci` for solc and anvil here.
+
+# The marketplace toolchain from the npm registry, pinned by package-lock.json:
+# solc 0.8.28 (our contracts), solc 0.8.19 (the generated halo2 verifier), anvil
+# (the local chain, its binary ships in @foundry-rs/anvil-<platform>) and
+# OpenZeppelin's contracts. `npm ci` reinstalls from scratch, so it runs only when
+# the lockfile changed since the last install (or node_modules is incomplete).
+# Install scripts are not needed and are not run.
+command -v npm >/dev/null || { echo "node and npm are required (node >= 18)" >&2; exit 1; }
+stamp=node_modules/.codex-setup-stamp
+want="$(sha256sum package-lock.json | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] \
+    || [ ! -f node_modules/solc/package.json ] \
+    || [ ! -f node_modules/solc-0.8.19/package.json ] \
+    || [ ! -d node_modules/@openzeppelin/contracts ] \
+    || ! ls node_modules/@foundry-rs/anvil-*/bin/anvil >/dev/null 2>&1; then
+    npm ci --ignore-scripts --no-audit --no-fund
+    echo "$want" > "$stamp"
+fi
