@@ -170,6 +170,37 @@ pub enum Error {
         /// The root computed.
         actual: Fe,
     },
+    /// A file of parameters, keys or proofs could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A KZG parameters file that cannot be used.
+    #[error("KZG parameters {}: {reason}", path.display())]
+    Params {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why not.
+        reason: String,
+    },
+    /// A proof input with another number of samples than the keys were made for.
+    #[error("the input has {found} samples, the keys are for {expected}")]
+    SampleCount {
+        /// Samples in the input.
+        found: usize,
+        /// Samples of the circuit.
+        expected: usize,
+    },
+    /// A proof that does not verify for the given public inputs.
+    #[error("the proof does not verify for these public inputs")]
+    InvalidProof,
+    /// halo2 failed to generate keys or a proof.
+    #[error("halo2: {0}")]
+    Plonk(String),
     /// The block store failed.
     #[error("block store")]
     Store(#[source] codex_core::Error),

@@ -1,15 +1,19 @@
 #![doc = include_str!("../README.md")]
 
+pub mod circuit;
 mod error;
 pub mod field;
 pub mod merkle;
 pub mod poseidon2;
+pub mod prover;
 pub mod sampler;
 pub mod slot;
 
+pub use crate::circuit::StorageCircuit;
 pub use crate::error::{Error, Result};
 pub use crate::field::Fe;
 pub use crate::merkle::{MerkleProof, MerkleTree};
 pub use crate::poseidon2::{Rate, Sponge, compress, hash_bytes, permute, sponge, sponge2};
+pub use crate::prover::{Proof, Prover, Srs};
 pub use crate::sampler::{ProofInput, Sample, cell_index, cell_indices, entropy_from_challenge};
 pub use crate::slot::{SlotGeometry, SlotTree, Slots, build_slot_tree, build_verifiable};

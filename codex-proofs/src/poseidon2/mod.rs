@@ -138,15 +138,17 @@ pub struct Sponge {
     pos: usize,
 }
 
+/// The sponge's initial capacity element: `2^64 + 256 * t + rate`.
+pub fn sponge_iv(rate: Rate) -> Fe {
+    Fe(Fr::from_raw([(256 * WIDTH + rate.get()) as u64, 1, 0, 0]))
+}
+
 impl Sponge {
     /// An empty sponge of `rate`.
     pub fn new(rate: Rate) -> Self {
-        let rate = rate.get();
-        // IV = 2^64 + 256 * t + rate.
-        let iv = Fr::from_raw([(256 * WIDTH + rate) as u64, 1, 0, 0]);
         Sponge {
-            state: [Fr::zero(), Fr::zero(), iv],
-            rate,
+            state: [Fr::zero(), Fr::zero(), sponge_iv(rate).0],
+            rate: rate.get(),
             pos: 0,
         }
     }

@@ -1,0 +1,326 @@
+//! Proving and verifying storage proofs: KZG parameters, keys cached on disk, proofs as
+//! bytes, and the Solidity verifier for the EVM.
+//!
+//! Proofs use SHPLONK with a Keccak transcript, so the same bytes verify here and in the
+//! generated Solidity contract (whose calldata is the three public inputs as 32-byte
+//! big-endian words followed by the proof, see [`Proof::calldata`]).
+
+use std::fs;
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use halo2_proofs::SerdeFormat;
+use halo2_proofs::plonk::{
+    ProvingKey, VerifyingKey, create_proof, keygen_pk, keygen_vk, verify_proof,
+};
+use halo2_proofs::poly::commitment::{Params, ParamsProver};
+use halo2_proofs::poly::kzg::commitment::{KZGCommitmentScheme, ParamsKZG};
+use halo2_proofs::poly::kzg::multiopen::{ProverSHPLONK, VerifierSHPLONK};
+use halo2_proofs::poly::kzg::strategy::SingleStrategy;
+use halo2_proofs::transcript::{TranscriptReadBuffer, TranscriptWriterBuffer};
+use halo2curves_axiom::bn256::{Bn256, Fr, G1Affine};
+use rand_chacha::ChaCha20Rng;
+use rand_chacha::rand_core::SeedableRng;
+use sha2::{Digest, Sha256};
+use snark_verifier_sdk::snark_verifier::loader::evm::encode_calldata;
+use snark_verifier_sdk::snark_verifier::loader::native::NativeLoader;
+use snark_verifier_sdk::snark_verifier::system::halo2::transcript::evm::EvmTranscript;
+use snark_verifier_sdk::{CircuitExt, SHPLONK};
+
+use crate::circuit::StorageCircuit;
+use crate::error::{Error, Result};
+use crate::field::Fe;
+use crate::sampler::ProofInput;
+
+/// Bumped whenever the circuit's layout changes, so cached keys of an older layout are
+/// never used.
+pub const CIRCUIT_VERSION: u32 = 1;
+
+impl CircuitExt<Fr> for StorageCircuit {
+    fn num_instance(&self) -> Vec<usize> {
+        vec![3]
+    }
+
+    fn instances(&self) -> Vec<Vec<Fr>> {
+        vec![self.public_inputs()]
+    }
+}
+
+/// Where the KZG parameters (the structured reference string) come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Srs {
+    /// A deterministic local setup: fine for development and tests, insecure for real
+    /// use (its secret is derivable from a fixed seed).
+    Development,
+    /// A powers-of-tau file in halo2's `ParamsKZG` format (for example converted from
+    /// the Ethereum or PSE ceremony); a file for a larger `k` is downsized.
+    File(PathBuf),
+}
+
+fn io_error(path: &Path, e: std::io::Error) -> Error {
+    Error::Io {
+        path: path.to_path_buf(),
+        source: e,
+    }
+}
+
+/// The parameters for `2^k` rows: [`Srs::Development`] generated from a fixed seed, or
+/// read from a file. Development parameters are cached in `cache_dir` when given (a
+/// setup at k = 18 takes about a minute on two cores).
+///
+/// # Errors
+/// [`Error::Io`] for files that cannot be read or written, [`Error::Params`] for a file
+/// that is not a params file or holds too few powers.
+pub fn load_params(srs: &Srs, k: u32, cache_dir: Option<&Path>) -> Result<ParamsKZG<Bn256>> {
+    match srs {
+        Srs::Development => {
+            let cached = cache_dir.map(|d| d.join(format!("srs-dev-k{k}.bin")));
+            if let Some(path) = &cached
+                && let Ok(params) = read_params(path)
+                && params.k() == k
+            {
+                return Ok(params);
+            }
+            let params = ParamsKZG::<Bn256>::setup(k, ChaCha20Rng::seed_from_u64(0xC0DE_C0DE));
+            if let Some(path) = &cached {
+                let mut bytes = Vec::new();
+                params.write(&mut bytes).map_err(|e| io_error(path, e))?;
+                write_atomically(path, &bytes)?;
+            }
+            Ok(params)
+        }
+        Srs::File(path) => {
+            let mut params = read_params(path)?;
+            if params.k() < k {
+                return Err(Error::Params {
+                    path: path.clone(),
+                    reason: format!("it holds 2^{} powers, the circuit needs 2^{k}", params.k()),
+                });
+            }
+            if params.k() > k {
+                params.downsize(k);
+            }
+            Ok(params)
+        }
+    }
+}
+
+fn read_params(path: &Path) -> Result<ParamsKZG<Bn256>> {
+    let file = fs::File::open(path).map_err(|e| io_error(path, e))?;
+    ParamsKZG::<Bn256>::read(&mut BufReader::new(file)).map_err(|e| Error::Params {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = BufWriter::new(fs::File::create(&tmp).map_err(|e| io_error(&tmp, e))?);
+    f.write_all(bytes).map_err(|e| io_error(&tmp, e))?;
+    f.into_inner()
+        .map_err(|e| io_error(&tmp, e.into_error()))?
+        .sync_all()
+        .map_err(|e| io_error(&tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| io_error(path, e))
+}
+
+/// A proof with the public inputs it proves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proof {
+    /// The public inputs `[entropy, dataSetRoot, slotIndex]`.
+    pub public_inputs: [Fe; 3],
+    /// The proof (SHPLONK, Keccak transcript).
+    pub bytes: Vec<u8>,
+}
+
+impl Proof {
+    /// The generated Solidity verifier's calldata: the public inputs as 32-byte
+    /// big-endian words, then the proof.
+    pub fn calldata(&self) -> Vec<u8> {
+        calldata(&self.public_inputs, &self.bytes)
+    }
+}
+
+/// The Solidity verifier's calldata for `public_inputs` and `proof`.
+pub fn calldata(public_inputs: &[Fe; 3], proof: &[u8]) -> Vec<u8> {
+    encode_calldata(&[public_inputs.map(|x| x.to_fr()).to_vec()], proof)
+}
+
+/// The keys for one circuit size, and the parameters they were made with.
+#[derive(Debug)]
+pub struct Prover {
+    params: ParamsKZG<Bn256>,
+    pk: ProvingKey<G1Affine>,
+    samples: usize,
+}
+
+/// How long the last setup took, and whether keys came from the cache.
+#[derive(Clone, Copy, Debug)]
+pub struct SetupReport {
+    /// Time to obtain the parameters.
+    pub params: Duration,
+    /// Time to generate or read the keys.
+    pub keys: Duration,
+    /// Whether the proving key was read from the cache.
+    pub cached: bool,
+}
+
+impl Prover {
+    /// Keys for `samples` samples over `srs`. With `cache_dir`, development parameters
+    /// and the proving key are cached there, keyed by the circuit version, the number of
+    /// samples, `k` and a digest of the parameters; keygen for 5 samples takes about a
+    /// second, for 100 about 15 s.
+    ///
+    /// # Errors
+    /// As [`load_params`]; [`Error::Io`] for the cache; [`Error::Plonk`] if keygen fails.
+    pub fn new(srs: &Srs, samples: usize, cache_dir: Option<&Path>) -> Result<(Self, SetupReport)> {
+        let samples = samples.max(1);
+        let k = StorageCircuit::k_for(samples);
+        let t = Instant::now();
+        let params = load_params(srs, k, cache_dir)?;
+        let params_time = t.elapsed();
+        let t = Instant::now();
+        let shape = StorageCircuit::placeholder(samples);
+        let key_path = cache_dir.map(|d| {
+            d.join(format!(
+                "pk-v{CIRCUIT_VERSION}-s{samples}-k{k}-{}.bin",
+                params_digest(&params)
+            ))
+        });
+        if let Some(path) = &key_path
+            && let Ok(file) = fs::File::open(path)
+            && let Ok(pk) = ProvingKey::<G1Affine>::read::<_, StorageCircuit>(
+                &mut BufReader::new(file),
+                SerdeFormat::RawBytesUnchecked,
+                (),
+            )
+        {
+            let prover = Prover {
+                params,
+                pk,
+                samples,
+            };
+            return Ok((
+                prover,
+                SetupReport {
+                    params: params_time,
+                    keys: t.elapsed(),
+                    cached: true,
+                },
+            ));
+        }
+        let vk = keygen_vk(&params, &shape).map_err(plonk)?;
+        let pk = keygen_pk(&params, vk, &shape).map_err(plonk)?;
+        if let Some(path) = &key_path {
+            let mut bytes = Vec::new();
+            pk.write(&mut bytes, SerdeFormat::RawBytesUnchecked)
+                .map_err(|e| io_error(path, e))?;
+            write_atomically(path, &bytes)?;
+        }
+        Ok((
+            Prover {
+                params,
+                pk,
+                samples,
+            },
+            SetupReport {
+                params: params_time,
+                keys: t.elapsed(),
+                cached: false,
+            },
+        ))
+    }
+
+    /// The number of samples the keys are for.
+    pub fn samples(&self) -> usize {
+        self.samples
+    }
+
+    /// `log2` of the circuit's rows.
+    pub fn k(&self) -> u32 {
+        self.params.k()
+    }
+
+    /// The verifying key.
+    pub fn verifying_key(&self) -> &VerifyingKey<G1Affine> {
+        self.pk.get_vk()
+    }
+
+    /// Proves `input`, after checking it natively (a wrong input gets the native
+    /// check's typed error, not an invalid proof). About 1-2 s for 5 samples on two
+    /// cores, about 30 s for 100. CPU-bound: call it off the async executor.
+    ///
+    /// # Errors
+    /// [`Error::SampleCount`] when the input has another number of samples than the
+    /// keys; the errors of [`ProofInput::check`]; [`Error::Plonk`] if proving fails.
+    pub fn prove(&self, input: &ProofInput) -> Result<Proof> {
+        if input.samples.len() != self.samples {
+            return Err(Error::SampleCount {
+                found: input.samples.len(),
+                expected: self.samples,
+            });
+        }
+        input.check()?;
+        let circuit = StorageCircuit::new(input)?;
+        let instances = circuit.public_inputs();
+        let mut transcript =
+            EvmTranscript::<G1Affine, NativeLoader, Vec<u8>, Vec<u8>>::init(Vec::new());
+        create_proof::<KZGCommitmentScheme<Bn256>, ProverSHPLONK<'_, Bn256>, _, _, _, _>(
+            &self.params,
+            &self.pk,
+            &[circuit],
+            &[&[&instances]],
+            ChaCha20Rng::from_entropy(),
+            &mut transcript,
+        )
+        .map_err(plonk)?;
+        Ok(Proof {
+            public_inputs: input.public_inputs(),
+            bytes: transcript.finalize(),
+        })
+    }
+
+    /// Verifies `proof` for `public_inputs` (a few milliseconds).
+    ///
+    /// # Errors
+    /// [`Error::InvalidProof`] when the proof does not verify.
+    pub fn verify(&self, public_inputs: &[Fe; 3], proof: &[u8]) -> Result<()> {
+        let instances = public_inputs.map(|x| x.to_fr());
+        let mut transcript = EvmTranscript::<G1Affine, NativeLoader, &[u8], Vec<u8>>::init(proof);
+        verify_proof::<KZGCommitmentScheme<Bn256>, VerifierSHPLONK<'_, Bn256>, _, _, _>(
+            self.params.verifier_params(),
+            self.pk.get_vk(),
+            SingleStrategy::new(&self.params),
+            &[&[&instances]],
+            &mut transcript,
+        )
+        .map_err(|_| Error::InvalidProof)
+    }
+
+    /// The Solidity source of a verifier contract for these keys (`pragma solidity
+    /// 0.8.19`; compile without the optimizer). Its calldata is [`Proof::calldata`]; it
+    /// reverts when the proof is invalid.
+    pub fn solidity_verifier(&self) -> String {
+        snark_verifier_sdk::evm::gen_evm_verifier_sol_code::<StorageCircuit, SHPLONK>(
+            &self.params,
+            self.pk.get_vk(),
+            vec![3],
+        )
+    }
+}
+
+fn plonk(e: halo2_proofs::plonk::Error) -> Error {
+    Error::Plonk(e.to_string())
+}
+
+/// A short digest of the parameters that keys depend on.
+fn params_digest(params: &ParamsKZG<Bn256>) -> String {
+    let mut bytes = Vec::new();
+    // Writing to memory cannot fail.
+    let _ = params.write(&mut bytes);
+    hex::encode(&Sha256::digest(&bytes)[..8])
+}
