@@ -198,6 +198,12 @@ pub enum Error {
     /// A proof that does not verify for the given public inputs.
     #[error("the proof does not verify for these public inputs")]
     InvalidProof,
+    /// Compiling the Solidity verifier failed.
+    #[error("solc: {0}")]
+    Solc(String),
+    /// The EVM verifier rejected a proof (it reverted), or could not be deployed.
+    #[error("EVM: {0}")]
+    EvmRejected(String),
     /// halo2 failed to generate keys or a proof.
     #[error("halo2: {0}")]
     Plonk(String),

@@ -118,7 +118,10 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
     }
-    let tmp = path.with_extension("tmp");
+    // A name of its own per writer: tests and processes may fill the same cache at once.
+    static WRITERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp-{}-{n}", std::process::id()));
     let mut f = BufWriter::new(fs::File::create(&tmp).map_err(|e| io_error(&tmp, e))?);
     f.write_all(bytes).map_err(|e| io_error(&tmp, e))?;
     f.into_inner()
@@ -323,4 +326,62 @@ fn params_digest(params: &ParamsKZG<Bn256>) -> String {
     // Writing to memory cannot fail.
     let _ = params.write(&mut bytes);
     hex::encode(&Sha256::digest(&bytes)[..8])
+}
+
+/// Compiles a generated verifier with the project's pinned solc 0.8.19 (through
+/// `node scripts/compile-verifier.js`, which needs `scripts/setup.sh` to have run `npm
+/// ci`), returning the creation bytecode. With `cache_dir`, the bytecode is cached by a
+/// digest of the source (compiling takes several seconds).
+///
+/// # Errors
+/// [`Error::Solc`] when node or the compiler fails (with its message), [`Error::Io`] for
+/// the cache.
+pub fn compile_verifier(source: &str, cache_dir: Option<&Path>) -> Result<Vec<u8>> {
+    let digest = hex::encode(&Sha256::digest(source.as_bytes())[..8]);
+    let cached = cache_dir.map(|d| d.join(format!("verifier-{digest}.bin")));
+    if let Some(path) = &cached
+        && let Ok(bytes) = fs::read(path)
+    {
+        return Ok(bytes);
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/compile-verifier.js");
+    let script = std::env::var_os("CODEX_COMPILE_VERIFIER")
+        .map(PathBuf::from)
+        .unwrap_or(script);
+    let mut child = std::process::Command::new("node")
+        .arg(&script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::Solc(format!("cannot run node {}: {e}", script.display())))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(source.as_bytes())
+            .map_err(|e| Error::Solc(format!("writing to solc: {e}")))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| Error::Solc(format!("waiting for solc: {e}")))?;
+    if !out.status.success() {
+        return Err(Error::Solc(
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ));
+    }
+    let bytes = hex::decode(out.stdout.trim_ascii())
+        .map_err(|e| Error::Solc(format!("solc printed no bytecode: {e}")))?;
+    if let Some(path) = &cached {
+        write_atomically(path, &bytes)?;
+    }
+    Ok(bytes)
+}
+
+/// Deploys `bytecode` in an in-process EVM (revm) and calls it with `calldata`; returns
+/// the gas of the call (including the 21,000 of a transaction), or the revert.
+///
+/// # Errors
+/// [`Error::EvmRejected`] when deployment or the call reverts or halts.
+pub fn evm_call(bytecode: &[u8], calldata: Vec<u8>) -> Result<u64> {
+    snark_verifier_sdk::snark_verifier::loader::evm::deploy_and_call(bytecode.to_vec(), calldata)
+        .map_err(Error::EvmRejected)
 }
