@@ -1,1 +1,19 @@
 #![doc = include_str!("../README.md")]
+
+pub mod bindings;
+pub mod chain;
+pub mod client;
+pub mod deploy;
+pub mod error;
+pub mod types;
+
+pub use alloy;
+pub use chain::LocalChain;
+pub use client::{EventPoller, LoggedEvent, MarketEvent, MarketplaceClient, TxReceipt};
+pub use deploy::{Deployment, TokenSource, VerifierSource, deploy};
+pub use error::{Error, MarketplaceError, Result, Revert, Target, TokenError};
+pub use types::{
+    Ask, CollateralConfig, Content, MarketplaceConfig, ProofConfig, RequestId, RequestState,
+    SlotId, SlotState, StorageRequest, challenge_from_block_hash, challenge_to_field, echo_proof,
+    pointer, public_inputs, root_to_field,
+};

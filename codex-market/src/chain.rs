@@ -1,0 +1,308 @@
+//! A local chain for tests, the devnet and anyone embedding the SDK: anvil from
+//! the project's `node_modules` on 127.0.0.1 and a free port, stopped on drop.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use alloy::network::EthereumWallet;
+use alloy::primitives::{Address, B256, U256, keccak256};
+use alloy::providers::ext::AnvilApi;
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::signers::local::PrivateKeySigner;
+
+use crate::error::{Error, Result};
+
+/// Environment variable naming the anvil binary to use instead of the one in `node_modules`.
+pub const ANVIL_ENV: &str = "CODEX_ANVIL";
+
+/// Blocks mined by [`LocalChain::start`] before it returns: the proof clock reads
+/// `blockhash` up to 256 blocks back, so the marketplace cannot be deployed earlier.
+pub const READY_BLOCKS: u64 = 300;
+
+/// Ether given to each account from [`LocalChain::account`] (1000 ETH).
+pub const ACCOUNT_ETHER: u128 = 1000 * 1_000_000_000_000_000_000;
+
+/// A running anvil. Dropping it kills the process.
+#[derive(Debug)]
+pub struct LocalChain {
+    child: Child,
+    port: u16,
+    url: reqwest_url::Url,
+    provider: DynProvider,
+}
+
+mod reqwest_url {
+    pub use alloy::transports::http::reqwest::Url;
+}
+
+/// Where the project's anvil is: `$CODEX_ANVIL`, or `node_modules` at the
+/// workspace root (installed by `scripts/setup.sh`).
+pub fn anvil_path() -> PathBuf {
+    if let Some(p) = std::env::var_os(ANVIL_ENV) {
+        return PathBuf::from(p);
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let platform = match (std::env::consts::OS, std::env::consts::ARCH) {
+        ("linux", "aarch64") => "linux-arm64",
+        ("macos", "aarch64") => "darwin-arm64",
+        ("macos", _) => "darwin-amd64",
+        ("windows", _) => "win32-amd64",
+        _ => "linux-amd64",
+    };
+    workspace
+        .join("node_modules/@foundry-rs")
+        .join(format!("anvil-{platform}"))
+        .join("bin")
+        .join(if cfg!(windows) { "anvil.exe" } else { "anvil" })
+}
+
+fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| Error::LocalChain {
+        message: "no free port on 127.0.0.1".into(),
+        source: Some(Box::new(e)),
+    })?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| Error::LocalChain {
+            message: "no free port on 127.0.0.1".into(),
+            source: Some(Box::new(e)),
+        })
+}
+
+impl LocalChain {
+    /// Starts anvil and mines [`READY_BLOCKS`] blocks, so the marketplace can be deployed.
+    ///
+    /// # Errors
+    /// [`Error::AnvilNotFound`] without the binary, [`Error::LocalChain`] when it
+    /// does not start or answer within 20 s.
+    pub async fn start() -> Result<Self> {
+        let chain = Self::start_empty().await?;
+        chain.mine(READY_BLOCKS).await?;
+        Ok(chain)
+    }
+
+    /// Starts anvil at block 0 (the marketplace cannot be deployed before block 257).
+    ///
+    /// # Errors
+    /// As [`LocalChain::start`].
+    pub async fn start_empty() -> Result<Self> {
+        let path = anvil_path();
+        if !path.exists() {
+            return Err(Error::AnvilNotFound { path });
+        }
+        let mut last = None;
+        // The port is free when chosen; another process may take it before anvil
+        // binds it, so try a few.
+        for _ in 0..3 {
+            match Self::spawn(&path).await {
+                Ok(chain) => return Ok(chain),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::LocalChain {
+            message: "anvil did not start".into(),
+            source: None,
+        }))
+    }
+
+    async fn spawn(path: &Path) -> Result<Self> {
+        let port = free_port()?;
+        let child = Command::new(path)
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--quiet",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| Error::LocalChain {
+                message: format!("cannot run {}", path.display()),
+                source: Some(Box::new(e)),
+            })?;
+        let url: reqwest_url::Url =
+            format!("http://127.0.0.1:{port}")
+                .parse()
+                .map_err(|e| Error::InvalidInput {
+                    what: "rpc url",
+                    message: format!("{e}"),
+                })?;
+        let provider = ProviderBuilder::new().connect_http(url.clone()).erased();
+        let mut chain = LocalChain {
+            child,
+            port,
+            url,
+            provider,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = chain.child.try_wait() {
+                return Err(Error::LocalChain {
+                    message: format!("anvil exited with {status}"),
+                    source: None,
+                });
+            }
+            if chain.provider.get_block_number().await.is_ok() {
+                return Ok(chain);
+            }
+            if Instant::now() > deadline {
+                return Err(Error::LocalChain {
+                    message: format!("anvil did not answer on port {} within 20 s", chain.port),
+                    source: None,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The HTTP endpoint, `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> &str {
+        self.url.as_str().trim_end_matches('/')
+    }
+
+    /// The port anvil listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A provider without a wallet, for reads and anvil's controls.
+    pub fn provider(&self) -> &DynProvider {
+        &self.provider
+    }
+
+    /// A provider that signs with `signer`.
+    pub fn provider_for(&self, signer: &PrivateKeySigner) -> DynProvider {
+        ProviderBuilder::new()
+            .wallet(EthereumWallet::from(signer.clone()))
+            .connect_http(self.url.clone())
+            .erased()
+    }
+
+    /// Account `index`: a key derived from the index (the same on every run),
+    /// given [`ACCOUNT_ETHER`] for gas.
+    ///
+    /// # Errors
+    /// [`Error::Rpc`] when anvil does not take the balance.
+    pub async fn account(&self, index: u64) -> Result<PrivateKeySigner> {
+        let signer = dev_signer(index)?;
+        self.provider
+            .anvil_set_balance(signer.address(), U256::from(ACCOUNT_ETHER))
+            .await
+            .map_err(|e| Error::rpc("anvil_setBalance", e))?;
+        Ok(signer)
+    }
+
+    /// Mines `blocks` blocks, one second apart.
+    ///
+    /// # Errors
+    /// [`Error::Rpc`].
+    pub async fn mine(&self, blocks: u64) -> Result<()> {
+        self.provider
+            .anvil_mine(Some(blocks), None)
+            .await
+            .map_err(|e| Error::rpc("anvil_mine", e))
+    }
+
+    /// Moves the clock forward by `seconds` (takes effect with the next block).
+    ///
+    /// # Errors
+    /// [`Error::Rpc`].
+    pub async fn increase_time(&self, seconds: u64) -> Result<()> {
+        self.provider
+            .anvil_increase_time(seconds)
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::rpc("evm_increaseTime", e))
+    }
+
+    /// Sets the timestamp of the next block (it must be later than the latest one).
+    ///
+    /// # Errors
+    /// [`Error::Rpc`], also when `timestamp` is not in the future of the chain.
+    pub async fn set_next_block_timestamp(&self, timestamp: u64) -> Result<()> {
+        self.provider
+            .anvil_set_next_block_timestamp(timestamp)
+            .await
+            .map_err(|e| Error::rpc("evm_setNextBlockTimestamp", e))
+    }
+
+    /// Mines one block at `timestamp`.
+    ///
+    /// # Errors
+    /// [`Error::Rpc`].
+    pub async fn mine_at(&self, timestamp: u64) -> Result<()> {
+        self.set_next_block_timestamp(timestamp).await?;
+        self.mine(1).await
+    }
+
+    /// The latest block's number.
+    ///
+    /// # Errors
+    /// [`Error::Rpc`].
+    pub async fn block_number(&self) -> Result<u64> {
+        self.provider
+            .get_block_number()
+            .await
+            .map_err(|e| Error::rpc("eth_blockNumber", e))
+    }
+
+    /// The latest block's timestamp.
+    ///
+    /// # Errors
+    /// [`Error::Rpc`].
+    pub async fn timestamp(&self) -> Result<u64> {
+        latest_timestamp(&self.provider).await
+    }
+
+    /// The Ether balance of an account.
+    ///
+    /// # Errors
+    /// [`Error::Rpc`].
+    pub async fn ether_balance(&self, account: Address) -> Result<U256> {
+        self.provider
+            .get_balance(account)
+            .await
+            .map_err(|e| Error::rpc("eth_getBalance", e))
+    }
+}
+
+impl Drop for LocalChain {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The key of development account `index` (the same on every run; never use it
+/// on a public chain).
+///
+/// # Errors
+/// [`Error::InvalidInput`] in the (astronomically unlikely) case that the derived
+/// bytes are not a valid key.
+pub fn dev_signer(index: u64) -> Result<PrivateKeySigner> {
+    let mut seed = b"codex-market development account".to_vec();
+    seed.extend_from_slice(&index.to_be_bytes());
+    let key: B256 = keccak256(&seed);
+    PrivateKeySigner::from_bytes(&key).map_err(|e| Error::InvalidInput {
+        what: "development key",
+        message: e.to_string(),
+    })
+}
+
+pub(crate) async fn latest_timestamp(provider: &DynProvider) -> Result<u64> {
+    let block = provider
+        .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+        .await
+        .map_err(|e| Error::rpc("eth_getBlockByNumber", e))?
+        .ok_or_else(|| Error::UnexpectedValue {
+            what: "latest block",
+            value: "none".into(),
+        })?;
+    Ok(block.header.timestamp)
+}

@@ -1,0 +1,254 @@
+//! Deployment: the token, the verifier and the marketplace with a configuration.
+
+use alloy::contract::RawCallBuilder;
+use alloy::network::EthereumWallet;
+use alloy::primitives::{Address, Bytes, U256};
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::signers::local::PrivateKeySigner;
+
+use crate::bindings::{
+    EchoProofCheck, Halo2Verifier, Marketplace, RefusingToken, TestToken, TestVerifier,
+};
+use crate::error::{Error, Result, Target};
+use crate::types::MarketplaceConfig;
+
+/// Which storage-proof verifier the marketplace checks proofs with.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum VerifierSource {
+    /// Deploy the verifier generated from the halo2 verifying key (its creation
+    /// bytecode, e.g. from codex-proofs) and the `Halo2Verifier` adapter in front of it.
+    Halo2Bytecode(Vec<u8>),
+    /// A generated halo2 verifier already on chain: deploy the adapter in front of it.
+    Halo2At(Address),
+    /// An `IStorageProofVerifier` already on chain (used as is).
+    Existing(Address),
+    /// `TestVerifier`: accepts any non-empty proof whose first byte is not 0.
+    /// For tests of rules unrelated to proofs only.
+    Test,
+    /// For tests of the adapter and of the public inputs: the adapter in front of
+    /// `EchoProofCheck`, which accepts exactly the proof that equals the public
+    /// inputs as 32-byte big-endian words (see [`crate::echo_proof`]).
+    Echo,
+}
+
+/// Which token the marketplace takes payments and collateral in.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub enum TokenSource {
+    /// Deploy `TestToken` (OpenZeppelin ERC-20, anyone may mint).
+    #[default]
+    TestToken,
+    /// Deploy `RefusingToken`, whose transfers can be made to return false (tests).
+    Refusing,
+    /// An ERC-20 already on chain.
+    Existing(Address),
+}
+
+/// What was deployed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deployment {
+    /// The marketplace.
+    pub marketplace: Address,
+    /// The ERC-20 token.
+    pub token: Address,
+    /// The `IStorageProofVerifier` the marketplace calls (the adapter for halo2).
+    pub verifier: Address,
+    /// The generated halo2 verifier behind the adapter, when there is one.
+    pub halo2_verifier: Option<Address>,
+    /// The configuration the marketplace was deployed with.
+    pub config: MarketplaceConfig,
+}
+
+/// A provider that signs with `signer`, over plain HTTP.
+///
+/// # Errors
+/// [`Error::InvalidInput`] for a malformed URL.
+pub fn signing_provider(rpc_url: &str, signer: &PrivateKeySigner) -> Result<DynProvider> {
+    let url = rpc_url.parse().map_err(|e| Error::InvalidInput {
+        what: "rpc url",
+        message: format!("{rpc_url}: {e}"),
+    })?;
+    Ok(ProviderBuilder::new()
+        .wallet(EthereumWallet::from(signer.clone()))
+        .connect_http(url)
+        .erased())
+}
+
+fn deploy_error(name: &'static str) -> impl FnOnce(alloy::contract::Error) -> Error {
+    move |e| Error::from_contract("deploy", Target::Contract(name), e)
+}
+
+/// Deploys a contract from its creation bytecode (constructor arguments appended).
+///
+/// # Errors
+/// [`Error::Reverted`] when the constructor reverts, [`Error::Rpc`] otherwise.
+pub async fn deploy_bytecode(provider: &DynProvider, bytecode: &[u8]) -> Result<Address> {
+    RawCallBuilder::new_raw_deploy(provider.clone(), Bytes::copy_from_slice(bytecode))
+        .deploy()
+        .await
+        .map_err(deploy_error("contract"))
+}
+
+/// Deploys `TestToken`.
+///
+/// # Errors
+/// [`Error::Rpc`].
+pub async fn deploy_test_token(provider: &DynProvider) -> Result<Address> {
+    TestToken::deploy_builder(provider.clone())
+        .deploy()
+        .await
+        .map_err(deploy_error("TestToken"))
+}
+
+/// Deploys `RefusingToken` (tests of failed transfers).
+///
+/// # Errors
+/// [`Error::Rpc`].
+pub async fn deploy_refusing_token(provider: &DynProvider) -> Result<Address> {
+    RefusingToken::deploy_builder(provider.clone())
+        .deploy()
+        .await
+        .map_err(deploy_error("RefusingToken"))
+}
+
+/// Deploys `TestVerifier` (tests of rules unrelated to proofs).
+///
+/// # Errors
+/// [`Error::Rpc`].
+pub async fn deploy_test_verifier(provider: &DynProvider) -> Result<Address> {
+    TestVerifier::deploy_builder(provider.clone())
+        .deploy()
+        .await
+        .map_err(deploy_error("TestVerifier"))
+}
+
+/// Deploys the `Halo2Verifier` adapter in front of a generated verifier at `target`.
+///
+/// # Errors
+/// [`Error::Rpc`].
+pub async fn deploy_halo2_adapter(provider: &DynProvider, target: Address) -> Result<Address> {
+    Halo2Verifier::deploy_builder(provider.clone(), target)
+        .deploy()
+        .await
+        .map_err(deploy_error("Halo2Verifier"))
+}
+
+/// Deploys the generated halo2 verifier from its creation bytecode and the
+/// adapter in front of it; returns `(generated, adapter)`.
+///
+/// # Errors
+/// [`Error::Reverted`] or [`Error::Rpc`].
+pub async fn deploy_halo2_verifier(
+    provider: &DynProvider,
+    bytecode: &[u8],
+) -> Result<(Address, Address)> {
+    let generated = deploy_bytecode(provider, bytecode).await?;
+    let adapter = deploy_halo2_adapter(provider, generated).await?;
+    Ok((generated, adapter))
+}
+
+/// Deploys the marketplace.
+///
+/// # Errors
+/// [`Error::Reverted`] with the constructor's custom error (e.g. a configuration
+/// above 100 %, or a chain at block 256 or lower), [`Error::Rpc`] otherwise.
+pub async fn deploy_marketplace(
+    provider: &DynProvider,
+    config: &MarketplaceConfig,
+    token: Address,
+    verifier: Address,
+) -> Result<Address> {
+    Marketplace::deploy_builder(provider.clone(), config.to_abi(), token, verifier)
+        .deploy()
+        .await
+        .map_err(deploy_error("Marketplace"))
+}
+
+/// Deploys the token, the verifier and the marketplace in that order.
+///
+/// # Errors
+/// As the single deployments.
+pub async fn deploy(
+    provider: &DynProvider,
+    config: &MarketplaceConfig,
+    token: TokenSource,
+    verifier: VerifierSource,
+) -> Result<Deployment> {
+    let token = match token {
+        TokenSource::TestToken => deploy_test_token(provider).await?,
+        TokenSource::Refusing => deploy_refusing_token(provider).await?,
+        TokenSource::Existing(a) => a,
+    };
+    let (verifier, halo2_verifier) = match verifier {
+        VerifierSource::Halo2Bytecode(code) => {
+            let (generated, adapter) = deploy_halo2_verifier(provider, &code).await?;
+            (adapter, Some(generated))
+        }
+        VerifierSource::Halo2At(generated) => (
+            deploy_halo2_adapter(provider, generated).await?,
+            Some(generated),
+        ),
+        VerifierSource::Existing(a) => (a, None),
+        VerifierSource::Test => (deploy_test_verifier(provider).await?, None),
+        VerifierSource::Echo => {
+            let echo = EchoProofCheck::deploy_builder(provider.clone())
+                .deploy()
+                .await
+                .map_err(deploy_error("EchoProofCheck"))?;
+            (deploy_halo2_adapter(provider, echo).await?, Some(echo))
+        }
+    };
+    let marketplace = deploy_marketplace(provider, config, token, verifier).await?;
+    Ok(Deployment {
+        marketplace,
+        token,
+        verifier,
+        halo2_verifier,
+        config: config.clone(),
+    })
+}
+
+/// Mints `amount` of a `TestToken` (or `RefusingToken`) to `holder`.
+///
+/// # Errors
+/// [`Error::Rpc`].
+pub async fn mint(
+    provider: &DynProvider,
+    token: Address,
+    holder: Address,
+    amount: U256,
+) -> Result<()> {
+    let receipt = TestToken::new(token, provider)
+        .mint(holder, amount)
+        .send()
+        .await
+        .map_err(|e| Error::from_contract("mint", Target::Contract("TestToken"), e))?
+        .get_receipt()
+        .await
+        .map_err(|e| Error::rpc("mint receipt", e))?;
+    if !receipt.status() {
+        return Err(Error::Failed {
+            call: "mint",
+            target: Target::Contract("TestToken"),
+            tx: receipt.transaction_hash,
+        });
+    }
+    Ok(())
+}
+
+/// Makes a `RefusingToken`'s transfers return false (`true`) or work again.
+///
+/// # Errors
+/// [`Error::Rpc`].
+pub async fn set_refusing(provider: &DynProvider, token: Address, refusing: bool) -> Result<()> {
+    RefusingToken::new(token, provider)
+        .setRefusing(refusing)
+        .send()
+        .await
+        .map_err(|e| Error::from_contract("setRefusing", Target::Contract("RefusingToken"), e))?
+        .get_receipt()
+        .await
+        .map_err(|e| Error::rpc("setRefusing receipt", e))?;
+    Ok(())
+}
