@@ -147,6 +147,22 @@ enum ProofInputCommand {
         /// The JSON file.
         file: PathBuf,
     },
+    /// Prove a circuit-input JSON (any input `check` accepts) with the halo2 circuit,
+    /// verify the proof, and print the public inputs, the proof size and the times.
+    Prove {
+        /// The JSON file.
+        file: PathBuf,
+        /// A KZG parameters file (powers of tau, halo2 format); without it, a
+        /// deterministic development setup (not for real use).
+        #[arg(long)]
+        params: Option<PathBuf>,
+        /// Where keys and development parameters are cached.
+        #[arg(long, env = "CODEX_PROOF_CACHE")]
+        cache_dir: Option<PathBuf>,
+        /// Write the proof (hex) to this file.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -181,6 +197,15 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::ProofInput {
             command: ProofInputCommand::Check { file },
         }) => proof_input_check(&file),
+        Some(Command::ProofInput {
+            command:
+                ProofInputCommand::Prove {
+                    file,
+                    params,
+                    cache_dir,
+                    output,
+                },
+        }) => proof_input_prove(&file, params, cache_dir, output.as_deref()),
         Some(Command::List { api }) => print_json(&format!("{api}/data")).await,
         Some(Command::Space { api }) => print_json(&format!("{api}/space")).await,
     }
@@ -412,6 +437,71 @@ fn proof_input_check(file: &Path) -> anyhow::Result<()> {
         indices.len()
     );
     println!("sample indices: {indices:?}");
+    Ok(())
+}
+
+fn proof_input_prove(
+    file: &Path,
+    params: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
+    output: Option<&Path>,
+) -> anyhow::Result<()> {
+    use codex::proofs::{Prover, Srs};
+    use std::time::Instant;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let input = codex::proofs::ProofInput::from_json(&text).context("not a valid circuit input")?;
+    input
+        .check()
+        .context("the proof input does not check out")?;
+    let cache = cache_dir.unwrap_or_else(|| {
+        std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .unwrap_or_else(std::env::temp_dir)
+            .join("codex-rs/proofs")
+    });
+    let srs = match params {
+        Some(path) => Srs::File(path),
+        None => {
+            eprintln!(
+                "using development KZG parameters (insecure; pass --params FILE for real use)"
+            );
+            Srs::Development
+        }
+    };
+    let spinner = spinner(format!(
+        "setting up the circuit for {} samples",
+        input.samples.len()
+    ));
+    let (prover, setup) = Prover::new(&srs, input.samples.len(), Some(&cache))?;
+    spinner.finish_and_clear();
+    eprintln!(
+        "setup: k = {}, parameters {:.2?}, keys {:.2?}{}",
+        prover.k(),
+        setup.params,
+        setup.keys,
+        if setup.cached { " (cached)" } else { "" }
+    );
+    let t = Instant::now();
+    let proof = prover.prove(&input)?;
+    let prove_time = t.elapsed();
+    let t = Instant::now();
+    prover
+        .verify(&proof.public_inputs, &proof.bytes)
+        .context("the new proof does not verify")?;
+    let verify_time = t.elapsed();
+    println!("public inputs:");
+    println!("  entropy      {}", proof.public_inputs[0]);
+    println!("  dataSetRoot  {}", proof.public_inputs[1]);
+    println!("  slotIndex    {}", proof.public_inputs[2]);
+    println!("proof: {} bytes", proof.bytes.len());
+    println!("prove: {prove_time:.2?}");
+    println!("verify: {verify_time:.2?}");
+    if let Some(path) = output {
+        std::fs::write(path, hex::encode(&proof.bytes))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
     Ok(())
 }
 

@@ -281,3 +281,55 @@ fn proof_input_check_accepts_codex_input_and_rejects_tampering() -> anyhow::Resu
     assert!(!out.status.success());
     Ok(())
 }
+
+/// `proof-input prove` proves Codex's fixture with the halo2 circuit, verifies it, and
+/// prints the public inputs of reference §C.7; a tampered input is refused.
+#[test]
+fn proof_input_prove_proves_codex_input() -> anyhow::Result<()> {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../codex-proofs/tests/fixtures/codex_input.json");
+    let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-proof-cache");
+    let dir = tempfile::tempdir()?;
+    let proof_file = dir.path().join("proof.hex");
+    let out = Command::new(BIN)
+        .args(["proof-input", "prove", &fixture.display().to_string()])
+        .args(["--cache-dir", &cache.display().to_string()])
+        .args(["--output", &proof_file.display().to_string()])
+        .output()?;
+    assert!(
+        out.status.success(),
+        "prove failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout)?;
+    // The fixture's public inputs: ENTROPY 1234567, its dataSetRoot, SLOTINDEX 3.
+    assert!(text.contains("entropy      1234567\n"), "{text}");
+    assert!(
+        text.contains(
+            "dataSetRoot  16074246370508166450132968585287196391860062495017081813239200574579640171677\n"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("slotIndex    3\n"), "{text}");
+    assert!(
+        text.contains("prove: ") && text.contains("verify: "),
+        "{text}"
+    );
+    let proof = hex::decode(std::fs::read_to_string(&proof_file)?.trim())?;
+    assert!(
+        text.contains(&format!("proof: {} bytes", proof.len())),
+        "{text}"
+    );
+
+    let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&fixture)?)?;
+    json["cellData"][0][0] = serde_json::Value::String("1".into());
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, serde_json::to_string(&json)?)?;
+    let out = Command::new(BIN)
+        .args(["proof-input", "prove", &bad.display().to_string()])
+        .args(["--cache-dir", &cache.display().to_string()])
+        .output()?;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not check out"));
+    Ok(())
+}
