@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use alloy::network::EthereumWallet;
 use alloy::primitives::{Address, B256, U256, keccak256};
 use alloy::providers::ext::AnvilApi;
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
@@ -176,12 +175,9 @@ impl LocalChain {
         &self.provider
     }
 
-    /// A provider that signs with `signer`.
+    /// A provider that signs with `signer` (see [`crate::deploy::signing_provider`]).
     pub fn provider_for(&self, signer: &PrivateKeySigner) -> DynProvider {
-        ProviderBuilder::new()
-            .wallet(EthereumWallet::from(signer.clone()))
-            .connect_http(self.url.clone())
-            .erased()
+        crate::deploy::signing_provider_at(self.url.clone(), signer)
     }
 
     /// Account `index`: a key derived from the index (the same on every run),

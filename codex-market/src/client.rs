@@ -15,6 +15,10 @@ use crate::types::{
     Ask, MarketplaceConfig, RequestId, RequestState, SlotId, SlotState, StorageRequest,
 };
 
+/// How long a call waits for its transaction to be mined before it gives up
+/// with [`Error::Rpc`].
+pub const RECEIPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// What a mined transaction cost.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TxReceipt {

@@ -62,6 +62,11 @@ pub struct Deployment {
 
 /// A provider that signs with `signer`, over plain HTTP.
 ///
+/// It estimates gas and fees, and asks the node for the account's pending nonce
+/// before each transaction (instead of counting locally): a call that fails its
+/// gas estimate (a revert) then leaves no gap, and several clients of the same
+/// account stay in step, as long as they do not send at the same moment.
+///
 /// # Errors
 /// [`Error::InvalidInput`] for a malformed URL.
 pub fn signing_provider(rpc_url: &str, signer: &PrivateKeySigner) -> Result<DynProvider> {
@@ -69,10 +74,21 @@ pub fn signing_provider(rpc_url: &str, signer: &PrivateKeySigner) -> Result<DynP
         what: "rpc url",
         message: format!("{rpc_url}: {e}"),
     })?;
-    Ok(ProviderBuilder::new()
+    Ok(signing_provider_at(url, signer))
+}
+
+pub(crate) fn signing_provider_at(
+    url: alloy::transports::http::reqwest::Url,
+    signer: &PrivateKeySigner,
+) -> DynProvider {
+    ProviderBuilder::new()
+        .disable_recommended_fillers()
+        .with_gas_estimation()
+        .with_simple_nonce_management()
+        .fetch_chain_id()
         .wallet(EthereumWallet::from(signer.clone()))
         .connect_http(url)
-        .erased())
+        .erased()
 }
 
 fn deploy_error(name: &'static str) -> impl FnOnce(alloy::contract::Error) -> Error {
@@ -224,6 +240,7 @@ pub async fn mint(
         .send()
         .await
         .map_err(|e| Error::from_contract("mint", Target::Contract("TestToken"), e))?
+        .with_timeout(Some(crate::client::RECEIPT_TIMEOUT))
         .get_receipt()
         .await
         .map_err(|e| Error::rpc("mint receipt", e))?;
@@ -247,6 +264,7 @@ pub async fn set_refusing(provider: &DynProvider, token: Address, refusing: bool
         .send()
         .await
         .map_err(|e| Error::from_contract("setRefusing", Target::Contract("RefusingToken"), e))?
+        .with_timeout(Some(crate::client::RECEIPT_TIMEOUT))
         .get_receipt()
         .await
         .map_err(|e| Error::rpc("setRefusing receipt", e))?;

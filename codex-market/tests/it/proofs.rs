@@ -1,1 +1,169 @@
+//! The proof clock against its formulas: pointer, challenge, probability and
+//! downtime; the public inputs through the Halo2Verifier adapter; event polling.
 
+use anyhow::Result;
+use codex_market::alloy::primitives::{Address, U256};
+use codex_market::alloy::providers::Provider;
+use codex_market::deploy::VerifierSource;
+use codex_market::*;
+
+use crate::common::*;
+
+async fn block_hash(m: &Market, n: u64) -> Result<codex_market::alloy::primitives::B256> {
+    Ok(m.chain
+        .provider()
+        .get_block_by_number(n.into())
+        .await?
+        .unwrap()
+        .header
+        .hash)
+}
+
+#[tokio::test]
+async fn pointer_challenge_and_requirement_follow_the_formulas() -> Result<()> {
+    let config = MarketplaceConfig::default();
+    let m = Market::start(config.clone(), VerifierSource::Test).await?;
+    let client = m.account(1).await?;
+    let host = m.account(2).await?;
+    // proofProbability 4: slotProbability = 4 * (256 - 64) / 256 = 3
+    let mut request = request(client.account(), 1, 3600, 600, 20);
+    request.ask.proof_probability = U256::from(4);
+    let (id, _) = client.request_storage(&request).await?;
+    let slot = request.slot_id(0);
+    host.reserve_slot(id, 0).await?;
+    let p0 = m.future_period().await?;
+    host.approve_collateral(id, 0).await?;
+    m.at(m.period_start(p0) + 1).await?;
+    host.fill_slot(id, 0, ANY_PROOF).await?;
+    assert_eq!(host.slot_probability(slot).await?, U256::from(3));
+    assert_eq!(config.slot_probability(&request.ask), U256::from(3));
+    // not in the period of the fill
+    assert!(!host.is_proof_required(slot).await?);
+    assert!(!host.will_proof_be_required(slot).await?);
+
+    let p1 = p0 + 1;
+    m.chain.mine_at(m.period_start(p1) + 1).await?;
+    let (mut required, mut coming, mut downtime) = (0, 0, 0);
+    for _ in 0..300 {
+        let n = m.chain.block_number().await?;
+        let p = pointer(n, p1, config.proofs.downtime_product, slot);
+        assert_eq!(host.pointer(slot).await?, p);
+        let challenge = challenge_from_block_hash(block_hash(&m, n - 1 - u64::from(p)).await?);
+        assert_eq!(host.challenge(slot).await?, challenge);
+        assert_eq!(host.challenge_at(slot, n, p1).await?, challenge);
+        let hit = U256::from_be_bytes(challenge) % U256::from(3) == U256::ZERO;
+        let in_downtime = p < config.proofs.downtime;
+        assert_eq!(
+            host.is_proof_required(slot).await?,
+            hit && !in_downtime,
+            "block {n}"
+        );
+        assert_eq!(
+            host.will_proof_be_required(slot).await?,
+            hit && in_downtime,
+            "block {n}"
+        );
+        required += usize::from(hit && !in_downtime);
+        coming += usize::from(hit && in_downtime);
+        downtime += usize::from(in_downtime);
+        // the challenge of the next block, known before it is mined
+        let next = host.next_block_challenge(slot).await?;
+        m.chain.mine(1).await?;
+        assert_eq!(host.challenge(slot).await?, next);
+    }
+    // Over 300 blocks the pointer went round more than once: the downtime was
+    // seen, and both outcomes of the challenge occurred.
+    assert!(downtime >= 64, "{downtime}");
+    assert!(required > 0 && coming > 0, "{required} {coming}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn public_inputs_reach_the_verifier_as_big_endian_words_before_the_proof() -> Result<()> {
+    let m = Market::start(MarketplaceConfig::default(), VerifierSource::Echo).await?;
+    let client = m.account(1).await?;
+    let host = m.account(2).await?;
+    let request = request(client.account(), 2, 3600, 600, 21);
+    let (id, _) = client.request_storage(&request).await?;
+    host.reserve_slot(id, 1).await?;
+    host.approve_collateral(id, 1).await?;
+    let root = request.content.merkle_root;
+    let challenge = host.next_block_challenge(request.slot_id(1)).await?;
+    // wrong slot index, wrong root, challenge as a big-endian number: all refused
+    for wrong in [
+        public_inputs(&challenge, &root, 0),
+        public_inputs(&challenge, &[0u8; 32], 1),
+        [
+            U256::from_be_bytes(challenge) >> 8,
+            root_to_field(&root),
+            U256::from(1),
+        ],
+    ] {
+        assert_reverts(
+            host.fill_slot(id, 1, &echo_proof(&wrong)).await,
+            MarketplaceError::InvalidProof,
+        );
+    }
+    let challenge = host.next_block_challenge(request.slot_id(1)).await?;
+    host.fill_slot(id, 1, &echo_proof(&public_inputs(&challenge, &root, 1)))
+        .await?;
+    assert_eq!(
+        host.slot_state(request.slot_id(1)).await?,
+        SlotState::Filled
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn adapter_without_code_behind_refuses_every_proof() -> Result<()> {
+    let nothing = Address::repeat_byte(0x42);
+    let m = Market::start(
+        MarketplaceConfig::default(),
+        VerifierSource::Halo2At(nothing),
+    )
+    .await?;
+    assert_eq!(m.deployment.halo2_verifier, Some(nothing));
+    let client = m.account(1).await?;
+    let host = m.account(2).await?;
+    let request = request(client.account(), 1, 3600, 600, 22);
+    let (id, _) = client.request_storage(&request).await?;
+    host.reserve_slot(id, 0).await?;
+    assert_reverts(
+        host.fill_slot(id, 0, ANY_PROOF).await,
+        MarketplaceError::InvalidProof,
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn poller_returns_each_event_once() -> Result<()> {
+    let m = Market::start(MarketplaceConfig::default(), VerifierSource::Test).await?;
+    let client = m.account(1).await?;
+    let host = m.account(2).await?;
+    let mut poller = client.subscribe(client.block_number().await? + 1);
+    assert_eq!(poller.poll().await?, vec![]);
+    let request = request(client.account(), 1, 3600, 600, 23);
+    let (id, _) = client.request_storage(&request).await?;
+    let events: Vec<_> = poller.poll().await?.into_iter().map(|e| e.event).collect();
+    assert!(
+        matches!(events.as_slice(), [MarketEvent::StorageRequested { request, .. }] if *request == id)
+    );
+    host.reserve_slot(id, 0).await?;
+    host.fill_slot(id, 0, ANY_PROOF).await?;
+    let events: Vec<_> = poller.poll().await?.into_iter().map(|e| e.event).collect();
+    assert_eq!(
+        events,
+        vec![
+            MarketEvent::ProofSubmitted {
+                slot: request.slot_id(0)
+            },
+            MarketEvent::SlotFilled {
+                request: id,
+                slot_index: 0
+            },
+            MarketEvent::RequestFulfilled { request: id },
+        ]
+    );
+    assert_eq!(poller.poll().await?, vec![]);
+    Ok(())
+}
