@@ -109,17 +109,15 @@ impl LocalChain {
 
     async fn spawn(path: &Path) -> Result<Self> {
         let port = free_port()?;
-        let child = Command::new(path)
-            .args([
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--quiet",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+        let port_arg = port.to_string();
+        let args = [
+            "--host",
+            "127.0.0.1",
+            "--port",
+            port_arg.as_str(),
+            "--quiet",
+        ];
+        let child = anvil_command(path, &args)
             .spawn()
             .map_err(|e| Error::LocalChain {
                 message: format!("cannot run {}", path.display()),
@@ -270,9 +268,46 @@ impl LocalChain {
 
 impl Drop for LocalChain {
     fn drop(&mut self) {
+        if cfg!(unix) {
+            // Closing the watchdog's stdin makes it stop anvil and exit.
+            drop(self.child.stdin.take());
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// On Unix anvil runs under a small `sh` watchdog that stops it when its stdin
+/// (a pipe from this process) closes: on drop, and also when this process dies
+/// without unwinding (killed by a signal, `abort`), so no anvil outlives its test.
+#[cfg(unix)]
+fn anvil_command(path: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(r#""$0" "$@" </dev/null >/dev/null 2>&1 & pid=$!; trap 'kill $pid 2>/dev/null; wait $pid' EXIT; read _ || true"#)
+        .arg(path)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd
+}
+
+#[cfg(not(unix))]
+fn anvil_command(path: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(path);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd
 }
 
 /// The key of development account `index` (the same on every run; never use it

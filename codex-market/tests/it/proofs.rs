@@ -26,7 +26,7 @@ async fn pointer_challenge_and_requirement_follow_the_formulas() -> Result<()> {
     let client = m.account(1).await?;
     let host = m.account(2).await?;
     // proofProbability 4: slotProbability = 4 * (256 - 64) / 256 = 3
-    let mut request = request(client.account(), 1, 3600, 600, 20);
+    let mut request = request(client.account(), 1, 100 * config.proofs.period, 600, 20);
     request.ask.proof_probability = U256::from(4);
     let (id, _) = client.request_storage(&request).await?;
     let slot = request.slot_id(0);
@@ -41,40 +41,52 @@ async fn pointer_challenge_and_requirement_follow_the_formulas() -> Result<()> {
     assert!(!host.is_proof_required(slot).await?);
     assert!(!host.will_proof_be_required(slot).await?);
 
-    let p1 = p0 + 1;
-    m.chain.mine_at(m.period_start(p1) + 1).await?;
-    let (mut required, mut coming, mut downtime) = (0, 0, 0);
-    for _ in 0..300 {
-        let n = m.chain.block_number().await?;
-        let p = pointer(n, p1, config.proofs.downtime_product, slot);
-        assert_eq!(host.pointer(slot).await?, p);
-        let challenge = challenge_from_block_hash(block_hash(&m, n - 1 - u64::from(p)).await?);
-        assert_eq!(host.challenge(slot).await?, challenge);
-        assert_eq!(host.challenge_at(slot, n, p1).await?, challenge);
-        let hit = U256::from_be_bytes(challenge) % U256::from(3) == U256::ZERO;
-        let in_downtime = p < config.proofs.downtime;
-        assert_eq!(
-            host.is_proof_required(slot).await?,
-            hit && !in_downtime,
-            "block {n}"
-        );
-        assert_eq!(
-            host.will_proof_be_required(slot).await?,
-            hit && in_downtime,
-            "block {n}"
-        );
-        required += usize::from(hit && !in_downtime);
-        coming += usize::from(hit && in_downtime);
-        downtime += usize::from(in_downtime);
-        // the challenge of the next block, known before it is mined
-        let next = host.next_block_challenge(slot).await?;
-        m.chain.mine(1).await?;
-        assert_eq!(host.challenge(slot).await?, next);
+    // In each period, look at the slot with its pointer at a few positions in
+    // and out of the downtime, until every outcome was seen: a challenge that
+    // requires a proof (out of the downtime, and in it: "will be required"), and
+    // one that does not.
+    let (mut required, mut coming, mut missed) = (0, 0, 0);
+    for p in p0 + 1..p0 + 61 {
+        m.chain.mine_at(m.period_start(p) + 1).await?;
+        for target in [5u8, 150, 40, 220] {
+            m.steer_pointer(slot, p, target).await?;
+            m.chain.mine(1).await?;
+            let n = m.chain.block_number().await?;
+            let ptr = pointer(n, p, config.proofs.downtime_product, slot);
+            assert_eq!(ptr, target);
+            assert_eq!(host.pointer(slot).await?, ptr);
+            let challenge =
+                challenge_from_block_hash(block_hash(&m, n - 1 - u64::from(ptr)).await?);
+            assert_eq!(host.challenge(slot).await?, challenge);
+            assert_eq!(host.challenge_at(slot, n, p).await?, challenge);
+            let hit = U256::from_be_bytes(challenge) % U256::from(3) == U256::ZERO;
+            let in_downtime = ptr < config.proofs.downtime;
+            assert_eq!(
+                host.is_proof_required(slot).await?,
+                hit && !in_downtime,
+                "block {n}"
+            );
+            assert_eq!(
+                host.will_proof_be_required(slot).await?,
+                hit && in_downtime,
+                "block {n}"
+            );
+            required += usize::from(hit && !in_downtime);
+            coming += usize::from(hit && in_downtime);
+            missed += usize::from(!hit);
+            // the challenge of the next block, known before it is mined
+            let next = host.next_block_challenge(slot).await?;
+            m.chain.mine(1).await?;
+            assert_eq!(host.challenge(slot).await?, next);
+        }
+        if required > 0 && coming > 0 && missed > 0 {
+            break;
+        }
     }
-    // Over 300 blocks the pointer went round more than once: the downtime was
-    // seen, and both outcomes of the challenge occurred.
-    assert!(downtime >= 64, "{downtime}");
-    assert!(required > 0 && coming > 0, "{required} {coming}");
+    assert!(
+        required > 0 && coming > 0 && missed > 0,
+        "{required} {coming} {missed}"
+    );
     Ok(())
 }
 
