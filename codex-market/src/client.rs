@@ -456,6 +456,49 @@ impl MarketplaceClient {
         .await
     }
 
+    /// Fills a reserved slot with a proof made for the right challenge: approves
+    /// the collateral first (if needed), then reads the challenge of the block the
+    /// fill will land in, calls `prove` with it, and sends `fillSlot`.
+    ///
+    /// # Errors
+    /// [`Error::Prover`] when `prove` fails, otherwise as [`MarketplaceClient::fill_slot`].
+    pub async fn fill_slot_with<F, Fut>(
+        &self,
+        request: RequestId,
+        index: u64,
+        prove: F,
+    ) -> Result<TxReceipt>
+    where
+        F: FnOnce([u8; 32]) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<Vec<u8>, crate::error::BoxError>>,
+    {
+        self.approve_collateral(request, index).await?;
+        let challenge = self
+            .next_block_challenge(SlotId::new(request, index))
+            .await?;
+        let proof = prove(challenge)
+            .await
+            .map_err(|source| Error::Prover { source })?;
+        self.fill_slot(request, index, &proof).await
+    }
+
+    /// Submits the proof of the current period made by `prove` for the challenge
+    /// of the block the submission will land in.
+    ///
+    /// # Errors
+    /// [`Error::Prover`] when `prove` fails, otherwise as [`MarketplaceClient::submit_proof`].
+    pub async fn submit_proof_with<F, Fut>(&self, slot: SlotId, prove: F) -> Result<TxReceipt>
+    where
+        F: FnOnce([u8; 32]) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<Vec<u8>, crate::error::BoxError>>,
+    {
+        let challenge = self.next_block_challenge(slot).await?;
+        let proof = prove(challenge)
+            .await
+            .map_err(|source| Error::Prover { source })?;
+        self.submit_proof(slot, &proof).await
+    }
+
     /// The collateral `fillSlot` will take for slot `index`: `collateralPerSlot`,
     /// less the repair reward when the slot is in Repair.
     ///

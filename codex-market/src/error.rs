@@ -55,6 +55,13 @@ pub enum Error {
         /// What it was.
         value: String,
     },
+    /// The prover passed to `fill_slot_with` or `submit_proof_with` failed.
+    #[error("the prover failed")]
+    Prover {
+        /// Its error.
+        #[source]
+        source: BoxError,
+    },
     /// The anvil binary is not where it was looked for.
     #[error("anvil not found at {path} (run scripts/setup.sh, or set CODEX_ANVIL)")]
     AnvilNotFound {

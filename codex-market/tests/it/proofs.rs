@@ -179,3 +179,32 @@ async fn poller_returns_each_event_once() -> Result<()> {
     assert_eq!(poller.poll().await?, vec![]);
     Ok(())
 }
+
+#[tokio::test]
+async fn fill_and_submit_with_a_prover_callback() -> Result<()> {
+    let config = MarketplaceConfig::default();
+    let m = Market::start(config.clone(), VerifierSource::Echo).await?;
+    let client = m.account(1).await?;
+    let host = m.account(2).await?;
+    let request = request(client.account(), 1, 3600, 600, 24);
+    let (id, _) = client.request_storage(&request).await?;
+    host.reserve_slot(id, 0).await?;
+    let root = request.content.merkle_root;
+    // the callback is called after the approval, with the challenge of the fill's block
+    host.fill_slot_with(id, 0, |challenge| async move {
+        Ok(echo_proof(&public_inputs(&challenge, &root, 0)))
+    })
+    .await?;
+    let slot = request.slot_id(0);
+    let p1 = config.period_of(m.chain.timestamp().await?) + 1;
+    m.chain.mine_at(m.period_start(p1) + 1).await?;
+    host.submit_proof_with(slot, |challenge| async move {
+        Ok(echo_proof(&public_inputs(&challenge, &root, 0)))
+    })
+    .await?;
+    let failing = host
+        .submit_proof_with(slot, |_| async { Err("no proof today".into()) })
+        .await;
+    assert!(matches!(failing, Err(Error::Prover { .. })));
+    Ok(())
+}
