@@ -152,6 +152,22 @@ impl Node {
         self.network.as_ref()
     }
 
+    /// The addresses peers can dial, each with this node's `/p2p/` suffix (what
+    /// another node takes as `--bootstrap-node`).
+    ///
+    /// # Errors
+    /// [`crate::Error::NoNetwork`] for a node without a network.
+    pub async fn addresses(&self) -> Result<Vec<codex_net::Multiaddr>> {
+        let net = self.network.as_ref().ok_or(crate::Error::NoNetwork)?;
+        let info = net.info().await?;
+        let peer = net.peer_id();
+        Ok(info
+            .listen_addrs
+            .into_iter()
+            .map(|a| a.with(codex_net::Protocol::P2p(peer)))
+            .collect())
+    }
+
     /// The node's block store.
     pub fn store(&self) -> &Arc<dyn BlockStore> {
         &self.store
