@@ -35,7 +35,7 @@ use crate::sampler::ProofInput;
 
 /// Bumped whenever the circuit's layout changes, so cached keys of an older layout are
 /// never used.
-pub const CIRCUIT_VERSION: u32 = 1;
+pub const CIRCUIT_VERSION: u32 = 2;
 
 impl CircuitExt<Fr> for StorageCircuit {
     fn num_instance(&self) -> Vec<usize> {

@@ -26,7 +26,7 @@ fn prove_verify_and_verify_on_evm() -> anyhow::Result<()> {
         "setup: params {:?}, keys {:?} (cached: {})",
         setup.params, setup.keys, setup.cached
     );
-    assert_eq!(prover.k(), 14);
+    assert_eq!(prover.k(), 15);
 
     let t = Instant::now();
     let proof = prover.prove(&input)?;

@@ -2,9 +2,9 @@
 //! general arithmetic gate, with a layout helper that places both in one region.
 //!
 //! halo2-axiom's `SimpleFloorPlanner` puts every region at row 0, so the whole circuit is
-//! one region and this module manages the offsets: permutations are stacked in the
-//! Poseidon2 columns from row 0, arithmetic rows in the arithmetic columns from row 0 too,
-//! side by side. Copy constraints wire the two together.
+//! one region and this module manages the offsets: permutations are stacked from row 0,
+//! arithmetic rows follow them in the same columns (fewer columns make the proof and its
+//! on-chain verification cheaper; rows are cheap). Copy constraints wire the two.
 //!
 //! **Poseidon2 rows.** Row 0 of a permutation holds its input. Its gate applies the
 //! initial linear layer and the first full round; rows 1-3 are full rounds; rows 4-31
@@ -12,9 +12,9 @@
 //! output. The auxiliary columns hold the squares (and, in partial rows, the first
 //! round's S-box output), so every gate has degree 4.
 //!
-//! **Arithmetic rows.** One row, four advice cells `a, b, c, d` and six fixed
-//! coefficients: `qm·a·b + qa·a + qb·b + qc·c + qd·d + qk = 0`. A row whose
-//! coefficients are all zero constrains nothing.
+//! **Arithmetic rows.** One row, four advice cells `a, b, c, d` (the state columns and
+//! the first auxiliary column) and five fixed coefficients (the round-constant columns
+//! serve as the first three): `qm·a·b + qa·a + qc·c + qd·d + qk = 0`.
 
 use halo2_proofs::circuit::{Cell, Region, Value};
 use halo2_proofs::plonk::{
@@ -40,8 +40,9 @@ pub struct StorageConfig {
     q_first: Selector,
     q_full: Selector,
     q_partial: Selector,
+    q_arith: Selector,
     arith: [Column<Advice>; 4],
-    coeff: [Column<Fixed>; 6],
+    coeff: [Column<Fixed>; 5],
     /// The public inputs `[entropy, dataSetRoot, slotIndex]`.
     pub instance: Column<Instance>,
 }
@@ -58,16 +59,23 @@ impl StorageConfig {
         let state = [(); WIDTH].map(|_| meta.advice_column());
         let aux = [(); WIDTH].map(|_| meta.advice_column());
         let rc = [(); WIDTH].map(|_| meta.fixed_column());
-        let arith = [(); 4].map(|_| meta.advice_column());
-        let coeff = [(); 6].map(|_| meta.fixed_column());
+        let arith = [state[0], state[1], state[2], aux[0]];
+        let coeff = [
+            rc[0],
+            rc[1],
+            rc[2],
+            meta.fixed_column(),
+            meta.fixed_column(),
+        ];
         let instance = meta.instance_column();
-        for c in state.iter().chain(&arith) {
-            meta.enable_equality(*c);
+        for c in arith {
+            meta.enable_equality(c);
         }
         meta.enable_equality(instance);
         let q_first = meta.selector();
         let q_full = meta.selector();
         let q_partial = meta.selector();
+        let q_arith = meta.selector();
 
         // A full round on `x` (after the initial linear layer for the first one).
         let full_round =
@@ -123,9 +131,10 @@ impl StorageConfig {
             ]
         });
         meta.create_gate("arithmetic", |meta| {
+            let q = meta.query_selector(q_arith);
             let [a, b, c, d] = arith.map(|col| meta.query_advice(col, Rotation::cur()));
-            let [qm, qa, qb, qc, qd, qk] = coeff.map(|col| meta.query_fixed(col, Rotation::cur()));
-            vec![qm * a.clone() * b.clone() + qa * a + qb * b + qc * c + qd * d + qk]
+            let [qm, qa, qc, qd, qk] = coeff.map(|col| meta.query_fixed(col, Rotation::cur()));
+            vec![q * (qm * a.clone() * b + qa * a + qc * c + qd * d + qk)]
         });
         StorageConfig {
             state,
@@ -134,6 +143,7 @@ impl StorageConfig {
             q_first,
             q_full,
             q_partial,
+            q_arith,
             arith,
             coeff,
             instance,
@@ -164,8 +174,8 @@ pub enum In {
     Out,
 }
 
-/// Row coefficients `[qm, qa, qb, qc, qd, qk]`.
-pub type Coeffs = [Fr; 6];
+/// Row coefficients `[qm, qa, qc, qd, qk]`.
+pub type Coeffs = [Fr; 5];
 
 fn f(v: i64) -> Fr {
     if v >= 0 {
@@ -175,9 +185,9 @@ fn f(v: i64) -> Fr {
     }
 }
 
-/// Coefficients from small integers.
-pub fn q(m: i64, a: i64, b: i64, c: i64, d: i64, k: Fr) -> Coeffs {
-    [f(m), f(a), f(b), f(c), f(d), k]
+/// Coefficients of `m·a·b + a_·a + c_·c + d_·d + k` from small integers.
+pub fn q(m: i64, a: i64, c: i64, d: i64, k: Fr) -> Coeffs {
+    [f(m), f(a), f(c), f(d), k]
 }
 
 /// Precomputed per-row round constants and the 37 rows of witness of one permutation.
@@ -235,6 +245,7 @@ pub struct Layout<'a, 'r> {
     ext: [[Fr; WIDTH]; FULL_ROUNDS],
     int: [Fr; PARTIAL_ROUNDS],
     perm_row: usize,
+    arith_base: usize,
     arith_row: usize,
     constants: Vec<(Fr, Var)>,
 }
@@ -249,20 +260,22 @@ impl std::fmt::Debug for Layout<'_, '_> {
 }
 
 impl<'a, 'r> Layout<'a, 'r> {
-    /// A layout starting at row 0 of `region`.
-    pub fn new(region: &'a mut Region<'r, Fr>, cfg: &'a StorageConfig) -> Self {
+    /// A layout with permutations from row 0 of `region` and arithmetic rows from row
+    /// `arith_base` (past the last permutation).
+    pub fn new(region: &'a mut Region<'r, Fr>, cfg: &'a StorageConfig, arith_base: usize) -> Self {
         Layout {
             region,
             cfg,
             ext: external_constants().map(|r| r.map(|e| e.to_fr())),
             int: internal_constants().map(|e| e.to_fr()),
             perm_row: 0,
+            arith_base,
             arith_row: 0,
             constants: Vec::new(),
         }
     }
 
-    /// Rows used so far: `(poseidon2, arithmetic)`.
+    /// Rows used so far: `(permutations, arithmetic rows)`.
     pub fn rows(&self) -> (usize, usize) {
         (self.perm_row, self.arith_row)
     }
@@ -278,9 +291,10 @@ impl<'a, 'r> Layout<'a, 'r> {
     }
 
     /// One arithmetic row. `d = In::Out` computes `d` from the equation (needs `qd = -1`).
-    pub fn row(&mut self, ops: [In; 4], coeffs: Coeffs) -> [Var; 4] {
-        let row = self.arith_row;
+    pub fn row(&mut self, ops: [In; 4], coeffs: Coeffs) -> Result<[Var; 4], PlonkError> {
+        let row = self.arith_base + self.arith_row;
         self.arith_row += 1;
+        self.cfg.q_arith.enable(self.region, row)?;
         for (col, c) in self.cfg.coeff.iter().zip(coeffs) {
             if c != Fr::ZERO {
                 self.region.assign_fixed(*col, row, c);
@@ -291,12 +305,12 @@ impl<'a, 'r> Layout<'a, 'r> {
             In::New(v) => v,
             In::Zero | In::Out => Fr::ZERO,
         };
-        let [qm, qa, qb, qc, qd, qk] = coeffs;
+        let [qm, qa, qc, qd, qk] = coeffs;
         let (a, b, c) = (value(ops[0]), value(ops[1]), value(ops[2]));
         let d = match ops[3] {
             In::Out => {
                 debug_assert_eq!(qd, -Fr::ONE, "an output cell needs qd = -1");
-                qm * a * b + qa * a + qb * b + qc * c + qk
+                qm * a * b + qa * a + qc * c + qk
             }
             op => value(op),
         };
@@ -309,65 +323,63 @@ impl<'a, 'r> Layout<'a, 'r> {
             }
             out.push(var);
         }
-        [out[0], out[1], out[2], out[3]]
+        Ok([out[0], out[1], out[2], out[3]])
     }
 
     /// A fresh witness in a row that constrains nothing.
-    pub fn witness(&mut self, v: Fr) -> Var {
-        self.row([In::Zero, In::Zero, In::Zero, In::New(v)], [Fr::ZERO; 6])[3]
+    pub fn witness(&mut self, v: Fr) -> Result<Var, PlonkError> {
+        Ok(self.row([In::Zero, In::Zero, In::Zero, In::New(v)], [Fr::ZERO; 5])?[3])
     }
 
     /// A cell fixed to `k` (one per distinct constant).
-    pub fn constant(&mut self, k: Fr) -> Var {
+    pub fn constant(&mut self, k: Fr) -> Result<Var, PlonkError> {
         if let Some((_, v)) = self.constants.iter().find(|(c, _)| *c == k) {
-            return *v;
+            return Ok(*v);
         }
-        let v = self.row(
-            [In::Zero, In::Zero, In::Zero, In::Out],
-            q(0, 0, 0, 0, -1, k),
-        )[3];
+        let v = self.row([In::Zero, In::Zero, In::Zero, In::Out], q(0, 0, 0, -1, k))?[3];
         self.constants.push((k, v));
-        v
+        Ok(v)
     }
 
     /// `a·b + c`.
-    pub fn mul_add(&mut self, a: Var, b: Var, c: Var) -> Var {
-        self.row(
+    pub fn mul_add(&mut self, a: Var, b: Var, c: Var) -> Result<Var, PlonkError> {
+        Ok(self.row(
             [In::Var(a), In::Var(b), In::Var(c), In::Out],
-            q(1, 0, 0, 1, -1, Fr::ZERO),
-        )[3]
+            q(1, 0, 1, -1, Fr::ZERO),
+        )?[3])
     }
 
     /// `a·b`.
-    pub fn mul(&mut self, a: Var, b: Var) -> Var {
-        self.row(
+    pub fn mul(&mut self, a: Var, b: Var) -> Result<Var, PlonkError> {
+        Ok(self.row(
             [In::Var(a), In::Var(b), In::Zero, In::Out],
-            q(1, 0, 0, 0, -1, Fr::ZERO),
-        )[3]
+            q(1, 0, 0, -1, Fr::ZERO),
+        )?[3])
     }
 
-    /// `ka·a + kb·b + k`.
-    pub fn linear(&mut self, a: In, ka: i64, b: In, kb: i64, k: Fr) -> [Var; 4] {
-        self.row([a, b, In::Zero, In::Out], q(0, ka, kb, 0, -1, k))
+    /// `ka·a + kc·c + k` (`c` sits in the row's third cell).
+    pub fn linear(&mut self, a: In, ka: i64, c: In, kc: i64, k: Fr) -> Result<Var, PlonkError> {
+        Ok(self.row([a, In::Zero, c, In::Out], q(0, ka, kc, -1, k))?[3])
     }
 
     /// A fresh boolean witness (`x·x - x = 0`, with both operands the same cell).
-    pub fn new_bool(&mut self, bit: bool) -> Var {
+    pub fn new_bool(&mut self, bit: bool) -> Result<Var, PlonkError> {
         let v = Fr::from(u64::from(bit));
         let [a, b, _, _] = self.row(
             [In::New(v), In::New(v), In::Zero, In::Zero],
-            q(1, -1, 0, 0, 0, Fr::ZERO),
-        );
+            q(1, -1, 0, 0, Fr::ZERO),
+        )?;
         self.equal(a, b);
-        a
+        Ok(a)
     }
 
     /// `a·b = 0`.
-    pub fn assert_product_zero(&mut self, a: Var, b: Var) {
+    pub fn assert_product_zero(&mut self, a: Var, b: Var) -> Result<(), PlonkError> {
         self.row(
             [In::Var(a), In::Var(b), In::Zero, In::Zero],
-            q(1, 0, 0, 0, 0, Fr::ZERO),
-        );
+            q(1, 0, 0, 0, Fr::ZERO),
+        )?;
+        Ok(())
     }
 
     /// One Poseidon2 permutation of `input` (each lane copied or fresh); returns the

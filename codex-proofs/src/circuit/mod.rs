@@ -37,6 +37,10 @@ const SLOT_LEVELS: usize = MAX_DEPTH - BLOCK_TREE_DEPTH;
 const FIELD_BITS: usize = 254;
 /// Permutations per sample: 2 for the index, 34 for the cell, one per path level.
 const PERMS_PER_SAMPLE: usize = 2 + CELL_ELEMENTS.div_ceil(2) + MAX_DEPTH;
+/// Arithmetic rows per sample (1,089 counted) and for the rest (154 counted): upper
+/// bounds that reserve the rows; synthesis fails if the layout outgrows them.
+const ARITH_ROWS_PER_SAMPLE: usize = 1100;
+const ARITH_ROWS_FIXED: usize = 200;
 
 /// The witness of one proof, in the circuit's field.
 #[derive(Clone, Debug)]
@@ -157,11 +161,20 @@ impl StorageCircuit {
 
     /// The smallest `k` (2^k rows) that fits `n_samples`.
     pub fn k_for(n_samples: usize) -> u32 {
-        let perms = n_samples.max(1) * PERMS_PER_SAMPLE + MAX_LOG2_SLOTS;
         // Rows for the blinding factors and halo2's reserved rows.
-        let rows = perms * PERM_ROWS + 16;
+        let rows = perm_rows(n_samples) + arith_rows(n_samples) + 16;
         rows.next_power_of_two().trailing_zeros()
     }
+}
+
+/// Rows of the permutations of `n_samples`; the arithmetic rows start after them.
+fn perm_rows(n_samples: usize) -> usize {
+    (n_samples.max(1) * PERMS_PER_SAMPLE + MAX_LOG2_SLOTS) * PERM_ROWS
+}
+
+/// Rows reserved for the arithmetic of `n_samples`.
+fn arith_rows(n_samples: usize) -> usize {
+    n_samples.max(1) * ARITH_ROWS_PER_SAMPLE + ARITH_ROWS_FIXED
 }
 
 /// Bit `i` of the canonical integer of `x`.
@@ -195,7 +208,7 @@ impl Circuit<Fr> for StorageCircuit {
         let publics = layouter.assign_region(
             || "storage proof",
             |mut region| {
-                let mut l = Layout::new(&mut region, &config);
+                let mut l = Layout::new(&mut region, &config, perm_rows(self.samples()));
                 self.lay_out(&mut l)
             },
         )?;
@@ -210,33 +223,38 @@ impl StorageCircuit {
     /// Lays out the whole statement; returns the cells of the public inputs.
     fn lay_out(&self, l: &mut Layout<'_, '_>) -> std::result::Result<[Var; 3], PlonkError> {
         let w = &self.witness;
-        let zero = l.constant(Fr::ZERO);
-        let one = l.constant(Fr::ONE);
-        let entropy = l.witness(w.entropy);
-        let data_set_root = l.witness(w.data_set_root);
-        let slot_root = l.witness(w.slot_root);
+        let zero = l.constant(Fr::ZERO)?;
+        let one = l.constant(Fr::ONE)?;
+        let entropy = l.witness(w.entropy)?;
+        let data_set_root = l.witness(w.data_set_root)?;
+        let slot_root = l.witness(w.slot_root)?;
 
         // Slot index bits (public value, range-checked to 8 bits by the decomposition).
         let mut slot_bits = Vec::with_capacity(MAX_LOG2_SLOTS);
         let mut slot_index = zero;
         for i in 0..MAX_LOG2_SLOTS {
-            let b = l.new_bool((w.slot_index >> i) & 1 == 1);
-            slot_index = l.linear(In::Var(slot_index), 1, In::Var(b), 1 << i, Fr::ZERO)[3];
+            let b = l.new_bool((w.slot_index >> i) & 1 == 1)?;
+            slot_index = l.linear(In::Var(slot_index), 1, In::Var(b), 1 << i, Fr::ZERO)?;
             slot_bits.push(b);
         }
         // Bits of nSlots - 1, and which dataset levels are real: level i (>= 1) is iff a
         // bit at or above i is set (level 0 always is).
         let last_bits: Vec<Var> = (0..MAX_LOG2_SLOTS)
             .map(|i| l.new_bool((w.last_slot >> i) & 1 == 1))
-            .collect();
+            .collect::<Result<_, _>>()?;
         let mut active = vec![zero; MAX_LOG2_SLOTS + 1];
         let mut above = zero;
         for i in (1..MAX_LOG2_SLOTS).rev() {
             // above_i = ns_i OR above_{i+1}
             above = l.row(
-                [In::Var(last_bits[i]), In::Var(above), In::Zero, In::Out],
-                q(-1, 1, 1, 0, -1, Fr::ZERO),
-            )[3];
+                [
+                    In::Var(last_bits[i]),
+                    In::Var(above),
+                    In::Var(above),
+                    In::Out,
+                ],
+                q(-1, 1, 1, -1, Fr::ZERO),
+            )?[3];
             active[i] = above;
         }
         active[0] = one;
@@ -247,25 +265,30 @@ impl StorageCircuit {
         // 5 + j is below log2(nCells). Booleans, and monotone (1...10...0).
         let mask: Vec<Var> = (0..SLOT_LEVELS)
             .map(|j| l.new_bool(((BLOCK_TREE_DEPTH + j) as u32) < w.log2_cells))
-            .collect();
+            .collect::<Result<_, _>>()?;
         for j in 1..SLOT_LEVELS {
             // m_j (1 - m_{j-1}) = 0
             l.row(
-                [In::Var(mask[j - 1]), In::Var(mask[j]), In::Zero, In::Zero],
-                q(-1, 0, 1, 0, 0, Fr::ZERO),
-            );
+                [
+                    In::Var(mask[j - 1]),
+                    In::Var(mask[j]),
+                    In::Var(mask[j]),
+                    In::Zero,
+                ],
+                q(-1, 0, 1, 0, Fr::ZERO),
+            )?;
         }
         let mut slot_active = vec![zero; SLOT_LEVELS + 1];
         slot_active[0] = one;
         slot_active[1..SLOT_LEVELS].copy_from_slice(&mask[1..]);
 
-        let iv = l.constant(crate::poseidon2::sponge_iv(crate::poseidon2::Rate::Two).to_fr());
+        let iv = l.constant(crate::poseidon2::sponge_iv(crate::poseidon2::Rate::Two).to_fr())?;
         for (k, (cell, path)) in w.cells.iter().zip(&w.paths).enumerate() {
             // The index: Sponge([entropy, slotRoot, k + 1]) with 10* padding.
-            let counter = l.constant(Fr::from(k as u64 + 1));
+            let counter = l.constant(Fr::from(k as u64 + 1))?;
             let s = l.permute([In::Var(entropy), In::Var(slot_root), In::Var(iv)])?;
-            let a = l.linear(In::Var(s[0]), 1, In::Var(counter), 1, Fr::ZERO)[3];
-            let b = l.linear(In::Var(s[1]), 1, In::Zero, 0, Fr::ONE)[3];
+            let a = l.linear(In::Var(s[0]), 1, In::Var(counter), 1, Fr::ZERO)?;
+            let b = l.linear(In::Var(s[1]), 1, In::Zero, 0, Fr::ONE)?;
             let h = l.permute([In::Var(a), In::Var(b), In::Var(s[2])])?[0];
             let low = canonical_low_bits(l, h, zero, one)?;
 
@@ -284,7 +307,7 @@ impl StorageCircuit {
             // are also the bits of nBlocks - 1 (nCells is a power of two).
             let bits: Vec<Var> = (0..SLOT_LEVELS)
                 .map(|j| l.mul(low[BLOCK_TREE_DEPTH + j], mask[j]))
-                .collect();
+                .collect::<Result<_, _>>()?;
             let root = tree_path(
                 l,
                 node,
@@ -295,9 +318,9 @@ impl StorageCircuit {
             )?;
             l.equal(root, slot_root);
         }
-        // k is computed from the Poseidon2 rows; the arithmetic rows beside them must fit.
-        let (perm_rows, arith_rows) = l.rows();
-        if arith_rows > perm_rows {
+        // The rows used must be the rows k was computed for.
+        let (perms, arith) = l.rows();
+        if perms != perm_rows(self.samples()) || arith > arith_rows(self.samples()) {
             return Err(PlonkError::Synthesis);
         }
         Ok([entropy, data_set_root, slot_index])
@@ -317,17 +340,22 @@ fn tree_path(
     active: &[Var],
 ) -> std::result::Result<Var, PlonkError> {
     let levels = bits.len();
-    let one = l.constant(Fr::ONE);
-    let zero = l.constant(Fr::ZERO);
+    let one = l.constant(Fr::ONE)?;
+    let zero = l.constant(Fr::ZERO)?;
     // eq_j: the node index and the last index agree on every bit >= j.
     let mut eq = vec![one; levels + 1];
     for j in (0..levels).rev() {
         // same_j = 1 - b - lb + 2·b·lb
         let same = l.row(
-            [In::Var(bits[j]), In::Var(last[j]), In::Zero, In::Out],
-            q(2, -1, -1, 0, -1, Fr::ONE),
-        )[3];
-        eq[j] = l.mul(eq[j + 1], same);
+            [
+                In::Var(bits[j]),
+                In::Var(last[j]),
+                In::Var(last[j]),
+                In::Out,
+            ],
+            q(2, -1, -1, -1, Fr::ONE),
+        )?[3];
+        eq[j] = l.mul(eq[j + 1], same)?;
     }
     let mut node = leaf;
     let mut root = zero;
@@ -336,12 +364,12 @@ fn tree_path(
         let bottom = if j == 0 { Fr::ONE } else { Fr::ZERO };
         let key = l.row(
             [In::Var(bits[j]), In::Var(eq[j]), In::Var(eq[j]), In::Out],
-            q(-2, 0, 0, 2, -1, bottom),
-        )[3];
+            q(-2, 0, 2, -1, bottom),
+        )?[3];
         node = level(l, node, path[j], bits[j], key)?;
         // root += (active_j - active_{j+1}) · node
-        let step = l.linear(In::Var(active[j]), 1, In::Var(active[j + 1]), -1, Fr::ZERO)[3];
-        root = l.mul_add(step, node, root);
+        let step = l.linear(In::Var(active[j]), 1, In::Var(active[j + 1]), -1, Fr::ZERO)?;
+        root = l.mul_add(step, node, root)?;
     }
     Ok(root)
 }
@@ -356,14 +384,14 @@ fn level(
 ) -> std::result::Result<Var, PlonkError> {
     // diff = sibling - node; left = node + bit·diff; right = sibling - bit·diff.
     let [p, _, _, diff] = l.row(
-        [In::New(sibling), In::Var(node), In::Zero, In::Out],
-        q(0, 1, -1, 0, -1, Fr::ZERO),
-    );
-    let left = l.mul_add(bit, diff, node);
+        [In::New(sibling), In::Zero, In::Var(node), In::Out],
+        q(0, 1, -1, -1, Fr::ZERO),
+    )?;
+    let left = l.mul_add(bit, diff, node)?;
     let right = l.row(
         [In::Var(bit), In::Var(diff), In::Var(p), In::Out],
-        q(-1, 0, 0, 1, -1, Fr::ZERO),
-    )[3];
+        q(-1, 0, 1, -1, Fr::ZERO),
+    )?[3];
     Ok(l.permute([In::Var(left), In::Var(right), In::Var(key)])?[0])
 }
 
@@ -374,7 +402,7 @@ fn cell_digest(
     iv: Var,
 ) -> std::result::Result<Var, PlonkError> {
     // 10* padding: the element 1, then a zero if needed for a whole block of 2.
-    let one = l.constant(Fr::ONE);
+    let one = l.constant(Fr::ONE)?;
     let mut padded: Vec<In> = cell.iter().map(|&x| In::New(x)).collect();
     padded.push(In::Var(one));
     if padded.len() % 2 == 1 {
@@ -384,7 +412,7 @@ fn cell_digest(
     for pair in padded.chunks(2) {
         let input = match state {
             None => {
-                let zero = l.constant(Fr::ZERO);
+                let zero = l.constant(Fr::ZERO)?;
                 let lane = |e: In| {
                     if matches!(e, In::Zero) {
                         In::Var(zero)
@@ -398,7 +426,7 @@ fn cell_digest(
                 let mut lanes = [In::Var(s[0]), In::Var(s[1]), In::Var(s[2])];
                 for (lane, &e) in pair.iter().enumerate() {
                     if !matches!(e, In::Zero) {
-                        lanes[lane] = In::Var(l.linear(In::Var(s[lane]), 1, e, 1, Fr::ZERO)[3]);
+                        lanes[lane] = In::Var(l.linear(In::Var(s[lane]), 1, e, 1, Fr::ZERO)?);
                     }
                 }
                 lanes
@@ -434,12 +462,12 @@ fn decompose(
     let mut eq = one;
     let mut low = vec![zero; MAX_DEPTH];
     for i in (0..FIELD_BITS).rev() {
-        let b = l.new_bool(bits(i));
-        acc = l.linear(In::Var(acc), 2, In::Var(b), 1, Fr::ZERO)[3];
+        let b = l.new_bool(bits(i))?;
+        acc = l.linear(In::Var(acc), 2, In::Var(b), 1, Fr::ZERO)?;
         if modulus_bit(i) {
-            eq = l.mul(eq, b);
+            eq = l.mul(eq, b)?;
         } else {
-            l.assert_product_zero(eq, b);
+            l.assert_product_zero(eq, b)?;
         }
         if i < MAX_DEPTH {
             low[i] = b;

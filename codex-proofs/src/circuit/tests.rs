@@ -22,9 +22,10 @@ use crate::sampler::ProofInput;
 type Gadget =
     Arc<dyn Fn(&mut Layout<'_, '_>) -> std::result::Result<Vec<Var>, PlonkError> + Send + Sync>;
 
-/// A circuit that lays out a gadget and exposes its outputs as public inputs.
+/// A circuit that lays out a gadget (arithmetic rows from row `.0`) and exposes its
+/// outputs as public inputs.
 #[derive(Clone)]
-struct GadgetCircuit(Gadget);
+struct GadgetCircuit(usize, Gadget);
 
 impl Circuit<Fr> for GadgetCircuit {
     type Config = StorageConfig;
@@ -47,8 +48,8 @@ impl Circuit<Fr> for GadgetCircuit {
         let outs = layouter.assign_region(
             || "gadget",
             |mut region| {
-                let mut l = Layout::new(&mut region, &config);
-                (self.0)(&mut l)
+                let mut l = Layout::new(&mut region, &config, self.0);
+                (self.1)(&mut l)
             },
         )?;
         for (row, v) in outs.iter().enumerate() {
@@ -58,9 +59,10 @@ impl Circuit<Fr> for GadgetCircuit {
     }
 }
 
-/// Whether the gadget's outputs equal `expected` under MockProver.
+/// Whether the gadget's outputs equal `expected` under MockProver (with `2^k` rows, the
+/// arithmetic rows in the upper half).
 fn gadget_ok(k: u32, gadget: Gadget, expected: Vec<Fr>) -> bool {
-    MockProver::run(k, &GadgetCircuit(gadget), vec![expected])
+    MockProver::run(k, &GadgetCircuit(1 << (k - 1), gadget), vec![expected])
         .unwrap()
         .verify()
         .is_ok()
@@ -114,7 +116,8 @@ fn cell_sponge_matches_native_and_codex_vectors() {
     for (n, digest) in vectors {
         let elems: Vec<Fr> = (1..=n).map(fr).collect();
         let g: Gadget = Arc::new(move |l| {
-            let iv = l.constant(crate::poseidon2::sponge_iv(crate::poseidon2::Rate::Two).to_fr());
+            let iv =
+                l.constant(crate::poseidon2::sponge_iv(crate::poseidon2::Rate::Two).to_fr())?;
             Ok(vec![cell_digest(l, &elems, iv)?])
         });
         assert!(gadget_ok(9, g.clone(), vec![decimal(digest)]), "n = {n}");
@@ -126,10 +129,10 @@ fn cell_sponge_matches_native_and_codex_vectors() {
     let native = sponge2(&cell).to_fr();
     let elems: Vec<Fr> = cell.iter().map(|e| e.to_fr()).collect();
     let g: Gadget = Arc::new(move |l| {
-        let iv = l.constant(crate::poseidon2::sponge_iv(crate::poseidon2::Rate::Two).to_fr());
+        let iv = l.constant(crate::poseidon2::sponge_iv(crate::poseidon2::Rate::Two).to_fr())?;
         Ok(vec![cell_digest(l, &elems, iv)?])
     });
-    assert!(gadget_ok(11, g, vec![native]));
+    assert!(gadget_ok(12, g, vec![native]));
 }
 
 #[test]
@@ -142,9 +145,9 @@ fn keyed_compression_in_each_order_and_key() {
             compress(x, y, key)
         };
         let g: Gadget = Arc::new(move |l| {
-            let node = l.witness(x.to_fr());
-            let b = l.new_bool(bit == 1);
-            let k = l.constant(fr(key));
+            let node = l.witness(x.to_fr())?;
+            let b = l.new_bool(bit == 1)?;
+            let k = l.constant(fr(key))?;
             Ok(vec![level(l, node, y.to_fr(), b, k)?])
         });
         assert!(
@@ -173,20 +176,20 @@ fn check_tree(levels: usize, leaves: u64) {
         let leaf = digests[index as usize].to_fr();
         let last = leaves - 1;
         let g: Gadget = Arc::new(move |l| {
-            let zero = l.constant(Fr::ZERO);
-            let one = l.constant(Fr::ONE);
+            let zero = l.constant(Fr::ZERO)?;
+            let one = l.constant(Fr::ONE)?;
             let bits: Vec<Var> = (0..levels)
                 .map(|i| l.new_bool((index >> i) & 1 == 1))
-                .collect();
+                .collect::<Result<_, _>>()?;
             let last_bits: Vec<Var> = (0..levels)
                 .map(|i| l.new_bool((last >> i) & 1 == 1))
-                .collect();
+                .collect::<Result<_, _>>()?;
             let mut active = vec![zero; levels + 1];
             active[0] = one;
             for a in active.iter_mut().take(depth).skip(1) {
                 *a = one;
             }
-            let leaf = l.witness(leaf);
+            let leaf = l.witness(leaf)?;
             Ok(vec![tree_path(l, leaf, &path, &bits, &last_bits, &active)?])
         });
         assert!(
@@ -219,35 +222,35 @@ fn canonical_decomposition_rejects_the_other_one() {
             .collect()
     };
     let canonical: Gadget = Arc::new(move |l| {
-        let zero = l.constant(Fr::ZERO);
-        let one = l.constant(Fr::ONE);
-        let v = l.witness(h);
+        let zero = l.constant(Fr::ZERO)?;
+        let one = l.constant(Fr::ONE)?;
+        let v = l.witness(h)?;
         let low = canonical_low_bits(l, v, zero, one)?;
         Ok(low[..3].to_vec())
     });
-    assert!(gadget_ok(10, canonical, vec![fr(1), fr(0), fr(1)]));
+    assert!(gadget_ok(11, canonical, vec![fr(1), fr(0), fr(1)]));
     let bits = r_plus_5.clone();
     let other: Gadget = Arc::new(move |l| {
-        let zero = l.constant(Fr::ZERO);
-        let one = l.constant(Fr::ONE);
-        let v = l.witness(h);
+        let zero = l.constant(Fr::ZERO)?;
+        let one = l.constant(Fr::ONE)?;
+        let v = l.witness(h)?;
         let bits = bits.clone();
         let low = decompose(l, v, zero, one, &move |i| bits[i])?;
         Ok(low[..3].to_vec())
     });
     let low: Vec<Fr> = r_plus_5[..3].iter().map(|&b| fr(u64::from(b))).collect();
-    assert!(!gadget_ok(10, other, low));
+    assert!(!gadget_ok(11, other, low));
     // The field modulus itself (which is 0 in the field) is not canonical either.
     let r_bits: Vec<bool> = (0..254).map(modulus_bit).collect();
     let modulus: Gadget = Arc::new(move |l| {
-        let zero = l.constant(Fr::ZERO);
-        let one = l.constant(Fr::ONE);
-        let v = l.witness(Fr::ZERO);
+        let zero = l.constant(Fr::ZERO)?;
+        let one = l.constant(Fr::ONE)?;
+        let v = l.witness(Fr::ZERO)?;
         let bits = r_bits.clone();
         let low = decompose(l, v, zero, one, &move |i| bits[i])?;
         Ok(low[..1].to_vec())
     });
-    assert!(!gadget_ok(10, modulus, vec![fr(1)]));
+    assert!(!gadget_ok(11, modulus, vec![fr(1)]));
 }
 
 fn fixture() -> ProofInput {
@@ -272,7 +275,7 @@ fn whole_circuit_accepts_codex_fixture_and_rejects_every_change() {
     let input = fixture();
     assert_eq!(input.check().unwrap(), [287, 21, 307, 157, 508]);
     let publics = StorageCircuit::new(&input).unwrap().public_inputs();
-    assert_eq!(StorageCircuit::k_for(5), 14);
+    assert_eq!(StorageCircuit::k_for(5), 15);
     assert!(mock(&input, publics.clone()));
 
     // Public inputs: entropy, dataset root, slot index.
