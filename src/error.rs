@@ -20,6 +20,20 @@ pub enum Error {
     /// Erasure coding failed.
     #[error(transparent)]
     Erasure(#[from] codex_erasure::Error),
+    /// A marketplace call failed.
+    #[error(transparent)]
+    Market(#[from] codex_market::Error),
+    /// The node runs without a marketplace.
+    #[error(
+        "this node runs without a marketplace (--eth-provider, --marketplace-address, --eth-private-key)"
+    )]
+    NoMarketplace,
+    /// The marketplace account key is unusable.
+    #[error("invalid --eth-private-key: {0}")]
+    InvalidKey(String),
+    /// A storage request or availability with parameters the node refuses.
+    #[error("{0}")]
+    InvalidRequest(String),
     /// The node runs without a network.
     #[error("this node runs without a network")]
     NoNetwork,

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod data;
+pub mod market;
 pub mod network;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -41,6 +42,9 @@ pub struct NodeConfig {
     pub block_maintenance_batch: usize,
     /// The network (`--listen-addrs`, `--bootstrap-node`); `None` runs a node without one.
     pub network: Option<codex_net::NetConfig>,
+    /// The marketplace (`--eth-provider`, `--marketplace-address`, `--eth-private-key`);
+    /// `None` runs a node that neither buys nor sells storage.
+    pub marketplace: Option<market::MarketConfig>,
 }
 
 impl Default for NodeConfig {
@@ -54,6 +58,7 @@ impl Default for NodeConfig {
             block_maintenance_interval: Duration::from_secs(600),
             block_maintenance_batch: 1000,
             network: Some(codex_net::NetConfig::default()),
+            marketplace: None,
         }
     }
 }
@@ -63,6 +68,7 @@ impl Default for NodeConfig {
 pub struct Node {
     store: Arc<dyn BlockStore>,
     network: Option<codex_net::Network>,
+    market: Option<Arc<market::Market>>,
     api_addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
@@ -110,6 +116,13 @@ impl Node {
             None => None,
         };
 
+        let market = match config.marketplace.clone() {
+            Some(mc) => Some(Arc::new(
+                market::Market::connect(mc, &config.data_dir).await?,
+            )),
+            None => None,
+        };
+
         let listener =
             tokio::net::TcpListener::bind((config.api_bindaddr, config.api_port)).await?;
         let api_addr = listener.local_addr()?;
@@ -130,6 +143,7 @@ impl Node {
         Ok(Node {
             store,
             network,
+            market,
             api_addr,
             stop: Some(stop),
             server: Some(server),
@@ -166,6 +180,11 @@ impl Node {
             .into_iter()
             .map(|a| a.with(codex_net::Protocol::P2p(peer)))
             .collect())
+    }
+
+    /// The node's marketplace, when it runs with one.
+    pub fn market(&self) -> Option<&Arc<market::Market>> {
+        self.market.as_ref()
     }
 
     /// The node's block store.

@@ -64,12 +64,43 @@ struct RunArgs {
     /// (repeatable).
     #[arg(long = "bootstrap-node")]
     bootstrap_nodes: Vec<codex::net::Multiaddr>,
+    /// JSON-RPC URL of the chain the marketplace runs on (e.g. http://127.0.0.1:8545).
+    #[arg(long = "eth-provider", requires_all = ["marketplace_address", "eth_private_key"])]
+    eth_provider: Option<String>,
+    /// Address of the marketplace contract.
+    #[arg(long = "marketplace-address", requires = "eth_provider")]
+    marketplace_address: Option<codex::market::alloy::primitives::Address>,
+    /// The account's private key: a file holding it in hex (mode 0600), or the hex itself
+    /// (visible in the process list: prefer a file). Never logged.
+    #[arg(
+        long = "eth-private-key",
+        requires = "eth_provider",
+        hide_env_values = true
+    )]
+    eth_private_key: Option<Secret>,
     /// Run without a network (local storage and API only).
     #[arg(long)]
     no_network: bool,
     /// Log filter (`info`, `debug`, `codex=trace`, ...).
     #[arg(long, default_value = "info", env = "CODEX_LOG")]
     log_level: String,
+}
+
+/// A command-line value that `Debug` never shows (the marketplace key).
+#[derive(Clone)]
+struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(redacted)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_string()))
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -218,6 +249,18 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    let marketplace = match (
+        &args.eth_provider,
+        args.marketplace_address,
+        &args.eth_private_key,
+    ) {
+        (Some(url), Some(address), Some(key)) => Some(codex::node::market::MarketConfig::new(
+            url.clone(),
+            address,
+            codex::node::market::EthKey::parse(&key.0)?,
+        )),
+        _ => None,
+    };
     let node = Node::start(NodeConfig {
         data_dir: args.data_dir,
         api_bindaddr: args.api_bindaddr,
@@ -234,6 +277,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             net.bootstrap = args.bootstrap_nodes.clone();
             net
         }),
+        marketplace,
     })
     .await?;
     // The first line on stdout is the API URL, for scripts and tests.

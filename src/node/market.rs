@@ -1,0 +1,225 @@
+//! The node's marketplace: its settings (`--eth-provider`, `--marketplace-address`,
+//! `--eth-private-key`), the account key, and the state that purchasing and sales share.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use codex_market::MarketplaceClient;
+use codex_market::alloy::primitives::Address;
+use codex_market::alloy::signers::local::PrivateKeySigner;
+use codex_proofs::{Prover, Srs};
+use tokio::sync::OnceCell;
+
+use crate::error::{Error, Result};
+
+/// The account key the node signs marketplace transactions with. Its `Debug` shows
+/// the address only: the key is never logged.
+#[derive(Clone)]
+pub struct EthKey(PrivateKeySigner);
+
+impl std::fmt::Debug for EthKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EthKey({}, secret redacted)", self.0.address())
+    }
+}
+
+impl EthKey {
+    /// The key from `--eth-private-key`: 32 bytes in hex (with or without `0x`), or
+    /// the path of a file holding them, which only its owner may read (mode 0600, as
+    /// Codex requires).
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`] when the text is neither, the file is readable by others,
+    /// or the bytes are not a valid secp256k1 key.
+    pub fn parse(text: &str) -> Result<Self> {
+        let t = text.trim();
+        let hex = t.strip_prefix("0x").unwrap_or(t);
+        if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Self::from_hex(hex);
+        }
+        Self::from_file(Path::new(text))
+    }
+
+    /// The key in the file at `path` (hex, 0600).
+    ///
+    /// # Errors
+    /// As [`EthKey::parse`].
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let bad = |why: String| Error::InvalidKey(format!("{}: {why}", path.display()));
+        let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(bad(format!(
+                    "mode {mode:o} lets others read the key; chmod 600 it"
+                )));
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = meta;
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let t = text.trim();
+        Self::from_hex(t.strip_prefix("0x").unwrap_or(t)).map_err(|_| bad("not a hex key".into()))
+    }
+
+    fn from_hex(hex: &str) -> Result<Self> {
+        let bytes = codex_market::alloy::primitives::hex::decode(hex)
+            .map_err(|_| Error::InvalidKey("not hex".into()))?;
+        let bytes: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| Error::InvalidKey("a key has 32 bytes".into()))?;
+        PrivateKeySigner::from_bytes(&bytes.into())
+            .map(EthKey)
+            .map_err(|_| Error::InvalidKey("not a valid secp256k1 key".into()))
+    }
+
+    /// A key from a signer (e.g. an anvil account in tests).
+    pub fn from_signer(signer: PrivateKeySigner) -> Self {
+        EthKey(signer)
+    }
+
+    /// The account's address.
+    pub fn address(&self) -> Address {
+        self.0.address()
+    }
+
+    pub(crate) fn signer(&self) -> &PrivateKeySigner {
+        &self.0
+    }
+}
+
+/// The marketplace settings of a node.
+#[derive(Clone, Debug)]
+pub struct MarketConfig {
+    /// JSON-RPC URL of the chain (`--eth-provider`, Codex's default `ws://localhost:8545`;
+    /// we speak HTTP).
+    pub eth_provider: String,
+    /// The marketplace contract (`--marketplace-address`).
+    pub marketplace_address: Address,
+    /// The account (`--eth-private-key`).
+    pub eth_private_key: EthKey,
+    /// Where the proving parameters come from (development setup by default).
+    pub srs: Srs,
+    /// Samples per proof; must match the verifier deployed with the marketplace.
+    pub proof_samples: usize,
+    /// How often the chain is polled for events and the proof clock.
+    pub poll_interval: std::time::Duration,
+}
+
+impl MarketConfig {
+    /// Settings with the development setup, 5 samples and a 1 s poll.
+    pub fn new(eth_provider: impl Into<String>, marketplace_address: Address, key: EthKey) -> Self {
+        MarketConfig {
+            eth_provider: eth_provider.into(),
+            marketplace_address,
+            eth_private_key: key,
+            srs: Srs::Development,
+            proof_samples: 5,
+            poll_interval: std::time::Duration::from_secs(1),
+        }
+    }
+}
+
+/// What purchasing and sales share: the connected client and the prover, made once.
+#[derive(Debug)]
+pub struct Market {
+    pub(crate) client: MarketplaceClient,
+    pub(crate) config: MarketConfig,
+    key_dir: PathBuf,
+    prover: OnceCell<Arc<Prover>>,
+}
+
+impl Market {
+    /// Connects to the marketplace (reads its configuration and token).
+    ///
+    /// # Errors
+    /// [`Error::Market`] when the chain or the contract cannot be reached.
+    pub async fn connect(config: MarketConfig, data_dir: &Path) -> Result<Self> {
+        let client = MarketplaceClient::connect(
+            &config.eth_provider,
+            config.eth_private_key.signer(),
+            config.marketplace_address,
+        )
+        .await?;
+        tracing::info!(
+            account = %client.account(),
+            marketplace = %config.marketplace_address,
+            "connected to the marketplace"
+        );
+        Ok(Market {
+            client,
+            config,
+            key_dir: data_dir.join("proof-keys"),
+            prover: OnceCell::new(),
+        })
+    }
+
+    /// The marketplace client (signing for the node's account).
+    pub fn client(&self) -> &MarketplaceClient {
+        &self.client
+    }
+
+    /// The prover, set up on first use on a blocking thread (keys cached in the data
+    /// directory's `proof-keys`).
+    ///
+    /// # Errors
+    /// [`Error::Proofs`] when the setup fails.
+    pub async fn prover(&self) -> Result<Arc<Prover>> {
+        let prover = self
+            .prover
+            .get_or_try_init(|| async {
+                let (srs, samples, dir) = (
+                    self.config.srs.clone(),
+                    self.config.proof_samples,
+                    self.key_dir.clone(),
+                );
+                let prover = tokio::task::spawn_blocking(move || {
+                    std::fs::create_dir_all(&dir)?;
+                    let (p, report) = Prover::new(&srs, samples, Some(&dir))?;
+                    tracing::info!(?report, "prover ready");
+                    Ok::<_, Error>(Arc::new(p))
+                })
+                .await??;
+                Ok::<_, Error>(prover)
+            })
+            .await?;
+        Ok(Arc::clone(prover))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+
+    #[test]
+    fn keys_from_hex_and_from_a_private_file_only() -> Result<()> {
+        let k = EthKey::parse(KEY)?;
+        assert_eq!(
+            k.address().to_string(),
+            "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+        );
+        assert!(!format!("{k:?}").contains(KEY), "the key is never printed");
+        assert_eq!(EthKey::parse(&format!("0x{KEY}"))?.address(), k.address());
+
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("key");
+        std::fs::write(&path, format!("0x{KEY}\n"))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+            assert!(matches!(
+                EthKey::parse(path.to_str().unwrap_or_default()),
+                Err(Error::InvalidKey(_))
+            ));
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        }
+        assert_eq!(EthKey::from_file(&path)?.address(), k.address());
+        assert!(EthKey::parse("nonsense").is_err());
+        Ok(())
+    }
+}
