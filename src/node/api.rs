@@ -24,6 +24,7 @@ pub(crate) struct ApiState {
     pub(crate) store: Arc<dyn BlockStore>,
     pub(crate) network: Option<codex_net::Network>,
     pub(crate) data_dir: String,
+    pub(crate) market: Option<Arc<crate::node::market::Market>>,
 }
 
 /// The router of every endpoint the node serves.
@@ -44,6 +45,12 @@ pub(crate) fn router(state: ApiState) -> Router {
         .route("/peerid", get(peer_id))
         .route("/connect/{peer}", get(connect))
         .route("/debug/info", get(debug_info))
+        .route(
+            "/storage/request/{cid}",
+            axum::routing::post(request_storage),
+        )
+        .route("/storage/purchases", get(purchases))
+        .route("/storage/purchases/{id}", get(purchase))
         .with_state(state);
     Router::new().nest(BASE, api)
 }
@@ -64,7 +71,9 @@ impl From<Error> for ApiError {
             Error::EmptyUpload => StatusCode::UNPROCESSABLE_ENTITY,
             Error::NotAManifest(_) => StatusCode::BAD_REQUEST,
             Error::Source(_) => StatusCode::BAD_REQUEST,
-            Error::NoNetwork => StatusCode::SERVICE_UNAVAILABLE,
+            Error::NoNetwork | Error::NoMarketplace => StatusCode::SERVICE_UNAVAILABLE,
+            Error::InvalidRequest(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::InvalidKey(_) => StatusCode::BAD_REQUEST,
             Error::Net(codex_net::Error::Unavailable(_)) => StatusCode::NOT_FOUND,
             Error::Net(codex_net::Error::Core(c)) => core_status(c),
             Error::Erasure(codex_erasure::Error::Store(c)) => core_status(c),
@@ -128,6 +137,48 @@ fn valid_mime(value: &str) -> bool {
                 .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
     };
     matches!(essence.split_once('/'), Some((t, s)) if token(t) && token(s))
+}
+
+fn market(st: &ApiState) -> Result<&Arc<crate::node::market::Market>, ApiError> {
+    st.market
+        .as_ref()
+        .ok_or_else(|| Error::NoMarketplace.into())
+}
+
+/// `POST /storage/request/{cid}`: checks the body (422 with the rule broken, 404 for a
+/// dataset not stored here) and starts the purchase in the background; answers the
+/// purchase id.
+async fn request_storage(
+    State(st): State<ApiState>,
+    Path(cid): Path<String>,
+    body: bytes::Bytes,
+) -> Result<String, ApiError> {
+    let market = market(&st)?;
+    let cid = parse_cid(&cid)?;
+    let json: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("Invalid JSON body: {e}")))?;
+    let params = crate::node::purchasing::RequestParams::from_json(&json)?;
+    let ctx = crate::node::purchasing::Ctx {
+        store: Arc::clone(&st.store),
+        network: st.network.clone(),
+        market: Arc::clone(market),
+    };
+    Ok(crate::node::purchasing::request_storage(ctx, cid, params).await?)
+}
+
+async fn purchases(State(st): State<ApiState>) -> Result<axum::Json<Value>, ApiError> {
+    Ok(axum::Json(json!(market(&st)?.purchases().ids())))
+}
+
+async fn purchase(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let p = market(&st)?
+        .purchases()
+        .get(&id)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "Purchase not found".into()))?;
+    Ok(axum::Json(p.to_json()))
 }
 
 async fn upload(

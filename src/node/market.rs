@@ -129,6 +129,7 @@ pub struct Market {
     pub(crate) config: MarketConfig,
     key_dir: PathBuf,
     prover: OnceCell<Arc<Prover>>,
+    pub(crate) purchases: crate::node::purchasing::Purchases,
 }
 
 impl Market {
@@ -153,12 +154,18 @@ impl Market {
             config,
             key_dir: data_dir.join("proof-keys"),
             prover: OnceCell::new(),
+            purchases: Default::default(),
         })
     }
 
     /// The marketplace client (signing for the node's account).
     pub fn client(&self) -> &MarketplaceClient {
         &self.client
+    }
+
+    /// The node's purchases.
+    pub fn purchases(&self) -> &crate::node::purchasing::Purchases {
+        &self.purchases
     }
 
     /// The prover, set up on first use on a blocking thread (keys cached in the data

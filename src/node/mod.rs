@@ -7,6 +7,7 @@ pub mod api;
 pub mod data;
 pub mod market;
 pub mod network;
+pub mod purchasing;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -130,6 +131,7 @@ impl Node {
             store: Arc::clone(&store),
             network: network.clone(),
             data_dir: config.data_dir.display().to_string(),
+            market: market.clone(),
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {

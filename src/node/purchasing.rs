@@ -1,0 +1,464 @@
+//! Purchasing (the client side, reference §8.2): a storage request for a stored dataset
+//! is checked, then in the background the dataset is erasure-coded (K = nodes -
+//! tolerance, M = tolerance), its slots built, the verifiable manifest stored and
+//! announced, and `requestStorage` sent; a watcher follows the request on chain until it
+//! ends and withdraws what the client is owed.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use codex_core::{BlockStore, Cid, codec};
+use codex_market::alloy::primitives::{U256, keccak256};
+use codex_market::{Ask, Content, MarketplaceConfig, RequestId, RequestState, StorageRequest};
+use serde_json::{Value, json};
+
+use crate::error::{Error, Result};
+use crate::node::market::Market;
+
+/// The body of `POST /storage/request/{cid}` (Codex's names; numbers may be strings).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestParams {
+    /// Seconds of storage.
+    pub duration: u64,
+    /// A proof about once every this many periods.
+    pub proof_probability: U256,
+    /// Payment per byte per second.
+    pub price_per_byte_per_second: U256,
+    /// Collateral per byte.
+    pub collateral_per_byte: U256,
+    /// Seconds until the request is cancelled unless every slot is filled.
+    pub expiry: u64,
+    /// Slots (hosts): K + M. Default 3.
+    pub nodes: u64,
+    /// Slots that may be lost: M. Default 1.
+    pub tolerance: u64,
+}
+
+fn field(body: &Value, key: &str, default: Option<u64>) -> Result<U256> {
+    let bad = |why: &str| Error::InvalidRequest(format!("{key}: {why}"));
+    match body.get(key) {
+        None | Some(Value::Null) => default.map(U256::from).ok_or_else(|| bad("missing")),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .map(U256::from)
+            .ok_or_else(|| bad("not a non-negative integer")),
+        Some(Value::String(s)) => s
+            .trim()
+            .parse::<U256>()
+            .map_err(|_| bad("not a non-negative integer")),
+        Some(_) => Err(bad("not a number")),
+    }
+}
+
+fn small(key: &str, v: U256) -> Result<u64> {
+    u64::try_from(v).map_err(|_| Error::InvalidRequest(format!("{key}: too large")))
+}
+
+impl RequestParams {
+    /// Reads Codex's JSON body.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`] for a missing or malformed field.
+    pub fn from_json(body: &Value) -> Result<Self> {
+        if !body.is_object() {
+            return Err(Error::InvalidRequest(
+                "the body must be a JSON object".into(),
+            ));
+        }
+        Ok(RequestParams {
+            duration: small("duration", field(body, "duration", None)?)?,
+            proof_probability: field(body, "proofProbability", None)?,
+            price_per_byte_per_second: field(body, "pricePerBytePerSecond", None)?,
+            collateral_per_byte: field(body, "collateralPerByte", None)?,
+            expiry: small("expiry", field(body, "expiry", None)?)?,
+            nodes: small("nodes", field(body, "nodes", Some(3))?)?,
+            tolerance: small("tolerance", field(body, "tolerance", Some(1))?)?,
+        })
+    }
+
+    /// Codex's rules: every value above zero, `expiry < duration`, `duration` within
+    /// the marketplace's limit, `tolerance < nodes` (K = nodes - tolerance >= 1), at
+    /// most 256 slots (the circuit's bound).
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`] naming the rule broken.
+    pub fn validate(&self, config: &MarketplaceConfig) -> Result<()> {
+        let fail = |m: String| Err(Error::InvalidRequest(m));
+        for (name, zero) in [
+            ("duration", self.duration == 0),
+            ("proofProbability", self.proof_probability.is_zero()),
+            (
+                "pricePerBytePerSecond",
+                self.price_per_byte_per_second.is_zero(),
+            ),
+            ("collateralPerByte", self.collateral_per_byte.is_zero()),
+            ("expiry", self.expiry == 0),
+            ("nodes", self.nodes == 0),
+            ("tolerance", self.tolerance == 0),
+        ] {
+            if zero {
+                return fail(format!("{name} must be greater than zero"));
+            }
+        }
+        if self.expiry >= self.duration {
+            return fail(format!(
+                "expiry ({}) must be less than duration ({})",
+                self.expiry, self.duration
+            ));
+        }
+        if self.duration > config.request_duration_limit {
+            return fail(format!(
+                "duration ({}) exceeds the marketplace's limit ({})",
+                self.duration, config.request_duration_limit
+            ));
+        }
+        if self.tolerance >= self.nodes {
+            return fail(format!(
+                "tolerance ({}) must be less than nodes ({}): K = nodes - tolerance must be at least 1",
+                self.tolerance, self.nodes
+            ));
+        }
+        if self.nodes > 256 {
+            return fail(format!("nodes ({}) must be at most 256", self.nodes));
+        }
+        Ok(())
+    }
+}
+
+/// Where a purchase is (Codex's purchase states, plus what `pending` is doing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PurchaseState {
+    /// Erasure coding, building slots, or sending `requestStorage`.
+    Pending,
+    /// On chain, waiting for hosts to fill every slot.
+    Submitted,
+    /// Every slot filled: storage runs until the request ends.
+    Started,
+    /// Ended; the client's funds were withdrawn.
+    Finished,
+    /// Not filled before expiry; the client's funds were withdrawn.
+    Cancelled,
+    /// Lost more than `tolerance` slots.
+    Failed,
+    /// Something went wrong on our side (see the error).
+    Errored,
+}
+
+impl PurchaseState {
+    /// Codex's name of the state.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PurchaseState::Pending => "pending",
+            PurchaseState::Submitted => "submitted",
+            PurchaseState::Started => "started",
+            PurchaseState::Finished => "finished",
+            PurchaseState::Cancelled => "cancelled",
+            PurchaseState::Failed => "failed",
+            PurchaseState::Errored => "errored",
+        }
+    }
+
+    fn is_final(self) -> bool {
+        matches!(
+            self,
+            PurchaseState::Finished
+                | PurchaseState::Cancelled
+                | PurchaseState::Failed
+                | PurchaseState::Errored
+        )
+    }
+}
+
+/// One purchase as the API shows it.
+#[derive(Clone, Debug)]
+pub struct Purchase {
+    /// The purchase id (hex of the request's nonce; known before the request is).
+    pub id: String,
+    /// The dataset the purchase is for.
+    pub cid: Cid,
+    /// What was asked.
+    pub params: RequestParams,
+    /// Where it is.
+    pub state: PurchaseState,
+    /// What `pending` is doing now.
+    pub step: &'static str,
+    /// The request, once built.
+    pub request: Option<StorageRequest>,
+    /// The verifiable manifest's CID, once built.
+    pub verifiable: Option<Cid>,
+    /// Why it errored.
+    pub error: Option<String>,
+    /// Wall time of each step done so far (`erasure`, `slots`, `request`).
+    pub timings: Vec<(&'static str, Duration)>,
+}
+
+impl Purchase {
+    /// Codex's `{requestId, request, state, error}`, plus our `id`, `step`, `cid`,
+    /// `verifiableCid` and `timingsMs`.
+    pub fn to_json(&self) -> Value {
+        let request = self.request.as_ref().map(|r| {
+            json!({
+                "client": r.client.to_string(),
+                "ask": {
+                    "proofProbability": r.ask.proof_probability.to_string(),
+                    "pricePerBytePerSecond": r.ask.price_per_byte_per_second.to_string(),
+                    "collateralPerByte": r.ask.collateral_per_byte.to_string(),
+                    "slots": r.ask.slots,
+                    "slotSize": r.ask.slot_size.to_string(),
+                    "duration": r.ask.duration.to_string(),
+                    "maxSlotLoss": r.ask.max_slot_loss,
+                },
+                "content": {
+                    "cid": self.verifiable.map(|c| c.to_string()),
+                    "merkleRoot": format!("0x{}", codex_market::alloy::primitives::hex::encode(r.content.merkle_root)),
+                },
+                "expiry": r.expiry.to_string(),
+                "nonce": format!("0x{}", codex_market::alloy::primitives::hex::encode(r.nonce)),
+            })
+        });
+        let timings: serde_json::Map<String, Value> = self
+            .timings
+            .iter()
+            .map(|(k, d)| ((*k).to_string(), json!(d.as_millis() as u64)))
+            .collect();
+        json!({
+            "id": self.id,
+            "requestId": self.request.as_ref().map(|r| r.id().to_string()),
+            "request": request,
+            "state": self.state.as_str(),
+            "step": self.step,
+            "error": self.error,
+            "cid": self.cid.to_string(),
+            "verifiableCid": self.verifiable.map(|c| c.to_string()),
+            "timingsMs": timings,
+        })
+    }
+}
+
+/// The node's purchases, by id.
+#[derive(Debug, Default)]
+pub struct Purchases(Mutex<BTreeMap<String, Purchase>>);
+
+impl Purchases {
+    /// Every purchase id.
+    pub fn ids(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
+    /// One purchase.
+    pub fn get(&self, id: &str) -> Option<Purchase> {
+        let id = id.strip_prefix("0x").unwrap_or(id).to_ascii_lowercase();
+        self.lock().get(&id).cloned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Purchase>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn update(&self, id: &str, f: impl FnOnce(&mut Purchase)) {
+        if let Some(p) = self.lock().get_mut(id) {
+            f(p);
+        }
+    }
+}
+
+/// What the background work needs of the node.
+#[derive(Clone, Debug)]
+pub(crate) struct Ctx {
+    pub(crate) store: Arc<dyn BlockStore>,
+    pub(crate) network: Option<codex_net::Network>,
+    pub(crate) market: Arc<Market>,
+}
+
+/// Checks a storage request for the stored dataset `cid` and starts it in the
+/// background; returns the purchase id at once. Nothing is spent before the checks
+/// pass.
+///
+/// # Errors
+/// [`Error::InvalidRequest`] for parameters Codex refuses, [`Error::NotAManifest`],
+/// [`codex_core::Error::NotFound`] for a dataset the node does not hold.
+pub(crate) async fn request_storage(ctx: Ctx, cid: Cid, params: RequestParams) -> Result<String> {
+    params.validate(ctx.market.client.config())?;
+    if cid.codec() != codec::MANIFEST {
+        return Err(Error::NotAManifest(cid));
+    }
+    // 404 when the dataset is not stored here; 422 when the block is no manifest.
+    codex_core::Manifest::decode(ctx.store.get_block(&cid).await?.data())?;
+    let nonce = {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let mut seed = cid.to_bytes();
+        seed.extend_from_slice(&now.to_le_bytes());
+        seed.extend_from_slice(ctx.market.client.account().as_slice());
+        keccak256(seed).0
+    };
+    let id = codex_market::alloy::primitives::hex::encode(nonce);
+    ctx.market.purchases.lock().insert(
+        id.clone(),
+        Purchase {
+            id: id.clone(),
+            cid,
+            params: params.clone(),
+            state: PurchaseState::Pending,
+            step: "erasure coding",
+            request: None,
+            verifiable: None,
+            error: None,
+            timings: Vec::new(),
+        },
+    );
+    let pid = id.clone();
+    tokio::spawn(async move {
+        if let Err(e) = run(&ctx, &pid, cid, &params, nonce).await {
+            tracing::warn!(purchase = %pid, error = %e, "purchase failed");
+            ctx.market.purchases.update(&pid, |p| {
+                p.state = PurchaseState::Errored;
+                p.error = Some(e.to_string());
+            });
+        }
+    });
+    Ok(id)
+}
+
+async fn run(ctx: &Ctx, id: &str, cid: Cid, params: &RequestParams, nonce: [u8; 32]) -> Result<()> {
+    let purchases = &ctx.market.purchases;
+    let (k, m) = (
+        (params.nodes - params.tolerance) as usize,
+        params.tolerance as usize,
+    );
+
+    let t = Instant::now();
+    let (protected_cid, protected) =
+        crate::node::data::erasure_encode(&*ctx.store, cid, k, m).await?;
+    let erasure = t.elapsed();
+    tracing::info!(purchase = %id, %protected_cid, k, m, ?erasure, "erasure-coded");
+    purchases.update(id, |p| {
+        p.timings.push(("erasure", erasure));
+        p.step = "building slots";
+    });
+
+    let t = Instant::now();
+    let (verifiable_cid, verifiable, slots) =
+        codex_proofs::slot::build_verifiable(&*ctx.store, &protected).await?;
+    let slots_time = t.elapsed();
+    tracing::info!(purchase = %id, %verifiable_cid, ?slots_time, "slots built");
+    if let Some(net) = &ctx.network {
+        crate::node::network::announce(net, verifiable_cid, &verifiable).await;
+    }
+    let request = StorageRequest {
+        client: ctx.market.client.account(),
+        ask: Ask {
+            proof_probability: params.proof_probability,
+            price_per_byte_per_second: params.price_per_byte_per_second,
+            collateral_per_byte: params.collateral_per_byte,
+            slots: params.nodes,
+            slot_size: slots.geometry().slot_bytes(),
+            duration: params.duration,
+            max_slot_loss: params.tolerance,
+        },
+        content: Content {
+            cid: verifiable_cid.to_bytes(),
+            merkle_root: slots.verify_root().to_le_bytes(),
+        },
+        expiry: params.expiry,
+        nonce,
+    };
+    purchases.update(id, |p| {
+        p.timings.push(("slots", slots_time));
+        p.step = "requesting storage";
+        p.verifiable = Some(verifiable_cid);
+        p.request = Some(request.clone());
+    });
+
+    let t = Instant::now();
+    let (request_id, _) = ctx.market.client.request_storage(&request).await?;
+    let request_time = t.elapsed();
+    tracing::info!(purchase = %id, request = %request_id, ?request_time, "storage requested");
+    purchases.update(id, |p| {
+        p.timings.push(("request", request_time));
+        p.state = PurchaseState::Submitted;
+        p.step = "";
+    });
+    watch(ctx, id, request_id).await
+}
+
+/// Follows the request on chain until it ends; withdraws when it is over.
+async fn watch(ctx: &Ctx, id: &str, request: RequestId) -> Result<()> {
+    let client = &ctx.market.client;
+    let mut errors = 0u32;
+    loop {
+        tokio::time::sleep(ctx.market.config.poll_interval).await;
+        let state = match client.request_state(request).await {
+            Ok(s) => s,
+            Err(e) => {
+                errors += 1;
+                if errors > 30 {
+                    return Err(e.into());
+                }
+                continue;
+            }
+        };
+        errors = 0;
+        let next = match state {
+            RequestState::New => PurchaseState::Submitted,
+            RequestState::Started => PurchaseState::Started,
+            RequestState::Finished => PurchaseState::Finished,
+            RequestState::Cancelled => PurchaseState::Cancelled,
+            RequestState::Failed => PurchaseState::Failed,
+        };
+        ctx.market.purchases.update(id, |p| p.state = next);
+        if next.is_final() {
+            if let Err(e) = client.withdraw_funds(request).await {
+                tracing::info!(purchase = %id, error = %e, "nothing to withdraw");
+            }
+            tracing::info!(purchase = %id, state = next.as_str(), "purchase ended");
+            return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body() -> Value {
+        json!({
+            "duration": "3600", "proofProbability": 2, "pricePerBytePerSecond": "1",
+            "collateralPerByte": 1, "expiry": 300, "nodes": 3, "tolerance": 1,
+        })
+    }
+
+    #[test]
+    fn request_bodies_are_read_and_checked_like_codex() -> Result<()> {
+        let config = MarketplaceConfig::default();
+        let p = RequestParams::from_json(&body())?;
+        assert_eq!(
+            (p.duration, p.expiry, p.nodes, p.tolerance),
+            (3600, 300, 3, 1)
+        );
+        p.validate(&config)?;
+
+        let refused = |patch: Value| {
+            let mut b = body();
+            for (k, v) in patch.as_object().into_iter().flatten() {
+                b[k] = v.clone();
+            }
+            match RequestParams::from_json(&b).and_then(|p| p.validate(&config)) {
+                Err(Error::InvalidRequest(m)) => m,
+                other => panic!("{patch} accepted: {other:?}"),
+            }
+        };
+        assert!(refused(json!({"duration": 0})).contains("duration"));
+        assert!(refused(json!({"tolerance": 4})).contains("tolerance"));
+        assert!(refused(json!({"tolerance": 3})).contains("tolerance"));
+        assert!(refused(json!({"expiry": 3600})).contains("expiry"));
+        assert!(refused(json!({"expiry": "x"})).contains("expiry"));
+        assert!(refused(json!({"duration": 100_000_000})).contains("limit"));
+        Ok(())
+    }
+}
