@@ -402,10 +402,10 @@ impl<'a, 'r> Layout<'a, 'r> {
                 if i + 1 < PERM_ROWS {
                     self.advice(cfg.aux[lane], row, a[lane]);
                 }
-                if i == 0 {
-                    if let In::Var(src) = input[lane] {
-                        self.equal(src, var);
-                    }
+                if i == 0
+                    && let In::Var(src) = input[lane]
+                {
+                    self.equal(src, var);
                 }
                 if i + 1 == PERM_ROWS {
                     out.push(var);
@@ -421,9 +421,9 @@ impl<'a, 'r> Layout<'a, 'r> {
                 _ => None,
             };
             if let Some(c) = constants {
-                for lane in 0..WIDTH {
-                    if c[lane] != Fr::ZERO {
-                        self.region.assign_fixed(cfg.rc[lane], row, c[lane]);
+                for (col, v) in cfg.rc.iter().zip(c) {
+                    if v != Fr::ZERO {
+                        self.region.assign_fixed(*col, row, v);
                     }
                 }
                 let sel = match i {
