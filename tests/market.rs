@@ -15,7 +15,7 @@ use codex::market::{
     SlotState, StorageRequest, TokenSource, VerifierSource, deploy,
 };
 use codex::proofs::prover::compile_verifier;
-use codex::proofs::slot::{SlotGeometry, SlotTree, Slots, block_digests, zero_block_digest};
+use codex::proofs::slot::{SlotGeometry, Slots};
 use codex::proofs::{ProofInput, Prover, Srs, entropy_from_challenge};
 use rand::{RngCore, SeedableRng, rngs::StdRng};
 
@@ -36,14 +36,7 @@ fn dataset() -> anyhow::Result<Slots> {
         pad_blocks: 0,
         block_size: BS as u32,
     };
-    let zero = zero_block_digest(BS)?;
-    let trees = (0..SLOTS)
-        .map(|k| {
-            let blocks: Vec<Option<Bytes>> = (0..SLOT_BLOCKS).map(|b| Some(block(k, b))).collect();
-            SlotTree::from_block_digests(block_digests(&blocks, BS, 0)?, &geometry, zero)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Slots::from_slot_trees(geometry, trees)?)
+    Ok(Slots::from_blocks(geometry, block)?)
 }
 
 /// A proof of slot `index` for `challenge`.

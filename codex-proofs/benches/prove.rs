@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use codex_proofs::prover::{compile_verifier, evm_call};
-use codex_proofs::slot::{SlotGeometry, SlotTree, Slots, block_digests, zero_block_digest};
+use codex_proofs::slot::{SlotGeometry, Slots};
 use codex_proofs::{Fe, ProofInput, Prover, Srs};
 use rand::{RngCore, SeedableRng, rngs::StdRng};
 
@@ -32,14 +32,7 @@ fn input(samples: usize) -> anyhow::Result<ProofInput> {
         pad_blocks: 0,
         block_size: BS as u32,
     };
-    let zero = zero_block_digest(BS)?;
-    let trees = (0..SLOTS)
-        .map(|k| {
-            let blocks: Vec<Option<Bytes>> = (0..SLOT_BLOCKS).map(|b| Some(block(k, b))).collect();
-            SlotTree::from_block_digests(block_digests(&blocks, BS, 0)?, &geometry, zero)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let slots = Slots::from_slot_trees(geometry, trees)?;
+    let slots = Slots::from_blocks(geometry, block)?;
     let index = 2;
     Ok(ProofInput::new(
         Fe::from_u64(0xC0FFEE),

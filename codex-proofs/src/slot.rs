@@ -335,6 +335,29 @@ impl Slots {
         Self::from_slot_trees(geometry, slots)
     }
 
+    /// The slots of in-memory data: `block(slot, i)` returns block `i` of `slot` (its
+    /// real blocks; padding is added as the geometry says). For tests, benchmarks and
+    /// data that is not in a store.
+    ///
+    /// # Errors
+    /// [`Error::BlockLength`] for blocks of another size.
+    pub fn from_blocks(
+        geometry: SlotGeometry,
+        mut block: impl FnMut(u64, u64) -> Bytes,
+    ) -> Result<Self> {
+        let bs = geometry.block_size as usize;
+        let zero = zero_block_digest(bs)?;
+        let slots = (0..geometry.num_slots)
+            .map(|s| {
+                let blocks: Vec<Option<Bytes>> = (0..geometry.slot_blocks)
+                    .map(|i| Some(block(s, i)))
+                    .collect();
+                SlotTree::from_block_digests(block_digests(&blocks, bs, 0)?, &geometry, zero)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Self::from_slot_trees(geometry, slots)
+    }
+
     /// Assembles built slot trees (in slot order) and builds the verify tree.
     ///
     /// # Errors

@@ -10,8 +10,8 @@
 use std::path::PathBuf;
 
 use bytes::Bytes;
-use codex_proofs::slot::{SlotGeometry, block_digests, zero_block_digest};
-use codex_proofs::{Fe, ProofInput, SlotTree, Slots, sponge2};
+use codex_proofs::slot::SlotGeometry;
+use codex_proofs::{Fe, ProofInput, Slots, sponge2};
 
 const SEED: u64 = 12345;
 const NSLOTS: u64 = 11;
@@ -77,17 +77,7 @@ fn rebuild() -> (Slots, ProofInput) {
         pad_blocks: 0,
         block_size: BLOCK as u32,
     };
-    let zero = zero_block_digest(BLOCK).expect("zero");
-    let trees: Vec<SlotTree> = (0..NSLOTS)
-        .map(|k| {
-            let blocks: Vec<Option<Bytes>> = (0..blocks_per_slot)
-                .map(|b| Some(fake_block(k, b)))
-                .collect();
-            let digests = block_digests(&blocks, BLOCK, 0).expect("digests");
-            SlotTree::from_block_digests(digests, &geometry, zero).expect("slot tree")
-        })
-        .collect();
-    let slots = Slots::from_slot_trees(geometry, trees).expect("slots");
+    let slots = Slots::from_blocks(geometry, fake_block).expect("slots");
     let slot = &slots.slots()[SLOT_INDEX as usize];
     let input = ProofInput::new(
         Fe::from_u64(ENTROPY),
