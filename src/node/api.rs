@@ -50,6 +50,12 @@ pub(crate) fn router(state: ApiState) -> Router {
             axum::routing::post(request_storage),
         )
         .route("/storage/purchases", get(purchases))
+        .route(
+            "/sales/availability",
+            get(availabilities).post(add_availability),
+        )
+        .route("/sales/slots", get(sales_slots))
+        .route("/sales/slots/{id}", get(sales_slot))
         .route("/storage/purchases/{id}", get(purchase))
         .with_state(state);
     Router::new().nest(BASE, api)
@@ -179,6 +185,76 @@ async fn purchase(
         .get(&id)
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "Purchase not found".into()))?;
     Ok(axum::Json(p.to_json()))
+}
+
+async fn availabilities(State(st): State<ApiState>) -> Result<axum::Json<Value>, ApiError> {
+    let all = market(&st)?.sales().availabilities();
+    Ok(axum::Json(Value::Array(
+        all.iter()
+            .map(crate::node::sales::Availability::to_json)
+            .collect(),
+    )))
+}
+
+/// `POST /sales/availability`: 422 when a field is zero or the quota is short; 201 with
+/// the availability.
+async fn add_availability(
+    State(st): State<ApiState>,
+    body: bytes::Bytes,
+) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+    let market = market(&st)?;
+    let json: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("Invalid JSON body: {e}")))?;
+    let n = market.sales().availabilities().len() as u64;
+    let id = format!(
+        "{}",
+        codex_market::alloy::primitives::keccak256(
+            [
+                market.client().account().as_slice(),
+                &n.to_le_bytes(),
+                &body
+            ]
+            .concat()
+        )
+    );
+    let a = crate::node::sales::Availability::from_json(id, &json)?;
+    let space = st.store.space().await?;
+    let free = space
+        .quota_max_bytes
+        .saturating_sub(space.quota_used_bytes + space.quota_reserved_bytes);
+    if a.total_size > free {
+        return Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "Not enough storage quota: totalSize {} > {free} bytes free",
+                a.total_size
+            ),
+        ));
+    }
+    let out = a.to_json();
+    market.sales().add_availability(a);
+    Ok((StatusCode::CREATED, axum::Json(out)))
+}
+
+async fn sales_slots(State(st): State<ApiState>) -> Result<axum::Json<Value>, ApiError> {
+    let all = market(&st)?.sales().sales();
+    Ok(axum::Json(Value::Array(
+        all.iter().map(crate::node::sales::Sale::to_json).collect(),
+    )))
+}
+
+async fn sales_slot(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let slot = id
+        .parse::<codex_market::alloy::primitives::B256>()
+        .map_err(|_| ApiError(StatusCode::BAD_REQUEST, "Invalid slot id".into()))?;
+    let sale = market(&st)?
+        .sales()
+        .sale(codex_market::SlotId(slot))
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "Slot not found".into()))?;
+    Ok(axum::Json(sale.to_json()))
 }
 
 async fn upload(

@@ -106,6 +106,9 @@ pub struct MarketConfig {
     pub proof_samples: usize,
     /// How often the chain is polled for events and the proof clock.
     pub poll_interval: std::time::Duration,
+    /// Where proving parameters and keys are cached (default: `proof-keys` in the data
+    /// directory); nodes of one machine may share it.
+    pub proof_cache_dir: Option<PathBuf>,
 }
 
 impl MarketConfig {
@@ -118,6 +121,7 @@ impl MarketConfig {
             srs: Srs::Development,
             proof_samples: 5,
             poll_interval: std::time::Duration::from_secs(1),
+            proof_cache_dir: None,
         }
     }
 }
@@ -130,6 +134,7 @@ pub struct Market {
     key_dir: PathBuf,
     prover: OnceCell<Arc<Prover>>,
     pub(crate) purchases: crate::node::purchasing::Purchases,
+    pub(crate) sales: crate::node::sales::Sales,
 }
 
 impl Market {
@@ -149,12 +154,17 @@ impl Market {
             marketplace = %config.marketplace_address,
             "connected to the marketplace"
         );
+        let key_dir = config
+            .proof_cache_dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("proof-keys"));
         Ok(Market {
             client,
             config,
-            key_dir: data_dir.join("proof-keys"),
+            key_dir,
             prover: OnceCell::new(),
             purchases: Default::default(),
+            sales: Default::default(),
         })
     }
 
@@ -166,6 +176,11 @@ impl Market {
     /// The node's purchases.
     pub fn purchases(&self) -> &crate::node::purchasing::Purchases {
         &self.purchases
+    }
+
+    /// The host's availabilities and sales.
+    pub fn sales(&self) -> &crate::node::sales::Sales {
+        &self.sales
     }
 
     /// The prover, set up on first use on a blocking thread (keys cached in the data

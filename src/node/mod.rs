@@ -8,6 +8,7 @@ pub mod data;
 pub mod market;
 pub mod network;
 pub mod purchasing;
+pub mod sales;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -74,6 +75,7 @@ pub struct Node {
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
     maintenance: JoinHandle<()>,
+    sales: Option<JoinHandle<()>>,
 }
 
 impl Node {
@@ -124,6 +126,15 @@ impl Node {
             None => None,
         };
 
+        let sales = match (&market, &network) {
+            (Some(m), Some(n)) => Some(tokio::spawn(sales::run(sales::Ctx {
+                store: Arc::clone(&store),
+                network: n.clone(),
+                market: Arc::clone(m),
+            }))),
+            _ => None,
+        };
+
         let listener =
             tokio::net::TcpListener::bind((config.api_bindaddr, config.api_port)).await?;
         let api_addr = listener.local_addr()?;
@@ -150,6 +161,7 @@ impl Node {
             stop: Some(stop),
             server: Some(server),
             maintenance,
+            sales,
         })
     }
 
@@ -263,6 +275,10 @@ impl Node {
         }
         self.maintenance.abort();
         let _ = (&mut self.maintenance).await;
+        if let Some(sales) = self.sales.take() {
+            sales.abort();
+            let _ = sales.await;
+        }
         if let Some(net) = self.network.take() {
             net.shutdown().await;
         }
@@ -276,5 +292,8 @@ impl Drop for Node {
             let _ = stop.send(());
         }
         self.maintenance.abort();
+        if let Some(sales) = &self.sales {
+            sales.abort();
+        }
     }
 }
