@@ -1,0 +1,286 @@
+//! The marketplace end to end on loopback: anvil runs our contracts with the Solidity
+//! verifier generated from the halo2 verifying key; a client node uploads a file and
+//! requests storage through the REST API (nodes = 3, tolerance = 1); three host nodes
+//! see the request, each reserves a slot, downloads the slot's blocks over libp2p,
+//! checks the slot root, fills the slot with a real halo2 proof; the request starts;
+//! after the clock moves to a later period every host submits a proof again. Invalid
+//! requests are refused with a 4xx before anything is spent.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use codex::market::alloy::primitives::U256;
+use codex::market::deploy::{mint, signing_provider};
+use codex::market::{
+    LocalChain, MarketplaceConfig, RequestState, SlotState, TokenSource, VerifierSource, deploy,
+};
+use codex::node::market::{EthKey, MarketConfig};
+use codex::proofs::prover::compile_verifier;
+use codex::proofs::{Prover, Srs};
+use codex::{Node, NodeConfig};
+use rand::{RngCore, SeedableRng, rngs::StdRng};
+use serde_json::{Value, json};
+
+async fn node(
+    dir: &Path,
+    bootstrap: Vec<codex::net::Multiaddr>,
+    market: MarketConfig,
+) -> anyhow::Result<Node> {
+    Ok(Node::start(NodeConfig {
+        data_dir: dir.to_path_buf(),
+        api_port: 0,
+        network: Some(codex::net::NetConfig {
+            listen_addrs: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
+            bootstrap,
+            ..codex::net::NetConfig::default()
+        }),
+        marketplace: Some(market),
+        ..NodeConfig::default()
+    })
+    .await?)
+}
+
+async fn get_json(http: &reqwest::Client, url: String) -> anyhow::Result<Value> {
+    let r = http.get(&url).send().await?;
+    let status = r.status();
+    let text = r.text().await?;
+    anyhow::ensure!(status.is_success(), "GET {url}: {status} {text}");
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// Polls `f` every 500 ms until it returns `Some`, for at most `limit`.
+async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await? {
+            return Ok(v);
+        }
+        if start.elapsed() > limit {
+            bail!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hosts_fill_a_request_with_real_proofs_and_prove_again() -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("proof-keys");
+    let c = cache.clone();
+    let bytecode = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let (prover, _) = Prover::new(&Srs::Development, 5, Some(&c))?;
+        Ok(compile_verifier(&prover.solidity_verifier(), Some(&c))?)
+    })
+    .await??;
+    println!("[{:>6.1?}] keys and verifier ready", t0.elapsed());
+
+    let chain = LocalChain::start().await?;
+    let deployer = chain.account(0).await?;
+    let mut config = MarketplaceConfig::default();
+    config.proofs.period = 30;
+    config.proofs.timeout = 10;
+    let d = deploy(
+        &chain.provider_for(&deployer),
+        &config,
+        TokenSource::TestToken,
+        VerifierSource::Halo2Bytecode(bytecode),
+    )
+    .await
+    .context("deploying with the generated verifier")?;
+    let funded = |i: u64| {
+        let (chain, d, cache) = (&chain, &d, &cache);
+        async move {
+            let signer = chain.account(i).await?;
+            let p = signing_provider(chain.url(), &signer)?;
+            mint(
+                &p,
+                d.token,
+                signer.address(),
+                U256::from(10u64).pow(U256::from(18)),
+            )
+            .await?;
+            let mut mc = MarketConfig::new(chain.url(), d.marketplace, EthKey::from_signer(signer));
+            mc.poll_interval = Duration::from_millis(500);
+            mc.proof_cache_dir = Some(cache.clone());
+            anyhow::Ok(mc)
+        }
+    };
+    println!("[{:>6.1?}] marketplace deployed on anvil", t0.elapsed());
+
+    let dir = tempfile::tempdir()?;
+    let client = node(&dir.path().join("client"), vec![], funded(1).await?).await?;
+    let boot = client.addresses().await?;
+    let mut hosts = Vec::new();
+    for i in 0..3u64 {
+        let h = node(
+            &dir.path().join(format!("host{i}")),
+            boot.clone(),
+            funded(2 + i).await?,
+        )
+        .await?;
+        hosts.push(h);
+    }
+    let http = reqwest::Client::new();
+    for h in &hosts {
+        let r = http
+            .post(format!("{}/sales/availability", h.api_url()))
+            .json(&json!({
+                "totalSize": "10000000", "duration": 7200,
+                "minPricePerBytePerSecond": "1", "totalCollateral": "1000000000000",
+            }))
+            .send()
+            .await?;
+        anyhow::ensure!(r.status() == 201, "availability: {}", r.text().await?);
+    }
+    println!(
+        "[{:>6.1?}] client and 3 hosts running, availabilities posted",
+        t0.elapsed()
+    );
+
+    // A file of 3.5 blocks; K = 2, M = 1.
+    let mut bytes = vec![0u8; 3 * 65536 + 32_000];
+    StdRng::seed_from_u64(8).fill_bytes(&mut bytes);
+    let cid = client
+        .upload(
+            futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from(bytes))]),
+            Default::default(),
+        )
+        .await?;
+
+    // Refused before anything is spent.
+    let market = client.market().context("no market")?.client().clone();
+    let balance = market.balance().await?;
+    let ok = json!({
+        "duration": "3600", "proofProbability": "1", "pricePerBytePerSecond": "1",
+        "collateralPerByte": "1", "expiry": "600", "nodes": 3, "tolerance": 1,
+    });
+    let with = |k: &str, v: Value| {
+        let mut b = ok.clone();
+        b[k] = v;
+        b
+    };
+    let unknown = "zDvZRwzkvwapyNeL4mzw5gBsZvyWjAT6JvbxKudbXZ5W6cJxQxTm";
+    for (target, body, status) in [
+        (cid.to_string(), with("duration", json!(0)), 422),
+        (cid.to_string(), with("tolerance", json!(4)), 422),
+        (cid.to_string(), with("expiry", json!("3600")), 422),
+        (unknown.to_string(), ok.clone(), 404),
+    ] {
+        let r = http
+            .post(format!("{}/storage/request/{target}", client.api_url()))
+            .json(&body)
+            .send()
+            .await?;
+        let (s, text) = (r.status().as_u16(), r.text().await?);
+        println!("refused {body}: {s} {text}");
+        assert_eq!(s, status, "{body}: {text}");
+        assert!(!text.is_empty(), "a message says why");
+    }
+    assert_eq!(market.balance().await?, balance, "nothing was spent");
+
+    let r = http
+        .post(format!("{}/storage/request/{cid}", client.api_url()))
+        .json(&ok)
+        .send()
+        .await?;
+    anyhow::ensure!(r.status().is_success(), "request: {}", r.text().await?);
+    let purchase = r.text().await?;
+    println!("[{:>6.1?}] purchase {purchase}", t0.elapsed());
+    let url = format!("{}/storage/purchases/{purchase}", client.api_url());
+    let mut last = String::new();
+    let waiting = Instant::now();
+    let p = loop {
+        let p = get_json(&http, url.clone()).await?;
+        let state = format!("{} {}", p["state"], p["step"]);
+        if last != state {
+            println!("[{:>6.1?}] purchase: {state}", t0.elapsed());
+            last = state;
+        }
+        match p["state"].as_str() {
+            Some("started") => break p,
+            Some("errored" | "failed" | "cancelled") => bail!("purchase ended: {p}"),
+            _ if waiting.elapsed() > Duration::from_secs(300) => {
+                bail!("the request did not start: {p}")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    };
+    println!("purchase timings (ms): {}", p["timingsMs"]);
+    let request_id: codex::market::alloy::primitives::B256 =
+        p["requestId"].as_str().context("no request id")?.parse()?;
+    let request_id = codex::market::RequestId(request_id);
+    assert_eq!(
+        market.request_state(request_id).await?,
+        RequestState::Started
+    );
+    let ids = get_json(&http, format!("{}/storage/purchases", client.api_url())).await?;
+    assert_eq!(ids, json!([purchase]));
+
+    // Each host holds one distinct slot, filled with a real proof.
+    let mut indices = Vec::new();
+    for (i, h) in hosts.iter().enumerate() {
+        let sales = get_json(&http, format!("{}/sales/slots", h.api_url())).await?;
+        let sale = sales
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["state"] == "SaleProving"))
+            .with_context(|| format!("host {i} proves no slot: {sales}"))?
+            .clone();
+        println!(
+            "host {i}: slot {} timings (ms) {}",
+            sale["slotIndex"], sale["timingsMs"]
+        );
+        let index = sale["slotIndex"].as_u64().context("index")?;
+        let host = h.market().context("no market")?.client();
+        let slot = codex::market::SlotId::new(request_id, index);
+        assert_eq!(host.slot_state(slot).await?, SlotState::Filled);
+        assert_eq!(host.get_host(slot).await?, Some(host.account()));
+        indices.push(index);
+    }
+    indices.sort_unstable();
+    assert_eq!(indices, [0, 1, 2]);
+    println!("[{:>6.1?}] every slot filled", t0.elapsed());
+
+    // A later period: every host proves again (probability 1: a proof each period).
+    let period = market.current_period().await?;
+    chain.increase_time(config.proofs.period).await?;
+    chain.mine(1).await?;
+    for (i, h) in hosts.iter().enumerate() {
+        let url = format!("{}/sales/slots", h.api_url());
+        let sale = wait_for(
+            "a proof in a later period",
+            Duration::from_secs(180),
+            || {
+                let (http, url) = (&http, url.clone());
+                async move {
+                    let sales = get_json(http, url).await?;
+                    Ok(sales.as_array().and_then(|a| {
+                        a.iter()
+                            .find(|s| {
+                                s["proofPeriods"]
+                                    .as_array()
+                                    .is_some_and(|p| p.iter().any(|x| x.as_u64() > Some(period)))
+                            })
+                            .cloned()
+                    }))
+                }
+            },
+        )
+        .await?;
+        println!("host {i}: proofs in periods {}", sale["proofPeriods"]);
+    }
+    println!(
+        "[{:>6.1?}] every host proved in a later period",
+        t0.elapsed()
+    );
+    for h in hosts {
+        h.shutdown().await?;
+    }
+    client.shutdown().await?;
+    Ok(())
+}
