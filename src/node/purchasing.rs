@@ -217,11 +217,7 @@ impl Purchase {
                 "nonce": format!("0x{}", codex_market::alloy::primitives::hex::encode(r.nonce)),
             })
         });
-        let timings: serde_json::Map<String, Value> = self
-            .timings
-            .iter()
-            .map(|(k, d)| ((*k).to_string(), json!(d.as_millis() as u64)))
-            .collect();
+        let timings = timings_json(&self.timings);
         json!({
             "id": self.id,
             "requestId": self.request.as_ref().map(|r| r.id().to_string()),
@@ -420,6 +416,16 @@ async fn watch(ctx: &Ctx, id: &str, request: RequestId) -> Result<()> {
             return Ok(());
         }
     }
+}
+
+/// Named durations as a JSON object of milliseconds (purchases and sales show their steps).
+pub(crate) fn timings_json(timings: &[(&'static str, Duration)]) -> Value {
+    Value::Object(
+        timings
+            .iter()
+            .map(|(k, d)| ((*k).to_string(), json!(d.as_millis() as u64)))
+            .collect(),
+    )
 }
 
 #[cfg(test)]

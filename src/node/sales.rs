@@ -174,11 +174,7 @@ pub struct Sale {
 impl Sale {
     /// The JSON `GET /sales/slots` shows.
     pub fn to_json(&self) -> Value {
-        let timings: serde_json::Map<String, Value> = self
-            .timings
-            .iter()
-            .map(|(k, d)| ((*k).to_string(), json!(d.as_millis() as u64)))
-            .collect();
+        let timings = super::purchasing::timings_json(&self.timings);
         json!({
             "slotId": self.slot.to_string(),
             "requestId": self.request.to_string(),
