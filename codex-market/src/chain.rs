@@ -88,6 +88,22 @@ impl LocalChain {
     /// # Errors
     /// As [`LocalChain::start`].
     pub async fn start_empty() -> Result<Self> {
+        Self::start_empty_with(None).await
+    }
+
+    /// Starts anvil mining a block every `seconds` (not on each transaction), so that
+    /// block numbers and timestamps move with the wall clock as on a real chain, and
+    /// mines [`READY_BLOCKS`] blocks at once.
+    ///
+    /// # Errors
+    /// As [`LocalChain::start`].
+    pub async fn start_with_block_time(seconds: u64) -> Result<Self> {
+        let chain = Self::start_empty_with(Some(seconds.max(1))).await?;
+        chain.mine(READY_BLOCKS).await?;
+        Ok(chain)
+    }
+
+    async fn start_empty_with(block_time: Option<u64>) -> Result<Self> {
         let path = anvil_path();
         if !path.exists() {
             return Err(Error::AnvilNotFound { path });
@@ -96,7 +112,7 @@ impl LocalChain {
         // The port is free when chosen; another process may take it before anvil
         // binds it, so try a few.
         for _ in 0..3 {
-            match Self::spawn(&path).await {
+            match Self::spawn(&path, block_time).await {
                 Ok(chain) => return Ok(chain),
                 Err(e) => last = Some(e),
             }
@@ -107,16 +123,20 @@ impl LocalChain {
         }))
     }
 
-    async fn spawn(path: &Path) -> Result<Self> {
+    async fn spawn(path: &Path, block_time: Option<u64>) -> Result<Self> {
         let port = free_port()?;
         let port_arg = port.to_string();
-        let args = [
+        let block_time_arg = block_time.map(|s| s.to_string());
+        let mut args = vec![
             "--host",
             "127.0.0.1",
             "--port",
             port_arg.as_str(),
             "--quiet",
         ];
+        if let Some(b) = &block_time_arg {
+            args.extend(["--block-time", b.as_str()]);
+        }
         let child = anvil_command(path, &args)
             .spawn()
             .map_err(|e| Error::LocalChain {

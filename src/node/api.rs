@@ -54,6 +54,15 @@ pub(crate) fn router(state: ApiState) -> Router {
             "/sales/availability",
             get(availabilities).post(add_availability),
         )
+        .route(
+            "/sales/availability/{id}",
+            axum::routing::patch(patch_availability),
+        )
+        .route(
+            "/sales/availability/{id}/reservations",
+            get(reservations),
+        )
+        .route("/validation", get(validation))
         .route("/sales/slots", get(sales_slots))
         .route("/sales/slots/{id}", get(sales_slot))
         .route("/storage/purchases/{id}", get(purchase))
@@ -234,6 +243,60 @@ async fn add_availability(
     let out = a.to_json();
     market.sales().add_availability(a);
     Ok((StatusCode::CREATED, axum::Json(out)))
+}
+
+/// `PATCH /sales/availability/{id}`: 204; 404 for an unknown id, 422 for a refused
+/// change (nothing changes then).
+async fn patch_availability(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+    body: bytes::Bytes,
+) -> Result<StatusCode, ApiError> {
+    let market = market(&st)?;
+    let json: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("Invalid JSON body: {e}")))?;
+    match market.sales().patch_availability(&id, &json)? {
+        Some(_) => Ok(StatusCode::NO_CONTENT),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "Availability not found".into(),
+        )),
+    }
+}
+
+/// `GET /sales/availability/{id}/reservations`: the slots holding its space.
+async fn reservations(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let sales = market(&st)?.sales();
+    if !sales.availabilities().iter().any(|a| a.id == id) {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "Availability not found".into(),
+        ));
+    }
+    Ok(axum::Json(Value::Array(
+        sales
+            .reservations(&id)
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "id": s.slot.to_string(),
+                    "availabilityId": s.availability,
+                    "requestId": s.request.to_string(),
+                    "slotIndex": s.slot_index,
+                    "state": s.state.as_str(),
+                })
+            })
+            .collect(),
+    )))
+}
+
+/// `GET /validation` (ours): the slots the validator watches and the proofs it marked
+/// missing.
+async fn validation(State(st): State<ApiState>) -> Result<axum::Json<Value>, ApiError> {
+    Ok(axum::Json(market(&st)?.validation().to_json()))
 }
 
 async fn sales_slots(State(st): State<ApiState>) -> Result<axum::Json<Value>, ApiError> {

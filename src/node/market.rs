@@ -135,6 +135,7 @@ pub struct Market {
     prover: OnceCell<Arc<Prover>>,
     pub(crate) purchases: crate::node::purchasing::Purchases,
     pub(crate) sales: crate::node::sales::Sales,
+    pub(crate) validation: crate::node::validator::Validation,
 }
 
 impl Market {
@@ -164,7 +165,8 @@ impl Market {
             key_dir,
             prover: OnceCell::new(),
             purchases: Default::default(),
-            sales: Default::default(),
+            sales: crate::node::sales::Sales::open(data_dir.join("sales").join("state.json")),
+            validation: Default::default(),
         })
     }
 
@@ -181,6 +183,11 @@ impl Market {
     /// The host's availabilities and sales.
     pub fn sales(&self) -> &crate::node::sales::Sales {
         &self.sales
+    }
+
+    /// What the validator did (empty unless the node validates).
+    pub fn validation(&self) -> &crate::node::validator::Validation {
+        &self.validation
     }
 
     /// The prover, set up on first use on a blocking thread (keys cached in the data

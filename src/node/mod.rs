@@ -1,7 +1,8 @@
 //! The node: the layers composed behind Codex's REST API.
 //!
-//! Today a node stores and serves datasets from its local store; networking, erasure
-//! coding, proofs and the marketplace join as their crates fill in.
+//! A node stores and serves datasets, exchanges blocks with peers, erasure-codes and
+//! makes datasets verifiable, and with a marketplace buys storage (purchasing), sells it
+//! (sales, with lazy repair of freed slots) and validates other hosts' proofs.
 
 pub mod api;
 pub mod data;
@@ -9,6 +10,7 @@ pub mod market;
 pub mod network;
 pub mod purchasing;
 pub mod sales;
+pub mod validator;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -47,6 +49,9 @@ pub struct NodeConfig {
     /// The marketplace (`--eth-provider`, `--marketplace-address`, `--eth-private-key`);
     /// `None` runs a node that neither buys nor sells storage.
     pub marketplace: Option<market::MarketConfig>,
+    /// Validate (`--validator`): mark missing proofs of filled slots, with the
+    /// marketplace account. Needs `marketplace`.
+    pub validator: Option<validator::ValidatorConfig>,
 }
 
 impl Default for NodeConfig {
@@ -61,6 +66,7 @@ impl Default for NodeConfig {
             block_maintenance_batch: 1000,
             network: Some(codex_net::NetConfig::default()),
             marketplace: None,
+            validator: None,
         }
     }
 }
@@ -76,6 +82,7 @@ pub struct Node {
     server: Option<JoinHandle<std::io::Result<()>>>,
     maintenance: JoinHandle<()>,
     sales: Option<JoinHandle<()>>,
+    validator: Option<JoinHandle<()>>,
 }
 
 impl Node {
@@ -135,6 +142,12 @@ impl Node {
             _ => None,
         };
 
+        let validator = match (&market, config.validator) {
+            (Some(m), Some(v)) => Some(tokio::spawn(validator::run(Arc::clone(m), v))),
+            (None, Some(_)) => return Err(crate::Error::NoMarketplace),
+            _ => None,
+        };
+
         let listener =
             tokio::net::TcpListener::bind((config.api_bindaddr, config.api_port)).await?;
         let api_addr = listener.local_addr()?;
@@ -162,6 +175,7 @@ impl Node {
             server: Some(server),
             maintenance,
             sales,
+            validator,
         })
     }
 
@@ -275,9 +289,9 @@ impl Node {
         }
         self.maintenance.abort();
         let _ = (&mut self.maintenance).await;
-        if let Some(sales) = self.sales.take() {
-            sales.abort();
-            let _ = sales.await;
+        for task in [self.sales.take(), self.validator.take()].into_iter().flatten() {
+            task.abort();
+            let _ = task.await;
         }
         if let Some(net) = self.network.take() {
             net.shutdown().await;
@@ -292,8 +306,8 @@ impl Drop for Node {
             let _ = stop.send(());
         }
         self.maintenance.abort();
-        if let Some(sales) = &self.sales {
-            sales.abort();
+        for task in [&self.sales, &self.validator].into_iter().flatten() {
+            task.abort();
         }
     }
 }

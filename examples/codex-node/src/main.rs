@@ -81,6 +81,18 @@ struct RunArgs {
     /// Run without a network (local storage and API only).
     #[arg(long)]
     no_network: bool,
+    /// Validate: mark other hosts' missing proofs (needs the marketplace flags).
+    #[arg(long, requires = "eth_provider")]
+    validator: bool,
+    /// Split the slots into this many groups and validate one of them.
+    #[arg(long = "validator-groups", requires = "validator")]
+    validator_groups: Option<u64>,
+    /// The group this validator watches (below --validator-groups).
+    #[arg(long = "validator-group-index", default_value_t = 0, requires = "validator_groups")]
+    validator_group_index: u64,
+    /// Slots watched at most.
+    #[arg(long = "validator-max-slots", default_value_t = 1000)]
+    validator_max_slots: usize,
     /// Log filter (`info`, `debug`, `codex=trace`, ...).
     #[arg(long, default_value = "info", env = "CODEX_LOG")]
     log_level: String,
@@ -278,6 +290,22 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             net
         }),
         marketplace,
+        validator: args
+            .validator
+            .then(|| -> anyhow::Result<_> {
+                if let Some(g) = args.validator_groups {
+                    anyhow::ensure!(
+                        g > 0 && args.validator_group_index < g,
+                        "--validator-group-index must be below --validator-groups"
+                    );
+                }
+                Ok(codex::node::validator::ValidatorConfig {
+                    groups: args.validator_groups,
+                    group_index: args.validator_group_index,
+                    max_slots: args.validator_max_slots,
+                })
+            })
+            .transpose()?,
     })
     .await?;
     // The first line on stdout is the API URL, for scripts and tests.

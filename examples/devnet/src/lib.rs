@@ -1,0 +1,628 @@
+//! The devnet: the whole network on one machine, through a storage request's life.
+//!
+//! anvil runs our marketplace with the Solidity verifier generated from the halo2
+//! verifying key, mining a block a second. On loopback run a client, `hosts` hosts, a
+//! spare host and a validator, each a [`codex::Node`] in this process with its own store,
+//! libp2p swarm, REST API and account. The client uploads a file and requests storage
+//! (K, M) through the REST API; each host fills a slot with a real proof; proofs are
+//! submitted over several periods; the client drops its own copy; one host is killed;
+//! the validator marks its missing proofs until the contract frees the slot; the spare
+//! host rebuilds that slot from the surviving ones (lazy repair), proves and refills it;
+//! the client downloads the file from the network and checks it byte for byte; the clock
+//! is moved to the request's end, the hosts are paid and the client withdraws.
+//!
+//! Every step is checked: [`run`] returns an error naming the first that failed.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use bytes::Bytes;
+use codex::market::alloy::primitives::{Address, U256};
+use codex::market::deploy::{mint, signing_provider};
+use codex::market::{
+    LocalChain, MarketplaceClient, MarketplaceConfig, RequestId, SlotId, SlotState, TokenSource,
+    VerifierSource, deploy,
+};
+use codex::node::market::{EthKey, MarketConfig};
+use codex::node::validator::ValidatorConfig;
+use codex::proofs::prover::compile_verifier;
+use codex::proofs::{Prover, Srs};
+use codex::{Node, NodeConfig};
+use rand::{RngCore, SeedableRng, rngs::StdRng};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+/// What the devnet runs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Hosts that take the request's slots (K + M of them are needed).
+    pub hosts: usize,
+    /// Data slots.
+    pub k: u64,
+    /// Parity slots (the request's tolerance).
+    pub m: u64,
+    /// Bytes of the file uploaded.
+    pub file_size: usize,
+    /// Seconds per proof period.
+    pub period: u64,
+    /// Seconds after a period during which a missing proof can be marked.
+    pub timeout: u64,
+    /// Periods with proofs from every host before one is killed.
+    pub periods_before_kill: usize,
+    /// Where the nodes keep their stores (a temporary directory when `None`).
+    pub work_dir: Option<PathBuf>,
+    /// Where proving keys and the compiled verifier are cached between runs.
+    pub proof_cache: PathBuf,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            hosts: 5,
+            k: 3,
+            m: 2,
+            file_size: 4 << 20,
+            period: 20,
+            timeout: 10,
+            periods_before_kill: 2,
+            work_dir: None,
+            proof_cache: PathBuf::from("target/devnet-proof-keys"),
+        }
+    }
+}
+
+/// What a run measured.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// Wall time of each phase, in order.
+    pub phases: Vec<(String, Duration)>,
+    /// The timeline as printed.
+    pub timeline: Vec<String>,
+}
+
+struct Timeline<'a> {
+    start: Instant,
+    lines: Vec<String>,
+    out: &'a (dyn Fn(&str) + Sync),
+    phases: Vec<(String, Duration)>,
+    phase_start: Instant,
+}
+
+impl Timeline<'_> {
+    fn say(&mut self, text: impl AsRef<str>) {
+        let line = format!("[{:>6.1}s] {}", self.start.elapsed().as_secs_f64(), text.as_ref());
+        (self.out)(&line);
+        self.lines.push(line);
+    }
+
+    /// Ends the current phase, named `name`.
+    fn phase(&mut self, name: &str) {
+        let d = self.phase_start.elapsed();
+        self.phases.push((name.to_string(), d));
+        self.phase_start = Instant::now();
+    }
+}
+
+/// One participant: its node and its account.
+struct Participant {
+    name: String,
+    node: Option<Node>,
+    account: Address,
+    api: String,
+}
+
+async fn get_json(http: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
+    let r = http.get(url).send().await?;
+    let status = r.status();
+    let text = r.text().await?;
+    ensure!(status.is_success(), "GET {url}: {status} {text}");
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// A time limit for a step: `check` fails with what was awaited once it has passed.
+struct Deadline {
+    what: &'static str,
+    limit: Duration,
+    start: Instant,
+}
+
+impl Deadline {
+    fn new(what: &'static str, limit: Duration) -> Self {
+        Deadline {
+            what,
+            limit,
+            start: Instant::now(),
+        }
+    }
+
+    /// Sleeps half a second, or fails when the time is up.
+    async fn tick(&self) -> anyhow::Result<()> {
+        if self.start.elapsed() > self.limit {
+            bail!("timed out after {:?} waiting for {}", self.limit, self.what);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        Ok(())
+    }
+}
+
+/// The sale of `api`'s host in `state` (any state when `None`), if there is one.
+async fn sale_in(http: &reqwest::Client, api: &str, state: &str) -> anyhow::Result<Option<Value>> {
+    let sales = get_json(http, &format!("{api}/sales/slots")).await?;
+    Ok(sales
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["state"] == state).cloned()))
+}
+
+fn tokens(v: U256) -> String {
+    // Group the digits in threes: balances are large integers of the test token.
+    let s = v.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push('_');
+        }
+        out.push(c);
+    }
+    out
+}
+
+async fn balances(
+    tl: &mut Timeline<'_>,
+    market: &MarketplaceClient,
+    who: &[(String, Address)],
+    start: &[U256],
+    title: &str,
+) -> anyhow::Result<Vec<U256>> {
+    tl.say(format!("balances ({title}), change since the start:"));
+    let mut now = Vec::new();
+    for (i, (name, account)) in who.iter().enumerate() {
+        let b = market.balance_of(*account).await?;
+        let s = start.get(i).copied().unwrap_or(b);
+        let delta = if b >= s {
+            format!("+{}", tokens(b - s))
+        } else {
+            format!("-{}", tokens(s - b))
+        };
+        tl.say(format!("    {name:<10} {:>28}  {delta:>22}", tokens(b)));
+        now.push(b);
+    }
+    Ok(now)
+}
+
+/// Runs the devnet; `out` receives each line of the timeline as it happens.
+///
+/// # Errors
+/// The first step that failed, with what was expected.
+pub async fn run(opts: &Options, out: &(dyn Fn(&str) + Sync)) -> anyhow::Result<Report> {
+    let mut tl = Timeline {
+        start: Instant::now(),
+        lines: Vec::new(),
+        out,
+        phases: Vec::new(),
+        phase_start: Instant::now(),
+    };
+    let slots = (opts.k + opts.m) as usize;
+    ensure!(
+        opts.hosts >= slots,
+        "{} hosts cannot hold K + M = {slots} slots",
+        opts.hosts
+    );
+    let temp = tempfile::tempdir()?;
+    let dir = opts.work_dir.clone().unwrap_or_else(|| temp.path().into());
+    std::fs::create_dir_all(&opts.proof_cache)?;
+
+    // --- Keys and the verifier.
+    let cache = opts.proof_cache.clone();
+    let bytecode = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let (prover, _) = Prover::new(&Srs::Development, 5, Some(&cache))?;
+        Ok(compile_verifier(&prover.solidity_verifier(), Some(&cache))?)
+    })
+    .await??;
+    tl.say(format!(
+        "proving keys ready (halo2, 5 samples); Solidity verifier compiled: {} bytes",
+        bytecode.len()
+    ));
+
+    // --- The chain.
+    let chain = LocalChain::start_with_block_time(1).await?;
+    let deployer = chain.account(0).await?;
+    let mut config = MarketplaceConfig::default();
+    config.proofs.period = opts.period;
+    config.proofs.timeout = opts.timeout;
+    config.proofs.downtime = 16;
+    let d = deploy(
+        &chain.provider_for(&deployer),
+        &config,
+        TokenSource::TestToken,
+        VerifierSource::Halo2Bytecode(bytecode),
+    )
+    .await
+    .context("deploying the contracts")?;
+    tl.say(format!(
+        "anvil on {} (a block a second); marketplace {} (periods of {} s, timeout {} s, {} slashes free a slot), token {}, verifier {}",
+        chain.url(),
+        d.marketplace,
+        opts.period,
+        opts.timeout,
+        config.collateral.max_number_of_slashes,
+        d.token,
+        d.verifier
+    ));
+    tl.phase("chain and contracts");
+
+    // --- The nodes: client 1, hosts 2.., spare, validator.
+    let names: Vec<String> = std::iter::once("client".to_string())
+        .chain((0..opts.hosts).map(|i| format!("host{i}")))
+        .chain(["spare".to_string(), "validator".to_string()])
+        .collect();
+    let mut people: Vec<Participant> = Vec::new();
+    let mut boot = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let signer = chain.account(1 + i as u64).await?;
+        let account = signer.address();
+        let p = signing_provider(chain.url(), &signer)?;
+        mint(&p, d.token, account, U256::from(10u64).pow(U256::from(15))).await?;
+        let mut mc = MarketConfig::new(chain.url(), d.marketplace, EthKey::from_signer(signer));
+        mc.proof_cache_dir = Some(opts.proof_cache.clone());
+        let validator = name == "validator";
+        let node = Node::start(NodeConfig {
+            data_dir: dir.join(name),
+            api_port: 0,
+            network: (!validator).then(|| codex::net::NetConfig {
+                listen_addrs: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("a valid multiaddr")],
+                bootstrap: boot.clone(),
+                ..codex::net::NetConfig::default()
+            }),
+            marketplace: Some(mc),
+            validator: validator.then(ValidatorConfig::default),
+            ..NodeConfig::default()
+        })
+        .await
+        .with_context(|| format!("starting {name}"))?;
+        if i == 0 {
+            boot = node.addresses().await?;
+        }
+        people.push(Participant {
+            name: name.clone(),
+            api: node.api_url(),
+            account,
+            node: Some(node),
+        });
+    }
+    let spare = opts.hosts + 1;
+    let http = reqwest::Client::new();
+    let market = people[0]
+        .node
+        .as_ref()
+        .and_then(|n| n.market())
+        .context("the client has no marketplace")?
+        .client()
+        .clone();
+    let who: Vec<(String, Address)> = people
+        .iter()
+        .map(|p| (p.name.clone(), p.account))
+        .collect();
+    tl.say(format!(
+        "started on loopback: a client, {} hosts, a spare host and a validator (each with a store, libp2p, REST API and account)",
+        opts.hosts
+    ));
+    let start_balances = balances(&mut tl, &market, &who, &[], "start").await?;
+
+    let availability = json!({
+        "totalSize": "100000000", "duration": 7200,
+        "minPricePerBytePerSecond": "1", "totalCollateral": "100000000000000",
+    });
+    for p in &people[1..=opts.hosts] {
+        let r = http
+            .post(format!("{}/sales/availability", p.api))
+            .json(&availability)
+            .send()
+            .await?;
+        ensure!(r.status() == 201, "{}: availability: {}", p.name, r.text().await?);
+    }
+    tl.say(format!("{} hosts offer storage (POST /sales/availability)", opts.hosts));
+    tl.phase("nodes");
+
+    // --- Upload and request.
+    let mut file = vec![0u8; opts.file_size];
+    StdRng::seed_from_u64(2026).fill_bytes(&mut file);
+    let sha = Sha256::digest(&file);
+    let client_api = people[0].api.clone();
+    let r = http
+        .post(format!("{client_api}/data"))
+        .header("content-type", "application/octet-stream")
+        .body(file.clone())
+        .send()
+        .await?;
+    ensure!(r.status().is_success(), "upload: {}", r.status());
+    let cid = r.text().await?;
+    tl.say(format!(
+        "client uploaded {} bytes (sha256 {:x}): {cid}",
+        file.len(),
+        sha
+    ));
+    let body = json!({
+        "duration": "3600", "proofProbability": "1", "pricePerBytePerSecond": "1",
+        "collateralPerByte": "1", "expiry": "900", "nodes": slots, "tolerance": opts.m,
+    });
+    let r = http
+        .post(format!("{client_api}/storage/request/{cid}"))
+        .json(&body)
+        .send()
+        .await?;
+    ensure!(r.status().is_success(), "storage request: {}", r.text().await?);
+    let purchase = r.text().await?;
+    tl.say(format!(
+        "client requested storage (POST /storage/request): {slots} slots, K = {}, M = {}, 1 token per byte per second, 1 token of collateral per byte, 3600 s; purchase {purchase}",
+        opts.k, opts.m
+    ));
+    let url = format!("{client_api}/storage/purchases/{purchase}");
+    let deadline = Deadline::new("the request to be submitted", Duration::from_secs(300));
+    let p = loop {
+        let p = get_json(&http, &url).await?;
+        match p["state"].as_str() {
+            Some("pending") => deadline.tick().await?,
+            Some("errored") => bail!("purchase errored: {}", p["error"]),
+            _ => break p,
+        }
+    };
+    let t = &p["timingsMs"];
+    tl.say(format!(
+        "client: erasure coding {} ms, slot trees {} ms, requestStorage {} ms; request {}",
+        t["erasure"], t["slots"], t["request"], p["requestId"]
+    ));
+    let verifiable = p["verifiableCid"]
+        .as_str()
+        .context("no verifiable CID")?
+        .to_string();
+    let request_id: codex::market::alloy::primitives::B256 = p["requestId"]
+        .as_str()
+        .context("no request id")?
+        .parse()?;
+    let request_id = RequestId(request_id);
+    tl.phase("upload, erasure coding, slots, request");
+
+    // --- Hosts fill the slots.
+    let mut holder = vec![usize::MAX; slots];
+    let mut reported = vec![false; opts.hosts + 1];
+    let deadline = Deadline::new("every slot to be filled", Duration::from_secs(600));
+    while holder.contains(&usize::MAX) {
+        for (i, p) in people.iter().enumerate().take(opts.hosts + 1).skip(1) {
+            if reported[i] {
+                continue;
+            }
+            if let Some(s) = sale_in(&http, &p.api, "SaleProving").await? {
+                let index = s["slotIndex"].as_u64().context("slot index")? as usize;
+                let t = &s["timingsMs"];
+                tl.say(format!(
+                    "{} filled slot {index} with a real proof: download {} ms, slot root {} ms, prove {} ms, fillSlot {} ms",
+                    p.name, t["download"], t["slotRoot"], t["prove"], t["fill"]
+                ));
+                ensure!(
+                    index < slots && holder[index] == usize::MAX,
+                    "slot {index} filled twice"
+                );
+                holder[index] = i;
+                reported[i] = true;
+            }
+        }
+        if holder.contains(&usize::MAX) {
+            deadline.tick().await?;
+        }
+    }
+    let deadline = Deadline::new("the request to start", Duration::from_secs(60));
+    while get_json(&http, &url).await?["state"] != "started" {
+        deadline.tick().await?;
+    }
+    tl.say("every slot filled: the request started");
+    let filled_balances = balances(&mut tl, &market, &who, &start_balances, "slots filled").await?;
+    tl.phase("filling");
+
+    // --- The client drops its copy: from now on the data lives on the hosts only.
+    let list = get_json(&http, &format!("{client_api}/data")).await?;
+    for m in list["content"].as_array().into_iter().flatten() {
+        if let Some(c) = m["cid"].as_str() {
+            let r = http.delete(format!("{client_api}/data/{c}")).send().await?;
+            ensure!(r.status().is_success(), "delete {c}: {}", r.status());
+        }
+    }
+    tl.say("client deleted its local copy: the file now lives only on the hosts");
+
+    // --- Proofs over several periods.
+    let first_period = market.current_period().await?;
+    let mut seen: Vec<Vec<u64>> = vec![Vec::new(); opts.hosts + 1];
+    let deadline = Deadline::new(
+        "proofs from every host in later periods",
+        Duration::from_secs(opts.period * (opts.periods_before_kill as u64 + 3) + 60),
+    );
+    loop {
+        let mut done = true;
+        for (i, p) in people.iter().enumerate() {
+            if !holder.contains(&i) {
+                continue;
+            }
+            let Some(s) = sale_in(&http, &p.api, "SaleProving").await? else {
+                bail!("{} stopped proving", p.name);
+            };
+            let periods: Vec<u64> = s["proofPeriods"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_u64)
+                .collect();
+            for q in &periods {
+                if !seen[i].contains(q) {
+                    tl.say(format!("{} proved slot {} in period {q}", p.name, s["slotIndex"]));
+                    seen[i].push(*q);
+                }
+            }
+            done &= periods.iter().filter(|q| **q >= first_period).count()
+                >= opts.periods_before_kill;
+        }
+        if done {
+            break;
+        }
+        deadline.tick().await?;
+    }
+    tl.phase("proving");
+
+    // --- Kill the host of slot 0.
+    let victim = holder[0];
+    let victim_name = people[victim].name.clone();
+    if let Some(node) = people[victim].node.take() {
+        drop(node);
+    }
+    let slot0 = SlotId::new(request_id, 0);
+    tl.say(format!("{victim_name} (slot 0) killed"));
+    // The spare host offers storage now (so it did not take a slot at the start).
+    let r = http
+        .post(format!("{}/sales/availability", people[spare].api))
+        .json(&availability)
+        .send()
+        .await?;
+    ensure!(r.status() == 201, "spare availability: {}", r.text().await?);
+    tl.say("spare host offers storage");
+    let validator_api = people[spare + 1].api.clone();
+    let slashes = u64::from(config.collateral.max_number_of_slashes);
+    let mut marks = 0usize;
+    let deadline = Deadline::new(
+        "the validator to mark missing proofs until the slot is freed",
+        Duration::from_secs(opts.period * (slashes + 4) + 60),
+    );
+    loop {
+        let v = get_json(&http, &format!("{validator_api}/validation")).await?;
+        let mine: Vec<&Value> = v["markedMissing"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| m["slotId"] == slot0.to_string())
+            .collect();
+        for m in mine.iter().skip(marks) {
+            tl.say(format!(
+                "validator marked the proof of slot 0 missing for period {}: {victim_name} slashed",
+                m["period"]
+            ));
+        }
+        marks = mine.len();
+        if matches!(
+            market.slot_state(slot0).await?,
+            SlotState::Repair | SlotState::Free
+        ) {
+            break;
+        }
+        deadline.tick().await?;
+    }
+    ensure!(marks as u64 >= slashes, "the slot was freed after {marks} marks");
+    tl.say(format!(
+        "slot 0 freed after {marks} missed proofs: it is in Repair, {victim_name} lost its collateral"
+    ));
+    tl.phase("slashing");
+
+    // --- The spare host repairs and refills.
+    let spare_api = people[spare].api.clone();
+    let deadline = Deadline::new(
+        "the spare host to repair and refill slot 0",
+        Duration::from_secs(300),
+    );
+    let sale = loop {
+        if let Some(s) = sale_in(&http, &spare_api, "SaleProving").await? {
+            break s;
+        }
+        deadline.tick().await?;
+    };
+    ensure!(sale["slotIndex"] == 0 && sale["repair"] == true, "spare sale: {sale}");
+    let t = &sale["timingsMs"];
+    tl.say(format!(
+        "spare rebuilt slot 0 from the {} surviving slots (erasure decoding over the network) in {} ms, slot root {} ms, prove {} ms, fillSlot {} ms",
+        slots - 1,
+        t["repair"],
+        t["slotRoot"],
+        t["prove"],
+        t["fill"]
+    ));
+    ensure!(
+        market.get_host(slot0).await? == Some(people[spare].account),
+        "slot 0 is not the spare's"
+    );
+    tl.phase("repair");
+
+    // --- The client downloads the file from the network.
+    let r = http
+        .get(format!("{client_api}/data/{verifiable}/network/stream"))
+        .send()
+        .await?;
+    ensure!(r.status().is_success(), "download: {}", r.status());
+    let got = r.bytes().await?;
+    ensure!(
+        got.len() == file.len() && got == Bytes::from(file.clone()),
+        "the downloaded file differs ({} bytes, sha256 {:x})",
+        got.len(),
+        Sha256::digest(&got)
+    );
+    tl.say(format!(
+        "client downloaded the file from the hosts: {} bytes, sha256 {:x}: identical",
+        got.len(),
+        Sha256::digest(&got)
+    ));
+    tl.phase("download");
+
+    // --- The end of the request: payouts and the client's withdrawal.
+    let end = market.request_end(request_id).await?;
+    let now = market.timestamp().await?;
+    chain.increase_time(end.saturating_sub(now) + 1).await?;
+    tl.say("clock moved to the request's end");
+    holder[0] = spare;
+    let deadline = Deadline::new("every host to be paid", Duration::from_secs(120));
+    for &i in &holder {
+        while sale_in(&http, &people[i].api, "SaleFinished")
+            .await?
+            .is_none()
+        {
+            deadline.tick().await?;
+        }
+    }
+    tl.say("every host that held a slot to the end was paid (freeSlot)");
+    let deadline = Deadline::new("the client's withdrawal", Duration::from_secs(60));
+    while get_json(&http, &url).await?["state"] != "finished" {
+        deadline.tick().await?;
+    }
+    tl.say("purchase finished: the client withdrew what it was owed");
+    let end_balances = balances(&mut tl, &market, &who, &start_balances, "end").await?;
+    tl.phase("payout");
+
+    // --- What must hold.
+    ensure!(
+        end_balances[victim] < start_balances[victim]
+            && end_balances[victim] == filled_balances[victim],
+        "{victim_name} should have lost its collateral and earned nothing"
+    );
+    for &i in &holder {
+        ensure!(
+            end_balances[i] > start_balances[i],
+            "{} was not paid",
+            people[i].name
+        );
+    }
+    ensure!(
+        end_balances[spare + 1] > start_balances[spare + 1],
+        "the validator got no reward"
+    );
+    for p in people.iter_mut() {
+        if let Some(n) = p.node.take() {
+            n.shutdown().await?;
+        }
+    }
+    tl.say("devnet finished: every step checked");
+    drop(chain);
+    Ok(Report {
+        phases: tl.phases,
+        timeline: tl.lines,
+    })
+}
+
+/// Where the devnet caches proving keys by default: `target/devnet-proof-keys` under
+/// `root`.
+pub fn default_cache(root: &Path) -> PathBuf {
+    root.join("target").join("devnet-proof-keys")
+}

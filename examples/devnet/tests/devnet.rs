@@ -1,0 +1,46 @@
+//! The devnet's scenario in the test suite, with a smaller file: upload, request with
+//! K = 3, M = 2, five hosts fill their slots with real proofs, proofs over two periods,
+//! a host killed, its missed proofs marked by the validator until the slot is freed,
+//! the spare host repairs and refills it, the client downloads the file from the
+//! network byte for byte, payouts and the client's withdrawal.
+
+use std::path::PathBuf;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_devnet_scenario_runs_end_to_end() -> anyhow::Result<()> {
+    // The nodes' log goes with the test's output (shown when it fails).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CODEX_LOG")
+                .unwrap_or_else(|_| "warn,codex=info".into()),
+        )
+        .with_test_writer()
+        .try_init();
+    let opts = codex_devnet::Options {
+        file_size: 700_000,
+        period: 30,
+        timeout: 15,
+        proof_cache: PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("proof-keys"),
+        ..codex_devnet::Options::default()
+    };
+    let report = codex_devnet::run(&opts, &|line| println!("{line}")).await?;
+    let names: Vec<&str> = report.phases.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "chain and contracts",
+            "nodes",
+            "upload, erasure coding, slots, request",
+            "filling",
+            "proving",
+            "slashing",
+            "repair",
+            "download",
+            "payout"
+        ]
+    );
+    for (name, d) in &report.phases {
+        println!("{name:<40} {:>7.1} s", d.as_secs_f64());
+    }
+    Ok(())
+}
