@@ -334,7 +334,7 @@ pub async fn fetch(
         }
     }
     report.missing.sort_unstable();
-    tracing::debug!(
+    tracing::info!(
         fetched = report.fetched,
         present = report.present,
         missing = report.missing.len(),
