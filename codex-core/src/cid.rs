@@ -111,6 +111,11 @@ impl Cid {
         if !rest.is_empty() {
             return Err(Error::InvalidCid(format!("{} trailing bytes", rest.len())));
         }
+        // The cid crate's varint reader drops the bits of a 10-byte varint beyond 64
+        // instead of failing, so distinct byte strings would parse to one CID.
+        if cid.to_bytes() != bytes {
+            return Err(Error::InvalidCid("non-canonical encoding".into()));
+        }
         Self::from_inner(cid)
     }
 

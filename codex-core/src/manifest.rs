@@ -293,7 +293,7 @@ impl Manifest {
             }
             let steps = self.steps().unwrap_or(0);
             let slots = u64::from(p.ec_k) + u64::from(p.ec_m);
-            if self.blocks_count() != steps * slots {
+            if steps.checked_mul(slots) != Some(self.blocks_count()) {
                 return bad(format!(
                     "protected dataset has {} blocks, steps * (K+M) = {steps} * {slots}",
                     self.blocks_count()

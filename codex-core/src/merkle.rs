@@ -200,7 +200,8 @@ impl CodexProof {
                 compress(&h, p, flag)
             };
             j >>= 1;
-            m = (m + 1) >> 1;
+            // Not `(m + 1) >> 1`: a hostile proof may claim u64::MAX leaves.
+            m = m.div_ceil(2);
         }
         Ok(h)
     }
