@@ -1,5 +1,6 @@
-//! Inputs the fuzz targets in `fuzz/` found in the block-exchange decoder, and the
-//! writer of the `blockexc_message` and `blockexc_frame` seed corpora.
+//! Inputs the fuzz targets in `fuzz/` found in the block-exchange decoder (none so far:
+//! its CID and proof decoders' finds are in codex-core's), and the writer of the
+//! `blockexc_message` and `blockexc_frame` seed corpora.
 
 use std::fs;
 use std::path::PathBuf;

@@ -1,5 +1,6 @@
 //! Inputs the fuzz targets in `fuzz/` found in the circuit-input parser and the proof
-//! verifier, and the writer of the `proof_input_json` and `proof_verify` seed corpora.
+//! verifier (none so far), and the writer of the `proof_input_json` and `proof_verify`
+//! seed corpora.
 
 use std::fs;
 use std::path::PathBuf;
