@@ -28,6 +28,9 @@ pub struct FetchOptions {
     pub window: usize,
     /// Requests in flight to one peer.
     pub per_peer: usize,
+    /// Verified blocks being written to the store at the same time (the window keeps
+    /// moving while they are written).
+    pub store_concurrency: usize,
     /// How far ahead of the reader blocks are fetched (bounds memory when streaming).
     pub max_ahead: u64,
     /// Give up on the blocks left when no progress was made for this long.
@@ -37,8 +40,9 @@ pub struct FetchOptions {
 impl Default for FetchOptions {
     fn default() -> Self {
         FetchOptions {
-            window: 96,
-            per_peer: 32,
+            window: 256,
+            per_peer: 128,
+            store_concurrency: 16,
             max_ahead: 512,
             stall_timeout: Duration::from_secs(60),
         }
@@ -69,6 +73,11 @@ impl PeerState {
     fn score(&self) -> u64 {
         2 * self.inflight as u64 + 5 * self.failed.saturating_sub(self.ok / 4)
     }
+}
+
+enum Event<S, F> {
+    Stored(S),
+    Fetched(F),
 }
 
 /// Peers that may have `cids`: providers found through the DHT and peers we are connected to.
@@ -180,6 +189,7 @@ pub async fn fetch(
     let mut completed: BTreeMap<u64, Bytes> = BTreeMap::new();
     let mut failed: HashSet<u64> = HashSet::new();
     let mut inflight = FuturesUnordered::new();
+    let mut storing = FuturesUnordered::new();
     let mut next_emit = indices.start;
     let mut last_progress = Instant::now();
     let mut last_discovery: Option<Instant> = None;
@@ -211,7 +221,7 @@ pub async fn fetch(
                 next_emit += 1;
             }
         }
-        if queue.is_empty() && inflight.is_empty() {
+        if queue.is_empty() && inflight.is_empty() && storing.is_empty() {
             break;
         }
 
@@ -232,7 +242,7 @@ pub async fn fetch(
         } else {
             u64::MAX
         };
-        while inflight.len() < options.window {
+        while inflight.len() + storing.len() < options.window {
             let Some(&i) = queue.front() else { break };
             if i >= horizon {
                 break;
@@ -278,7 +288,7 @@ pub async fn fetch(
             );
         }
 
-        if inflight.is_empty() {
+        if inflight.is_empty() && storing.is_empty() {
             if last_progress.elapsed() > options.stall_timeout {
                 while let Some(i) = queue.pop_front() {
                     failed.insert(i);
@@ -301,8 +311,25 @@ pub async fn fetch(
             continue;
         }
 
-        let Some((i, peer, result)) = inflight.next().await else {
-            continue;
+        // Wait for a request to complete or a block to be stored; while the store is
+        // full, only for the store.
+        let store_full = storing.len() >= options.store_concurrency.max(1);
+        let event = tokio::select! {
+            Some(stored) = storing.next(), if !storing.is_empty() => Event::Stored(stored),
+            Some(done) = inflight.next(), if !inflight.is_empty() && !store_full => Event::Fetched(done),
+            else => continue,
+        };
+        let (i, peer, result) = match event {
+            Event::Stored((i, stored, data)) => {
+                stored?;
+                report.fetched += 1;
+                last_progress = Instant::now();
+                if output.is_some() {
+                    completed.insert(i, data);
+                }
+                continue;
+            }
+            Event::Fetched(done) => done,
         };
         let state = peers.entry(peer).or_default();
         state.inflight = state.inflight.saturating_sub(1);
@@ -310,12 +337,11 @@ pub async fn fetch(
             Ok((block, Some(proof))) => {
                 state.ok += 1;
                 let data = block.data().clone();
-                store.put_leaf(&tree, i, block, proof).await?;
-                report.fetched += 1;
-                last_progress = Instant::now();
-                if output.is_some() {
-                    completed.insert(i, data);
-                }
+                let store = Arc::clone(store);
+                storing.push(async move {
+                    let stored = store.put_leaf(&tree, i, block, proof).await;
+                    (i, stored, data)
+                });
             }
             Ok((_, None)) => {
                 state.failed += 1;

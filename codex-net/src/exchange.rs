@@ -41,7 +41,7 @@ impl Default for ExchangeConfig {
         ExchangeConfig {
             max_message_bytes: 16 << 20,
             max_entries_per_message: 1024,
-            serve_concurrency_per_peer: 16,
+            serve_concurrency_per_peer: 32,
             max_queued_wants_per_peer: 4096,
             request_timeout: Duration::from_secs(15),
         }
@@ -146,6 +146,9 @@ impl Exchange {
                         self.punish(peer, &e.to_string());
                         break;
                     }
+                    if self.is_banned(&peer) {
+                        break; // a delivery of this message failed its check
+                    }
                 }
                 Ok(None) => break,
                 Err(e @ (Error::Malformed(_) | Error::TooLarge { .. } | Error::Core(_))) => {
@@ -162,9 +165,11 @@ impl Exchange {
 
     /// Drops a misbehaving peer: its requests fail, it is disconnected and not served again.
     fn punish(&self, peer: PeerId, reason: &str) {
+        if !lock(&self.banned).insert(peer) {
+            return; // dropped already
+        }
         tracing::warn!(%peer, reason, "dropping a misbehaving peer");
         self.stats.dropped_peers.fetch_add(1, Ordering::Relaxed);
-        lock(&self.banned).insert(peer);
         let _ = self.commands.try_send(disconnect_command(peer));
         self.peer_gone(peer);
     }
@@ -204,7 +209,7 @@ impl Exchange {
             }
         }
         for d in msg.payload {
-            self.delivered(peer, d)?;
+            self.delivered(peer, d);
         }
         for p in msg.presences {
             if p.kind == PresenceType::DontHave
@@ -303,29 +308,37 @@ impl Exchange {
         }
     }
 
-    fn delivered(&self, peer: PeerId, d: Delivery) -> Result<()> {
+    /// Checks a delivery on the blocking pool (deliveries are hashed in parallel, and the
+    /// stream is read on meanwhile) and hands it to its waiter; a bad one gets the peer
+    /// dropped before the waiter hears of it.
+    fn delivered(self: &Arc<Self>, peer: PeerId, d: Delivery) {
         let Some(waiter) = lock(&self.pending).remove(&(peer, d.address)) else {
             // Unsolicited or late (after a timeout): ignore it.
-            return Ok(());
+            return;
         };
-        match verify(&d) {
-            Ok(fetched) => {
-                self.stats.received.fetch_add(1, Ordering::Relaxed);
-                let _ = waiter.send(Ok(fetched));
-                Ok(())
+        let ex = Arc::clone(self);
+        tokio::spawn(async move {
+            let address = d.address;
+            let checked = tokio::task::spawn_blocking(move || verify(&d))
+                .await
+                .unwrap_or_else(|e| Err(format!("verification failed: {e}")));
+            match checked {
+                Ok(fetched) => {
+                    ex.stats.received.fetch_add(1, Ordering::Relaxed);
+                    let _ = waiter.send(Ok(fetched));
+                }
+                Err(reason) => {
+                    ex.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                    let e = Error::BadBlock {
+                        peer: peer.to_string(),
+                        address: address.to_string(),
+                        reason,
+                    };
+                    ex.punish(peer, &e.to_string());
+                    let _ = waiter.send(Err(e));
+                }
             }
-            Err(reason) => {
-                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                let e = Error::BadBlock {
-                    peer: peer.to_string(),
-                    address: d.address.to_string(),
-                    reason,
-                };
-                let text = e.to_string();
-                let _ = waiter.send(Err(e));
-                Err(Error::Libp2p(text))
-            }
-        }
+        });
     }
 
     /// The sending side of our stream to `peer`, opened on first use.

@@ -157,16 +157,30 @@ impl Message {
         wl.uint(2, u64::from(self.wantlist.full));
         let mut w = Writer::new();
         w.message(1, &wl);
+        let mut out = w.finish();
         for d in &self.payload {
-            let mut dw = Writer::new();
-            dw.bytes(1, &d.cid.to_bytes())
-                .bytes(2, &d.data)
-                .message(3, &write_address(&d.address));
+            // The block's bytes are copied once, straight into the output.
+            let mut head = Writer::new();
+            head.bytes(1, &d.cid.to_bytes());
+            let head = head.finish();
+            let mut tail = Writer::new();
+            tail.message(3, &write_address(&d.address));
             if let (BlockAddress::Leaf { .. }, Some(p)) = (&d.address, &d.proof) {
-                dw.bytes(4, &p.encode());
+                tail.bytes(4, &p.encode());
             }
-            w.message(3, &dw);
+            let tail = tail.finish();
+            let mut data_key = vec![(2 << 3) | 2];
+            prost::encoding::encode_varint(d.data.len() as u64, &mut data_key);
+            let inner = head.len() + data_key.len() + d.data.len() + tail.len();
+            out.reserve(inner + 11);
+            out.push((3 << 3) | 2);
+            prost::encoding::encode_varint(inner as u64, &mut out);
+            out.extend_from_slice(&head);
+            out.extend_from_slice(&data_key);
+            out.extend_from_slice(&d.data);
+            out.extend_from_slice(&tail);
         }
+        let mut w = Writer::new();
         for p in &self.presences {
             let mut pw = Writer::new();
             pw.message(1, &write_address(&p.address))
@@ -187,7 +201,8 @@ impl Message {
         let mut payment = Writer::new();
         payment.bytes(1, self.payment.as_deref().unwrap_or(&[]));
         w.message(7, &payment);
-        w.finish()
+        out.extend_from_slice(&w.finish());
+        out
     }
 
     /// Decodes a message.
