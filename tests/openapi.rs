@@ -93,7 +93,14 @@ fn router_routes() -> BTreeSet<(String, String)> {
         src.contains("Router::new().nest(BASE, api)"),
         "the router is no longer nested under BASE: update tests/openapi.rs"
     );
-    for unsupported in ["route_service", "merge", "any", "on", "fallback", "nest_service"] {
+    for unsupported in [
+        "route_service",
+        "merge",
+        "any",
+        "on",
+        "fallback",
+        "nest_service",
+    ] {
         assert_eq!(
             calls(src, unsupported),
             0,
@@ -194,7 +201,10 @@ fn document_is_openapi_3_1_with_the_base() {
                 .iter()
                 .filter(|p| p["in"] == "path")
                 .map(|p| {
-                    assert_eq!(p["required"], true, "{m} {path}: path parameters are required");
+                    assert_eq!(
+                        p["required"], true,
+                        "{m} {path}: path parameters are required"
+                    );
                     p["name"].as_str().expect("parameter name")
                 })
                 .collect();
@@ -206,7 +216,10 @@ fn document_is_openapi_3_1_with_the_base() {
                     code.len() == 3 && code.parse::<u16>().is_ok(),
                     "{m} {path}: response code {code}"
                 );
-                assert!(resolve(&doc, r)["description"].is_string(), "{m} {path} {code}");
+                assert!(
+                    resolve(&doc, r)["description"].is_string(),
+                    "{m} {path} {code}"
+                );
             }
         }
     }
@@ -220,10 +233,22 @@ fn the_checker_catches_wrong_shapes() {
         validate(&doc, schema_of(&doc, name), &v, "$", &mut errors);
         assert!(!errors.is_empty(), "{name} accepted {v}");
     };
-    wrong("Space", json!({"totalBlocks": 0, "quotaMaxBytes": 1, "quotaUsedBytes": 0}));
-    wrong("Space", json!({"totalBlocks": "0", "quotaMaxBytes": 1, "quotaUsedBytes": 0, "quotaReservedBytes": 0}));
-    wrong("Space", json!({"totalBlocks": 0, "quotaMaxBytes": 1, "quotaUsedBytes": 0, "quotaReservedBytes": 0, "extra": 1}));
-    wrong("DataList", json!({"content": [{"cid": "z", "manifest": {"treeCid": "z"}}]}));
+    wrong(
+        "Space",
+        json!({"totalBlocks": 0, "quotaMaxBytes": 1, "quotaUsedBytes": 0}),
+    );
+    wrong(
+        "Space",
+        json!({"totalBlocks": "0", "quotaMaxBytes": 1, "quotaUsedBytes": 0, "quotaReservedBytes": 0}),
+    );
+    wrong(
+        "Space",
+        json!({"totalBlocks": 0, "quotaMaxBytes": 1, "quotaUsedBytes": 0, "quotaReservedBytes": 0, "extra": 1}),
+    );
+    wrong(
+        "DataList",
+        json!({"content": [{"cid": "z", "manifest": {"treeCid": "z"}}]}),
+    );
     wrong("Purchase", json!({"id": "x"}));
     wrong("SaleState", json!("Proving"));
     wrong("UInt", json!(-1));
@@ -274,8 +299,10 @@ fn validate(doc: &Value, schema: &Value, value: &Value, at: &str, errors: &mut V
     {
         errors.push(format!("{at}: {value} not in {allowed:?}"));
     }
-    if let (Some(min), Some(n)) = (schema.get("minimum").and_then(Value::as_f64), value.as_f64())
-        && n < min
+    if let (Some(min), Some(n)) = (
+        schema.get("minimum").and_then(Value::as_f64),
+        value.as_f64(),
+    ) && n < min
     {
         errors.push(format!("{at}: {n} < {min}"));
     }
@@ -381,14 +408,14 @@ async fn call(
         .map(|v| v.split(';').next().unwrap_or("").trim().to_string());
     let text = res.text().await?;
     let what = format!("{method} {path} -> {status}");
-    let documented = op["responses"]
-        .get(status.to_string())
-        .unwrap_or_else(|| {
-            panic!(
-                "{what} ({text:?}): status not documented for {method} {template} (documented: {:?})",
-                op["responses"].as_object().map(|o| o.keys().collect::<Vec<_>>())
-            )
-        });
+    let documented = op["responses"].get(status.to_string()).unwrap_or_else(|| {
+        panic!(
+            "{what} ({text:?}): status not documented for {method} {template} (documented: {:?})",
+            op["responses"]
+                .as_object()
+                .map(|o| o.keys().collect::<Vec<_>>())
+        )
+    });
     let documented = resolve(doc, documented);
     match documented.get("content").and_then(Value::as_object) {
         None => assert!(text.is_empty(), "{what}: undocumented body {text:?}"),
@@ -444,7 +471,9 @@ async fn a_live_node_answers_as_documented() -> anyhow::Result<()> {
             .send()
             .await?;
         let status = res.status().as_u16();
-        let ctype = res.headers()[reqwest::header::CONTENT_TYPE].to_str()?.to_string();
+        let ctype = res.headers()[reqwest::header::CONTENT_TYPE]
+            .to_str()?
+            .to_string();
         let ok = doc["paths"]["/data"]["post"]["responses"]["200"]["content"]
             .get(ctype.split(';').next().unwrap_or(""))
             .is_some();
@@ -460,24 +489,40 @@ async fn a_live_node_answers_as_documented() -> anyhow::Result<()> {
         .body("x")
         .send()
         .await?;
-    assert!(doc["paths"]["/data"]["post"]["responses"]
-        .get(res.status().as_str())
-        .is_some());
+    assert!(
+        doc["paths"]["/data"]["post"]["responses"]
+            .get(res.status().as_str())
+            .is_some()
+    );
     assert_eq!(res.status().as_u16(), 422);
 
     assert_eq!(c("get", "/data", "/data".into(), None).await?.0, 200);
     assert_eq!(c("get", "/space", "/space".into(), None).await?.0, 200);
-    assert_eq!(c("get", "/debug/info", "/debug/info".into(), None).await?.0, 200);
+    assert_eq!(
+        c("get", "/debug/info", "/debug/info".into(), None).await?.0,
+        200
+    );
     for (cid, status) in [(hello.as_str(), 200), (unknown, 404), ("notacid", 400)] {
         let (s, _) = c("get", "/data/{cid}", format!("/data/{cid}"), None).await?;
         assert_eq!(s, status, "GET /data/{cid}");
-        let (s, _) = c("get", "/data/{cid}/exists", format!("/data/{cid}/exists"), None).await?;
+        let (s, _) = c(
+            "get",
+            "/data/{cid}/exists",
+            format!("/data/{cid}/exists"),
+            None,
+        )
+        .await?;
         assert_eq!(s, if status == 400 { 400 } else { 200 });
     }
 
     // Erasure coding and slots, ours.
     let erasure = |cid: &str, body: Value| {
-        c("post", "/data/{cid}/erasure", format!("/data/{cid}/erasure"), Some(body))
+        c(
+            "post",
+            "/data/{cid}/erasure",
+            format!("/data/{cid}/erasure"),
+            Some(body),
+        )
     };
     let (s, protected) = erasure(&hello, json!({"k": 2, "m": 1})).await?;
     assert_eq!(s, 200, "{protected}");
@@ -501,9 +546,14 @@ async fn a_live_node_answers_as_documented() -> anyhow::Result<()> {
     .await?;
     assert_eq!(s, 200, "{body}");
     assert_eq!(
-        c("post", "/data/{cid}/verifiable", format!("/data/{unknown}/verifiable"), None)
-            .await?
-            .0,
+        c(
+            "post",
+            "/data/{cid}/verifiable",
+            format!("/data/{unknown}/verifiable"),
+            None
+        )
+        .await?
+        .0,
         404
     );
 
@@ -526,7 +576,11 @@ async fn a_live_node_answers_as_documented() -> anyhow::Result<()> {
         ("/connect/nonsense".to_string(), 400),
         (format!("/connect/{peer}?addrs=garbage"), 400),
     ] {
-        assert_eq!(c("get", "/connect/{peer}", path.clone(), None).await?.0, status, "{path}");
+        assert_eq!(
+            c("get", "/connect/{peer}", path.clone(), None).await?.0,
+            status,
+            "{path}"
+        );
     }
 
     // The marketplace routes on a node without one.
@@ -536,15 +590,55 @@ async fn a_live_node_answers_as_documented() -> anyhow::Result<()> {
     let availability = json!({"totalSize": 1000, "duration": "3600",
         "minPricePerBytePerSecond": 1, "totalCollateral": "500"});
     for (method, template, path, body) in [
-        ("post", "/storage/request/{cid}", format!("/storage/request/{hello}"), Some(request)),
-        ("get", "/storage/purchases", "/storage/purchases".to_string(), None),
-        ("get", "/storage/purchases/{id}", format!("/storage/purchases/{}", "ab".repeat(32)), None),
-        ("get", "/sales/availability", "/sales/availability".to_string(), None),
-        ("post", "/sales/availability", "/sales/availability".to_string(), Some(availability)),
-        ("patch", "/sales/availability/{id}", format!("/sales/availability/{id}"), Some(json!({"enabled": false}))),
-        ("get", "/sales/availability/{id}/reservations", format!("/sales/availability/{id}/reservations"), None),
+        (
+            "post",
+            "/storage/request/{cid}",
+            format!("/storage/request/{hello}"),
+            Some(request),
+        ),
+        (
+            "get",
+            "/storage/purchases",
+            "/storage/purchases".to_string(),
+            None,
+        ),
+        (
+            "get",
+            "/storage/purchases/{id}",
+            format!("/storage/purchases/{}", "ab".repeat(32)),
+            None,
+        ),
+        (
+            "get",
+            "/sales/availability",
+            "/sales/availability".to_string(),
+            None,
+        ),
+        (
+            "post",
+            "/sales/availability",
+            "/sales/availability".to_string(),
+            Some(availability),
+        ),
+        (
+            "patch",
+            "/sales/availability/{id}",
+            format!("/sales/availability/{id}"),
+            Some(json!({"enabled": false})),
+        ),
+        (
+            "get",
+            "/sales/availability/{id}/reservations",
+            format!("/sales/availability/{id}/reservations"),
+            None,
+        ),
         ("get", "/sales/slots", "/sales/slots".to_string(), None),
-        ("get", "/sales/slots/{id}", format!("/sales/slots/{id}"), None),
+        (
+            "get",
+            "/sales/slots/{id}",
+            format!("/sales/slots/{id}"),
+            None,
+        ),
         ("get", "/validation", "/validation".to_string(), None),
     ] {
         let (s, text) = c(method, template, path, body).await?;
@@ -552,16 +646,38 @@ async fn a_live_node_answers_as_documented() -> anyhow::Result<()> {
         assert!(text.contains("marketplace"), "{text}");
     }
     assert_eq!(
-        c("get", "/sales/slots/{id}", "/sales/slots/nonsense".into(), None).await?.0,
+        c(
+            "get",
+            "/sales/slots/{id}",
+            "/sales/slots/nonsense".into(),
+            None
+        )
+        .await?
+        .0,
         400
     );
 
     // Last, deleting.
     for cid in [hello.as_str(), unknown] {
-        assert_eq!(c("delete", "/data/{cid}", format!("/data/{cid}"), None).await?.0, 204);
+        assert_eq!(
+            c("delete", "/data/{cid}", format!("/data/{cid}"), None)
+                .await?
+                .0,
+            204
+        );
     }
-    assert_eq!(c("delete", "/data/{cid}", "/data/notacid".into(), None).await?.0, 400);
-    assert_eq!(c("get", "/data/{cid}", format!("/data/{hello}"), None).await?.0, 404);
+    assert_eq!(
+        c("delete", "/data/{cid}", "/data/notacid".into(), None)
+            .await?
+            .0,
+        400
+    );
+    assert_eq!(
+        c("get", "/data/{cid}", format!("/data/{hello}"), None)
+            .await?
+            .0,
+        404
+    );
 
     node.shutdown().await?;
     eprintln!("live checks took {:?}", t.elapsed());
@@ -575,29 +691,67 @@ fn marketplace_shapes_match_the_document() -> anyhow::Result<()> {
     let doc = doc();
     let paths = &doc["paths"];
 
-    let example = &paths["/sales/availability"]["post"]["requestBody"]["content"]["application/json"]["example"];
-    assert_valid(&doc, schema_of(&doc, "AvailabilityCreate"), example, "create example");
+    let example = &paths["/sales/availability"]["post"]["requestBody"]["content"]["application/json"]
+        ["example"];
+    assert_valid(
+        &doc,
+        schema_of(&doc, "AvailabilityCreate"),
+        example,
+        "create example",
+    );
     let mut a = Availability::from_json(format!("0x{}", "cd".repeat(32)), example)?;
-    assert_valid(&doc, schema_of(&doc, "Availability"), &a.to_json(), "Availability");
+    assert_valid(
+        &doc,
+        schema_of(&doc, "Availability"),
+        &a.to_json(),
+        "Availability",
+    );
     // Numbers or strings, as documented.
     let numbers = json!({"totalSize": 1000, "duration": 3600,
         "minPricePerBytePerSecond": 1, "totalCollateral": 500});
-    assert_valid(&doc, schema_of(&doc, "AvailabilityCreate"), &numbers, "numbers");
+    assert_valid(
+        &doc,
+        schema_of(&doc, "AvailabilityCreate"),
+        &numbers,
+        "numbers",
+    );
     Availability::from_json("x".into(), &numbers)?;
-    let patch = &paths["/sales/availability/{id}"]["patch"]["requestBody"]["content"]["application/json"]["example"];
-    assert_valid(&doc, schema_of(&doc, "AvailabilityPatch"), patch, "patch example");
+    let patch = &paths["/sales/availability/{id}"]["patch"]["requestBody"]["content"]["application/json"]
+        ["example"];
+    assert_valid(
+        &doc,
+        schema_of(&doc, "AvailabilityPatch"),
+        patch,
+        "patch example",
+    );
     a.patch(patch)?;
-    assert_valid(&doc, schema_of(&doc, "Availability"), &a.to_json(), "patched");
+    assert_valid(
+        &doc,
+        schema_of(&doc, "Availability"),
+        &a.to_json(),
+        "patched",
+    );
     let big = json!({"minPricePerBytePerSecond": "0x10000000000000000000000000000"});
     assert_valid(&doc, schema_of(&doc, "AvailabilityPatch"), &big, "hex");
     a.patch(&big)?;
 
-    let example = &paths["/storage/request/{cid}"]["post"]["requestBody"]["content"]["application/json"]["example"];
-    assert_valid(&doc, schema_of(&doc, "StorageRequestParams"), example, "request example");
+    let example = &paths["/storage/request/{cid}"]["post"]["requestBody"]["content"]["application/json"]
+        ["example"];
+    assert_valid(
+        &doc,
+        schema_of(&doc, "StorageRequestParams"),
+        example,
+        "request example",
+    );
     let params = RequestParams::from_json(example)?;
     let minimal = json!({"duration": 3600, "proofProbability": "2",
         "pricePerBytePerSecond": 1, "collateralPerByte": "1", "expiry": "300"});
-    assert_valid(&doc, schema_of(&doc, "StorageRequestParams"), &minimal, "minimal");
+    assert_valid(
+        &doc,
+        schema_of(&doc, "StorageRequestParams"),
+        &minimal,
+        "minimal",
+    );
     let defaults = RequestParams::from_json(&minimal)?;
     let props = &schema_of(&doc, "StorageRequestParams")["properties"];
     assert_eq!(props["nodes"]["default"], defaults.nodes);
@@ -633,13 +787,23 @@ fn marketplace_shapes_match_the_document() -> anyhow::Result<()> {
         error: None,
         timings: Vec::new(),
     };
-    assert_valid(&doc, schema_of(&doc, "Purchase"), &purchase.to_json(), "pending");
+    assert_valid(
+        &doc,
+        schema_of(&doc, "Purchase"),
+        &purchase.to_json(),
+        "pending",
+    );
     purchase.request = Some(request.clone());
     purchase.verifiable = Some(cid);
     purchase.state = PurchaseState::Errored;
     purchase.error = Some("boom".into());
     purchase.timings = vec![("erasure", Duration::from_millis(12))];
-    assert_valid(&doc, schema_of(&doc, "Purchase"), &purchase.to_json(), "errored");
+    assert_valid(
+        &doc,
+        schema_of(&doc, "Purchase"),
+        &purchase.to_json(),
+        "errored",
+    );
     let states = schema_of(&doc, "PurchaseState")["enum"].clone();
     for s in [
         PurchaseState::Pending,
@@ -650,7 +814,12 @@ fn marketplace_shapes_match_the_document() -> anyhow::Result<()> {
         PurchaseState::Failed,
         PurchaseState::Errored,
     ] {
-        assert!(states.as_array().is_some_and(|a| a.contains(&json!(s.as_str()))), "{s:?}");
+        assert!(
+            states
+                .as_array()
+                .is_some_and(|a| a.contains(&json!(s.as_str()))),
+            "{s:?}"
+        );
     }
 
     let rid: RequestId = request.id();
@@ -671,7 +840,12 @@ fn marketplace_shapes_match_the_document() -> anyhow::Result<()> {
     assert_valid(&doc, schema_of(&doc, "Sale"), &sale.to_json(), "Sale");
     sale.error = Some("slot taken".into());
     sale.state = SaleState::Errored;
-    assert_valid(&doc, schema_of(&doc, "Sale"), &sale.to_json(), "errored Sale");
+    assert_valid(
+        &doc,
+        schema_of(&doc, "Sale"),
+        &sale.to_json(),
+        "errored Sale",
+    );
 
     let states = schema_of(&doc, "SaleState")["enum"].clone();
     for s in [
@@ -687,7 +861,12 @@ fn marketplace_shapes_match_the_document() -> anyhow::Result<()> {
         SaleState::Ignored,
         SaleState::Errored,
     ] {
-        assert!(states.as_array().is_some_and(|a| a.contains(&json!(s.as_str()))), "{s:?}");
+        assert!(
+            states
+                .as_array()
+                .is_some_and(|a| a.contains(&json!(s.as_str()))),
+            "{s:?}"
+        );
     }
 
     assert_valid(

@@ -142,6 +142,13 @@ impl Node {
             _ => None,
         };
 
+        if let Some(m) = &market {
+            tokio::spawn(purchasing::resume(purchasing::Ctx {
+                store: Arc::clone(&store),
+                network: network.clone(),
+                market: Arc::clone(m),
+            }));
+        }
         let validator = match (&market, config.validator) {
             (Some(m), Some(v)) => Some(tokio::spawn(validator::run(Arc::clone(m), v))),
             (None, Some(_)) => return Err(crate::Error::NoMarketplace),
@@ -289,7 +296,10 @@ impl Node {
         }
         self.maintenance.abort();
         let _ = (&mut self.maintenance).await;
-        for task in [self.sales.take(), self.validator.take()].into_iter().flatten() {
+        for task in [self.sales.take(), self.validator.take()]
+            .into_iter()
+            .flatten()
+        {
             task.abort();
             let _ = task.await;
         }

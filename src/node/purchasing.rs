@@ -383,6 +383,68 @@ async fn run(ctx: &Ctx, id: &str, cid: Cid, params: &RequestParams, nonce: [u8; 
     watch(ctx, id, request_id).await
 }
 
+/// After a restart: every request of this account that was not withdrawn yet
+/// (`myRequests`) gets its purchase back, in the state the chain says (Codex's
+/// `unknown` state), and is followed to its end and withdrawn as before.
+pub(crate) async fn resume(ctx: Ctx) {
+    let client = &ctx.market.client;
+    let ids = match client.my_requests().await {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::warn!(error = %e, "purchasing: cannot list this account's requests");
+            return;
+        }
+    };
+    for request_id in ids {
+        let Ok(request) = client.get_request(request_id).await else {
+            continue;
+        };
+        let Ok(cid) = Cid::from_bytes(&request.content.cid) else {
+            continue;
+        };
+        let id = codex_market::alloy::primitives::hex::encode(request.nonce);
+        let params = RequestParams {
+            duration: request.ask.duration,
+            proof_probability: request.ask.proof_probability,
+            price_per_byte_per_second: request.ask.price_per_byte_per_second,
+            collateral_per_byte: request.ask.collateral_per_byte,
+            expiry: request.expiry,
+            nodes: request.ask.slots,
+            tolerance: request.ask.max_slot_loss,
+        };
+        {
+            let mut all = ctx.market.purchases.lock();
+            if all.contains_key(&id) {
+                continue;
+            }
+            all.insert(
+                id.clone(),
+                Purchase {
+                    id: id.clone(),
+                    cid,
+                    params,
+                    state: PurchaseState::Submitted,
+                    step: "",
+                    request: Some(request),
+                    verifiable: Some(cid),
+                    error: None,
+                    timings: Vec::new(),
+                },
+            );
+        }
+        tracing::info!(purchase = %id, request = %request_id, "purchasing: resuming a purchase");
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            if let Err(e) = watch(&ctx, &id, request_id).await {
+                ctx.market.purchases.update(&id, |p| {
+                    p.state = PurchaseState::Errored;
+                    p.error = Some(e.to_string());
+                });
+            }
+        });
+    }
+}
+
 /// Follows the request on chain until it ends; withdraws when it is over.
 async fn watch(ctx: &Ctx, id: &str, request: RequestId) -> Result<()> {
     let client = &ctx.market.client;

@@ -364,6 +364,8 @@ pub struct Sales {
     queue: Mutex<Vec<QueueItem>>,
     /// Slots held when the node started, with the availability each was taken from.
     taken_on_restart: Mutex<BTreeMap<SlotId, String>>,
+    /// How long the last proof took, in ms (0: none yet).
+    last_prove_ms: std::sync::atomic::AtomicU64,
     /// Where availabilities and the slots taken from them are saved (`None`: memory only).
     path: Option<PathBuf>,
 }
@@ -408,7 +410,9 @@ impl Sales {
                 }
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot read the sales state"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot read the sales state")
+            }
         }
         sales
     }
@@ -509,7 +513,9 @@ impl Sales {
     fn push(&self, item: QueueItem) {
         let mut q = lock(&self.queue);
         let id = item.request.id();
-        if q.iter().any(|i| i.index == item.index && i.request.id() == id) {
+        if q.iter()
+            .any(|i| i.index == item.index && i.request.id() == id)
+        {
             return;
         }
         q.push(item);
@@ -523,15 +529,27 @@ impl Sales {
     /// this host already holds a slot of, and leaving those of `busy` requests queued.
     fn pop(&self, busy: &HashSet<RequestId>) -> Option<QueueItem> {
         let mut q = lock(&self.queue);
-        q.retain(|i| !self.holds_slot_of(i.request.id()));
+        // A request whose slot this host filled needs nothing more from it; one with an
+        // attempt under way keeps its other slots queued in case the attempt fails.
+        q.retain(|i| !self.filled_slot_of(i.request.id()));
         let now = Instant::now();
         let best = q
             .iter()
             .enumerate()
-            .filter(|(_, i)| i.not_before <= now && !busy.contains(&i.request.id()))
+            .filter(|(_, i)| {
+                i.not_before <= now
+                    && !busy.contains(&i.request.id())
+                    && !self.holds_slot_of(i.request.id())
+            })
             .max_by_key(|(_, i)| i.key())
             .map(|(n, _)| n)?;
         Some(q.swap_remove(best))
+    }
+
+    fn filled_slot_of(&self, request: RequestId) -> bool {
+        lock(&self.sales).values().any(|s| {
+            s.request == request && matches!(s.state, SaleState::Proving | SaleState::Payout)
+        })
     }
 
     /// Saves availabilities and which availability each held slot came from.
@@ -700,12 +718,18 @@ async fn attempt(ctx: &Ctx, item: &QueueItem) -> Attempt {
             return Attempt::Retry;
         }
     };
-    let reserved = sales.sale(slot).is_some_and(|s| s.reserved);
-    if !reserved && !client.can_reserve_slot(request_id, index).await.unwrap_or(false) {
+    // A reservation of an earlier attempt stands unless the slot was filled and freed
+    // since (the contract then forgets reservations): reserve again when allowed.
+    let can_reserve = client
+        .can_reserve_slot(request_id, index)
+        .await
+        .unwrap_or(false);
+    let reserved = !can_reserve && sales.sale(slot).is_some_and(|s| s.reserved);
+    if !can_reserve && !reserved {
         return Attempt::Retry;
     }
     let Some(availability) = sales.take(request) else {
-        tracing::info!(request = %request_id, "sales: no availability matches");
+        tracing::debug!(request = %request_id, "sales: no availability matches");
         return Attempt::Retry;
     };
     {
@@ -735,7 +759,12 @@ async fn attempt(ctx: &Ctx, item: &QueueItem) -> Attempt {
                 )
             );
             tracing::info!(request = %request_id, index, attempt = item.attempts, error = %e, "sales: slot not taken");
+            let unreserved = matches!(
+                &e,
+                Error::Market(m) if m.marketplace_error() == Some(MarketplaceError::ReservationRequired)
+            );
             sales.update(slot, |s| {
+                s.reserved &= !unreserved;
                 s.state = if lost {
                     SaleState::Ignored
                 } else {
@@ -802,48 +831,48 @@ async fn check_slot(
     })
 }
 
-/// Fetches slot `index`'s blocks from whichever peers serve them; when some are served
-/// by none, fetches what the other slots' hosts serve and rebuilds the slot by erasure
-/// decoding (lazy repair). Returns whether it rebuilt.
+/// Fetches slot `index`'s blocks from whichever peers serve them. A slot in `Repair`
+/// (its host was slashed out), or one whose blocks some are served by no peer, is
+/// rebuilt instead, as Codex does: the blocks of the other slots are fetched from their
+/// hosts and the slot is rebuilt by erasure decoding, each rebuilt block checked
+/// against the dataset's tree (lazy repair). Returns whether it rebuilt.
 async fn fetch_slot(
     ctx: &Ctx,
     cid: Cid,
     manifest: &Manifest,
     geometry: &SlotGeometry,
     index: u64,
+    repair: bool,
 ) -> Result<bool> {
     let range = geometry.block_index(index, 0)..geometry.block_index(index, geometry.slot_blocks);
     let options = FetchOptions {
         stall_timeout: Duration::from_secs(20),
         ..FetchOptions::default()
     };
-    let report = codex_net::fetch(
-        &ctx.network,
-        &ctx.store,
-        manifest,
-        Some(cid),
-        range,
-        None,
-        &options,
-    )
-    .await?;
-    if report.missing.is_empty() {
-        return Ok(false);
+    let fetch = |r: std::ops::Range<u64>| {
+        codex_net::fetch(
+            &ctx.network,
+            &ctx.store,
+            manifest,
+            Some(cid),
+            r,
+            None,
+            &options,
+        )
+    };
+    if !repair {
+        let report = fetch(range.clone()).await?;
+        if report.missing.is_empty() {
+            return Ok(false);
+        }
+        tracing::info!(%cid, index, missing = report.missing.len(), "no peer serves the whole slot: rebuilding it from the others");
     }
-    tracing::info!(%cid, index, missing = report.missing.len(), "no peer serves the whole slot: rebuilding it from the others");
-    // Any K of each column's K + M blocks rebuild it; fetch what the others serve.
-    codex_net::fetch(
-        &ctx.network,
-        &ctx.store,
-        manifest,
-        Some(cid),
-        0..manifest.blocks_count(),
-        None,
-        &options,
-    )
-    .await?;
+    // Any K of each column's K + M blocks rebuild it: fetch what the other slots'
+    // hosts serve.
+    fetch(0..range.start).await?;
+    fetch(range.end..manifest.blocks_count()).await?;
     let rebuilt = codex_erasure::repair(&*ctx.store, manifest, &[index as usize]).await?;
-    tracing::info!(%cid, index, rebuilt, "slot rebuilt");
+    tracing::info!(%cid, index, rebuilt, "slot rebuilt from the other slots");
     Ok(true)
 }
 
@@ -870,7 +899,7 @@ async fn fill(
     let block = codex_net::fetch_manifest_block(&ctx.network, &ctx.store, cid).await?;
     let manifest = Manifest::decode(block.data())?;
     let geometry = SlotGeometry::new(&manifest)?;
-    let rebuilt = fetch_slot(ctx, cid, &manifest, &geometry, index).await?;
+    let rebuilt = fetch_slot(ctx, cid, &manifest, &geometry, index, repair).await?;
     let download = t.elapsed();
 
     let t = Instant::now();
@@ -887,6 +916,7 @@ async fn fill(
     ctx.store.put_block(block).await?;
 
     let prover = ctx.market.prover().await?;
+    wait_for_stable_challenge(ctx, slot).await;
     let prove_time = Arc::new(Mutex::new(Duration::ZERO));
     let t = Instant::now();
     let pt = Arc::clone(&prove_time);
@@ -969,6 +999,38 @@ async fn resume(ctx: &Ctx, provers: &mut JoinSet<()>) {
     }
 }
 
+/// Waits until a proof started now will land under the challenge it is made for
+/// (Codex's "stable challenge"): the challenge changes when the period changes and
+/// when the slot's pointer wraps past 255, so neither may come within the time a
+/// proof takes (the last one's, with a margin; 10 s before the first). Gives up after
+/// three periods (a prover slower than a period), leaving it to the contract.
+async fn wait_for_stable_challenge(ctx: &Ctx, slot: SlotId) {
+    let client = &ctx.market.client;
+    let period = client.config().proofs.period.max(1);
+    let last = ctx
+        .market
+        .sales
+        .last_prove_ms
+        .load(std::sync::atomic::Ordering::Relaxed);
+    // A proof slower than two thirds of a period is started at the period's start.
+    let need = if last == 0 {
+        10
+    } else {
+        last.div_ceil(1000) * 6 / 5 + 1
+    }
+    .min(period * 2 / 3);
+    for _ in 0..period * 3 {
+        let (Ok(now), Ok(pointer)) = (client.timestamp().await, client.pointer(slot).await) else {
+            return;
+        };
+        let left = period - now % period;
+        if left > need && u64::from(pointer) + need < 256 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// A proof of slot `index` for `challenge`, made on a blocking thread that reads the
 /// sampled blocks from the store.
 fn prove_job(
@@ -984,7 +1046,9 @@ fn prove_job(
     let (tree, roots) = (Arc::clone(&data.tree), Arc::clone(&data.roots));
     let (tree_cid, geometry) = (data.manifest.tree_cid, data.geometry);
     let handle = tokio::runtime::Handle::current();
+    let market = Arc::clone(&ctx.market);
     async move {
+        let started = Instant::now();
         let proof = tokio::task::spawn_blocking(move || {
             let input = ProofInput::new(
                 entropy_from_challenge(&challenge),
@@ -1006,6 +1070,10 @@ fn prove_job(
         })
         .await
         .map_err(|e| Box::new(e) as codex_market::error::BoxError)??;
+        market.sales.last_prove_ms.store(
+            started.elapsed().as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         Ok(proof)
     }
 }
@@ -1078,10 +1146,8 @@ async fn prove_until_the_end(ctx: &Ctx, request: &StorageRequest, index: u64, av
         {
             let required = client.is_proof_required(slot).await.unwrap_or(false)
                 || client.will_proof_be_required(slot).await.unwrap_or(false);
-            if required {
-                if let Some(p) = prove_once(ctx, slot, index).await {
-                    proved_in = Some(p.max(period));
-                }
+            if required && let Some(p) = prove_once(ctx, slot, index).await {
+                proved_in = Some(p.max(period));
             }
         }
         tokio::time::sleep(ctx.market.config.poll_interval).await;
@@ -1099,12 +1165,15 @@ async fn prove_once(ctx: &Ctx, slot: SlotId, index: u64) -> Option<u64> {
             return None;
         }
     };
+    wait_for_stable_challenge(ctx, slot).await;
+    // The period the challenge is read in: a proof that lands in another period fails
+    // (the challenge moves with the period), so an accepted one counts for this one.
+    let period = client.current_period().await.ok()?;
     let submitted = client
         .submit_proof_with(slot, |challenge| {
             prove_job(ctx, &data, prover, index, challenge)
         })
         .await;
-    let period = client.current_period().await.ok()?;
     match submitted {
         Ok(_) => {
             tracing::info!(%slot, period, "proof submitted");

@@ -24,7 +24,8 @@ const DEFAULT_API: &str = "http://127.0.0.1:8080/api/codex/v1";
 #[command(
     name = "codex-node",
     version,
-    about = "A Codex storage node and its client"
+    about = "A Codex storage node and its client",
+    args_override_self = true
 )]
 struct Cli {
     #[command(subcommand)]
@@ -35,6 +36,11 @@ struct Cli {
 
 #[derive(clap::Args, Debug)]
 struct RunArgs {
+    /// A TOML file of node flags without their dashes (`data-dir = "d"`,
+    /// `api-port = 8081`, `bootstrap-node = ["/ip4/..."]`, `validator = true`); flags
+    /// given on the command line win.
+    #[arg(long = "config-file")]
+    config_file: Option<PathBuf>,
     /// Where the node keeps its data.
     #[arg(long, default_value = "codex-data")]
     data_dir: PathBuf,
@@ -88,7 +94,11 @@ struct RunArgs {
     #[arg(long = "validator-groups", requires = "validator")]
     validator_groups: Option<u64>,
     /// The group this validator watches (below --validator-groups).
-    #[arg(long = "validator-group-index", default_value_t = 0, requires = "validator_groups")]
+    #[arg(
+        long = "validator-group-index",
+        default_value_t = 0,
+        requires = "validator_groups"
+    )]
     validator_group_index: u64,
     /// Slots watched at most.
     #[arg(long = "validator-max-slots", default_value_t = 1000)]
@@ -230,7 +240,7 @@ fn parse_size(text: &str) -> Result<u64, String> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(with_config_file(std::env::args_os().collect())?);
     match cli.command {
         None => run(cli.run).await,
         Some(Command::Upload { file, mime, api }) => upload(&api, &file, mime).await,
@@ -254,6 +264,67 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// The command line with the flags of `--config-file FILE` put first, so that those
+/// given on the command line override them.
+fn with_config_file(args: Vec<std::ffi::OsString>) -> anyhow::Result<Vec<std::ffi::OsString>> {
+    let mut path = None;
+    for (i, a) in args.iter().enumerate() {
+        let a = a.to_string_lossy();
+        if a == "--config-file" {
+            path = args.get(i + 1).map(PathBuf::from);
+        } else if let Some(p) = a.strip_prefix("--config-file=") {
+            path = Some(PathBuf::from(p));
+        }
+    }
+    let Some(path) = path else {
+        return Ok(args);
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read the config file {}", path.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .with_context(|| format!("{} is not valid TOML", path.display()))?;
+    let mut flags: Vec<std::ffi::OsString> = Vec::new();
+    for (key, value) in table {
+        anyhow::ensure!(
+            key != "config-file",
+            "{}: a config file cannot name another",
+            path.display()
+        );
+        let flag = format!("--{key}");
+        let scalar = |v: &toml::Value| -> anyhow::Result<String> {
+            Ok(match v {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(n) => n.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                other => anyhow::bail!(
+                    "{}: {key} = {other}: expected a string, a number, a boolean or a list",
+                    path.display()
+                ),
+            })
+        };
+        match &value {
+            toml::Value::Boolean(true) => flags.push(flag.into()),
+            toml::Value::Boolean(false) => {}
+            toml::Value::Array(items) => {
+                for v in items {
+                    flags.push(flag.clone().into());
+                    flags.push(scalar(v)?.into());
+                }
+            }
+            v => {
+                flags.push(flag.into());
+                flags.push(scalar(v)?.into());
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(args.len() + flags.len());
+    out.extend(args.first().cloned());
+    out.extend(flags);
+    out.extend(args.into_iter().skip(1));
+    Ok(out)
+}
+
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -261,6 +332,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Some(path) = &args.config_file {
+        tracing::info!(config = %path.display(), "flags read from the config file");
+    }
     let marketplace = match (
         &args.eth_provider,
         args.marketplace_address,

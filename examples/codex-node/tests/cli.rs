@@ -333,3 +333,51 @@ fn proof_input_prove_proves_codex_input() -> anyhow::Result<()> {
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not check out"));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_config_file_sets_flags_and_the_command_line_wins() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data_dir = dir.path().join("from-config");
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data-dir = {:?}\napi-port = 1\nstorage-quota = \"3M\"\nlisten-addrs = [\"/ip4/127.0.0.1/tcp/0\"]\nno-network = false\n",
+            data_dir.display().to_string()
+        ),
+    )?;
+    // api-port 1 from the file would fail to bind: the command line's 0 wins.
+    let mut child = Command::new(BIN)
+        .args(["--config-file", &config.display().to_string()])
+        .args(["--api-port", "0", "--log-level", "warn"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    let url = line.trim().to_string();
+    let space: serde_json::Value = reqwest::get(format!("{url}/space")).await?.json().await?;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    assert!(
+        data_dir.join("repo").exists(),
+        "the store is in the config's data-dir"
+    );
+    assert_eq!(space["quotaMaxBytes"], 3 << 20, "{space}");
+
+    std::fs::write(&config, "api-port = { nested = 1 }\n")?;
+    let bad = Command::new(BIN)
+        .args(["--config-file", &config.display().to_string()])
+        .output()?;
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("api-port"),
+        "the error names the key"
+    );
+    Ok(())
+}

