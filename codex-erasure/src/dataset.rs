@@ -20,9 +20,6 @@ use crate::layout::Layout;
 
 /// Blocks read from the store in one call.
 const READ_CHUNK: usize = 64;
-/// Parity bytes written per store call: large writes cost the store fewer batches
-/// and let it write them straight to disk.
-const WRITE_BYTES: usize = 8 << 20;
 /// Leaves written per store call.
 const LEAF_BATCH: usize = 4096;
 
@@ -360,8 +357,6 @@ async fn run_encode<S: BlockStore + ?Sized>(
     let mut cids: Vec<Cid> = vec![Cid::empty_block(); layout.encoded_blocks() as usize];
     let write = async {
         let mut done = 0;
-        let mut pending: Vec<Block> = Vec::new();
-        let mut pending_bytes = 0;
         while let Some((first, data_cids, parity)) = code_rx.recv().await {
             let ncols = data_cids.len() / k;
             for (i, cid) in data_cids.iter().enumerate() {
@@ -372,15 +367,8 @@ async fn run_encode<S: BlockStore + ?Sized>(
                 let (c, j) = (first + (i / m) as u64, i % m);
                 cids[layout.index(k + j, c) as usize] = *block.cid();
             }
-            pending_bytes += parity.len() * bs;
-            pending.extend(parity);
+            store.session_put_blocks(session, parity).await?;
             done += ncols as u64;
-            if pending_bytes >= WRITE_BYTES || done == steps {
-                store
-                    .session_put_blocks(session, std::mem::take(&mut pending))
-                    .await?;
-                pending_bytes = 0;
-            }
             options.report(done, steps);
         }
         Ok::<_, Error>(())
@@ -429,12 +417,11 @@ async fn put_leaves<S: BlockStore + ?Sized>(
 ) -> Result<()> {
     let root = tree.root_cid();
     let indices: Vec<u64> = indices.collect();
-    // Proofs of the next chunk are made (rayon) while the store writes this one.
-    let proofs = |chunk: Vec<u64>| {
-        let (t, c) = (Arc::clone(tree), Arc::clone(cids));
-        tokio::task::spawn_blocking(move || {
+    for chunk in indices.chunks(LEAF_BATCH) {
+        let (t, c, chunk) = (Arc::clone(tree), Arc::clone(cids), chunk.to_vec());
+        let leaves = tokio::task::spawn_blocking(move || {
             chunk
-                .into_par_iter()
+                .into_iter()
                 .map(|i| {
                     Ok(LeafMeta {
                         index: i,
@@ -444,12 +431,8 @@ async fn put_leaves<S: BlockStore + ?Sized>(
                 })
                 .collect::<codex_core::Result<Vec<_>>>()
         })
-    };
-    let mut chunks = indices.chunks(LEAF_BATCH).map(<[u64]>::to_vec);
-    let mut next = chunks.next().map(proofs);
-    while let Some(pending) = next.take() {
-        let leaves = pending.await.map_err(|e| Error::Task(e.to_string()))??;
-        next = chunks.next().map(proofs);
+        .await
+        .map_err(|e| Error::Task(e.to_string()))??;
         store.session_put_leaves(session, &root, leaves).await?;
     }
     Ok(())
@@ -539,9 +522,6 @@ async fn restore<S: BlockStore + ?Sized>(
     let batch = options.columns_per_batch(&layout, bs);
     let mut cids: Vec<Cid> = vec![Cid::empty_block(); layout.encoded_blocks() as usize];
     let mut rebuilt: Vec<u64> = Vec::new();
-    // Rebuilt blocks not yet stored, written in large batches.
-    let mut pending: Vec<Block> = Vec::new();
-    let mut pending_bytes = 0;
     let wanted_parity = rows.iter().any(|&r| r >= k);
 
     for first in (0..steps).step_by(batch as usize) {
@@ -621,6 +601,7 @@ async fn restore<S: BlockStore + ?Sized>(
         .await
         .map_err(|e| Error::Task(e.to_string()))??;
 
+        let mut blocks = Vec::new();
         for (c, row_cids, new_blocks) in coded {
             for (row, cid) in row_cids.into_iter().enumerate() {
                 if let Some(cid) = cid {
@@ -629,16 +610,11 @@ async fn restore<S: BlockStore + ?Sized>(
             }
             for (idx, block) in new_blocks {
                 rebuilt.push(idx);
-                pending_bytes += block.len();
-                pending.push(block);
+                blocks.push(block);
             }
         }
-        let last = first + batch >= steps;
-        if !pending.is_empty() && (pending_bytes >= WRITE_BYTES || last) {
-            store
-                .session_put_blocks(session, std::mem::take(&mut pending))
-                .await?;
-            pending_bytes = 0;
+        if !blocks.is_empty() {
+            store.session_put_blocks(session, blocks).await?;
         }
         options.report((first + batch).min(steps), steps);
     }

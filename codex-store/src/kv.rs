@@ -24,10 +24,6 @@ pub const BODY_PREFIX: u8 = b'B';
 pub trait Kv: Send + Sync + fmt::Debug + 'static {
     /// Reads one key.
     fn get(&self, key: &[u8]) -> Result<Option<Bytes>, Error>;
-    /// Reads many keys, in order. Backends may read neighbouring block bodies together.
-    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Bytes>>, Error> {
-        keys.iter().map(|k| self.get(k)).collect()
-    }
     /// Whether a key exists.
     fn contains(&self, key: &[u8]) -> Result<bool, Error>;
     /// Up to `limit` entries with keys in `[start, end)`, in key order.
@@ -47,27 +43,14 @@ pub trait Kv: Send + Sync + fmt::Debug + 'static {
 /// returns the space to the file system. A body is written before the sled batch that
 /// refers to it, so a crash can leak at most the bodies of one batch, never lose one
 /// that metadata points at.
-///
-/// A batch whose bodies add up to at least `direct_min_bytes` (see
-/// [`SledKv::open_with`]) is written in one `O_DIRECT` write per pack file instead,
-/// bypassing the page cache: bulk writes such as erasure-coding parity do not fill the
-/// cache with pages nobody reads soon (on this machine class, a buffered write into
-/// fresh page-cache pages costs about 1.5 ns of CPU per byte; a direct write costs
-/// almost none). Smaller batches (an upload's) stay buffered, so they are cached for
-/// the reads that follow. File systems without `O_DIRECT` fall back to buffered writes.
 #[derive(Debug)]
 pub struct SledKv {
     db: sled::Db,
     packs: Packs,
-    direct_min_bytes: usize,
 }
 
 /// Bodies up to this size stay inline in sled.
 pub const INLINE_MAX: usize = 4096;
-/// At most this many bytes of neighbouring bodies are read in one call.
-const READ_RUN_BYTES: u64 = 4 << 20;
-/// The default size of a batch's bodies from which they are written with `O_DIRECT`.
-pub const DIRECT_MIN_BYTES: usize = 4 << 20;
 const PACK_ALIGN: u64 = 4096;
 const SEGMENT_BYTES: u64 = 1 << 30;
 /// Written bytes after which writeback to disk is started (without waiting for it), so
@@ -77,15 +60,8 @@ const TAG_INLINE: u8 = 0;
 const TAG_PACK: u8 = 1;
 
 impl SledKv {
-    /// Opens (or creates) the database in `dir` with a page cache of `cache_bytes`; a
-    /// batch of [`DIRECT_MIN_BYTES`] of bodies or more is written with `O_DIRECT`.
+    /// Opens (or creates) the database in `dir` with a page cache of `cache_bytes`.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, Error> {
-        Self::open_with(dir, cache_bytes, DIRECT_MIN_BYTES)
-    }
-
-    /// [`SledKv::open`] with the size from which a batch's bodies are written with
-    /// `O_DIRECT` (`usize::MAX`: never).
-    pub fn open_with(dir: &Path, cache_bytes: u64, direct_min_bytes: usize) -> Result<Self, Error> {
         let db = sled::Config::new()
             .path(dir.join("meta"))
             .cache_capacity(cache_bytes)
@@ -94,11 +70,7 @@ impl SledKv {
             .open()
             .map_err(Error::database)?;
         let packs = Packs::open(dir.join("packs"))?;
-        Ok(SledKv {
-            db,
-            packs,
-            direct_min_bytes,
-        })
+        Ok(SledKv { db, packs })
     }
 
     fn read_body(&self, record: &[u8]) -> Result<Bytes, Error> {
@@ -124,52 +96,6 @@ impl Kv for SledKv {
         Ok(Some(Bytes::copy_from_slice(&v)))
     }
 
-    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Bytes>>, Error> {
-        let mut out: Vec<Option<Bytes>> = vec![None; keys.len()];
-        // Bodies in pack files: (location, position in `out`), read run by run.
-        let mut packed = Vec::new();
-        for (i, key) in keys.iter().enumerate() {
-            let Some(v) = self.db.get(key).map_err(Error::database)? else {
-                continue;
-            };
-            if key.first() != Some(&BODY_PREFIX) {
-                out[i] = Some(Bytes::copy_from_slice(&v));
-                continue;
-            }
-            match v.split_first() {
-                Some((&TAG_PACK, loc)) => packed.push((PackLocation::decode(loc)?, i)),
-                _ => out[i] = Some(self.read_body(&v)?),
-            }
-        }
-        packed.sort_unstable_by_key(|(l, _)| (l.segment, l.offset));
-        let mut start = 0;
-        while start < packed.len() {
-            let first = packed[start].0;
-            let mut end = start + 1;
-            let mut span = first.padded_len();
-            while end < packed.len() {
-                let next = packed[end].0;
-                if next.segment != first.segment
-                    || next.offset != first.offset + span
-                    || span + next.padded_len() > READ_RUN_BYTES
-                {
-                    break;
-                }
-                span += next.padded_len();
-                end += 1;
-            }
-            let last = packed[end - 1].0;
-            let len = (last.offset - first.offset) as usize + last.len as usize;
-            let run = self.packs.read_span(first.segment, first.offset, len)?;
-            for (loc, i) in &packed[start..end] {
-                let at = (loc.offset - first.offset) as usize;
-                out[*i] = Some(run.slice(at..at + loc.len as usize));
-            }
-            start = end;
-        }
-        Ok(out)
-    }
-
     fn contains(&self, key: &[u8]) -> Result<bool, Error> {
         self.db.contains_key(key).map_err(Error::database)
     }
@@ -193,20 +119,6 @@ impl Kv for SledKv {
     fn apply(&self, writes: Vec<Write>) -> Result<(), Error> {
         let mut batch = sled::Batch::default();
         let mut freed = Vec::new();
-        // Bodies that go to pack files, written together before the batch.
-        let packed: Vec<&[u8]> = writes
-            .iter()
-            .filter(|(k, _)| k.first() == Some(&BODY_PREFIX))
-            .filter_map(|(_, v)| v.as_deref().filter(|d| d.len() > INLINE_MAX))
-            .collect();
-        let total: usize = packed.iter().map(|d| d.len()).sum();
-        let mut locations = if packed.is_empty() {
-            Vec::new()
-        } else {
-            self.packs
-                .append_all(&packed, total >= self.direct_min_bytes)?
-        }
-        .into_iter();
         for (k, v) in writes {
             if k.first() == Some(&BODY_PREFIX) {
                 // The store writes a body only for a new block; the old location matters
@@ -223,11 +135,8 @@ impl Kv for SledKv {
                         record.push(TAG_INLINE);
                         record.extend_from_slice(&data);
                     } else {
-                        let loc = locations.next().ok_or_else(|| {
-                            Error::database(std::io::Error::other("pack locations out of step"))
-                        })?;
                         record.push(TAG_PACK);
-                        record.extend_from_slice(&loc.encode());
+                        record.extend_from_slice(&self.packs.append(&data)?.encode());
                     }
                     batch.insert(k, record);
                     continue;
@@ -296,28 +205,6 @@ struct Packs {
     dir: PathBuf,
     files: RwLock<Vec<Arc<File>>>,
     active: Mutex<Active>,
-    /// The active segment opened with `O_DIRECT` and a page-aligned staging buffer
-    /// (kept, so its pages stay mapped); `None` once the file system refused `O_DIRECT`.
-    direct: Mutex<Option<Direct>>,
-}
-
-#[derive(Debug, Default)]
-struct Direct {
-    /// `(segment, file)` of the last direct write.
-    file: Option<(u32, File)>,
-    buf: Vec<u8>,
-}
-
-/// A zeroed, page-aligned slice of `len` bytes of the staging buffer `buf`.
-fn staging(buf: &mut Vec<u8>, len: usize) -> &mut [u8] {
-    let align = PACK_ALIGN as usize;
-    if buf.len() < len + align {
-        *buf = vec![0u8; len + align];
-    }
-    let start = buf.as_ptr().align_offset(align);
-    let out = &mut buf[start..start + len];
-    out.fill(0);
-    out
 }
 
 /// The segment being appended to, its end, and where writeback was last started.
@@ -364,7 +251,6 @@ impl Packs {
             dir,
             files: RwLock::new(files),
             active: Mutex::new(active),
-            direct: Mutex::new(Some(Direct::default())),
         })
     }
 
@@ -389,11 +275,10 @@ impl Packs {
             })
     }
 
-    /// Reserves the place of a body of `len` bytes at the end of the active segment,
-    /// moving to a new segment when it does not fit.
-    fn allocate(&self, active: &mut Active, len: usize) -> Result<PackLocation, Error> {
-        let len = u32::try_from(len)
+    fn append(&self, data: &[u8]) -> Result<PackLocation, Error> {
+        let len = u32::try_from(data.len())
             .map_err(|_| Error::database(std::io::Error::other("body over 4 GiB")))?;
+        let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
         let padded = u64::from(len).div_ceil(PACK_ALIGN) * PACK_ALIGN;
         if active.end > 0 && active.end + padded > SEGMENT_BYTES {
             let segment = active.segment + 1;
@@ -416,121 +301,29 @@ impl Packs {
             offset: active.end,
             len,
         };
+        let file = self.file(loc.segment)?;
+        file.write_all_at(data, loc.offset)
+            .map_err(Error::database)?;
         active.end += padded;
-        Ok(loc)
-    }
-
-    /// Appends `bodies`, returning their locations in order. With `direct`, each run of
-    /// bodies that land in one segment is written in one `O_DIRECT` write (falling back to
-    /// buffered writes where the file system refuses it).
-    fn append_all(&self, bodies: &[&[u8]], direct: bool) -> Result<Vec<PackLocation>, Error> {
-        let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
-        let mut locations = Vec::with_capacity(bodies.len());
-        for body in bodies {
-            locations.push(self.allocate(&mut active, body.len())?);
-        }
-        let mut start = 0;
-        while start < bodies.len() {
-            let segment = locations[start].segment;
-            let end = start
-                + locations[start..]
-                    .iter()
-                    .take_while(|l| l.segment == segment)
-                    .count();
-            let (run, locs) = (&bodies[start..end], &locations[start..end]);
-            if !(direct && self.write_direct(run, locs)?) {
-                let file = self.file(segment)?;
-                for (body, loc) in run.iter().zip(locs) {
-                    file.write_all_at(body, loc.offset)
-                        .map_err(Error::database)?;
-                }
-                self.start_writeback(&mut active, &file);
-            }
-            start = end;
-        }
-        Ok(locations)
-    }
-
-    /// Writes one run of bodies (consecutive places of one segment) with `O_DIRECT`.
-    /// Returns false, having written nothing, when the file system does not support it.
-    fn write_direct(&self, run: &[&[u8]], locs: &[PackLocation]) -> Result<bool, Error> {
-        let (Some(first), Some(last)) = (locs.first(), locs.last()) else {
-            return Ok(true);
-        };
-        let mut guard = self.direct.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(direct) = guard.as_mut() else {
-            return Ok(false);
-        };
-        if direct.file.as_ref().map(|(s, _)| *s) != Some(first.segment) {
-            use std::os::unix::fs::OpenOptionsExt;
-            let opened = OpenOptions::new()
-                .write(true)
-                .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
-                .open(self.dir.join(format!("{:08}.pack", first.segment)));
-            match opened {
-                Ok(file) => direct.file = Some((first.segment, file)),
-                Err(e) => {
-                    tracing::debug!(error = %e, "no O_DIRECT for pack files; writing buffered");
-                    *guard = None;
-                    return Ok(false);
-                }
-            }
-        }
-        let span = (last.offset + last.padded_len() - first.offset) as usize;
-        let Direct {
-            file: Some((_, file)),
-            buf,
-        } = direct
-        else {
-            return Ok(false);
-        };
-        let buf = staging(buf, span);
-        for (body, loc) in run.iter().zip(locs) {
-            let at = (loc.offset - first.offset) as usize;
-            buf[at..at + body.len()].copy_from_slice(body);
-        }
-        let written = file.write_all_at(buf, first.offset);
-        match written {
-            Ok(()) => Ok(true),
-            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
-                tracing::debug!(error = %e, "O_DIRECT write refused; writing buffered");
-                *guard = None;
-                Ok(false)
-            }
-            Err(e) => Err(Error::database(e)),
-        }
-    }
-
-    /// Starts writeback of what was written buffered since the last call, once there is
-    /// enough of it.
-    fn start_writeback(&self, active: &mut Active, file: &File) {
         if active.end - active.written_back >= WRITEBACK_BYTES {
             // POSIX_FADV_DONTNEED starts writeback of the dirty range and returns.
             let len = std::num::NonZeroU64::new(active.end - active.written_back);
-            let _ =
-                rustix::fs::fadvise(file, active.written_back, len, rustix::fs::Advice::DontNeed);
+            let _ = rustix::fs::fadvise(
+                &*file,
+                active.written_back,
+                len,
+                rustix::fs::Advice::DontNeed,
+            );
             active.written_back = active.end;
         }
+        Ok(loc)
     }
 
     fn read(&self, loc: PackLocation) -> Result<Bytes, Error> {
-        self.read_span(loc.segment, loc.offset, loc.len as usize)
-    }
-
-    /// Reads `len` bytes at `offset` of `segment` (into memory that is not zeroed first).
-    fn read_span(&self, segment: u32, offset: u64, len: usize) -> Result<Bytes, Error> {
-        let file = self.file(segment)?;
-        let mut buf: Vec<u8> = Vec::with_capacity(len);
-        while buf.len() < len {
-            let at = offset + buf.len() as u64;
-            let n = rustix::io::pread(&*file, rustix::buffer::spare_capacity(&mut buf), at)
-                .map_err(|e| Error::database(std::io::Error::from(e)))?;
-            if n == 0 {
-                return Err(Error::database(std::io::Error::from(
-                    std::io::ErrorKind::UnexpectedEof,
-                )));
-            }
-        }
+        let mut buf = vec![0u8; loc.len as usize];
+        self.file(loc.segment)?
+            .read_exact_at(&mut buf, loc.offset)
+            .map_err(Error::database)?;
         Ok(buf.into())
     }
 

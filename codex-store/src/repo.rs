@@ -981,22 +981,16 @@ impl<K: Kv> BlockStore for Repo<K> {
         let tree = *tree;
         self.blocking(move |s| {
             use rayon::prelude::*;
-            // Look-ups in order (neighbouring bodies read together), hashing in parallel.
-            let leaves: Vec<CoreResult<Cid>> = indices
+            // Look-ups in order, hashing in parallel.
+            let raw: Vec<CoreResult<(Cid, Bytes)>> = indices
                 .iter()
                 .map(|&i| {
                     let key = keys::leaf(&tree, i);
                     let v = s.kv.get(&key)?.ok_or(CoreError::not_found((tree, i)))?;
-                    Ok(decode_leaf(&key, &v)?.0)
-                })
-                .collect();
-            let body_keys: Vec<Vec<u8>> = leaves.iter().flatten().map(keys::block).collect();
-            let mut bodies = s.kv.get_many(&body_keys)?.into_iter();
-            let raw: Vec<CoreResult<(Cid, Bytes)>> = leaves
-                .into_iter()
-                .map(|leaf| {
-                    let cid = leaf?;
-                    let data = bodies.next().flatten().ok_or(CoreError::not_found(cid))?;
+                    let (cid, _) = decode_leaf(&key, &v)?;
+                    let data =
+                        s.kv.get(&keys::block(&cid))?
+                            .ok_or(CoreError::not_found(cid))?;
                     Ok((cid, data))
                 })
                 .collect();
