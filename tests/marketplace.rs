@@ -3,8 +3,9 @@
 //! requests storage through the REST API (nodes = 3, tolerance = 1); three host nodes
 //! see the request, each reserves a slot, downloads the slot's blocks over libp2p,
 //! checks the slot root, fills the slot with a real halo2 proof; the request starts;
-//! after the clock moves to a later period every host submits a proof again. Invalid
-//! requests are refused with a 4xx before anything is spent.
+//! after the clock moves to a later period every host submits a proof again; a host's
+//! availability is patched, and the host restarted resumes its sale from the chain and
+//! proves again. Invalid requests are refused with a 4xx before anything is spent.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -68,10 +69,6 @@ where
     }
 }
 
-// Not in the default suite yet: it passed in 2 of 3 runs and 1 of 3 after a retry fix (a
-// host that misses its slot once never tries again; see the closing note of 2026-12-01).
-// Run it with `cargo test --test marketplace -- --ignored`.
-#[ignore = "flaky: a host's failed slot attempt is not retried (issue 8, in progress)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hosts_fill_a_request_with_real_proofs_and_prove_again() -> anyhow::Result<()> {
     let t0 = Instant::now();
@@ -282,6 +279,77 @@ async fn three_hosts_fill_a_request_with_real_proofs_and_prove_again() -> anyhow
         "[{:>6.1?}] every host proved in a later period",
         t0.elapsed()
     );
+
+    // Availabilities are changed in place and kept across a restart.
+    let avail = get_json(&http, format!("{}/sales/availability", hosts[0].api_url())).await?;
+    let id = avail[0]["id"]
+        .as_str()
+        .context("availability id")?
+        .to_string();
+    let r = http
+        .patch(format!("{}/sales/availability/{id}", hosts[0].api_url()))
+        .json(&json!({"totalSize": "1"}))
+        .send()
+        .await?;
+    assert_eq!(
+        r.status(),
+        422,
+        "below what the slot holds: {}",
+        r.text().await?
+    );
+    let r = http
+        .patch(format!("{}/sales/availability/{id}", hosts[0].api_url()))
+        .json(&json!({"totalSize": "20000000", "enabled": false}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 204, "{}", r.text().await?);
+    let reservations = get_json(
+        &http,
+        format!(
+            "{}/sales/availability/{id}/reservations",
+            hosts[0].api_url()
+        ),
+    )
+    .await?;
+    assert_eq!(
+        reservations.as_array().map(Vec::len),
+        Some(1),
+        "{reservations}"
+    );
+
+    // A host restarted mid-request resumes its sale from the chain and proves again.
+    let restarted = hosts.remove(0);
+    restarted.shutdown().await?;
+    let h = node(&dir.path().join("host0"), boot.clone(), funded(2).await?).await?;
+    let avail = get_json(&http, format!("{}/sales/availability", h.api_url())).await?;
+    assert_eq!(avail[0]["totalSize"], "20000000", "{avail}");
+    assert_eq!(avail[0]["enabled"], false, "{avail}");
+    let period = market.current_period().await?;
+    chain.increase_time(config.proofs.period).await?;
+    chain.mine(1).await?;
+    let url = format!("{}/sales/slots", h.api_url());
+    let sale = wait_for(
+        "a proof after the restart",
+        Duration::from_secs(180),
+        || {
+            let (http, url) = (&http, url.clone());
+            async move {
+                let sales = get_json(http, url).await?;
+                Ok(sales.as_array().and_then(|a| {
+                    a.iter()
+                        .find(|s| {
+                            s["proofPeriods"]
+                                .as_array()
+                                .is_some_and(|p| p.iter().any(|x| x.as_u64() > Some(period)))
+                        })
+                        .cloned()
+                }))
+            }
+        },
+    )
+    .await?;
+    println!("[{:>6.1?}] restarted host proved: {sale}", t0.elapsed());
+    hosts.push(h);
     for h in hosts {
         h.shutdown().await?;
     }

@@ -58,10 +58,7 @@ pub(crate) fn router(state: ApiState) -> Router {
             "/sales/availability/{id}",
             axum::routing::patch(patch_availability),
         )
-        .route(
-            "/sales/availability/{id}/reservations",
-            get(reservations),
-        )
+        .route("/sales/availability/{id}/reservations", get(reservations))
         .route("/validation", get(validation))
         .route("/sales/slots", get(sales_slots))
         .route("/sales/slots/{id}", get(sales_slot))

@@ -536,7 +536,7 @@ pub async fn run(opts: &Options, out: &(dyn Fn(&str) + Sync)) -> anyhow::Result<
         "slot 0 was freed, but not by the validator's marks"
     );
     tl.say(format!(
-        "slot 0 freed after {slashes} missed proofs ({marks} marked after the kill): it is in Repair, {victim_name} lost its collateral"
+        "slot 0 freed after {slashes} missed proofs ({marks} marked by the validator): it is in Repair, {victim_name} lost its collateral"
     ));
     tl.phase("slashing");
 
