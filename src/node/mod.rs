@@ -306,6 +306,13 @@ impl Node {
         if let Some(net) = self.network.take() {
             net.shutdown().await;
         }
+        // Work that still holds the store (a blocking task of an upload or of the expiry
+        // sweep finishing) ends before this returns, so that the store can be opened
+        // again at once; bounded, in case a reader keeps a dataset open.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while Arc::strong_count(&self.store) > 1 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         Ok(())
     }
 }
