@@ -45,6 +45,22 @@ fn summary(name: &str, mut v: Vec<Duration>) -> String {
     )
 }
 
+/// How long a GET took; a failed one counts as the 30 s timeout.
+async fn timed_get(http: &reqwest::Client, url: String) -> Duration {
+    let t = Instant::now();
+    let ok = http
+        .get(url)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success());
+    if ok {
+        t.elapsed()
+    } else {
+        Duration::from_secs(30)
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     if std::env::args().any(|a| a == "--list") {
         return Ok(());
@@ -132,18 +148,7 @@ fn main() -> anyhow::Result<()> {
             let mut lat = Vec::new();
             while busy.load(Ordering::Relaxed) {
                 for path in ["space", "debug/info"] {
-                    let t = Instant::now();
-                    let ok = http
-                        .get(format!("{url}/{path}"))
-                        .timeout(Duration::from_secs(30))
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status().is_success());
-                    lat.push(if ok {
-                        t.elapsed()
-                    } else {
-                        Duration::from_secs(30)
-                    });
+                    lat.push(timed_get(&http, format!("{url}/{path}")).await);
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -155,22 +160,11 @@ fn main() -> anyhow::Result<()> {
         probes.spawn(async move {
             let http = reqwest::Client::new();
             let mut lat = Vec::new();
-            for cid in smalls.iter().cycle().take(smalls.len()) {
+            for cid in &smalls {
                 if !busy.load(Ordering::Relaxed) {
                     break;
                 }
-                let t = Instant::now();
-                let ok = http
-                    .get(format!("{url}/data/{cid}/network/manifest"))
-                    .timeout(Duration::from_secs(30))
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success());
-                lat.push(if ok {
-                    t.elapsed()
-                } else {
-                    Duration::from_secs(30)
-                });
+                lat.push(timed_get(&http, format!("{url}/data/{cid}/network/manifest")).await);
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
             lat
