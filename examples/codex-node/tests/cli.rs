@@ -33,6 +33,12 @@ fn spawn_node_with(dir: &Path, extra: &[&str]) -> anyhow::Result<(Child, String)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?;
+    let url = api_url(&mut child)?;
+    Ok((child, url))
+}
+
+/// The API URL a node prints as its first line on stdout.
+fn api_url(child: &mut Child) -> anyhow::Result<String> {
     let stdout = child
         .stdout
         .take()
@@ -40,7 +46,7 @@ fn spawn_node_with(dir: &Path, extra: &[&str]) -> anyhow::Result<(Child, String)
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line)?;
     anyhow::ensure!(line.starts_with("http://"), "node printed {line:?}");
-    Ok((child, line.trim().to_string()))
+    Ok(line.trim().to_string())
 }
 
 fn data(seed: u64, len: usize) -> Vec<u8> {
@@ -353,13 +359,7 @@ async fn a_config_file_sets_flags_and_the_command_line_wins() -> anyhow::Result<
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?;
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line)?;
-    let url = line.trim().to_string();
+    let url = api_url(&mut child)?;
     let space: serde_json::Value = reqwest::get(format!("{url}/space")).await?.json().await?;
     let _ = child.kill();
     let _ = child.wait();
