@@ -37,7 +37,14 @@ impl EthKey {
         if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Self::from_hex(hex);
         }
-        Self::from_file(Path::new(text))
+        let path = Path::new(text);
+        if !path.exists() {
+            // Not named in the error: a mistyped key would be printed as a path.
+            return Err(Error::InvalidKey(
+                "neither 32 bytes in hex nor the path of a key file".into(),
+            ));
+        }
+        Self::from_file(path)
     }
 
     /// The key in the file at `path` (hex, 0600).
@@ -249,6 +256,10 @@ mod tests {
         }
         assert_eq!(EthKey::from_file(&path)?.address(), k.address());
         assert!(EthKey::parse("nonsense").is_err());
+        // A mistyped key (a digit short) is not echoed back as a missing file's path.
+        let short = &KEY[1..];
+        let e = EthKey::parse(short).err().map(|e| e.to_string());
+        assert!(e.is_some_and(|e| !e.contains(short)), "the key is shown");
         Ok(())
     }
 }

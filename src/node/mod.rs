@@ -10,6 +10,7 @@ pub mod market;
 pub mod network;
 pub mod purchasing;
 pub mod sales;
+pub mod security;
 pub mod validator;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -27,15 +28,19 @@ use tokio::task::JoinHandle;
 use crate::error::Result;
 pub use crate::node::data::{Dataset, UploadOptions};
 
-/// A node's settings; the defaults are Codex's.
-#[derive(Clone, Debug)]
+/// A node's settings; the defaults are Codex's. Its `Debug` never shows the API token.
+#[derive(Clone)]
 pub struct NodeConfig {
     /// Where the store lives (`--data-dir`).
     pub data_dir: PathBuf,
-    /// API address (`--api-bindaddr`, default 127.0.0.1).
+    /// API address (`--api-bindaddr`, default 127.0.0.1: loopback only).
     pub api_bindaddr: IpAddr,
     /// API port (`--api-port`, default 8080; 0 picks a free port).
     pub api_port: u16,
+    /// The API's bearer token (`--api-token-file`, or `CODEX_API_TOKEN`): when set,
+    /// every route answers 401 unless the request carries `Authorization: Bearer
+    /// TOKEN`. Visible ASCII, no spaces. Never logged.
+    pub api_token: Option<String>,
     /// Quota in bytes (`--storage-quota`, default 20 GiB).
     pub storage_quota: u64,
     /// Block lifetime (`--block-ttl`, default 30 days).
@@ -60,6 +65,7 @@ impl Default for NodeConfig {
             data_dir: PathBuf::from("codex-data"),
             api_bindaddr: IpAddr::V4(Ipv4Addr::LOCALHOST),
             api_port: 8080,
+            api_token: None,
             storage_quota: 20 << 30,
             block_ttl: Duration::from_secs(30 * 24 * 3600),
             block_maintenance_interval: Duration::from_secs(600),
@@ -68,6 +74,27 @@ impl Default for NodeConfig {
             marketplace: None,
             validator: None,
         }
+    }
+}
+
+impl std::fmt::Debug for NodeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeConfig")
+            .field("data_dir", &self.data_dir)
+            .field("api_bindaddr", &self.api_bindaddr)
+            .field("api_port", &self.api_port)
+            .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"))
+            .field("storage_quota", &self.storage_quota)
+            .field("block_ttl", &self.block_ttl)
+            .field(
+                "block_maintenance_interval",
+                &self.block_maintenance_interval,
+            )
+            .field("block_maintenance_batch", &self.block_maintenance_batch)
+            .field("network", &self.network)
+            .field("marketplace", &self.marketplace)
+            .field("validator", &self.validator)
+            .finish()
     }
 }
 
@@ -89,8 +116,12 @@ impl Node {
     /// Opens the store in `config.data_dir` and starts the API and the maintenance task.
     ///
     /// # Errors
-    /// When the store cannot be opened or the API address cannot be bound.
+    /// When the API token is unusable (see [`security::check_token`]), the store cannot
+    /// be opened or the API address cannot be bound.
     pub async fn start(config: NodeConfig) -> Result<Node> {
+        if let Some(token) = &config.api_token {
+            security::check_token(token)?;
+        }
         std::fs::create_dir_all(&config.data_dir)?;
         let store_config = StoreConfig {
             quota_max_bytes: config.storage_quota,
@@ -158,12 +189,19 @@ impl Node {
         let listener =
             tokio::net::TcpListener::bind((config.api_bindaddr, config.api_port)).await?;
         let api_addr = listener.local_addr()?;
-        let router = api::router(api::ApiState {
-            store: Arc::clone(&store),
-            network: network.clone(),
-            data_dir: config.data_dir.display().to_string(),
-            market: market.clone(),
-        });
+        let router = security::protect(
+            api::router(api::ApiState {
+                store: Arc::clone(&store),
+                network: network.clone(),
+                data_dir: config.data_dir.display().to_string(),
+                market: market.clone(),
+            }),
+            config.api_token.as_deref(),
+        )?;
+        let auth = config.api_token.is_some();
+        if !auth && !api_addr.ip().is_loopback() {
+            tracing::warn!(%api_addr, "the API is reachable beyond this machine without a token (--api-token-file)");
+        }
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             axum::serve(listener, router)
@@ -172,7 +210,7 @@ impl Node {
                 })
                 .await
         });
-        tracing::info!(%api_addr, data_dir = %config.data_dir.display(), "node started");
+        tracing::info!(%api_addr, auth, data_dir = %config.data_dir.display(), "node started");
         Ok(Node {
             store,
             network,

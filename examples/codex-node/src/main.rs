@@ -47,9 +47,16 @@ struct RunArgs {
     /// REST API port (0 picks a free one).
     #[arg(long, default_value_t = 8080)]
     api_port: u16,
-    /// REST API address; keep 127.0.0.1 unless the API must be reachable from elsewhere.
+    /// REST API address; keep 127.0.0.1 unless the API must be reachable from elsewhere
+    /// (then set --api-token-file too).
     #[arg(long, default_value = "127.0.0.1")]
     api_bindaddr: IpAddr,
+    /// A file holding the REST API's bearer token (mode 0600; the token never shows in
+    /// the process list). The node then answers 401 to requests without
+    /// `Authorization: Bearer TOKEN`; the client commands send it. Without the flag,
+    /// the token is taken from CODEX_API_TOKEN when that is set.
+    #[arg(long = "api-token-file", global = true)]
+    api_token_file: Option<PathBuf>,
     /// Storage quota in bytes; suffixes K, M, G, T (powers of 1024) are accepted.
     #[arg(long, default_value = "20G", value_parser = parse_size)]
     storage_quota: u64,
@@ -238,15 +245,56 @@ fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("size too large: {text:?}"))
 }
 
+/// The API token: the contents of `--api-token-file` (trimmed), else
+/// `CODEX_API_TOKEN`, else none. Errors never show the token.
+fn api_token(file: Option<&Path>) -> anyhow::Result<Option<String>> {
+    let token = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the API token file {}", path.display()))?;
+            text.trim().to_string()
+        }
+        None => match std::env::var("CODEX_API_TOKEN") {
+            Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
+            _ => return Ok(None),
+        },
+    };
+    codex::node::security::check_token(&token).context(match file {
+        Some(path) => format!("in {}", path.display()),
+        None => "in CODEX_API_TOKEN".to_string(),
+    })?;
+    Ok(Some(token))
+}
+
+/// An HTTP client that sends `Authorization: Bearer TOKEN` when there is a token.
+fn client(token: Option<&str>) -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(t) = token {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))
+            .context("the API token cannot be sent in a header")?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    Ok(reqwest::Client::builder()
+        .default_headers(headers)
+        .build()?)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse_from(with_config_file(std::env::args_os().collect())?);
+    let token = match &cli.command {
+        // The node reads its token in `run`, once logging is set up; proofs need none.
+        None | Some(Command::ProofInput { .. }) => None,
+        Some(_) => api_token(cli.run.api_token_file.as_deref())?,
+    };
+    let http = client(token.as_deref())?;
     match cli.command {
         None => run(cli.run).await,
-        Some(Command::Upload { file, mime, api }) => upload(&api, &file, mime).await,
-        Some(Command::Download { cid, output, api }) => download(&api, &cid, &output).await,
-        Some(Command::Erasure { cid, k, m, api }) => erasure(&api, &cid, k, m).await,
-        Some(Command::Verifiable { cid, k, m, api }) => verifiable(&api, &cid, k, m).await,
+        Some(Command::Upload { file, mime, api }) => upload(&http, &api, &file, mime).await,
+        Some(Command::Download { cid, output, api }) => download(&http, &api, &cid, &output).await,
+        Some(Command::Erasure { cid, k, m, api }) => erasure(&http, &api, &cid, k, m).await,
+        Some(Command::Verifiable { cid, k, m, api }) => verifiable(&http, &api, &cid, k, m).await,
         Some(Command::ProofInput {
             command: ProofInputCommand::Check { file },
         }) => proof_input_check(&file),
@@ -259,8 +307,8 @@ async fn main() -> anyhow::Result<()> {
                     output,
                 },
         }) => proof_input_prove(&file, params, cache_dir, output.as_deref()),
-        Some(Command::List { api }) => print_json(&format!("{api}/data")).await,
-        Some(Command::Space { api }) => print_json(&format!("{api}/space")).await,
+        Some(Command::List { api }) => print_json(&http, &format!("{api}/data")).await,
+        Some(Command::Space { api }) => print_json(&http, &format!("{api}/space")).await,
     }
 }
 
@@ -335,6 +383,19 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.config_file {
         tracing::info!(config = %path.display(), "flags read from the config file");
     }
+    let api_token = api_token(args.api_token_file.as_deref())?;
+    #[cfg(unix)]
+    if let Some(path) = &args.api_token_file {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                file = %path.display(),
+                mode = format!("{mode:o}"),
+                "others may read the API token file; chmod 600 it"
+            );
+        }
+    }
     let marketplace = match (
         &args.eth_provider,
         args.marketplace_address,
@@ -351,6 +412,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         api_bindaddr: args.api_bindaddr,
         api_port: args.api_port,
+        api_token,
         storage_quota: args.storage_quota,
         block_ttl: Duration::from_secs(args.block_ttl),
         block_maintenance_interval: Duration::from_secs(args.block_maintenance_interval.max(1)),
@@ -416,9 +478,14 @@ fn bar(len: u64, what: &str) -> ProgressBar {
 
 /// POSTs `body` for work of unknown length, showing a spinner; the answer's text, or an
 /// error with the status and the node's message.
-async fn post_long(url: &str, body: serde_json::Value, message: String) -> anyhow::Result<String> {
+async fn post_long(
+    http: &reqwest::Client,
+    url: &str,
+    body: serde_json::Value,
+    message: String,
+) -> anyhow::Result<String> {
     let spinner = spinner(message);
-    let res = reqwest::Client::new()
+    let res = http
         .post(url)
         .json(&body)
         .send()
@@ -442,7 +509,12 @@ fn spinner(message: String) -> ProgressBar {
     spinner
 }
 
-async fn upload(api: &str, file: &Path, mime: Option<String>) -> anyhow::Result<()> {
+async fn upload(
+    http: &reqwest::Client,
+    api: &str,
+    file: &Path,
+    mime: Option<String>,
+) -> anyhow::Result<()> {
     let f = tokio::fs::File::open(file)
         .await
         .with_context(|| format!("cannot open {}", file.display()))?;
@@ -458,7 +530,7 @@ async fn upload(api: &str, file: &Path, mime: Option<String>) -> anyhow::Result<
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or("upload");
-    let mut req = reqwest::Client::new()
+    let mut req = http
         .post(format!("{api}/data"))
         .header(
             "Content-Disposition",
@@ -489,13 +561,23 @@ async fn upload(api: &str, file: &Path, mime: Option<String>) -> anyhow::Result<
     Ok(())
 }
 
-async fn download(api: &str, cid: &str, output: &Path) -> anyhow::Result<()> {
-    let mut res = reqwest::get(format!("{api}/data/{cid}"))
+async fn download(
+    http: &reqwest::Client,
+    api: &str,
+    cid: &str,
+    output: &Path,
+) -> anyhow::Result<()> {
+    let mut res = http
+        .get(format!("{api}/data/{cid}"))
+        .send()
         .await
         .with_context(|| format!("cannot reach the node at {api}"))?;
     if res.status() == reqwest::StatusCode::NOT_FOUND {
         eprintln!("{cid} is not stored locally: fetching it from the network");
-        res = reqwest::get(format!("{api}/data/{cid}/network/stream")).await?;
+        res = http
+            .get(format!("{api}/data/{cid}/network/stream"))
+            .send()
+            .await?;
     }
     let status = res.status();
     if !status.is_success() {
@@ -528,9 +610,16 @@ async fn download(api: &str, cid: &str, output: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn erasure(api: &str, cid: &str, k: usize, m: usize) -> anyhow::Result<()> {
+async fn erasure(
+    http: &reqwest::Client,
+    api: &str,
+    cid: &str,
+    k: usize,
+    m: usize,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     let text = post_long(
+        http,
         &format!("{api}/data/{cid}/erasure"),
         serde_json::json!({ "k": k, "m": m }),
         format!("erasure-coding {cid} with K = {k}, M = {m}"),
@@ -546,9 +635,16 @@ async fn erasure(api: &str, cid: &str, k: usize, m: usize) -> anyhow::Result<()>
     Ok(())
 }
 
-async fn verifiable(api: &str, cid: &str, k: usize, m: usize) -> anyhow::Result<()> {
+async fn verifiable(
+    http: &reqwest::Client,
+    api: &str,
+    cid: &str,
+    k: usize,
+    m: usize,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     let text = post_long(
+        http,
         &format!("{api}/data/{cid}/verifiable"),
         serde_json::json!({ "k": k, "m": m }),
         format!("building the slot trees of {cid}"),
@@ -651,22 +747,66 @@ fn proof_input_prove(
     Ok(())
 }
 
-async fn print_json(url: &str) -> anyhow::Result<()> {
-    let res = reqwest::get(url)
+async fn print_json(http: &reqwest::Client, url: &str) -> anyhow::Result<()> {
+    let res = http
+        .get(url)
+        .send()
         .await
         .with_context(|| format!("cannot reach {url}"))?;
     let status = res.status();
-    let body: serde_json::Value = res.json().await?;
+    let text = res.text().await?;
     if !status.is_success() {
-        bail!("{status}: {body}");
+        bail!("{status}: {text}");
     }
+    let body: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{url} did not answer JSON"))?;
     println!("{}", serde_json::to_string_pretty(&body)?);
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{Cli, Command, api_token, parse_size};
+    use clap::Parser;
+
+    #[test]
+    fn the_token_file_is_read_before_or_after_a_client_command() -> anyhow::Result<()> {
+        for args in [
+            &["codex-node", "--api-token-file", "t", "list"][..],
+            &["codex-node", "list", "--api-token-file", "t"],
+            &["codex-node", "--api-token-file", "t"],
+        ] {
+            let cli = Cli::try_parse_from(args)?;
+            assert_eq!(
+                cli.run.api_token_file.as_deref(),
+                Some(std::path::Path::new("t")),
+                "{args:?}"
+            );
+            assert_eq!(
+                matches!(cli.command, Some(Command::List { .. })),
+                args.len() == 4
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn token_files_are_trimmed_and_bad_tokens_refused_unseen() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("token");
+        std::fs::write(&path, "s3cret-token\n")?;
+        assert_eq!(api_token(Some(&path))?.as_deref(), Some("s3cret-token"));
+        for bad in ["  \n", "two words"] {
+            std::fs::write(&path, bad)?;
+            let e = api_token(Some(&path)).err().map(|e| format!("{e:#}"));
+            assert!(
+                e.as_ref().is_some_and(|e| !e.contains("words")),
+                "{bad:?}: {e:?}"
+            );
+        }
+        assert!(api_token(Some(&dir.path().join("missing"))).is_err());
+        Ok(())
+    }
 
     #[test]
     fn sizes() {
