@@ -95,12 +95,13 @@ async fn proved_after(
     .await
 }
 
-// Out of the default suite: the restart step timed out waiting for the resumed host's
-// proof in 1 of its last 2 runs (the cause is not found yet). Run it with
-// `cargo test --test marketplace -- --ignored`.
-#[ignore = "flaky: the restarted host's proof timed out in 1 of 2 runs (issue 8)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hosts_fill_a_request_with_real_proofs_and_prove_again() -> anyhow::Result<()> {
+    // The nodes' logs, for a failure's story: `RUST_LOG=codex=info`.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let t0 = Instant::now();
     let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("proof-keys");
     let c = cache.clone();

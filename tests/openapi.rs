@@ -836,6 +836,8 @@ fn marketplace_shapes_match_the_document() -> anyhow::Result<()> {
         proof_periods: vec![10, 12],
         error: None,
         timings: vec![("download", Duration::from_millis(5))],
+        dataset: None,
+        owns_data: false,
     };
     assert_valid(&doc, schema_of(&doc, "Sale"), &sale.to_json(), "Sale");
     sale.error = Some("slot taken".into());

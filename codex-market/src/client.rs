@@ -766,17 +766,18 @@ impl MarketplaceClient {
     }
 
     /// The challenge of the next block, the one a transaction sent now lands in
-    /// on a chain that mines on demand (anvil): computed from the pointer formula
-    /// and the hash of the block it points at, assuming the next block is in the
-    /// same period as the latest. Unlike [`MarketplaceClient::challenge`], it is
-    /// right also when the pointer wraps at the next block.
+    /// when no other comes first ([`MarketplaceClient::next_block`]): computed from
+    /// the pointer formula, the next block's period and the hash of the block it
+    /// points at. Unlike [`MarketplaceClient::challenge`], it is right also when the
+    /// pointer wraps at the next block, and when the latest block is in an earlier
+    /// period than the clock (a chain that mines on demand).
     ///
     /// # Errors
     /// [`Error::Rpc`].
     pub async fn next_block_challenge(&self, slot: SlotId) -> Result<[u8; 32]> {
-        let latest = self.block_number().await?;
-        let period = self.current_period().await?;
-        self.challenge_at(slot, latest + 1, period).await
+        let (number, timestamp) = self.next_block().await?;
+        self.challenge_at(slot, number, self.config.period_of(timestamp))
+            .await
     }
 
     /// The challenge of `slot` in block `block_number` (at most one block ahead of
@@ -914,6 +915,42 @@ impl MarketplaceClient {
     /// [`Error::Rpc`].
     pub async fn current_period(&self) -> Result<u64> {
         Ok(self.config.period_of(self.timestamp().await?))
+    }
+
+    /// The number and timestamp of the block a transaction sent now lands in, as the
+    /// node sees it (the `pending` block). On a chain that mines only when a
+    /// transaction comes (anvil's automine) the latest block can be minutes behind the
+    /// clock, while the next block takes the clock's time: proofs are timed by this.
+    /// A node without a pending block gives the latest block's number and time plus one.
+    ///
+    /// # Errors
+    /// [`Error::Rpc`].
+    pub async fn next_block(&self) -> Result<(u64, u64)> {
+        let pending: std::result::Result<serde_json::Value, _> = self
+            .provider
+            .raw_request("eth_getBlockByNumber".into(), ("pending", false))
+            .await;
+        let field = |v: &serde_json::Value, k: &str| {
+            v[k].as_str()
+                .and_then(|x| u64::from_str_radix(x.trim_start_matches("0x"), 16).ok())
+        };
+        let latest = self.block_number().await?;
+        if let Ok(v) = pending
+            && let (Some(number), Some(timestamp)) = (field(&v, "number"), field(&v, "timestamp"))
+            && number > latest
+        {
+            return Ok((number, timestamp));
+        }
+        Ok((latest + 1, self.timestamp().await? + 1))
+    }
+
+    /// The period of the next block (see [`MarketplaceClient::next_block`]): the
+    /// period a transaction sent now counts in.
+    ///
+    /// # Errors
+    /// [`Error::Rpc`].
+    pub async fn next_period(&self) -> Result<u64> {
+        Ok(self.config.period_of(self.next_block().await?.1))
     }
 
     // ------------------------------------------------------------ events

@@ -238,7 +238,7 @@ async fn add_availability(
         ));
     }
     let out = a.to_json();
-    market.sales().add_availability(a);
+    market.sales().add_availability(a).await;
     Ok((StatusCode::CREATED, axum::Json(out)))
 }
 
@@ -252,7 +252,7 @@ async fn patch_availability(
     let market = market(&st)?;
     let json: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("Invalid JSON body: {e}")))?;
-    match market.sales().patch_availability(&id, &json)? {
+    match market.sales().patch_availability(&id, &json).await? {
         Some(_) => Ok(StatusCode::NO_CONTENT),
         None => Err(ApiError(
             StatusCode::NOT_FOUND,

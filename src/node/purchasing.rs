@@ -139,9 +139,10 @@ pub enum PurchaseState {
     Finished,
     /// Not filled before expiry; the client's funds were withdrawn.
     Cancelled,
-    /// Lost more than `tolerance` slots.
+    /// Lost more than `tolerance` slots; becomes `Errored` once the funds left are
+    /// withdrawn, as in Codex.
     Failed,
-    /// Something went wrong on our side (see the error).
+    /// Something went wrong (see the error), or the request failed.
     Errored,
 }
 
@@ -453,6 +454,10 @@ async fn watch(ctx: &Ctx, id: &str, request: RequestId) -> Result<()> {
         tokio::time::sleep(ctx.market.config.poll_interval).await;
         let state = match client.request_state(request).await {
             Ok(s) => s,
+            // An unreachable chain passes: the purchase is followed until it answers
+            // again (the request lives on chain meanwhile). 30 other errors in a row
+            // (a revert, a value we do not know) end it.
+            Err(codex_market::Error::Rpc { .. }) => continue,
             Err(e) => {
                 errors += 1;
                 if errors > 30 {
@@ -475,6 +480,13 @@ async fn watch(ctx: &Ctx, id: &str, request: RequestId) -> Result<()> {
                 tracing::info!(purchase = %id, error = %e, "nothing to withdraw");
             }
             tracing::info!(purchase = %id, state = next.as_str(), "purchase ended");
+            if next == PurchaseState::Failed {
+                // As Codex: a failed purchase, once its funds are withdrawn, is an error.
+                ctx.market.purchases.update(id, |p| {
+                    p.state = PurchaseState::Errored;
+                    p.error = Some("Purchase failed: the request lost too many slots".into());
+                });
+            }
             return Ok(());
         }
     }

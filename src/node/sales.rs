@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -270,6 +271,11 @@ pub struct Sale {
     pub error: Option<String>,
     /// Wall time of each step (`download`, `repair`, `slotRoot`, `prove`, `fill`).
     pub timings: Vec<(&'static str, Duration)>,
+    /// The dataset the slot belongs to.
+    pub dataset: Option<Cid>,
+    /// Whether this sale fetched the dataset (it was not in the store before), so that
+    /// it is deleted when the sale is over.
+    pub owns_data: bool,
 }
 
 impl Sale {
@@ -287,6 +293,8 @@ impl Sale {
             proof_periods: Vec::new(),
             error: None,
             timings: Vec::new(),
+            dataset: None,
+            owns_data: false,
         }
     }
 
@@ -364,10 +372,15 @@ pub struct Sales {
     queue: Mutex<Vec<QueueItem>>,
     /// Slots held when the node started, with the availability each was taken from.
     taken_on_restart: Mutex<BTreeMap<SlotId, String>>,
+    /// Datasets fetched by sales when the node started (see [`Sale::owns_data`]).
+    owned_on_restart: Mutex<BTreeMap<SlotId, Cid>>,
     /// How long the last proof took, in ms (0: none yet).
     last_prove_ms: std::sync::atomic::AtomicU64,
     /// Where availabilities and the slots taken from them are saved (`None`: memory only).
     path: Option<PathBuf>,
+    /// Saves made, and the last one on disk (see [`Sales::save`]).
+    saves: std::sync::atomic::AtomicU64,
+    written: Arc<Mutex<u64>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -403,6 +416,16 @@ impl Sales {
                             }
                         }
                     }
+                    if let Some(owned) = v["ownedData"].as_object() {
+                        let mut s = lock(&sales.owned_on_restart);
+                        for (slot, cid) in owned {
+                            if let (Ok(id), Some(Ok(cid))) =
+                                (slot.parse(), cid.as_str().map(Cid::from_str))
+                            {
+                                s.insert(SlotId(id), cid);
+                            }
+                        }
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "unreadable sales state set aside");
@@ -417,26 +440,27 @@ impl Sales {
         sales
     }
 
-    /// Adds an availability.
-    pub fn add_availability(&self, a: Availability) {
+    /// Adds an availability; returns once it is saved.
+    pub async fn add_availability(&self, a: Availability) {
         lock(&self.availabilities).insert(a.id.clone(), a);
-        self.save();
+        self.save_now().await;
     }
 
     /// Changes an availability; see [`Availability::patch`]. `Ok(None)` when there is
-    /// no availability `id`.
+    /// no availability `id`. Returns once the change is saved.
     ///
     /// # Errors
     /// As [`Availability::patch`].
-    pub fn patch_availability(&self, id: &str, body: &Value) -> Result<Option<Availability>> {
-        let mut all = lock(&self.availabilities);
-        let Some(a) = all.get_mut(id) else {
-            return Ok(None);
+    pub async fn patch_availability(&self, id: &str, body: &Value) -> Result<Option<Availability>> {
+        let out = {
+            let mut all = lock(&self.availabilities);
+            let Some(a) = all.get_mut(id) else {
+                return Ok(None);
+            };
+            a.patch(body)?;
+            a.clone()
         };
-        a.patch(body)?;
-        let out = a.clone();
-        drop(all);
-        self.save();
+        self.save_now().await;
         Ok(Some(out))
     }
 
@@ -552,9 +576,12 @@ impl Sales {
         })
     }
 
-    /// Saves availabilities and which availability each held slot came from.
-    fn save(&self) {
-        let Some(path) = &self.path else { return };
+    /// Saves availabilities and which availability each held slot came from. Within a
+    /// runtime the file is written on the blocking pool (await the handle to know it is
+    /// on disk); saves land in the order they were made, a later one never overwritten
+    /// by an earlier one. Without a runtime it is written before this returns.
+    fn save(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let path = self.path.clone()?;
         let availabilities: Vec<Value> = lock(&self.availabilities)
             .values()
             .map(Availability::to_json)
@@ -568,18 +595,54 @@ impl Sales {
                 .entry(slot.to_string())
                 .or_insert_with(|| json!(a.clone()));
         }
-        let state = json!({ "availabilities": availabilities, "slots": slots });
-        let write = || -> std::io::Result<()> {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
+        let mut owned = serde_json::Map::new();
+        for s in lock(&self.sales).values().filter(|s| s.owns_data) {
+            if let Some(cid) = s.dataset {
+                owned.insert(s.slot.to_string(), json!(cid.to_string()));
             }
-            let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, serde_json::to_vec_pretty(&state)?)?;
-            std::fs::File::open(&tmp)?.sync_all()?;
-            std::fs::rename(&tmp, path)
+        }
+        for (slot, cid) in lock(&self.owned_on_restart).iter() {
+            owned
+                .entry(slot.to_string())
+                .or_insert_with(|| json!(cid.to_string()));
+        }
+        let state = json!({ "availabilities": availabilities, "slots": slots, "ownedData": owned });
+        let seq = self.saves.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        let written = Arc::clone(&self.written);
+        let write = move || {
+            let mut last = lock(&written);
+            if *last >= seq {
+                return; // a later state is already on disk
+            }
+            let result = (|| -> std::io::Result<()> {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                let tmp = path.with_extension("tmp");
+                std::fs::write(&tmp, serde_json::to_vec_pretty(&state)?)?;
+                std::fs::File::open(&tmp)?.sync_all()?;
+                std::fs::rename(&tmp, &path)
+            })();
+            match result {
+                Ok(()) => *last = seq,
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot save the sales state");
+                }
+            }
         };
-        if let Err(e) = write() {
-            tracing::warn!(path = %path.display(), error = %e, "cannot save the sales state");
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => Some(rt.spawn_blocking(write)),
+            Err(_) => {
+                write();
+                None
+            }
+        }
+    }
+
+    /// Saves and waits until the state is on disk.
+    async fn save_now(&self) {
+        if let Some(h) = self.save() {
+            let _ = h.await;
         }
     }
 }
@@ -746,7 +809,7 @@ async fn attempt(ctx: &Ctx, item: &QueueItem) -> Attempt {
     }
     match fill(ctx, request, index, repair, reserved).await {
         Ok(()) => {
-            sales.save();
+            sales.save_now().await;
             Attempt::Filled(availability)
         }
         Err(e) => {
@@ -773,6 +836,9 @@ async fn attempt(ctx: &Ctx, item: &QueueItem) -> Attempt {
                 s.error = Some(e.to_string());
             });
             sales.give_back(&availability, request, true);
+            if lost || item.attempts >= MAX_ATTEMPTS {
+                discard(ctx, slot).await;
+            }
             if lost { Attempt::Done } else { Attempt::Retry }
         }
     }
@@ -896,8 +962,28 @@ async fn fill(
 
     let t = Instant::now();
     let cid = Cid::from_bytes(&request.content.cid)?;
+    let had = ctx.store.has_block(&cid).await?;
+    {
+        // An earlier attempt (at another slot of the request, say) may have fetched
+        // the dataset: a sale that is not running passes its ownership on.
+        let mut all = lock(&sales.sales);
+        let mut inherited = false;
+        for s in all
+            .values_mut()
+            .filter(|s| s.slot != slot && s.dataset == Some(cid) && !s.holds_space())
+        {
+            inherited |= std::mem::take(&mut s.owns_data);
+        }
+        if let Some(s) = all.get_mut(&slot) {
+            s.dataset = Some(cid);
+            s.owns_data |= !had || inherited;
+        }
+    }
     let block = codex_net::fetch_manifest_block(&ctx.network, &ctx.store, cid).await?;
     let manifest = Manifest::decode(block.data())?;
+    // The manifest first: what is fetched is then a dataset of the store, listed, and
+    // deleted with it if the sale fails.
+    ctx.store.put_block(block).await?;
     let geometry = SlotGeometry::new(&manifest)?;
     let rebuilt = fetch_slot(ctx, cid, &manifest, &geometry, index, repair).await?;
     let download = t.elapsed();
@@ -912,9 +998,6 @@ async fn fill(
         s.timings.push(("slotRoot", slot_root));
         s.state = SaleState::InitialProving;
     });
-    // Keep the manifest, so that the dataset's blocks are listed and served.
-    ctx.store.put_block(block).await?;
-
     let prover = ctx.market.prover().await?;
     wait_for_stable_challenge(ctx, slot).await;
     let prove_time = Arc::new(Mutex::new(Duration::ZERO));
@@ -945,6 +1028,43 @@ async fn fill(
     Ok(())
 }
 
+/// Deletes the dataset sale `slot` fetched, now that the sale is over, unless another
+/// sale of this host uses it (which then owns it). Nothing when the dataset was in the
+/// store before the sale.
+async fn discard(ctx: &Ctx, slot: SlotId) {
+    let cid = lock(&ctx.market.sales.sales).get_mut(&slot).and_then(|s| {
+        std::mem::take(&mut s.owns_data)
+            .then_some(s.dataset)
+            .flatten()
+    });
+    if let Some(cid) = cid {
+        discard_dataset(ctx, slot, cid).await;
+    }
+}
+
+/// Deletes dataset `cid`, fetched by sale `slot`, unless another sale of this host
+/// uses it (which then owns it).
+async fn discard_dataset(ctx: &Ctx, slot: SlotId, cid: Cid) {
+    let sales = &ctx.market.sales;
+    {
+        let mut all = lock(&sales.sales);
+        let heir = all
+            .values_mut()
+            .find(|s| s.slot != slot && s.dataset == Some(cid) && s.holds_space());
+        if let Some(heir) = heir {
+            heir.owns_data = true;
+            return;
+        }
+    }
+    lock(&sales.slot_data).remove(&slot);
+    lock(&sales.owned_on_restart).remove(&slot);
+    match ctx.store.delete_dataset(&cid).await {
+        Ok(()) => tracing::info!(%slot, %cid, "sales: the sale is over, its data deleted"),
+        Err(e) => tracing::warn!(%slot, %cid, error = %e, "sales: cannot delete a sale's data"),
+    }
+    sales.save();
+}
+
 /// After a restart: every slot the chain says this host holds resumes where the chain
 /// is (Codex's `SaleUnknown`): a filled slot is checked against the stored blocks and
 /// proved again, a finished or cancelled one is paid out.
@@ -970,6 +1090,8 @@ async fn resume(ctx: &Ctx, provers: &mut JoinSet<()>) {
         let mut sale = Sale::new(slot, request.id(), index, availability.clone());
         sale.reserved = true;
         sale.state = SaleState::Proving;
+        sale.dataset = Cid::from_bytes(&request.content.cid).ok();
+        sale.owns_data = lock(&sales.owned_on_restart).remove(&slot).is_some();
         if matches!(state, Ok(SlotState::Filled)) {
             let loaded = async {
                 let cid = Cid::from_bytes(&request.content.cid)?;
@@ -997,13 +1119,21 @@ async fn resume(ctx: &Ctx, provers: &mut JoinSet<()>) {
             prove_until_the_end(&ctx, &request, index, &availability).await;
         });
     }
+    // Data fetched by sales that are no longer held (a failed attempt, a sale that
+    // ended while the node was down): deleted unless a held slot uses it.
+    let orphans = std::mem::take(&mut *lock(&sales.owned_on_restart));
+    for (slot, cid) in orphans {
+        discard_dataset(ctx, slot, cid).await;
+    }
 }
 
 /// Waits until a proof started now will land under the challenge it is made for
 /// (Codex's "stable challenge"): the challenge changes when the period changes and
 /// when the slot's pointer wraps past 255, so neither may come within the time a
-/// proof takes (the last one's, with a margin; 10 s before the first). Gives up after
-/// three periods (a prover slower than a period), leaving it to the contract.
+/// proof takes (the last one's, with a margin; 10 s before the first). Time is the
+/// next block's ([`codex_market::MarketplaceClient::next_block`]), which follows the
+/// clock also on a chain that mines on demand. Gives up after three periods (a
+/// prover slower than a period), leaving it to the contract.
 async fn wait_for_stable_challenge(ctx: &Ctx, slot: SlotId) {
     let client = &ctx.market.client;
     let period = client.config().proofs.period.max(1);
@@ -1019,18 +1149,13 @@ async fn wait_for_stable_challenge(ctx: &Ctx, slot: SlotId) {
         last.div_ceil(1000) * 6 / 5 + 1
     }
     .min(period * 2 / 3);
-    let first_block = client.block_number().await.ok();
-    for waited in 0..period * 3 {
-        let (Ok(now), Ok(pointer)) = (client.timestamp().await, client.pointer(slot).await) else {
+    for _ in 0..period * 3 {
+        let (Ok((_, now)), Ok(pointer)) = (client.next_block().await, client.pointer(slot).await)
+        else {
             return;
         };
         let left = period - now % period;
         if left > need && u64::from(pointer) + need < 256 {
-            return;
-        }
-        // A chain that mines only on demand (anvil's automine) moves neither clock nor
-        // pointer while we wait: the challenge cannot change before our transaction.
-        if waited >= 2 && client.block_number().await.ok() == first_block {
             return;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -1090,7 +1215,7 @@ async fn prove_until_the_end(ctx: &Ctx, request: &StorageRequest, index: u64, av
     let client = &ctx.market.client;
     let slot = request.slot_id(index);
     let sales = &ctx.market.sales;
-    let mut proved_in = client.current_period().await.ok();
+    let mut proved_in = client.next_period().await.ok();
     if sales.sale(slot).is_some_and(|s| s.proofs == 0) {
         // Resumed after a restart: prove this period if it asks.
         proved_in = None;
@@ -1147,7 +1272,7 @@ async fn prove_until_the_end(ctx: &Ctx, request: &StorageRequest, index: u64, av
                 break;
             }
         }
-        if let Ok(period) = client.current_period().await
+        if let Ok(period) = client.next_period().await
             && proved_in != Some(period)
         {
             let required = client.is_proof_required(slot).await.unwrap_or(false)
@@ -1158,6 +1283,7 @@ async fn prove_until_the_end(ctx: &Ctx, request: &StorageRequest, index: u64, av
         }
         tokio::time::sleep(ctx.market.config.poll_interval).await;
     }
+    discard(ctx, slot).await;
 }
 
 /// Proves slot `slot` now; the period the proof counts for, unless it was refused.
@@ -1174,7 +1300,7 @@ async fn prove_once(ctx: &Ctx, slot: SlotId, index: u64) -> Option<u64> {
     wait_for_stable_challenge(ctx, slot).await;
     // The period the challenge is read in: a proof that lands in another period fails
     // (the challenge moves with the period), so an accepted one counts for this one.
-    let period = client.current_period().await.ok()?;
+    let period = client.next_period().await.ok()?;
     let submitted = client
         .submit_proof_with(slot, |challenge| {
             prove_job(ctx, &data, prover, index, challenge)
@@ -1230,13 +1356,13 @@ mod tests {
         Ok(())
     }
 
-    #[test]
-    fn availabilities_survive_a_restart_and_a_corrupt_file_is_set_aside() -> Result<()> {
+    #[tokio::test]
+    async fn availabilities_survive_a_restart_and_a_corrupt_file_is_set_aside() -> Result<()> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("sales").join("state.json");
         let sales = Sales::open(path.clone());
         let a = availability()?;
-        sales.add_availability(a.clone());
+        sales.add_availability(a.clone()).await;
         assert_eq!(Sales::open(path.clone()).availabilities(), vec![a]);
         std::fs::write(&path, b"{ not json")?;
         assert!(Sales::open(path.clone()).availabilities().is_empty());

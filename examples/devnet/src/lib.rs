@@ -607,6 +607,21 @@ pub async fn run(opts: &Options, out: &(dyn Fn(&str) + Sync)) -> anyhow::Result<
         }
     }
     tl.say("every host that held a slot to the end was paid (freeSlot)");
+    // A sale that is over deletes the data it fetched.
+    let deadline = Deadline::new(
+        "the hosts to delete their slots' data",
+        Duration::from_secs(60),
+    );
+    for &i in &holder {
+        let api = &people[i].api;
+        while get_json(&http, &format!("{api}/data")).await?["content"]
+            .as_array()
+            .is_none_or(|c| !c.is_empty())
+        {
+            deadline.tick().await?;
+        }
+    }
+    tl.say("the paid hosts deleted the data they stored for the request");
     let deadline = Deadline::new("the client's withdrawal", Duration::from_secs(60));
     while get_json(&http, &url).await?["state"] != "finished" {
         deadline.tick().await?;
