@@ -81,15 +81,37 @@ pub(crate) fn signing_provider_at(
     url: alloy::transports::http::reqwest::Url,
     signer: &PrivateKeySigner,
 ) -> DynProvider {
-    ProviderBuilder::new()
+    signing_provider_timed(url, signer, RPC_TIMEOUT)
+}
+
+fn signing_provider_timed(
+    url: alloy::transports::http::reqwest::Url,
+    signer: &PrivateKeySigner,
+    timeout: std::time::Duration,
+) -> DynProvider {
+    let builder = ProviderBuilder::new()
         .disable_recommended_fillers()
         .with_gas_estimation()
         .with_simple_nonce_management()
         .fetch_chain_id()
-        .wallet(EthereumWallet::from(signer.clone()))
-        .connect_http(url)
-        .erased()
+        .wallet(EthereumWallet::from(signer.clone()));
+    // A chain node that accepts connections and never answers must not hang the
+    // caller: every request gets a deadline (then it is an `Error::Rpc`, retried by
+    // the node's loops like a refused connection).
+    match alloy::transports::http::reqwest::Client::builder()
+        .connect_timeout(RPC_CONNECT_TIMEOUT.min(timeout))
+        .timeout(timeout)
+        .build()
+    {
+        Ok(client) => builder.connect_reqwest(client, url).erased(),
+        Err(_) => builder.connect_http(url).erased(),
+    }
 }
+
+/// How long a JSON-RPC request to the chain may take, connecting included.
+pub const RPC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long connecting to the chain's JSON-RPC endpoint may take.
+pub const RPC_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn deploy_error(name: &'static str) -> impl FnOnce(alloy::contract::Error) -> Error {
     move |e| Error::from_contract("deploy", Target::Contract(name), e)
@@ -269,4 +291,36 @@ pub async fn set_refusing(provider: &DynProvider, token: Address, refusing: bool
         .await
         .map_err(|e| Error::rpc("setRefusing receipt", e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A chain endpoint that accepts connections and never answers gives an error
+    /// when the deadline passes, instead of hanging the caller.
+    #[tokio::test]
+    async fn a_silent_rpc_endpoint_times_out() -> std::result::Result<(), Box<dyn std::error::Error>>
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?).parse()?;
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                open.push(socket); // read nothing, answer nothing
+            }
+        });
+        let signer = PrivateKeySigner::random();
+        let provider = signing_provider_timed(url, &signer, std::time::Duration::from_millis(500));
+        let started = std::time::Instant::now();
+        let answer = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            provider.get_block_number(),
+        )
+        .await?;
+        assert!(answer.is_err(), "a silent endpoint gave {answer:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        held.abort();
+        Ok(())
+    }
 }
