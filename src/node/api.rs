@@ -113,8 +113,26 @@ fn core_status(e: &codex_core::Error) -> StatusCode {
         C::NotFound(_) => StatusCode::NOT_FOUND,
         C::QuotaExceeded { .. } => StatusCode::INSUFFICIENT_STORAGE,
         C::Decode { .. } | C::InvalidManifest(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        C::Backend(_) | C::Io(_) if disk_full(e) => StatusCode::INSUFFICIENT_STORAGE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
+}
+
+/// Whether an error comes from a full disk (or a file that may not grow further).
+fn disk_full(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::FileTooLarge
+            )
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 impl From<codex_core::Error> for ApiError {

@@ -146,3 +146,112 @@ async fn killed_mid_erasure_coding_and_slot_building_nothing_is_lost() -> anyhow
     assert_consistent(dir.path(), 99).await?;
     Ok(())
 }
+
+/// Starts `codex-node` whose files may not grow past `limit_kib` (`ulimit -f`, with
+/// SIGXFSZ ignored so that a write past it fails with EFBIG as on a full disk).
+fn spawn_node_on_a_small_disk(dir: &Path, limit_kib: u64) -> anyhow::Result<(Child, String)> {
+    let script = format!("trap '' XFSZ; ulimit -f {limit_kib}; exec \"$0\" \"$@\"");
+    let mut child = Command::new("bash")
+        .args(["-c", &script, BIN])
+        .args(["--data-dir", &dir.display().to_string()])
+        .args(["--api-port", "0", "--log-level", "warn", "--no-network"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    anyhow::ensure!(line.starts_with("http://"), "node printed {line:?}");
+    Ok((child, line.trim().to_string()))
+}
+
+/// The disk fills up mid-upload: the upload fails with an error, what was stored
+/// before stays intact and the store reopens consistent; with room again the same
+/// upload succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_the_upload_and_loses_nothing() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let http = reqwest::Client::new();
+    let small = data(100)[..2 << 20].to_vec();
+    let big = data(101);
+    let (mut child, url) = spawn_node_on_a_small_disk(dir.path(), 8 << 10)?;
+    let r = http
+        .post(format!("{url}/data"))
+        .body(small.clone())
+        .send()
+        .await?;
+    anyhow::ensure!(r.status().is_success(), "small upload: {}", r.status());
+    let first: Cid = r.text().await?.parse()?;
+
+    // 12 MiB into files that may not pass 8 MiB.
+    let r = http
+        .post(format!("{url}/data"))
+        .body(big.clone())
+        .send()
+        .await;
+    let refused = match r {
+        Ok(r) => {
+            let status = r.status();
+            let text = r.text().await.unwrap_or_default();
+            println!("the upload on a full disk: {status} {text}");
+            assert_eq!(status, 507, "an upload past the disk's end: {text}");
+            true
+        }
+        Err(e) => {
+            println!("the upload on a full disk: connection ended: {e}");
+            false
+        }
+    };
+    if refused {
+        // The node still answers, and still serves what it stored before.
+        let got = http.get(format!("{url}/data/{first}")).send().await?;
+        assert!(
+            got.status().is_success(),
+            "GET after the full disk: {}",
+            got.status()
+        );
+        assert!(
+            got.bytes().await? == small,
+            "the first upload reads back other bytes"
+        );
+    }
+    child.kill()?;
+    child.wait()?;
+    let cids = assert_consistent(dir.path(), 0).await?;
+    assert!(
+        cids.contains(&first),
+        "the upload before the disk filled was lost"
+    );
+    assert_eq!(cids.len(), 1, "a half-stored upload was left: {cids:?}");
+
+    // Room again: the same upload goes through and reads back.
+    let (mut child, url) = spawn_node(dir.path())?;
+    let r = http
+        .post(format!("{url}/data"))
+        .body(big.clone())
+        .send()
+        .await?;
+    anyhow::ensure!(r.status().is_success(), "upload with room: {}", r.status());
+    let cid: Cid = r.text().await?.parse()?;
+    let got = http
+        .get(format!("{url}/data/{cid}"))
+        .send()
+        .await?
+        .bytes()
+        .await?;
+    assert!(got == big, "the upload reads back other bytes");
+    let got = http
+        .get(format!("{url}/data/{first}"))
+        .send()
+        .await?
+        .bytes()
+        .await?;
+    assert!(got == small, "the first upload reads back other bytes");
+    child.kill()?;
+    child.wait()?;
+    assert_consistent(dir.path(), 1).await?;
+    Ok(())
+}
