@@ -33,7 +33,8 @@ pub struct FetchOptions {
     pub store_concurrency: usize,
     /// How far ahead of the reader blocks are fetched (bounds memory when streaming).
     pub max_ahead: u64,
-    /// Give up on the blocks left when no progress was made for this long.
+    /// Give up on the blocks left when no progress was made for this long, also while
+    /// requests are still outstanding (a peer that takes want-lists but never delivers).
     pub stall_timeout: Duration,
 }
 
@@ -78,6 +79,8 @@ impl PeerState {
 enum Event<S, F> {
     Stored(S),
     Fetched(F),
+    /// No block arrived for the stall timeout while requests were outstanding.
+    Stalled,
 }
 
 /// Peers that may have `cids`: providers found through the DHT and peers we are connected to.
@@ -189,6 +192,9 @@ pub async fn fetch(
     let mut completed: BTreeMap<u64, Bytes> = BTreeMap::new();
     let mut failed: HashSet<u64> = HashSet::new();
     let mut inflight = FuturesUnordered::new();
+    // The blocks of the requests in `inflight`, and when the first of them was sent.
+    let mut asked: HashSet<u64> = HashSet::new();
+    let mut asking_since = Instant::now();
     let mut storing = FuturesUnordered::new();
     let mut next_emit = indices.start;
     let mut last_progress = Instant::now();
@@ -276,6 +282,10 @@ pub async fn fetch(
             if let Some(p) = peers.get_mut(&peer) {
                 p.inflight += 1;
             }
+            if inflight.is_empty() {
+                asking_since = Instant::now();
+            }
+            asked.insert(i);
             let ex = Arc::clone(net.exchange());
             inflight.push(
                 async move {
@@ -312,11 +322,15 @@ pub async fn fetch(
         }
 
         // Wait for a request to complete or a block to be stored; while the store is
-        // full, only for the store.
+        // full, only for the store. Requests that bring nothing for the stall timeout
+        // (peers that take wants and stay silent, longer than their request timeout)
+        // end the download.
         let store_full = storing.len() >= options.store_concurrency.max(1);
+        let stall_at = last_progress.max(asking_since) + options.stall_timeout;
         let event = tokio::select! {
             Some(stored) = storing.next(), if !storing.is_empty() => Event::Stored(stored),
             Some(done) = inflight.next(), if !inflight.is_empty() && !store_full => Event::Fetched(done),
+            () = tokio::time::sleep_until(stall_at), if storing.is_empty() => Event::Stalled,
             else => continue,
         };
         let (i, peer, result) = match event {
@@ -330,7 +344,22 @@ pub async fn fetch(
                 continue;
             }
             Event::Fetched(done) => done,
+            Event::Stalled => {
+                tracing::debug!(
+                    outstanding = asked.len(),
+                    queued = queue.len(),
+                    "no block for the stall timeout; giving up on the rest"
+                );
+                // Dropping the requests withdraws them (see `Exchange::request`).
+                inflight = FuturesUnordered::new();
+                for i in queue.drain(..).chain(asked.drain()) {
+                    failed.insert(i);
+                    report.missing.push(i);
+                }
+                continue;
+            }
         };
+        asked.remove(&i);
         let state = peers.entry(peer).or_default();
         state.inflight = state.inflight.saturating_sub(1);
         match result {

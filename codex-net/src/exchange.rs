@@ -402,9 +402,16 @@ impl Exchange {
     /// # Errors
     /// [`Error::BadBlock`] (the peer is dropped), [`Error::Unavailable`] when the peer
     /// lacks the block, leaves or does not answer in time.
+    ///
+    /// # Cancel safety
+    /// Dropping the future withdraws the request: a later delivery is ignored.
     pub async fn request(&self, peer: PeerId, address: BlockAddress) -> Result<Fetched> {
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert((peer, address), tx);
+        let _withdraw = Withdraw {
+            pending: &self.pending,
+            key: (peer, address),
+        };
         let want = Message {
             wantlist: WantList {
                 entries: vec![Entry {
@@ -427,16 +434,27 @@ impl Exchange {
         .await;
         match result {
             Ok(Ok(fetched)) => Ok(fetched),
-            Ok(Err(e)) => {
-                lock(&self.pending).remove(&(peer, address));
-                Err(e)
-            }
-            Err(_) => {
-                lock(&self.pending).remove(&(peer, address));
-                Err(Error::Unavailable(format!(
-                    "{address} (peer {peer} timed out)"
-                )))
-            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Error::Unavailable(format!(
+                "{address} (peer {peer} timed out)"
+            ))),
+        }
+    }
+}
+
+/// Removes a request's waiter when the request ends, however it ends (answered, failed,
+/// timed out or dropped). A waiter that was answered is gone from the map already.
+struct Withdraw<'a> {
+    pending: &'a Mutex<HashMap<(PeerId, BlockAddress), Waiter>>,
+    key: (PeerId, BlockAddress),
+}
+
+impl Drop for Withdraw<'_> {
+    fn drop(&mut self) {
+        let mut pending = lock(self.pending);
+        // Only our own waiter: a newer request for the same block may have replaced it.
+        if pending.get(&self.key).is_some_and(|w| w.is_closed()) {
+            pending.remove(&self.key);
         }
     }
 }

@@ -340,3 +340,92 @@ async fn abusive_peers_are_dropped_and_the_node_keeps_serving() -> anyhow::Resul
     assert!(got == data);
     Ok(())
 }
+
+/// One message with more want-list entries than the limit (1024, as Codex batches) gets
+/// the sender dropped and disconnected, while a message at the limit is served, and the
+/// node keeps serving others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_want_list_over_the_entry_limit_gets_the_sender_dropped() -> anyhow::Result<()> {
+    let data = random(1 << 20, 3);
+    let a = node(mem(), vec![]).await?;
+    let (cid, manifest) = put_dataset(&*a.store, &data).await?;
+    let limit = codex_net::ExchangeConfig::default().max_entries_per_message;
+    assert_eq!(limit, 1024);
+    let message = |entries: usize| Message {
+        wantlist: WantList {
+            entries: (0..entries as u64)
+                .map(|i| Entry {
+                    address: codex_core::BlockAddress::Leaf {
+                        tree: manifest.tree_cid,
+                        index: i % manifest.blocks_count(),
+                    },
+                    priority: 0,
+                    cancel: false,
+                    want_type: WantType::WantHave,
+                    send_dont_have: false,
+                })
+                .collect(),
+            full: false,
+        },
+        ..Message::default()
+    };
+    let protocol = StreamProtocol::new(PROTOCOL);
+    let open = |n: &TestNode| {
+        let (net, a_id, a_addr, protocol) = (
+            n.net.clone(),
+            a.net.peer_id(),
+            a.addr.clone(),
+            protocol.clone(),
+        );
+        async move {
+            net.dial(a_id, vec![a_addr]).await?;
+            anyhow::Ok(net.control().open_stream(a_id, protocol).await?)
+        }
+    };
+
+    // At the limit: served, not dropped.
+    let ok = node(mem(), vec![]).await?;
+    let mut s = open(&ok).await?;
+    write_message(&mut s, &message(limit), true).await?;
+    // One entry over: dropped and disconnected.
+    let bad = node(mem(), vec![]).await?;
+    let mut s = open(&bad).await?;
+    write_message(&mut s, &message(limit + 1), true).await?;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let connected = a.net.info().await?.connected;
+        if a.net.exchange().is_banned(&bad.net.peer_id()) && !connected.contains(&bad.net.peer_id())
+        {
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "a sender of {} entries was not dropped (banned: {}, connected: {})",
+            limit + 1,
+            a.net.exchange().is_banned(&bad.net.peer_id()),
+            connected.contains(&bad.net.peer_id())
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !a.net.exchange().is_banned(&ok.net.peer_id()),
+        "a message at the limit got its sender dropped"
+    );
+    assert_eq!(
+        a.net
+            .exchange()
+            .stats
+            .dropped_peers
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+
+    // The node keeps serving: an honest peer downloads the dataset.
+    let e = node(mem(), vec![a.addr.clone()]).await?;
+    e.net.dial(a.net.peer_id(), vec![a.addr.clone()]).await?;
+    let (got, report) = download(&e, cid).await?;
+    assert!(got == data);
+    assert!(report.missing.is_empty());
+    Ok(())
+}

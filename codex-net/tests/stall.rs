@@ -1,0 +1,356 @@
+//! Peers that stall (issue 9): they speak the block exchange and take want-lists, but
+//! stop delivering while keeping the connection open.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use codex_core::{
+    Block, BlockStore, Chunker, Cid, CodexProof, LeafMeta, Manifest, SessionId, Space,
+};
+use codex_net::{Error, ExchangeConfig, FetchOptions, FetchReport, NetConfig, Network};
+use codex_store::{MemoryStore, StoreConfig};
+use libp2p::Multiaddr;
+use libp2p::identity::Keypair;
+use rand::{RngCore, SeedableRng, rngs::StdRng};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+fn random(len: usize, seed: u64) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    StdRng::seed_from_u64(seed).fill_bytes(&mut v);
+    v
+}
+
+async fn put_dataset(store: &dyn BlockStore, data: &[u8]) -> anyhow::Result<(Cid, Manifest)> {
+    let blocks: Vec<Block> = Chunker::new(data, 65536)
+        .map(|b| b.map(Block::new))
+        .collect::<Result<_, _>>()?;
+    Ok(codex_core::store_dataset(store, blocks, 65536, data.len() as u64).await?)
+}
+
+async fn node(store: Arc<dyn BlockStore>, exchange: ExchangeConfig) -> anyhow::Result<Network> {
+    let config = NetConfig {
+        listen_addrs: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
+        exchange,
+        ..NetConfig::default()
+    };
+    Ok(Network::start(Keypair::generate_ed25519(), config, store).await?)
+}
+
+async fn addr(net: &Network) -> anyhow::Result<Multiaddr> {
+    for _ in 0..50 {
+        if let Some(a) = net.info().await?.listen_addrs.into_iter().next() {
+            return Ok(a.with(libp2p::multiaddr::Protocol::P2p(net.peer_id())));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    anyhow::bail!("no listen address")
+}
+
+fn mem() -> Arc<dyn BlockStore> {
+    Arc::new(MemoryStore::new(StoreConfig::default()))
+}
+
+/// Fetches the whole of `manifest` through `net` into `store`, collecting the streamed
+/// bytes; the first error on the output ends the collection.
+async fn download(
+    net: &Network,
+    store: &Arc<dyn BlockStore>,
+    cid: Cid,
+    manifest: &Manifest,
+    options: FetchOptions,
+) -> (Vec<u8>, Option<Error>, codex_net::Result<FetchReport>) {
+    let (tx, mut rx) = mpsc::channel(16);
+    let (net, store, m) = (net.clone(), Arc::clone(store), manifest.clone());
+    let task = tokio::spawn(async move {
+        codex_net::fetch(
+            &net,
+            &store,
+            &m,
+            Some(cid),
+            0..m.blocks_count(),
+            Some(tx),
+            &options,
+        )
+        .await
+    });
+    let mut out = Vec::new();
+    let mut error = None;
+    while let Some(chunk) = rx.recv().await {
+        match chunk {
+            Ok(c) => out.extend_from_slice(&c),
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
+        }
+    }
+    let report = task
+        .await
+        .unwrap_or_else(|e| Err(Error::Libp2p(format!("fetch task: {e}"))));
+    (out, error, report)
+}
+
+/// A store that serves its first `deliver` leaves and then never answers a leaf again
+/// (the want is taken, the connection stays open, nothing comes back). Presences and
+/// the manifest are still answered.
+#[derive(Debug)]
+struct Stalling {
+    inner: MemoryStore,
+    deliver: u64,
+    asked: AtomicU64,
+}
+
+impl Stalling {
+    fn new(deliver: u64) -> Self {
+        Stalling {
+            inner: MemoryStore::new(StoreConfig::default()),
+            deliver,
+            asked: AtomicU64::new(0),
+        }
+    }
+    fn delivered(&self) -> u64 {
+        self.asked.load(Ordering::Relaxed).min(self.deliver)
+    }
+    fn swallowed(&self) -> u64 {
+        self.asked
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.deliver)
+    }
+}
+
+#[async_trait]
+impl BlockStore for Stalling {
+    async fn put_block(&self, b: Block) -> codex_core::Result<()> {
+        self.inner.put_block(b).await
+    }
+    async fn put_leaf(&self, t: &Cid, i: u64, b: Block, p: CodexProof) -> codex_core::Result<()> {
+        self.inner.put_leaf(t, i, b, p).await
+    }
+    async fn get_block(&self, c: &Cid) -> codex_core::Result<Block> {
+        self.inner.get_block(c).await
+    }
+    async fn get_leaf(&self, t: &Cid, i: u64) -> codex_core::Result<(Block, CodexProof)> {
+        if self.asked.fetch_add(1, Ordering::Relaxed) < self.deliver {
+            return self.inner.get_leaf(t, i).await;
+        }
+        std::future::pending().await
+    }
+    async fn get_leaf_meta(&self, t: &Cid, i: u64) -> codex_core::Result<LeafMeta> {
+        self.inner.get_leaf_meta(t, i).await
+    }
+    async fn has_block(&self, c: &Cid) -> codex_core::Result<bool> {
+        self.inner.has_block(c).await
+    }
+    async fn has_leaf(&self, t: &Cid, i: u64) -> codex_core::Result<bool> {
+        self.inner.has_leaf(t, i).await
+    }
+    async fn delete_block(&self, c: &Cid) -> codex_core::Result<()> {
+        self.inner.delete_block(c).await
+    }
+    async fn delete_dataset(&self, c: &Cid) -> codex_core::Result<()> {
+        self.inner.delete_dataset(c).await
+    }
+    async fn manifests(&self) -> codex_core::Result<Vec<(Cid, Manifest)>> {
+        self.inner.manifests().await
+    }
+    async fn begin(&self) -> codex_core::Result<SessionId> {
+        self.inner.begin().await
+    }
+    async fn session_put_blocks(&self, s: SessionId, b: Vec<Block>) -> codex_core::Result<()> {
+        self.inner.session_put_blocks(s, b).await
+    }
+    async fn session_put_leaves(
+        &self,
+        s: SessionId,
+        t: &Cid,
+        l: Vec<LeafMeta>,
+    ) -> codex_core::Result<()> {
+        self.inner.session_put_leaves(s, t, l).await
+    }
+    async fn session_put_leaf_refs(
+        &self,
+        s: SessionId,
+        t: &Cid,
+        l: Vec<LeafMeta>,
+    ) -> codex_core::Result<()> {
+        self.inner.session_put_leaf_refs(s, t, l).await
+    }
+    async fn commit(&self, s: SessionId, m: Option<Block>) -> codex_core::Result<()> {
+        self.inner.commit(s, m).await
+    }
+    async fn abort(&self, s: SessionId) -> codex_core::Result<()> {
+        self.inner.abort(s).await
+    }
+    async fn space(&self) -> codex_core::Result<Space> {
+        self.inner.space().await
+    }
+    async fn reserve(&self, n: u64) -> codex_core::Result<()> {
+        self.inner.reserve(n).await
+    }
+    async fn release(&self, n: u64) -> codex_core::Result<()> {
+        self.inner.release(n).await
+    }
+}
+
+/// S delivers 4 blocks and then goes silent with the connection open; A is honest. The
+/// download completes byte-identical, every block S swallowed is asked of A once the
+/// request times out, and S is not asked again and again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stalls_mid_transfer_is_bypassed_after_the_timeout() -> anyhow::Result<()> {
+    let data = random(3 << 20, 11);
+    let request_timeout = Duration::from_millis(1500);
+    let a_store = mem();
+    let (cid, manifest) = put_dataset(&*a_store, &data).await?;
+    let a = node(a_store, ExchangeConfig::default()).await?;
+    let stalling = Arc::new(Stalling::new(4));
+    put_dataset(&stalling.inner, &data).await?;
+    let s = node(
+        Arc::clone(&stalling) as Arc<dyn BlockStore>,
+        ExchangeConfig::default(),
+    )
+    .await?;
+    let e_store = mem();
+    let e = node(
+        Arc::clone(&e_store),
+        ExchangeConfig {
+            request_timeout,
+            ..ExchangeConfig::default()
+        },
+    )
+    .await?;
+    e.dial(a.peer_id(), vec![addr(&a).await?]).await?;
+    e.dial(s.peer_id(), vec![addr(&s).await?]).await?;
+
+    let options = FetchOptions {
+        stall_timeout: Duration::from_secs(8),
+        ..FetchOptions::default()
+    };
+    let started = Instant::now();
+    let run = download(&e, &e_store, cid, &manifest, options);
+    let (got, error, report) = tokio::time::timeout(Duration::from_secs(20), run).await?;
+    let elapsed = started.elapsed();
+    assert!(error.is_none(), "the output failed: {error:?}");
+    let report = report?;
+    assert!(got == data, "downloaded bytes differ");
+    assert_eq!(report.fetched, manifest.blocks_count());
+    assert!(report.missing.is_empty(), "missing {:?}", report.missing);
+
+    let blocks = manifest.blocks_count();
+    let a_served = a.exchange().stats.served.load(Ordering::Relaxed);
+    eprintln!(
+        "{blocks} blocks in {elapsed:?}: S delivered {}, swallowed {}; A served {a_served}",
+        stalling.delivered(),
+        stalling.swallowed()
+    );
+    assert_eq!(stalling.delivered(), 4, "S served its first blocks");
+    assert!(
+        stalling.swallowed() > 0,
+        "the test did not make S stall (asked {} times)",
+        stalling.swallowed() + stalling.delivered()
+    );
+    assert!(
+        a_served >= blocks - stalling.delivered(),
+        "A served {a_served} of the {blocks} blocks, S {}: the stalled ones were not re-requested",
+        stalling.delivered()
+    );
+    // The stalled requests waited out their timeout, and no more: they were asked of A
+    // right after it, not after the stall timeout.
+    assert!(elapsed >= request_timeout, "done in {elapsed:?}");
+    assert!(
+        elapsed < request_timeout * 4,
+        "took {elapsed:?} with a request timeout of {request_timeout:?}"
+    );
+    // Penalised: once its requests timed out S was not asked for every block again.
+    assert!(
+        stalling.swallowed() + stalling.delivered() < blocks,
+        "S was asked {} times for {blocks} blocks",
+        stalling.swallowed() + stalling.delivered()
+    );
+    // A timeout is not misbehaviour: S is slow, not banned.
+    assert!(!e.exchange().is_banned(&s.peer_id()));
+    Ok(())
+}
+
+/// S is the only source and never delivers a block. With a request timeout longer than
+/// the stall timeout the download ends, within the stall timeout, with a typed error on
+/// the output (and, without an output, a report naming every block as missing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_whose_only_source_stalls_ends_within_the_stall_timeout() -> anyhow::Result<()> {
+    let data = random(1 << 20, 12);
+    let stalling = Arc::new(Stalling::new(0));
+    let (cid, manifest) = put_dataset(&stalling.inner, &data).await?;
+    let s = node(
+        Arc::clone(&stalling) as Arc<dyn BlockStore>,
+        ExchangeConfig::default(),
+    )
+    .await?;
+    let e_store = mem();
+    let e = node(
+        Arc::clone(&e_store),
+        ExchangeConfig {
+            request_timeout: Duration::from_secs(30),
+            ..ExchangeConfig::default()
+        },
+    )
+    .await?;
+    e.dial(s.peer_id(), vec![addr(&s).await?]).await?;
+    // The manifest itself is served.
+    let fetched = codex_net::fetch_manifest(&e, &e_store, cid).await?;
+    assert_eq!(fetched, manifest);
+
+    let stall_timeout = Duration::from_secs(2);
+    let options = FetchOptions {
+        stall_timeout,
+        ..FetchOptions::default()
+    };
+    let started = Instant::now();
+    let run = download(&e, &e_store, cid, &manifest, options.clone());
+    let (got, error, report) = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .map_err(|_| anyhow::anyhow!("the download hung past the stall timeout"))?;
+    let elapsed = started.elapsed();
+    assert!(
+        got.is_empty(),
+        "{} bytes from a peer that sends none",
+        got.len()
+    );
+    assert!(
+        matches!(error, Some(Error::Unavailable(_))),
+        "output ended with {error:?}"
+    );
+    assert!(matches!(report, Err(Error::Unavailable(_))), "{report:?}");
+    assert!(stalling.swallowed() > 0);
+    assert!(
+        elapsed < stall_timeout + Duration::from_secs(2),
+        "gave up after {elapsed:?}, stall timeout {stall_timeout:?}"
+    );
+
+    // Without an output: a report of the missing blocks.
+    let started = Instant::now();
+    let run = codex_net::fetch(
+        &e,
+        &e_store,
+        &manifest,
+        Some(cid),
+        0..manifest.blocks_count(),
+        None,
+        &options,
+    );
+    let report = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .map_err(|_| anyhow::anyhow!("the download hung past the stall timeout"))??;
+    let elapsed = started.elapsed();
+    assert_eq!(report.fetched, 0);
+    assert_eq!(
+        report.missing,
+        (0..manifest.blocks_count()).collect::<Vec<_>>()
+    );
+    assert!(
+        elapsed < stall_timeout + Duration::from_secs(2),
+        "{elapsed:?}"
+    );
+    Ok(())
+}
