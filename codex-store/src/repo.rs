@@ -18,8 +18,14 @@ use crate::kv::{Kv, MemKv, SledKv, Write};
 
 type CoreResult<T> = codex_core::Result<T>;
 
-/// How many records one batch of a long operation (commit, abort, delete) touches.
-const CHUNK: usize = 2048;
+/// How many records one batch of a long operation (leaves, commit, abort, delete) touches.
+///
+/// sled keeps every node version a batch replaces until the batch ends (one epoch guard
+/// for the whole batch, and the log pinned), so a batch's memory grows with its size:
+/// batches of 4096 leaves took ~100 MiB each, and glibc kept the pages. Small batches
+/// bound it; each one is still atomic and self-consistent (counters, references and
+/// records together), and a crash between two is undone or finished by `recover`.
+const CHUNK: usize = 256;
 
 /// Settings of a store.
 #[derive(Clone, Debug)]
@@ -566,19 +572,31 @@ impl<K: Kv> Inner<K> {
                 .is_empty();
             Some(Bytes::copy_from_slice(&[u8::from(!exists)]))
         };
-        self.write(&mut st, |t| {
-            if let Some(r) = record {
-                t.put(marker, r);
-            }
-            for leaf in leaves {
-                if refs {
-                    t.set_leaf_ref(tree, leaf.index, &leaf.block_cid, &leaf.proof);
-                } else {
-                    t.set_leaf(tree, leaf.index, &leaf.block_cid, &leaf.proof)?;
+        // The marker goes with the first batch of leaves, before any leaf of the tree.
+        let mut record = record.map(|r| (marker, r));
+        for chunk in leaves.chunks(CHUNK) {
+            self.write(&mut st, |t| {
+                if let Some((marker, r)) = record.take() {
+                    t.put(marker, r);
                 }
-            }
-            Ok(())
-        })
+                for leaf in chunk {
+                    if refs {
+                        t.set_leaf_ref(tree, leaf.index, &leaf.block_cid, &leaf.proof);
+                    } else {
+                        t.set_leaf(tree, leaf.index, &leaf.block_cid, &leaf.proof)?;
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        if let Some((marker, r)) = record {
+            // No leaves: the tree is still recorded, as before.
+            self.write(&mut st, |t| {
+                t.put(marker, r);
+                Ok(())
+            })?;
+        }
+        Ok(())
     }
 
     fn commit(&self, s: SessionId, manifest: Option<&Block>) -> CoreResult<()> {
