@@ -37,7 +37,7 @@ pub struct StoreConfig {
     /// sled's page cache (default 32 MiB); unused by the memory store. sled counts its
     /// pages by their size on disk and holds about 3 to 4 times as much in memory, so
     /// this, not the dataset size, bounds the store's memory: with 64 MiB an 8 GiB
-    /// upload peaked at 204 MiB in `examples/upload_rss.rs`, with 32 MiB at 162 MiB.
+    /// upload peaked at 199 MiB in `examples/upload_rss.rs`, with 32 MiB at 158 MiB.
     pub cache_bytes: u64,
 }
 
