@@ -921,7 +921,8 @@ impl MarketplaceClient {
     /// node sees it (the `pending` block). On a chain that mines only when a
     /// transaction comes (anvil's automine) the latest block can be minutes behind the
     /// clock, while the next block takes the clock's time: proofs are timed by this.
-    /// A node without a pending block gives the latest block's number and time plus one.
+    /// Never before the latest block's number and time plus one (what a node without a
+    /// pending block gives).
     ///
     /// # Errors
     /// [`Error::Rpc`].
@@ -934,14 +935,25 @@ impl MarketplaceClient {
             v[k].as_str()
                 .and_then(|x| u64::from_str_radix(x.trim_start_matches("0x"), 16).ok())
         };
-        let latest = self.block_number().await?;
-        if let Ok(v) = pending
-            && let (Some(number), Some(timestamp)) = (field(&v, "number"), field(&v, "timestamp"))
-            && number > latest
-        {
-            return Ok((number, timestamp));
-        }
-        Ok((latest + 1, self.timestamp().await? + 1))
+        let latest = self
+            .provider
+            .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+            .await
+            .map_err(|e| Error::rpc("eth_getBlockByNumber", e))?
+            .ok_or_else(|| Error::UnexpectedValue {
+                what: "latest block",
+                value: "none".into(),
+            })?;
+        let (number, timestamp) = (latest.header.number, latest.header.timestamp);
+        // A block's time is after its parent's: when blocks came faster than one a
+        // second, the chain's clock runs ahead of the pending block's.
+        Ok(match pending {
+            Ok(v) => (
+                field(&v, "number").unwrap_or(0).max(number + 1),
+                field(&v, "timestamp").unwrap_or(0).max(timestamp + 1),
+            ),
+            Err(_) => (number + 1, timestamp + 1),
+        })
     }
 
     /// The period of the next block (see [`MarketplaceClient::next_block`]): the
