@@ -498,13 +498,16 @@ async fn corrupted_peers() -> anyhow::Result<()> {
     .await?;
     v.provide(v_cid).await?;
     v.provide(manifest.tree_cid).await?;
-    let v_addr = v
-        .info()
-        .await?
-        .listen_addrs
-        .first()
-        .cloned()
-        .ok_or_else(|| anyhow::anyhow!("V does not listen"))?;
+    // The listener comes up after the swarm starts: wait for its address.
+    let mut v_addr = None;
+    for _ in 0..100 {
+        v_addr = v.info().await?.listen_addrs.first().cloned();
+        if v_addr.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let v_addr = v_addr.ok_or_else(|| anyhow::anyhow!("V does not listen after 10 s"))?;
 
     let e = NodeProcess::start(&dir.path().join("e"), Some(&boot))?;
     for n in [&a, &x] {

@@ -143,7 +143,16 @@ impl Node {
                 let key =
                     tokio::task::spawn_blocking(move || codex_net::load_or_create_key(&key_path))
                         .await??;
+                let listens = !net_config.listen_addrs.is_empty();
                 let net = codex_net::Network::start(key, net_config, Arc::clone(&store)).await?;
+                // The listeners come up just after the swarm starts: a started node
+                // has its addresses (others are told them at once), or 5 s passed.
+                for _ in 0..50 {
+                    if !listens || !net.info().await?.listen_addrs.is_empty() {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
                 let (n, s) = (net.clone(), Arc::clone(&store));
                 tokio::spawn(async move {
                     match network::announce_all(&n, &*s).await {
