@@ -7,7 +7,7 @@
 //! availability is patched, and the host restarted resumes its sale from the chain and
 //! proves again. Invalid requests are refused with a 4xx before anything is spent.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -20,80 +20,11 @@ use codex::market::{
 use codex::node::market::{EthKey, MarketConfig};
 use codex::proofs::prover::compile_verifier;
 use codex::proofs::{Prover, Srs};
-use codex::{Node, NodeConfig};
 use rand::{RngCore, SeedableRng, rngs::StdRng};
 use serde_json::{Value, json};
 
-async fn node(
-    dir: &Path,
-    bootstrap: Vec<codex::net::Multiaddr>,
-    market: MarketConfig,
-) -> anyhow::Result<Node> {
-    Ok(Node::start(NodeConfig {
-        data_dir: dir.to_path_buf(),
-        api_port: 0,
-        network: Some(codex::net::NetConfig {
-            listen_addrs: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
-            bootstrap,
-            ..codex::net::NetConfig::default()
-        }),
-        marketplace: Some(market),
-        ..NodeConfig::default()
-    })
-    .await?)
-}
-
-async fn get_json(http: &reqwest::Client, url: String) -> anyhow::Result<Value> {
-    let r = http.get(&url).send().await?;
-    let status = r.status();
-    let text = r.text().await?;
-    anyhow::ensure!(status.is_success(), "GET {url}: {status} {text}");
-    Ok(serde_json::from_str(&text)?)
-}
-
-/// Polls `f` every 500 ms until it returns `Some`, for at most `limit`.
-async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await? {
-            return Ok(v);
-        }
-        if start.elapsed() > limit {
-            bail!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// The sale of host `h` with a proof in a period after `period`, waited for up to 180 s.
-async fn proved_after(
-    http: &reqwest::Client,
-    h: &Node,
-    period: u64,
-    what: &str,
-) -> anyhow::Result<Value> {
-    let url = format!("{}/sales/slots", h.api_url());
-    wait_for(what, Duration::from_secs(180), || {
-        let url = url.clone();
-        async move {
-            let sales = get_json(http, url).await?;
-            Ok(sales.as_array().and_then(|a| {
-                a.iter()
-                    .find(|s| {
-                        s["proofPeriods"]
-                            .as_array()
-                            .is_some_and(|p| p.iter().any(|x| x.as_u64() > Some(period)))
-                    })
-                    .cloned()
-            }))
-        }
-    })
-    .await
-}
+mod common;
+use common::{get_json, node, proved_after};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hosts_fill_a_request_with_real_proofs_and_prove_again() -> anyhow::Result<()> {
@@ -283,7 +214,14 @@ async fn three_hosts_fill_a_request_with_real_proofs_and_prove_again() -> anyhow
     chain.increase_time(config.proofs.period).await?;
     chain.mine(1).await?;
     for (i, h) in hosts.iter().enumerate() {
-        let sale = proved_after(&http, h, period, "a proof in a later period").await?;
+        let sale = proved_after(
+            &http,
+            h,
+            period,
+            "a proof in a later period",
+            Duration::from_secs(180),
+        )
+        .await?;
         println!("host {i}: proofs in periods {}", sale["proofPeriods"]);
     }
     println!(
@@ -338,7 +276,14 @@ async fn three_hosts_fill_a_request_with_real_proofs_and_prove_again() -> anyhow
     let period = market.current_period().await?;
     chain.increase_time(config.proofs.period).await?;
     chain.mine(1).await?;
-    let sale = proved_after(&http, &h, period, "a proof after the restart").await?;
+    let sale = proved_after(
+        &http,
+        &h,
+        period,
+        "a proof after the restart",
+        Duration::from_secs(180),
+    )
+    .await?;
     println!("[{:>6.1?}] restarted host proved: {sale}", t0.elapsed());
     hosts.push(h);
     for h in hosts {

@@ -5,30 +5,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use codex_core::{
-    Block, BlockStore, Chunker, Cid, CodexProof, LeafMeta, Manifest, SessionId, Space,
-};
+use codex_core::{Block, BlockStore, Cid, CodexProof, LeafMeta, Manifest, SessionId, Space};
 use codex_net::message::{Entry, Message, PROTOCOL, WantList, WantType, write_message};
 use codex_net::{FetchOptions, NetConfig, Network};
 use codex_store::{MemoryStore, StoreConfig};
 use futures::AsyncWriteExt;
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, StreamProtocol};
-use rand::{RngCore, SeedableRng, rngs::StdRng};
 use tokio::sync::mpsc;
 
-fn random(len: usize, seed: u64) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    StdRng::seed_from_u64(seed).fill_bytes(&mut v);
-    v
-}
-
-async fn put_dataset(store: &dyn BlockStore, data: &[u8]) -> anyhow::Result<(Cid, Manifest)> {
-    let blocks: Vec<Block> = Chunker::new(data, 65536)
-        .map(|b| b.map(Block::new))
-        .collect::<Result<_, _>>()?;
-    Ok(codex_core::store_dataset(store, blocks, 65536, data.len() as u64).await?)
-}
+mod common;
+use common::{mem, put_dataset, random};
 
 struct TestNode {
     net: Network,
@@ -55,10 +42,6 @@ async fn node(store: Arc<dyn BlockStore>, bootstrap: Vec<Multiaddr>) -> anyhow::
         .ok_or_else(|| anyhow::anyhow!("no listen address"))?
         .with(libp2p::multiaddr::Protocol::P2p(net.peer_id()));
     Ok(TestNode { net, store, addr })
-}
-
-fn mem() -> Arc<dyn BlockStore> {
-    Arc::new(MemoryStore::new(StoreConfig::default()))
 }
 
 /// Downloads `cid` through `net` into `store`, collecting the streamed bytes.

@@ -6,29 +6,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use codex_core::{
-    Block, BlockStore, Chunker, Cid, CodexProof, LeafMeta, Manifest, SessionId, Space,
-};
+use codex_core::{Block, BlockStore, Cid, CodexProof, LeafMeta, Manifest, SessionId, Space};
 use codex_net::{Error, ExchangeConfig, FetchOptions, FetchReport, NetConfig, Network};
 use codex_store::{MemoryStore, StoreConfig};
 use libp2p::Multiaddr;
 use libp2p::identity::Keypair;
-use rand::{RngCore, SeedableRng, rngs::StdRng};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-fn random(len: usize, seed: u64) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    StdRng::seed_from_u64(seed).fill_bytes(&mut v);
-    v
-}
-
-async fn put_dataset(store: &dyn BlockStore, data: &[u8]) -> anyhow::Result<(Cid, Manifest)> {
-    let blocks: Vec<Block> = Chunker::new(data, 65536)
-        .map(|b| b.map(Block::new))
-        .collect::<Result<_, _>>()?;
-    Ok(codex_core::store_dataset(store, blocks, 65536, data.len() as u64).await?)
-}
+mod common;
+use common::{mem, put_dataset, random};
 
 async fn node(store: Arc<dyn BlockStore>, exchange: ExchangeConfig) -> anyhow::Result<Network> {
     let config = NetConfig {
@@ -47,10 +34,6 @@ async fn addr(net: &Network) -> anyhow::Result<Multiaddr> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     anyhow::bail!("no listen address")
-}
-
-fn mem() -> Arc<dyn BlockStore> {
-    Arc::new(MemoryStore::new(StoreConfig::default()))
 }
 
 /// Fetches the whole of `manifest` through `net` into `store`, collecting the streamed

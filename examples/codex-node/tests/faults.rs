@@ -20,7 +20,19 @@ const BIN: &str = env!("CARGO_BIN_EXE_codex-node");
 
 /// Starts `codex-node` on a free port without networking; returns it and its API URL.
 fn spawn_node(dir: &Path) -> anyhow::Result<(Child, String)> {
-    let mut child = Command::new(BIN)
+    spawn(dir, None)
+}
+
+/// Starts `codex-node` whose files may not grow past `limit_kib` (`ulimit -f`, with
+/// SIGXFSZ ignored so that a write past it fails with EFBIG as on a full disk).
+fn spawn_node_on_a_small_disk(dir: &Path, limit_kib: u64) -> anyhow::Result<(Child, String)> {
+    spawn(dir, Some(limit_kib))
+}
+
+fn spawn(dir: &Path, file_limit_kib: Option<u64>) -> anyhow::Result<(Child, String)> {
+    let limit = file_limit_kib.map_or(String::new(), |k| format!("trap '' XFSZ; ulimit -f {k}; "));
+    let mut child = Command::new("bash")
+        .args(["-c", &format!("{limit}exec \"$0\" \"$@\""), BIN])
         .args(["--data-dir", &dir.display().to_string()])
         .args(["--api-port", "0", "--log-level", "warn", "--no-network"])
         .stdout(Stdio::piped())
@@ -145,27 +157,6 @@ async fn killed_mid_erasure_coding_and_slot_building_nothing_is_lost() -> anyhow
     child.wait()?;
     assert_consistent(dir.path(), 99).await?;
     Ok(())
-}
-
-/// Starts `codex-node` whose files may not grow past `limit_kib` (`ulimit -f`, with
-/// SIGXFSZ ignored so that a write past it fails with EFBIG as on a full disk).
-fn spawn_node_on_a_small_disk(dir: &Path, limit_kib: u64) -> anyhow::Result<(Child, String)> {
-    let script = format!("trap '' XFSZ; ulimit -f {limit_kib}; exec \"$0\" \"$@\"");
-    let mut child = Command::new("bash")
-        .args(["-c", &script, BIN])
-        .args(["--data-dir", &dir.display().to_string()])
-        .args(["--api-port", "0", "--log-level", "warn", "--no-network"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line)?;
-    anyhow::ensure!(line.starts_with("http://"), "node printed {line:?}");
-    Ok((child, line.trim().to_string()))
 }
 
 /// The disk fills up mid-upload: the upload fails with an error, what was stored

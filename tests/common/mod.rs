@@ -1,0 +1,82 @@
+//! What the marketplace tests share: nodes on loopback with a marketplace, JSON over
+//! the REST API, polling, and waiting for a host's proof.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use codex::node::market::MarketConfig;
+use codex::{Node, NodeConfig};
+use serde_json::Value;
+
+pub async fn node(
+    dir: &Path,
+    bootstrap: Vec<codex::net::Multiaddr>,
+    market: MarketConfig,
+) -> anyhow::Result<Node> {
+    Ok(Node::start(NodeConfig {
+        data_dir: dir.to_path_buf(),
+        api_port: 0,
+        network: Some(codex::net::NetConfig {
+            listen_addrs: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
+            bootstrap,
+            ..codex::net::NetConfig::default()
+        }),
+        marketplace: Some(market),
+        ..NodeConfig::default()
+    })
+    .await?)
+}
+
+pub async fn get_json(http: &reqwest::Client, url: String) -> anyhow::Result<Value> {
+    let r = http.get(&url).send().await?;
+    let status = r.status();
+    let text = r.text().await?;
+    anyhow::ensure!(status.is_success(), "GET {url}: {status} {text}");
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// Polls `f` every 500 ms until it returns `Some`, for at most `limit`.
+pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await? {
+            return Ok(v);
+        }
+        if start.elapsed() > limit {
+            bail!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The sale of host `h` with a proof in a period after `period`, waited for up to `limit`.
+pub async fn proved_after(
+    http: &reqwest::Client,
+    h: &Node,
+    period: u64,
+    what: &str,
+    limit: Duration,
+) -> anyhow::Result<Value> {
+    let url = format!("{}/sales/slots", h.api_url());
+    wait_for(what, limit, || {
+        let url = url.clone();
+        async move {
+            let sales = get_json(http, url).await?;
+            Ok(sales.as_array().and_then(|a| {
+                a.iter()
+                    .find(|s| {
+                        s["proofPeriods"]
+                            .as_array()
+                            .is_some_and(|p| p.iter().any(|x| x.as_u64() > Some(period)))
+                    })
+                    .cloned()
+            }))
+        }
+    })
+    .await
+}
