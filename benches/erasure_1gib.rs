@@ -27,6 +27,20 @@ fn peak_rss_mib() -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time (user and system) the process has used, in seconds.
+fn cpu_secs() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which ends with the last ')'): utime is the
+            // 12th, stime the 13th, in clock ticks (100 per second here).
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
 fn reset_peak() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
@@ -44,11 +58,16 @@ fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let config = StoreConfig {
         quota_max_bytes: total * 4,
+        cache_bytes: std::env::var("CODEX_BENCH_CACHE_MIB")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(StoreConfig::default().cache_bytes, |v| v << 20),
         ..StoreConfig::default()
     };
     let store: Arc<dyn BlockStore> =
         Arc::new(SledStore::open(dir.path().join("full"), config.clone())?);
     rt.block_on(async {
+        let started = Instant::now();
         let pieces = total.div_ceil(1 << 20);
         let body = futures::stream::iter(0..pieces).map(|i| {
             let mut v = vec![0u8; 1 << 20];
@@ -64,16 +83,35 @@ fn main() -> anyhow::Result<()> {
         let cid = codex::node::data::store_stream(Arc::clone(&store), body, Default::default()).await?;
         let plain = Manifest::decode(store.get_block(&cid).await?.data())?;
         let size = plain.dataset_size as f64;
-
-        reset_peak();
-        let t = Instant::now();
-        let (_, protected) = codex_erasure::encode(&*store, &plain, k, m).await?;
-        let secs = t.elapsed().as_secs_f64();
         println!(
-            "encode K={k} M={m} {:>5} MiB: {:.2} s, {:.0} MB/s, peak RSS {} MiB",
+            "upload {:>5} MiB: {:.2} s",
+            total >> 20,
+            started.elapsed().as_secs_f64()
+        );
+
+        // The upload's writeback finishes before the clock starts: the encoder reads a
+        // dataset at rest, and does not share the disk and the CPU with the upload's tail.
+        rustix::fs::sync();
+        reset_peak();
+        let cpu = cpu_secs();
+        let t = Instant::now();
+        let options = codex_erasure::Options {
+            batch_bytes: std::env::var("CODEX_BENCH_BATCH_MIB")
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok())
+                .map_or(codex_erasure::Options::default().batch_bytes, |v| v << 20),
+            ..Default::default()
+        };
+        let (_, protected) = codex_erasure::encode_with(&*store, &plain, k, m, &options).await?;
+        let secs = t.elapsed().as_secs_f64();
+        let cpu = cpu_secs() - cpu;
+        println!(
+            "encode K={k} M={m} {:>5} MiB: {:.2} s, {:.0} MB/s, CPU {:.2} s ({:.2} cores), peak RSS {} MiB",
             total >> 20,
             secs,
             size / secs / 1e6,
+            cpu,
+            cpu / secs,
             peak_rss_mib()
         );
 
@@ -87,13 +125,17 @@ fn main() -> anyhow::Result<()> {
             part.put_leaf(&protected.tree_cid, i, b, p).await?;
         }
         reset_peak();
+        let cpu = cpu_secs();
         let t = Instant::now();
         let rebuilt = codex_erasure::decode(&part, &protected).await?;
         let secs = t.elapsed().as_secs_f64();
+        let cpu = cpu_secs() - cpu;
         println!(
-            "decode with {m} of {k} data slots lost ({rebuilt} blocks rebuilt): {:.2} s, {:.0} MB/s, peak RSS {} MiB",
+            "decode with {m} of {k} data slots lost ({rebuilt} blocks rebuilt): {:.2} s, {:.0} MB/s, CPU {:.2} s ({:.2} cores), peak RSS {} MiB",
             secs,
             size / secs / 1e6,
+            cpu,
+            cpu / secs,
             peak_rss_mib()
         );
         anyhow::Ok(())

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod block;
+pub mod buffers;
 pub mod chunker;
 pub mod cid;
 mod error;

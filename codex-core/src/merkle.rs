@@ -225,10 +225,12 @@ impl CodexProof {
         w.uint(1, self.mcodec)
             .uint(2, self.index)
             .uint(3, self.nleaves);
+        // Each node is a message with one 32-byte field 1: key 0x0a, length 32, the bytes.
+        let mut n = [0u8; 34];
+        n[..2].copy_from_slice(&[0x0a, 32]);
         for node in &self.path {
-            let mut n = pb::Writer::new();
-            n.bytes(1, node);
-            w.message(4, &n);
+            n[2..].copy_from_slice(node);
+            w.bytes(4, &n);
         }
         w.finish()
     }
@@ -349,6 +351,23 @@ mod tests {
                 assert_eq!(decoded, proof);
             }
         }
+    }
+
+    #[test]
+    fn proof_nodes_are_encoded_as_nested_messages() {
+        let tree = MerkleTree::new(leaves(11)).expect("tree");
+        let proof = tree.proof(6).expect("proof");
+        // Codex's schema: field 4 repeats a message whose only field (1) is the node.
+        let mut w = pb::Writer::new();
+        w.uint(1, proof.mcodec)
+            .uint(2, proof.index)
+            .uint(3, proof.nleaves);
+        for node in &proof.path {
+            let mut n = pb::Writer::new();
+            n.bytes(1, node);
+            w.message(4, &n);
+        }
+        assert_eq!(proof.encode(), w.finish());
     }
 
     #[test]

@@ -80,12 +80,9 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 columns
                     .par_iter()
-                    .map_init(
-                        || None,
-                        |enc, col| {
-                            codex_erasure::coder::encode_column(enc, m, col, BS).expect("encode")
-                        },
-                    )
+                    .map(|col| {
+                        codex_erasure::coder::encode_column_cached(m, col, BS).expect("encode")
+                    })
                     .count()
             })
         });

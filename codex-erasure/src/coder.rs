@@ -1,9 +1,32 @@
 //! One column at a time: the synchronous Reed-Solomon work.
 
+use std::cell::RefCell;
+
 use bytes::Bytes;
 use reed_solomon_simd::{ReedSolomonDecoder, ReedSolomonEncoder};
 
 use crate::error::{Error, Result};
+
+thread_local! {
+    // A coder holds megabytes of work space: made once per thread, not once per column.
+    static ENCODER: RefCell<Option<ReedSolomonEncoder>> = const { RefCell::new(None) };
+    static DECODER: RefCell<Option<ReedSolomonDecoder>> = const { RefCell::new(None) };
+}
+
+/// [`encode_column`] with the calling thread's encoder, kept between calls.
+pub fn encode_column_cached(m: usize, data: &[Bytes], shard_bytes: usize) -> Result<Vec<Bytes>> {
+    ENCODER.with_borrow_mut(|enc| encode_column(enc, m, data, shard_bytes))
+}
+
+/// [`decode_column`] with the calling thread's decoder, kept between calls.
+pub fn decode_column_cached(
+    k: usize,
+    column: u64,
+    shards: &[Option<Bytes>],
+    shard_bytes: usize,
+) -> Result<Vec<Bytes>> {
+    DECODER.with_borrow_mut(|dec| decode_column(dec, k, column, shards, shard_bytes))
+}
 
 /// Computes the M parity shards of one column from its K data shards (all `shard_bytes`
 /// long). `encoder` is reused between calls when given.
@@ -25,7 +48,10 @@ pub fn encode_column(
         enc.add_original_shard(shard)?;
     }
     let result = enc.encode()?;
-    Ok(result.recovery_iter().map(Bytes::copy_from_slice).collect())
+    Ok(result
+        .recovery_iter()
+        .map(codex_core::buffers::copy)
+        .collect())
 }
 
 /// Rebuilds the K data shards of one column from any K of its K+M shards
@@ -75,7 +101,7 @@ pub fn decode_column(
             Some(s) => Ok(s.clone()),
             None => result
                 .restored_original(row)
-                .map(Bytes::copy_from_slice)
+                .map(codex_core::buffers::copy)
                 .ok_or(Error::NotEnoughShards {
                     column,
                     present,

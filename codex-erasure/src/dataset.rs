@@ -14,7 +14,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 use rayon::prelude::*;
 use tokio::sync::mpsc;
 
-use crate::coder::{decode_column, encode_column};
+use crate::coder::{decode_column_cached, encode_column_cached};
 use crate::error::{Error, Result};
 use crate::layout::Layout;
 
@@ -213,7 +213,7 @@ pub async fn recover_block<S: BlockStore + ?Sized>(
             .collect();
     let row = (index / layout.steps) as usize;
     let data = tokio::task::spawn_blocking(move || {
-        let data = decode_column(&mut None, layout.k, column, &shards, bs)?;
+        let data = decode_column_cached(layout.k, column, &shards, bs)?;
         Ok::<_, Error>(Block::new(data[row].clone()))
     })
     .await
@@ -331,20 +331,16 @@ async fn run_encode<S: BlockStore + ?Sized>(
 
     let code = async move {
         while let Some((first, columns, data_cids)) = read_rx.recv().await {
-            let parity = tokio::task::spawn_blocking(move || {
+            let parity = on_rayon(move || {
                 columns
                     .par_iter()
-                    .map_init(
-                        || None,
-                        |enc, data| {
-                            let parity = encode_column(enc, m, data, bs)?;
-                            Ok(parity.into_iter().map(Block::new).collect::<Vec<_>>())
-                        },
-                    )
+                    .map(|data| {
+                        let parity = encode_column_cached(m, data, bs)?;
+                        Ok(parity.into_iter().map(Block::new).collect::<Vec<_>>())
+                    })
                     .collect::<Result<Vec<Vec<Block>>>>()
             })
-            .await
-            .map_err(|e| Error::Task(e.to_string()))??;
+            .await??;
             // Parity blocks in column order, row by row within a column.
             let parity: Vec<Block> = parity.into_iter().flatten().collect();
             if code_tx.send((first, data_cids, parity)).await.is_err() {
@@ -390,6 +386,23 @@ async fn run_encode<S: BlockStore + ?Sized>(
     Ok(((*block.cid(), protected), Some(block)))
 }
 
+/// Runs `work` on the rayon pool (whose threads its parallel iterators then use directly)
+/// and waits for it without blocking the executor. A panic in `work` is an error here, as
+/// it is for `spawn_blocking`, rather than the end of the process.
+async fn on_rayon<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    rayon::spawn(move || {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+        // The receiver is gone only when the caller was dropped: nothing waits then.
+        let _ = tx.send(result);
+    });
+    match rx.await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(_)) => Err(Error::Task("a coding job panicked".into())),
+        Err(_) => Err(Error::Task("a coding job ended without a result".into())),
+    }
+}
+
 /// Builds the tree over `cids`, stores every leaf with its proof in the session, and
 /// returns the root CID.
 async fn put_tree_leaves<S: BlockStore + ?Sized>(
@@ -417,22 +430,27 @@ async fn put_leaves<S: BlockStore + ?Sized>(
 ) -> Result<()> {
     let root = tree.root_cid();
     let indices: Vec<u64> = indices.collect();
-    for chunk in indices.chunks(LEAF_BATCH) {
-        let (t, c, chunk) = (Arc::clone(tree), Arc::clone(cids), chunk.to_vec());
-        let leaves = tokio::task::spawn_blocking(move || {
-            chunk
-                .into_iter()
-                .map(|i| {
-                    Ok(LeafMeta {
-                        index: i,
-                        block_cid: c[i as usize],
-                        proof: t.proof(i)?,
+    // The proofs of the next chunk are computed while the store writes this one.
+    let chunks: Vec<Vec<u64>> = indices.chunks(LEAF_BATCH).map(<[u64]>::to_vec).collect();
+    let mut proved = stream::iter(chunks)
+        .map(|chunk| {
+            let (t, c) = (Arc::clone(tree), Arc::clone(cids));
+            tokio::task::spawn_blocking(move || {
+                chunk
+                    .into_iter()
+                    .map(|i| {
+                        Ok(LeafMeta {
+                            index: i,
+                            block_cid: c[i as usize],
+                            proof: t.proof(i)?,
+                        })
                     })
-                })
-                .collect::<codex_core::Result<Vec<_>>>()
+                    .collect::<codex_core::Result<Vec<_>>>()
+            })
         })
-        .await
-        .map_err(|e| Error::Task(e.to_string()))??;
+        .buffered(2);
+    while let Some(leaves) = proved.next().await {
+        let leaves = leaves.map_err(|e| Error::Task(e.to_string()))??;
         store.session_put_leaves(session, &root, leaves).await?;
     }
     Ok(())
@@ -549,57 +567,53 @@ async fn restore<S: BlockStore + ?Sized>(
             columns.push((c, shards));
         }
         let rows_owned = rows.to_vec();
-        let coded = tokio::task::spawn_blocking(move || {
+        let coded = on_rayon(move || {
             columns
                 .into_par_iter()
-                .map_init(
-                    || (None, None),
-                    |(enc, dec), (c, read): (u64, Vec<Shard>)| {
-                        let shards: Vec<Option<Bytes>> = read
-                            .iter()
-                            .map(|s| s.as_ref().map(|(b, _)| b.clone()))
-                            .collect();
-                        let data = decode_column(dec, k, c, &shards, bs)?;
-                        let parity_missing = shards[k..].iter().any(Option::is_none);
-                        let parity = if parity_missing
-                            && (protected_check || rows_owned.iter().any(|&r| r >= k))
-                        {
-                            Some(encode_column(enc, m, &data, bs)?)
-                        } else {
-                            None
-                        };
-                        // Every row's CID (hashing what was rebuilt) and the rebuilt blocks
-                        // of the rows asked for.
-                        let mut row_cids = Vec::with_capacity(k + m);
-                        let mut new_blocks = Vec::new();
-                        for row in 0..k + m {
-                            let idx = layout.index(row, c);
-                            if let Some((_, cid)) = &read[row] {
-                                row_cids.push(Some(*cid));
-                                continue;
-                            }
-                            let rebuilt = if row < k {
-                                Some(data[row].clone())
-                            } else {
-                                parity.as_ref().map(|p| p[row - k].clone())
-                            };
-                            let cid = rebuilt.map(|b| {
-                                let block = Block::new(b);
-                                let cid = *block.cid();
-                                if rows_owned.binary_search(&row).is_ok() {
-                                    new_blocks.push((idx, block));
-                                }
-                                cid
-                            });
-                            row_cids.push(cid);
+                .map(|(c, read): (u64, Vec<Shard>)| {
+                    let shards: Vec<Option<Bytes>> = read
+                        .iter()
+                        .map(|s| s.as_ref().map(|(b, _)| b.clone()))
+                        .collect();
+                    let data = decode_column_cached(k, c, &shards, bs)?;
+                    let parity_missing = shards[k..].iter().any(Option::is_none);
+                    let parity = if parity_missing
+                        && (protected_check || rows_owned.iter().any(|&r| r >= k))
+                    {
+                        Some(encode_column_cached(m, &data, bs)?)
+                    } else {
+                        None
+                    };
+                    // Every row's CID (hashing what was rebuilt) and the rebuilt blocks
+                    // of the rows asked for.
+                    let mut row_cids = Vec::with_capacity(k + m);
+                    let mut new_blocks = Vec::new();
+                    for row in 0..k + m {
+                        let idx = layout.index(row, c);
+                        if let Some((_, cid)) = &read[row] {
+                            row_cids.push(Some(*cid));
+                            continue;
                         }
-                        Ok((c, row_cids, new_blocks))
-                    },
-                )
+                        let rebuilt = if row < k {
+                            Some(data[row].clone())
+                        } else {
+                            parity.as_ref().map(|p| p[row - k].clone())
+                        };
+                        let cid = rebuilt.map(|b| {
+                            let block = Block::new(b);
+                            let cid = *block.cid();
+                            if rows_owned.binary_search(&row).is_ok() {
+                                new_blocks.push((idx, block));
+                            }
+                            cid
+                        });
+                        row_cids.push(cid);
+                    }
+                    Ok((c, row_cids, new_blocks))
+                })
                 .collect::<Result<Vec<_>>>()
         })
-        .await
-        .map_err(|e| Error::Task(e.to_string()))??;
+        .await??;
 
         let mut blocks = Vec::new();
         for (c, row_cids, new_blocks) in coded {

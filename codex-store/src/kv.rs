@@ -19,11 +19,24 @@ pub type Write = (Vec<u8>, Option<Bytes>);
 /// outside its index. [`Kv::range`] over them returns the backend's own records.
 pub const BODY_PREFIX: u8 = b'B';
 
+/// A block body as read, and whether the backend vouches that its bytes are the ones
+/// written: a checksum stored with them matched, or nothing can change them. The store
+/// hashes a body that is not `intact` against its CID before it returns it.
+#[derive(Debug)]
+pub struct Body {
+    /// The body's bytes.
+    pub data: Bytes,
+    /// The bytes are the ones written.
+    pub intact: bool,
+}
+
 /// An ordered key-value map with atomic batches: what [`crate::Repo`] needs from its
 /// backend. Implemented by [`SledKv`] and [`MemKv`].
 pub trait Kv: Send + Sync + fmt::Debug + 'static {
     /// Reads one key.
     fn get(&self, key: &[u8]) -> Result<Option<Bytes>, Error>;
+    /// Reads a block body (a key that starts with [`BODY_PREFIX`]).
+    fn get_body(&self, key: &[u8]) -> Result<Option<Body>, Error>;
     /// Whether a key exists.
     fn contains(&self, key: &[u8]) -> Result<bool, Error>;
     /// Up to `limit` entries with keys in `[start, end)`, in key order.
@@ -43,6 +56,11 @@ pub trait Kv: Send + Sync + fmt::Debug + 'static {
 /// returns the space to the file system. A body is written before the sled batch that
 /// refers to it, so a crash can leak at most the bodies of one batch, never lose one
 /// that metadata points at.
+///
+/// Each pack body's record carries the CRC-32 of its bytes: a read checks it (about
+/// 20 GB/s with the CPU's carry-less multiply, against 1.7 GB/s for the SHA-256 of the
+/// block's CID), and only a body whose checksum fails is hashed again, which tells bit rot
+/// (reported as a corrupt block) from a damaged checksum (the block is fine).
 #[derive(Debug)]
 pub struct SledKv {
     db: sled::Db,
@@ -57,7 +75,10 @@ const SEGMENT_BYTES: u64 = 1 << 30;
 /// that a later flush finds little left to write.
 const WRITEBACK_BYTES: u64 = 32 << 20;
 const TAG_INLINE: u8 = 0;
+/// A pack location without a checksum (stores written before checksums).
 const TAG_PACK: u8 = 1;
+/// A pack location and the CRC-32 of the body.
+const TAG_PACK_CRC: u8 = 2;
 
 impl SledKv {
     /// Opens (or creates) the database in `dir` with a page cache of `cache_bytes`.
@@ -73,10 +94,20 @@ impl SledKv {
         Ok(SledKv { db, packs })
     }
 
-    fn read_body(&self, record: &[u8]) -> Result<Bytes, Error> {
+    fn read_body(&self, record: &[u8]) -> Result<Body, Error> {
+        let unchecked = |data| Body {
+            data,
+            intact: false,
+        };
         match record.split_first() {
-            Some((&TAG_INLINE, data)) => Ok(Bytes::copy_from_slice(data)),
-            Some((&TAG_PACK, loc)) => self.packs.read(PackLocation::decode(loc)?),
+            Some((&TAG_INLINE, data)) => Ok(unchecked(Bytes::copy_from_slice(data))),
+            Some((&TAG_PACK, loc)) => Ok(unchecked(self.packs.read(PackLocation::decode(loc)?)?)),
+            Some((&TAG_PACK_CRC, rest)) if rest.len() == 20 => {
+                let (loc, crc) = rest.split_at(16);
+                let data = self.packs.read(PackLocation::decode(loc)?)?;
+                let intact = crc32fast::hash(&data).to_le_bytes() == crc;
+                Ok(Body { data, intact })
+            }
             _ => Err(Error::CorruptMetadata {
                 key: "body".into(),
                 reason: "unknown body record".into(),
@@ -91,9 +122,16 @@ impl Kv for SledKv {
             return Ok(None);
         };
         if key.first() == Some(&BODY_PREFIX) {
-            return self.read_body(&v).map(Some);
+            return self.read_body(&v).map(|b| Some(b.data));
         }
         Ok(Some(Bytes::copy_from_slice(&v)))
+    }
+
+    fn get_body(&self, key: &[u8]) -> Result<Option<Body>, Error> {
+        match self.db.get(key).map_err(Error::database)? {
+            Some(v) => self.read_body(&v).map(Some),
+            None => Ok(None),
+        }
     }
 
     fn contains(&self, key: &[u8]) -> Result<bool, Error> {
@@ -125,18 +163,19 @@ impl Kv for SledKv {
                 // only when a body is removed.
                 if v.is_none()
                     && let Some(old) = self.db.get(&k).map_err(Error::database)?
-                    && let Some((&TAG_PACK, loc)) = old.split_first()
+                    && let Some((&(TAG_PACK | TAG_PACK_CRC), rest)) = old.split_first()
                 {
-                    freed.push(PackLocation::decode(loc)?);
+                    freed.push(PackLocation::decode(&rest[..rest.len().min(16)])?);
                 }
                 if let Some(data) = v {
-                    let mut record = Vec::with_capacity(17);
+                    let mut record = Vec::with_capacity(21);
                     if data.len() <= INLINE_MAX {
                         record.push(TAG_INLINE);
                         record.extend_from_slice(&data);
                     } else {
-                        record.push(TAG_PACK);
+                        record.push(TAG_PACK_CRC);
                         record.extend_from_slice(&self.packs.append(&data)?.encode());
+                        record.extend_from_slice(&crc32fast::hash(&data).to_le_bytes());
                     }
                     batch.insert(k, record);
                     continue;
@@ -320,11 +359,25 @@ impl Packs {
     }
 
     fn read(&self, loc: PackLocation) -> Result<Bytes, Error> {
-        let mut buf = vec![0u8; loc.len as usize];
-        self.file(loc.segment)?
-            .read_exact_at(&mut buf, loc.offset)
-            .map_err(Error::database)?;
-        Ok(buf.into())
+        let file = self.file(loc.segment)?;
+        let len = loc.len as usize;
+        // A recycled buffer, read into its spare capacity: no zeroing of memory about to
+        // be filled.
+        let mut buf = codex_core::buffers::take(len);
+        while buf.len() < len {
+            let offset = loc.offset + buf.len() as u64;
+            match rustix::io::pread(&*file, rustix::buffer::spare_capacity(&mut buf), offset) {
+                Ok(0) => {
+                    return Err(Error::database(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!("pack segment {} ends inside a body", loc.segment),
+                    )));
+                }
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(Error::database(std::io::Error::from(e))),
+            }
+        }
+        Ok(codex_core::buffers::freeze(buf))
     }
 
     /// Returns a body's space to the file system. Failure only wastes space.
@@ -370,6 +423,15 @@ impl Kv for MemKv {
         Ok(self.read().get(key).cloned())
     }
 
+    fn get_body(&self, key: &[u8]) -> Result<Option<Body>, Error> {
+        // Nothing can change a body held in memory.
+        Ok(self
+            .read()
+            .get(key)
+            .cloned()
+            .map(|data| Body { data, intact: true }))
+    }
+
     fn contains(&self, key: &[u8]) -> Result<bool, Error> {
         Ok(self.read().contains_key(key))
     }
@@ -401,5 +463,91 @@ impl Kv for MemKv {
 
     fn flush(&self) -> Result<(), Error> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body_key(n: u8) -> Vec<u8> {
+        vec![BODY_PREFIX, n]
+    }
+
+    fn open() -> (tempfile::TempDir, SledKv) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let kv = SledKv::open(dir.path(), 1 << 20).expect("open");
+        (dir, kv)
+    }
+
+    #[test]
+    fn pack_bodies_carry_a_checksum_that_reads_check() {
+        let (_dir, kv) = open();
+        let data = Bytes::from((0..70_000u32).map(|i| (i * 7) as u8).collect::<Vec<u8>>());
+        kv.apply(vec![(body_key(1), Some(data.clone()))])
+            .expect("apply");
+        let record = kv.db.get(body_key(1)).expect("get").expect("record");
+        assert_eq!(record[0], TAG_PACK_CRC);
+        assert_eq!(record.len(), 21);
+        let body = kv.get_body(&body_key(1)).expect("read").expect("body");
+        assert!(body.intact);
+        assert_eq!(body.data, data);
+
+        // A flipped bit in the pack file: the checksum fails, the bytes are not vouched for.
+        let seg = kv.packs.file(0).expect("segment");
+        let mut byte = [0u8; 1];
+        seg.read_exact_at(&mut byte, 5000).expect("read byte");
+        seg.write_all_at(&[byte[0] ^ 1], 5000).expect("write byte");
+        let body = kv.get_body(&body_key(1)).expect("read").expect("body");
+        assert!(!body.intact);
+        assert_ne!(body.data, data);
+        seg.write_all_at(&byte, 5000).expect("restore byte");
+
+        // A damaged checksum over good bytes: not vouched for either (the store then hashes
+        // the bytes, finds them good and returns the block).
+        let mut bad = record.to_vec();
+        bad[20] ^= 0xff;
+        kv.db.insert(body_key(1), bad).expect("insert");
+        let body = kv.get_body(&body_key(1)).expect("read").expect("body");
+        assert!(!body.intact);
+        assert_eq!(body.data, data);
+    }
+
+    #[test]
+    fn records_without_a_checksum_and_inline_bodies_read_unchecked() {
+        let (_dir, kv) = open();
+        let data = Bytes::from(vec![9u8; 10_000]);
+        kv.apply(vec![(body_key(1), Some(data.clone()))])
+            .expect("apply");
+        // A record as stores wrote it before checksums: the tag and the location only.
+        let record = kv.db.get(body_key(1)).expect("get").expect("record");
+        let mut old = vec![TAG_PACK];
+        old.extend_from_slice(&record[1..17]);
+        kv.db.insert(body_key(2), old).expect("insert");
+        let body = kv.get_body(&body_key(2)).expect("read").expect("body");
+        assert!(!body.intact);
+        assert_eq!(body.data, data);
+        assert_eq!(kv.get(&body_key(2)).expect("get"), Some(data));
+
+        kv.apply(vec![(body_key(3), Some(Bytes::from_static(b"small")))])
+            .expect("apply");
+        let body = kv.get_body(&body_key(3)).expect("read").expect("body");
+        assert!(!body.intact);
+        assert_eq!(&body.data[..], b"small");
+        assert!(kv.get_body(&body_key(4)).expect("read").is_none());
+
+        // Removing the old-style record frees its body's space like a new one.
+        kv.apply(vec![(body_key(2), None)]).expect("remove");
+        assert!(kv.get_body(&body_key(2)).expect("read").is_none());
+    }
+
+    #[test]
+    fn memory_bodies_are_intact() {
+        let kv = MemKv::default();
+        kv.apply(vec![(body_key(1), Some(Bytes::from_static(b"abc")))])
+            .expect("apply");
+        let body = kv.get_body(&body_key(1)).expect("read").expect("body");
+        assert!(body.intact);
+        assert_eq!(&body.data[..], b"abc");
     }
 }

@@ -6,5 +6,5 @@ pub mod kv;
 mod repo;
 
 pub use crate::error::Error;
-pub use crate::kv::{Kv, MemKv, SledKv};
+pub use crate::kv::{Body, Kv, MemKv, SledKv};
 pub use crate::repo::{MemoryStore, Repo, SledStore, StoreConfig};

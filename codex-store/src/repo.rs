@@ -14,7 +14,7 @@ use codex_core::{
 
 use crate::error::Error;
 use crate::keys;
-use crate::kv::{Kv, MemKv, SledKv, Write};
+use crate::kv::{Body, Kv, MemKv, SledKv, Write};
 
 type CoreResult<T> = codex_core::Result<T>;
 
@@ -331,11 +331,22 @@ impl<'a, K: Kv> Txn<'a, K> {
         cid: &Cid,
         proof: &CodexProof,
     ) -> CoreResult<bool> {
+        self.set_leaf_value(tree, index, cid, encode_leaf(cid, proof))
+    }
+
+    /// [`Txn::set_leaf`] with the record encoded already (`encode_leaf`).
+    fn set_leaf_value(
+        &mut self,
+        tree: &Cid,
+        index: u64,
+        cid: &Cid,
+        value: Bytes,
+    ) -> CoreResult<bool> {
         let key = keys::leaf(tree, index);
         if let Some(old) = self.get(&key)? {
             let (old_cid, _) = decode_leaf(&key, &old)?;
             if old_cid == *cid {
-                self.put(key, encode_leaf(cid, proof));
+                self.put(key, value);
                 return Ok(false);
             }
             self.unref(&old_cid, true)?;
@@ -343,16 +354,8 @@ impl<'a, K: Kv> Txn<'a, K> {
         let mut m = self.meta(cid)?.ok_or(CoreError::not_found(*cid))?;
         m.refs += 1;
         self.put(keys::meta(cid), m.encode());
-        self.put(key, encode_leaf(cid, proof));
+        self.put(key, value);
         Ok(true)
-    }
-
-    /// Records leaf `index` of `tree` as `cid` without a stored block behind it.
-    fn set_leaf_ref(&mut self, tree: &Cid, index: u64, cid: &Cid, proof: &CodexProof) {
-        self.put(
-            keys::leaf(tree, index),
-            encode_leaf_with(cid, proof, LEAF_REF),
-        );
     }
 
     fn into_writes(mut self) -> (Vec<Write>, Counters) {
@@ -473,11 +476,13 @@ impl<K: Kv> Inner<K> {
     }
 
     fn get_block(&self, cid: &Cid) -> CoreResult<Block> {
-        let data = self
-            .kv
-            .get(&keys::block(cid))?
-            .ok_or(CoreError::not_found(*cid))?;
-        Block::verified(*cid, data)
+        checked_block(*cid, self.body(cid)?)
+    }
+
+    fn body(&self, cid: &Cid) -> CoreResult<Body> {
+        self.kv
+            .get_body(&keys::block(cid))?
+            .ok_or(CoreError::not_found(*cid))
     }
 
     fn leaf(&self, tree: &Cid, index: u64) -> CoreResult<LeafMeta> {
@@ -560,6 +565,16 @@ impl<K: Kv> Inner<K> {
         leaves: &[LeafMeta],
         refs: bool,
     ) -> CoreResult<()> {
+        // The records (mostly proofs) are encoded on all cores before the lock is taken.
+        let flags = if refs { LEAF_REF } else { 0 };
+        let values: Vec<Bytes> = {
+            use rayon::prelude::*;
+            leaves
+                .par_iter()
+                .with_min_len(64)
+                .map(|l| encode_leaf_with(&l.block_cid, &l.proof, flags))
+                .collect()
+        };
         let mut st = self.lock();
         Self::check_session(&st, s)?;
         // The session remembers each tree it writes to, and whether the tree is new:
@@ -577,16 +592,17 @@ impl<K: Kv> Inner<K> {
         };
         // The marker goes with the first batch of leaves, before any leaf of the tree.
         let mut record = record.map(|r| (marker, r));
-        for chunk in leaves.chunks(CHUNK) {
+        for (chunk, values) in leaves.chunks(CHUNK).zip(values.chunks(CHUNK)) {
             self.write(&mut st, |t| {
                 if let Some((marker, r)) = record.take() {
                     t.put(marker, r);
                 }
-                for leaf in chunk {
+                for (leaf, value) in chunk.iter().zip(values) {
                     if refs {
-                        t.set_leaf_ref(tree, leaf.index, &leaf.block_cid, &leaf.proof);
+                        // A leaf without a stored block behind it.
+                        t.put(keys::leaf(tree, leaf.index), value.clone());
                     } else {
-                        t.set_leaf(tree, leaf.index, &leaf.block_cid, &leaf.proof)?;
+                        t.set_leaf_value(tree, leaf.index, &leaf.block_cid, value.clone())?;
                     }
                 }
                 Ok(())
@@ -962,6 +978,16 @@ impl<K: Kv> Inner<K> {
     }
 }
 
+/// The block `cid` from its body: taken as it is when the backend vouches for the bytes,
+/// hashed against the CID otherwise.
+fn checked_block(cid: Cid, body: Body) -> CoreResult<Block> {
+    if body.intact {
+        Ok(Block::new_unchecked(cid, body.data))
+    } else {
+        Block::verified(cid, body.data)
+    }
+}
+
 #[async_trait]
 impl<K: Kv> BlockStore for Repo<K> {
     async fn put_block(&self, block: Block) -> CoreResult<()> {
@@ -1002,23 +1028,24 @@ impl<K: Kv> BlockStore for Repo<K> {
         let tree = *tree;
         self.blocking(move |s| {
             use rayon::prelude::*;
-            // Look-ups in order, hashing in parallel.
-            let raw: Vec<CoreResult<(Cid, Bytes)>> = indices
+            // Look-ups in order, hashing (of bodies without a good checksum) in parallel.
+            let raw: Vec<CoreResult<(Cid, Body)>> = indices
                 .iter()
                 .map(|&i| {
                     let key = keys::leaf(&tree, i);
                     let v = s.kv.get(&key)?.ok_or(CoreError::not_found((tree, i)))?;
                     let (cid, _) = decode_leaf(&key, &v)?;
-                    let data =
-                        s.kv.get(&keys::block(&cid))?
-                            .ok_or(CoreError::not_found(cid))?;
-                    Ok((cid, data))
+                    Ok((cid, s.body(&cid)?))
                 })
                 .collect();
-            Ok(raw
-                .into_par_iter()
-                .map(|r| r.and_then(|(cid, data)| Block::verified(cid, data)))
-                .collect())
+            let check =
+                |r: CoreResult<(Cid, Body)>| r.and_then(|(cid, body)| checked_block(cid, body));
+            // Bodies with a good checksum need no hashing: no work for other threads.
+            if raw.iter().all(|r| matches!(r, Ok((_, b)) if b.intact)) {
+                Ok(raw.into_iter().map(check).collect())
+            } else {
+                Ok(raw.into_par_iter().map(check).collect())
+            }
         })
         .await
     }
