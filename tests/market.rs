@@ -5,6 +5,7 @@
 //! refused. The gas of `fillSlot` and `submitProof` with the real verifier is printed.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -12,7 +13,7 @@ use codex::market::alloy::primitives::U256;
 use codex::market::deploy::{mint, signing_provider};
 use codex::market::{
     Ask, Content, LocalChain, MarketplaceClient, MarketplaceConfig, MarketplaceError, RequestState,
-    SlotState, StorageRequest, TokenSource, VerifierSource, deploy,
+    SlotId, SlotState, StorageRequest, TokenSource, VerifierSource, deploy,
 };
 use codex::proofs::prover::compile_verifier;
 use codex::proofs::slot::{SlotGeometry, Slots};
@@ -57,6 +58,34 @@ fn prove(
     Ok(prover.prove(&input)?.bytes)
 }
 
+/// A proof of slot `index` for the challenge of the block its submission (the host's
+/// next transaction) lands in, with that challenge. Proving takes seconds: when the next
+/// block's period changed meanwhile, or is about to, the proof would be for the wrong
+/// challenge, so it is made again (in the next period).
+async fn prove_next(
+    host: &MarketplaceClient,
+    config: &MarketplaceConfig,
+    (prover, slots): (&Arc<Prover>, &Arc<Slots>),
+    slot: SlotId,
+    index: u64,
+) -> anyhow::Result<(Vec<u8>, [u8; 32])> {
+    for _ in 0..3 {
+        let (number, time) = host.next_block().await?;
+        let challenge = host.next_block_challenge(slot).await?;
+        let (p, s) = (prover.clone(), slots.clone());
+        let proof = tokio::task::spawn_blocking(move || prove(&p, &s, index, &challenge)).await??;
+        let (after_number, after) = host.next_block().await?;
+        let period = config.period_of(time);
+        let left = config.period_end(period).saturating_sub(after);
+        if after_number == number && config.period_of(after) == period && left > 5 {
+            return Ok((proof, challenge));
+        }
+        // The period ended or is about to: prove for the next one.
+        tokio::time::sleep(std::time::Duration::from_secs(left + 1)).await;
+    }
+    anyhow::bail!("the challenge kept moving while proving")
+}
+
 fn expect_revert<T: std::fmt::Debug>(r: codex::market::Result<T>, expected: MarketplaceError) {
     match r {
         Err(e) => assert_eq!(e.marketplace_error(), Some(expected), "{e}"),
@@ -74,8 +103,8 @@ async fn hosts_fill_and_prove_with_real_halo2_proofs() -> anyhow::Result<()> {
     })
     .await??;
     println!("keys and verifier ready");
-    let prover = std::sync::Arc::new(prover);
-    let slots = std::sync::Arc::new(slots);
+    let prover = Arc::new(prover);
+    let slots = Arc::new(slots);
 
     let chain = LocalChain::start().await?;
     let deployer = chain.account(0).await?;
@@ -139,9 +168,7 @@ async fn hosts_fill_and_prove_with_real_halo2_proofs() -> anyhow::Result<()> {
     host.reserve_slot(id, index).await?;
     // Approve the collateral first, so that the fill is the next transaction.
     host.approve_collateral(id, index).await?;
-    let challenge = host.next_block_challenge(slot).await?;
-    let (p, s) = (prover.clone(), slots.clone());
-    let proof = tokio::task::spawn_blocking(move || prove(&p, &s, index, &challenge)).await??;
+    let (proof, challenge) = prove_next(&host, &config, (&prover, &slots), slot, index).await?;
 
     println!("proved");
     // Refused: a proof of another slot, and tampered bytes.
@@ -170,9 +197,7 @@ async fn hosts_fill_and_prove_with_real_halo2_proofs() -> anyhow::Result<()> {
         host.submit_proof(slot, &proof).await,
         MarketplaceError::InvalidProof,
     );
-    let challenge = host.next_block_challenge(slot).await?;
-    let (p, s) = (prover.clone(), slots.clone());
-    let fresh = tokio::task::spawn_blocking(move || prove(&p, &s, index, &challenge)).await??;
+    let (fresh, _) = prove_next(&host, &config, (&prover, &slots), slot, index).await?;
     let submit = host.submit_proof(slot, &fresh).await?;
     println!("submitProof with a real proof: {} gas", submit.gas_used);
     expect_revert(

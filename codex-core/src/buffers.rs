@@ -15,10 +15,10 @@ const POOL_BUFFERS: usize = 256;
 
 static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
-/// An empty vector with room for at least `len` bytes: a recycled one when `len` fits a
-/// block and one is free.
+/// An empty vector with room for at least `len` bytes: a recycled block buffer when
+/// `len` is more than half a block and at most one, and one is free.
 pub fn take(len: usize) -> Vec<u8> {
-    if len > DEFAULT_BLOCK_SIZE {
+    if len > DEFAULT_BLOCK_SIZE || len <= DEFAULT_BLOCK_SIZE / 2 {
         return Vec::with_capacity(len);
     }
     let reused = POOL.lock().unwrap_or_else(|p| p.into_inner()).pop();
@@ -71,14 +71,14 @@ mod tests {
 
     #[test]
     fn buffers_come_back_and_keep_their_bytes_until_then() {
-        let a = copy(&[7u8; 1000]);
+        let a = copy(&[7u8; 40_000]);
         let b = a.clone();
-        assert_eq!(&a[..], &[7u8; 1000][..]);
+        assert_eq!(&a[..], &[7u8; 40_000][..]);
         drop(a);
         // Still referenced: the bytes are intact whatever is taken meanwhile.
-        let mut other = take(10);
-        other.extend_from_slice(&[1u8; 10]);
-        assert_eq!(&b[..], &[7u8; 1000][..]);
+        let mut other = take(65536);
+        other.extend_from_slice(&[1u8; 65536]);
+        assert_eq!(&b[..], &[7u8; 40_000][..]);
         let ptr = b.as_ptr();
         drop(b);
         // Released: the same buffer is handed out again (the pool is per process, so
@@ -89,9 +89,10 @@ mod tests {
     }
 
     #[test]
-    fn large_buffers_are_not_pooled() {
+    fn large_and_small_buffers_are_not_pooled() {
         let v = take(DEFAULT_BLOCK_SIZE + 1);
         assert!(v.capacity() > DEFAULT_BLOCK_SIZE);
+        assert!(take(1000).capacity() < DEFAULT_BLOCK_SIZE);
         let b = freeze(vec![1u8; 100]);
         assert_eq!(&b[..], &[1u8; 100][..]);
     }
