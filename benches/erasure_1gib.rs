@@ -95,24 +95,35 @@ fn main() -> anyhow::Result<()> {
         reset_peak();
         let cpu = cpu_secs();
         let t = Instant::now();
+        // When the last batch of columns is written: the rest is the tree's leaves.
+        static CODED: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
+        let coded = &CODED;
         let options = codex_erasure::Options {
             batch_bytes: std::env::var("CODEX_BENCH_BATCH_MIB")
                 .ok()
                 .and_then(|v| v.parse::<usize>().ok())
                 .map_or(codex_erasure::Options::default().batch_bytes, |v| v << 20),
-            ..Default::default()
+            progress: Some(Arc::new(move |done, all| {
+                if done == all {
+                    let _ = coded.set(t.elapsed());
+                }
+            })),
         };
         let (_, protected) = codex_erasure::encode_with(&*store, &plain, k, m, &options).await?;
         let secs = t.elapsed().as_secs_f64();
         let cpu = cpu_secs() - cpu;
+        let coded = coded.get().map_or(0.0, |d| d.as_secs_f64());
         println!(
-            "encode K={k} M={m} {:>5} MiB: {:.2} s, {:.0} MB/s, CPU {:.2} s ({:.2} cores), peak RSS {} MiB",
+            "encode K={k} M={m} {:>5} MiB: {:.2} s, {:.0} MB/s, CPU {:.2} s ({:.2} cores), peak RSS {} MiB; \
+             read, code and write parity {:.2} s, tree leaves and commit {:.2} s",
             total >> 20,
             secs,
             size / secs / 1e6,
             cpu,
             cpu / secs,
-            peak_rss_mib()
+            peak_rss_mib(),
+            coded,
+            secs - coded
         );
 
         // A second store holding the dataset without M data slots.
