@@ -53,7 +53,7 @@ fn store(c: &mut Criterion) {
             store.put_block(b.clone()).await.expect("put");
         }
     });
-    g.bench_function("get (hash-checked, 8 concurrent)", |b| {
+    g.bench_function("get (checksum-checked, 8 concurrent)", |b| {
         b.iter(|| {
             rt.block_on(async {
                 use futures::StreamExt;
