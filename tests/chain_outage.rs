@@ -38,7 +38,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 mod common;
-use common::{get_json, node, proved_after};
+use common::{get_json, next_period_proved, node};
 
 /// A TCP proxy to one address that can be cut and restored.
 struct RpcProxy {
@@ -273,17 +273,16 @@ async fn nodes_serve_data_through_a_chain_outage_and_prove_again_after_it() -> a
 
     // Before the outage: a later period, and every host proves in it.
     let period = direct.current_period().await?;
-    chain.increase_time(config.proofs.period).await?;
-    chain.mine(1).await?;
-    for (i, h) in hosts.iter().enumerate() {
-        let sale = proved_after(
-            &http,
-            h,
-            period,
-            "a proof before the outage",
-            Duration::from_secs(120),
-        )
-        .await?;
+    let sales = next_period_proved(
+        &chain,
+        config.proofs.period,
+        (&http, &hosts),
+        period,
+        "a proof before the outage",
+        Duration::from_secs(120),
+    )
+    .await?;
+    for (i, sale) in sales.iter().enumerate() {
         println!(
             "{} host {i}: proofs in periods {}",
             at(),
@@ -416,17 +415,16 @@ async fn nodes_serve_data_through_a_chain_outage_and_prove_again_after_it() -> a
     );
 
     // A later period: every host proves again.
-    chain.increase_time(config.proofs.period).await?;
-    chain.mine(1).await?;
-    for (i, h) in hosts.iter().enumerate() {
-        let sale = proved_after(
-            &http,
-            h,
-            period,
-            "a proof after the outage",
-            Duration::from_secs(120),
-        )
-        .await?;
+    let sales = next_period_proved(
+        &chain,
+        config.proofs.period,
+        (&http, &hosts),
+        period,
+        "a proof after the outage",
+        Duration::from_secs(120),
+    )
+    .await?;
+    for (i, sale) in sales.iter().enumerate() {
         println!(
             "{} host {i}: proofs in periods {} (after period {period})",
             at(),

@@ -24,7 +24,7 @@ use rand::{RngCore, SeedableRng, rngs::StdRng};
 use serde_json::{Value, json};
 
 mod common;
-use common::{get_json, node, proved_after};
+use common::{get_json, next_period_proved, node};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hosts_fill_a_request_with_real_proofs_and_prove_again() -> anyhow::Result<()> {
@@ -211,17 +211,16 @@ async fn three_hosts_fill_a_request_with_real_proofs_and_prove_again() -> anyhow
 
     // A later period: every host proves again (probability 1: a proof each period).
     let period = market.current_period().await?;
-    chain.increase_time(config.proofs.period).await?;
-    chain.mine(1).await?;
-    for (i, h) in hosts.iter().enumerate() {
-        let sale = proved_after(
-            &http,
-            h,
-            period,
-            "a proof in a later period",
-            Duration::from_secs(180),
-        )
-        .await?;
+    let sales = next_period_proved(
+        &chain,
+        config.proofs.period,
+        (&http, &hosts),
+        period,
+        "a proof in a later period",
+        Duration::from_secs(180),
+    )
+    .await?;
+    for (i, sale) in sales.iter().enumerate() {
         println!("host {i}: proofs in periods {}", sale["proofPeriods"]);
     }
     println!(
@@ -274,17 +273,20 @@ async fn three_hosts_fill_a_request_with_real_proofs_and_prove_again() -> anyhow
     assert_eq!(avail[0]["totalSize"], "20000000", "{avail}");
     assert_eq!(avail[0]["enabled"], false, "{avail}");
     let period = market.current_period().await?;
-    chain.increase_time(config.proofs.period).await?;
-    chain.mine(1).await?;
-    let sale = proved_after(
-        &http,
-        &h,
+    let sales = next_period_proved(
+        &chain,
+        config.proofs.period,
+        (&http, std::slice::from_ref(&h)),
         period,
         "a proof after the restart",
         Duration::from_secs(180),
     )
     .await?;
-    println!("[{:>6.1?}] restarted host proved: {sale}", t0.elapsed());
+    println!(
+        "[{:>6.1?}] restarted host proved: {}",
+        t0.elapsed(),
+        sales[0]
+    );
     hosts.push(h);
     for h in hosts {
         h.shutdown().await?;

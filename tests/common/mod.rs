@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
+use codex::market::LocalChain;
 use codex::node::market::MarketConfig;
 use codex::{Node, NodeConfig};
 use serde_json::Value;
@@ -79,4 +80,24 @@ pub async fn proved_after(
         }
     })
     .await
+}
+
+/// Moves the chain's clock on by one proof period (`period_secs`) and mines a block, then
+/// waits for every one of `hosts` to prove in a period after `period`; their sales, in
+/// order.
+pub async fn next_period_proved(
+    chain: &LocalChain,
+    period_secs: u64,
+    (http, hosts): (&reqwest::Client, &[Node]),
+    period: u64,
+    what: &str,
+    limit: Duration,
+) -> anyhow::Result<Vec<Value>> {
+    chain.increase_time(period_secs).await?;
+    chain.mine(1).await?;
+    let mut sales = Vec::with_capacity(hosts.len());
+    for h in hosts {
+        sales.push(proved_after(http, h, period, what, limit).await?);
+    }
+    Ok(sales)
 }
