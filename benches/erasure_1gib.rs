@@ -2,7 +2,8 @@
 //! encode it (K=10, M=5), lose M data slots and decode them, printing MB/s of original
 //! data and the peak RSS of each phase (VmHWM, reset between phases).
 //!
-//! `cargo bench --bench erasure_1gib` (`CODEX_BENCH_BYTES` changes the size).
+//! `cargo bench --bench erasure_1gib` (`CODEX_BENCH_BYTES` changes the size,
+//! `CODEX_BENCH_BATCH_MIB` the batch of columns).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -58,10 +59,6 @@ fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let config = StoreConfig {
         quota_max_bytes: total * 4,
-        cache_bytes: std::env::var("CODEX_BENCH_CACHE_MIB")
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            .map_or(StoreConfig::default().cache_bytes, |v| v << 20),
         ..StoreConfig::default()
     };
     let store: Arc<dyn BlockStore> =
@@ -96,8 +93,8 @@ fn main() -> anyhow::Result<()> {
         let cpu = cpu_secs();
         let t = Instant::now();
         // When the last batch of columns is written: the rest is the tree's leaves.
-        static CODED: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
-        let coded = &CODED;
+        let coded = Arc::new(std::sync::OnceLock::new());
+        let last = Arc::clone(&coded);
         let options = codex_erasure::Options {
             batch_bytes: std::env::var("CODEX_BENCH_BATCH_MIB")
                 .ok()
@@ -105,14 +102,14 @@ fn main() -> anyhow::Result<()> {
                 .map_or(codex_erasure::Options::default().batch_bytes, |v| v << 20),
             progress: Some(Arc::new(move |done, all| {
                 if done == all {
-                    let _ = coded.set(t.elapsed());
+                    let _ = last.set(t.elapsed());
                 }
             })),
         };
         let (_, protected) = codex_erasure::encode_with(&*store, &plain, k, m, &options).await?;
         let secs = t.elapsed().as_secs_f64();
         let cpu = cpu_secs() - cpu;
-        let coded = coded.get().map_or(0.0, |d| d.as_secs_f64());
+        let coded = coded.get().map_or(0.0, std::time::Duration::as_secs_f64);
         println!(
             "encode K={k} M={m} {:>5} MiB: {:.2} s, {:.0} MB/s, CPU {:.2} s ({:.2} cores), peak RSS {} MiB; \
              read, code and write parity {:.2} s, tree leaves and commit {:.2} s",

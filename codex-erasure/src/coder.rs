@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 
 thread_local! {
     // A coder holds megabytes of work space: made once per thread, not once per column.
+    // Coding runs on the rayon pool, so there are as many as it has threads.
     static ENCODER: RefCell<Option<ReedSolomonEncoder>> = const { RefCell::new(None) };
     static DECODER: RefCell<Option<ReedSolomonDecoder>> = const { RefCell::new(None) };
 }

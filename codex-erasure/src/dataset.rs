@@ -213,12 +213,12 @@ pub async fn recover_block<S: BlockStore + ?Sized>(
             .map(|s| s.map(|(b, _)| b))
             .collect();
     let row = (index / layout.steps) as usize;
-    let data = tokio::task::spawn_blocking(move || {
+    // On the rayon pool, like all coding: its threads keep the coders.
+    let data = on_rayon(move || {
         let data = decode_column_cached(layout.k, column, &shards, bs)?;
         Ok::<_, Error>(Block::new(data[row].clone()))
     })
-    .await
-    .map_err(|e| Error::Task(e.to_string()))??;
+    .await??;
     Ok(data)
 }
 
