@@ -7,4 +7,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo test --workspace --locked
+cargo run --locked --example custom_swarm
 FUZZ_SECONDS="${FUZZ_SECONDS:-5}" scripts/fuzz.sh

@@ -3,14 +3,37 @@
 //!
 //! As in Codex each side writes its messages on a stream it opened, and reads the
 //! messages of its peer on the stream the peer opened.
+//!
+//! The exchange runs over a [`libp2p_stream::Control`]: a node's [`Network`] starts one
+//! on its own swarm, and an app mounts one on its own swarm with [`Exchange::mount`],
+//! beside its own behaviours:
+//!
+//! ```no_run
+//! use codex_net::{Exchange, ExchangeConfig, libp2p_stream};
+//! use libp2p::swarm::NetworkBehaviour;
+//!
+//! #[derive(NetworkBehaviour)]
+//! struct AppBehaviour {
+//!     ping: libp2p::ping::Behaviour,
+//!     blocks: libp2p_stream::Behaviour,
+//! }
+//!
+//! # fn demo(swarm: libp2p::Swarm<AppBehaviour>, store: std::sync::Arc<dyn codex_core::BlockStore>)
+//! # -> codex_net::Result<()> {
+//! let exchange = Exchange::mount(swarm.behaviour().blocks.new_control(), store, ExchangeConfig::default())?;
+//! # Ok(()) }
+//! ```
+//!
+//! [`Network`]: crate::Network
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use codex_core::{Block, BlockAddress, BlockStore, CodexProof, Error as CoreError};
+use codex_core::{Block, BlockAddress, BlockStore, Cid, CodexProof, Error as CoreError, Manifest};
 use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use libp2p::{PeerId, StreamProtocol};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -71,12 +94,18 @@ struct Serving {
     queued: AtomicU64,
 }
 
-/// The block exchange of one node.
+/// The block exchange of one node: serves the blocks of its store to peers that want
+/// them, and asks peers for blocks ([`Exchange::request`], and [`Download`] for whole
+/// datasets).
+///
+/// [`Download`]: crate::Download
 pub struct Exchange {
     control: Mutex<libp2p_stream::Control>,
     store: Arc<dyn BlockStore>,
     config: ExchangeConfig,
-    commands: CommandSender,
+    /// The swarm's command channel, to disconnect misbehaving peers (none when mounted
+    /// on an app's swarm).
+    commands: Option<CommandSender>,
     outbound: Mutex<HashMap<PeerId, mpsc::Sender<Message>>>,
     pending: Mutex<HashMap<(PeerId, BlockAddress), Waiter>>,
     serving: Mutex<HashMap<PeerId, Arc<Serving>>>,
@@ -102,12 +131,34 @@ fn protocol() -> StreamProtocol {
 }
 
 impl Exchange {
+    /// Mounts the block exchange on an app's own swarm: `control` comes from a
+    /// [`libp2p_stream::Behaviour`] in the app's `#[derive(NetworkBehaviour)]`. The
+    /// exchange accepts `/codex/blockexc/1.0.0` streams from then on and serves them
+    /// from `store`; it opens streams (dialing if needed) when asked for blocks.
+    ///
+    /// The app keeps its swarm: to fail the requests to a peer as soon as its last
+    /// connection closes, it calls [`Exchange::peer_disconnected`] on
+    /// `SwarmEvent::ConnectionClosed { num_established: 0, .. }` (otherwise they time
+    /// out). A misbehaving peer is banned (its streams are refused, see
+    /// [`Exchange::is_banned`]); the app may disconnect it too.
+    ///
+    /// # Errors
+    /// [`Error::Libp2p`] when another handler already accepts the protocol on this
+    /// `control`'s behaviour.
+    pub fn mount(
+        control: libp2p_stream::Control,
+        store: Arc<dyn BlockStore>,
+        config: ExchangeConfig,
+    ) -> Result<Arc<Self>> {
+        Self::start(control, store, config, None)
+    }
+
     pub(crate) fn start(
         control: libp2p_stream::Control,
         store: Arc<dyn BlockStore>,
         config: ExchangeConfig,
-        commands: CommandSender,
-    ) -> Arc<Self> {
+        commands: Option<CommandSender>,
+    ) -> Result<Arc<Self>> {
         let ex = Arc::new(Exchange {
             control: Mutex::new(control.clone()),
             store,
@@ -133,9 +184,13 @@ impl Exchange {
                     }
                 });
             }
-            Err(e) => tracing::error!(error = %e, "block exchange protocol registered twice"),
+            Err(e) => {
+                return Err(Error::Libp2p(format!(
+                    "cannot accept {PROTOCOL} streams: {e}"
+                )));
+            }
         }
-        ex
+        Ok(ex)
     }
 
     async fn read_loop(self: Arc<Self>, peer: PeerId, mut stream: libp2p::Stream) {
@@ -170,8 +225,10 @@ impl Exchange {
         }
         tracing::warn!(%peer, reason, "dropping a misbehaving peer");
         self.stats.dropped_peers.fetch_add(1, Ordering::Relaxed);
-        let _ = self.commands.try_send(disconnect_command(peer));
-        self.peer_gone(peer);
+        if let Some(commands) = &self.commands {
+            let _ = commands.try_send(disconnect_command(peer));
+        }
+        self.peer_disconnected(peer);
     }
 
     /// Whether `peer` was dropped for misbehaving.
@@ -179,8 +236,13 @@ impl Exchange {
         lock(&self.banned).contains(peer)
     }
 
-    /// Forgets a peer whose connections are closed: its outstanding requests fail now.
-    pub(crate) fn peer_gone(&self, peer: PeerId) {
+    /// Forgets a peer whose connections are all closed: its outstanding requests fail
+    /// now, its stream and serving state are dropped. A node's [`Network`] calls it
+    /// itself; an app that mounted the exchange calls it on
+    /// `SwarmEvent::ConnectionClosed { num_established: 0, .. }`.
+    ///
+    /// [`Network`]: crate::Network
+    pub fn peer_disconnected(&self, peer: PeerId) {
         lock(&self.outbound).remove(&peer);
         lock(&self.serving).remove(&peer);
         let mut pending = lock(&self.pending);
@@ -393,6 +455,34 @@ impl Exchange {
             lock(&self.outbound).remove(&peer);
             Error::Libp2p(format!("stream to {peer} closed"))
         })
+    }
+
+    /// The manifest of `cid`, asked of all `peers` at once; the first block that is a
+    /// manifest wins (its bytes are checked against `cid` like every delivery). Nothing
+    /// is stored.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when no peer delivered a manifest (each request is bounded
+    /// by [`ExchangeConfig::request_timeout`]).
+    ///
+    /// # Cancel safety
+    /// Dropping the future withdraws the requests.
+    pub async fn fetch_manifest(&self, peers: &[PeerId], cid: Cid) -> Result<Manifest> {
+        let mut asks: FuturesUnordered<_> = peers
+            .iter()
+            .filter(|p| !self.is_banned(p))
+            .map(|&peer| async move { (peer, self.request(peer, BlockAddress::Cid(cid)).await) })
+            .collect();
+        while let Some((peer, answer)) = asks.next().await {
+            match answer {
+                Ok((block, _)) => match Manifest::decode(block.data()) {
+                    Ok(m) => return Ok(m),
+                    Err(e) => tracing::debug!(%peer, error = %e, "not a manifest"),
+                },
+                Err(e) => tracing::debug!(%peer, error = %e, "manifest not from this peer"),
+            }
+        }
+        Err(Error::Unavailable(cid.to_string()))
     }
 
     /// Asks `peer` for the block at `address` and waits (at most the configured timeout)

@@ -6,9 +6,15 @@ pub mod exchange;
 pub mod message;
 mod network;
 
-pub use crate::download::{FetchOptions, FetchReport, fetch, fetch_manifest, fetch_manifest_block};
+pub use crate::download::{
+    Download, DownloadStream, FetchOptions, FetchReport, fetch_manifest, fetch_manifest_block,
+};
 pub use crate::error::{Error, Result};
 pub use crate::exchange::{Exchange, ExchangeConfig};
 pub use crate::network::{NetConfig, NetInfo, Network, load_or_create_key, provider_key};
 pub use libp2p::multiaddr::Protocol;
 pub use libp2p::{Multiaddr, PeerId};
+/// The stream behaviour the block exchange runs on: an app that mounts the exchange on
+/// its own swarm puts a `libp2p_stream::Behaviour` in its `#[derive(NetworkBehaviour)]`
+/// and hands its `Control` to [`Exchange::mount`].
+pub use libp2p_stream;

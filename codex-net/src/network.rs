@@ -148,6 +148,9 @@ impl Network {
     ///
     /// # Errors
     /// When a listen address cannot be bound.
+    ///
+    /// # Cancel safety
+    /// Dropping the future before it returns drops the swarm: nothing keeps running.
     pub async fn start(
         key: Keypair,
         config: NetConfig,
@@ -216,7 +219,7 @@ impl Network {
         }
         let control = swarm.behaviour().stream.new_control();
         let (tx, rx) = mpsc::channel(256);
-        let exchange = Exchange::start(control, store, config.exchange.clone(), tx.clone());
+        let exchange = Exchange::start(control, store, config.exchange.clone(), Some(tx.clone()))?;
         // Wait for the first listen address so that callers can print it.
         let mut task = SwarmTask {
             swarm,
@@ -264,16 +267,34 @@ impl Network {
 
     /// Announces in the DHT that we provide `cid`; the record is published again every
     /// [`NetConfig::reprovide_interval`].
+    ///
+    /// # Errors
+    /// [`Error::Stopped`] when the network task has stopped.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a command already sent is carried out, its answer dropped.
     pub async fn provide(&self, cid: Cid) -> Result<()> {
         self.send(Command::Provide(cid)).await
     }
 
     /// Withdraws our provider record for `cid`.
+    ///
+    /// # Errors
+    /// [`Error::Stopped`] when the network task has stopped.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a command already sent is carried out, its answer dropped.
     pub async fn unprovide(&self, cid: Cid) -> Result<()> {
         self.send(Command::Unprovide(cid)).await
     }
 
     /// Peers that provide `cid`, found through the DHT (at most 30 s).
+    ///
+    /// # Errors
+    /// [`Error::Stopped`] when the network task has stopped.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a command already sent is carried out, its answer dropped.
     pub async fn find_providers(&self, cid: Cid) -> Result<Vec<PeerId>> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::FindProviders(cid, tx)).await?;
@@ -281,6 +302,13 @@ impl Network {
     }
 
     /// Connects to `peer`, at `addrs` if given, else at addresses the swarm knows.
+    ///
+    /// # Errors
+    /// [`Error::Libp2p`] when the dial fails or takes longer than 20 s,
+    /// [`Error::Stopped`] when the network task has stopped.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the dial goes on in the swarm, its answer is dropped.
     pub async fn dial(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<()> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Dial(peer, addrs, tx)).await?;
@@ -291,6 +319,12 @@ impl Network {
     }
 
     /// What the node knows of the network.
+    ///
+    /// # Errors
+    /// [`Error::Stopped`] when the network task has stopped.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a command already sent is carried out, its answer dropped.
     pub async fn info(&self) -> Result<NetInfo> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Info(tx)).await?;
@@ -298,6 +332,9 @@ impl Network {
     }
 
     /// Stops the swarm: every connection closes, the node leaves the network.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
     pub async fn shutdown(&self) {
         let _ = self.send(Command::Shutdown).await;
     }
@@ -309,6 +346,12 @@ impl Network {
     }
 
     /// Closes every connection to `peer` (a misbehaving one).
+    ///
+    /// # Errors
+    /// [`Error::Stopped`] when the network task has stopped.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a command already sent is carried out, its answer dropped.
     pub async fn disconnect(&self, peer: PeerId) -> Result<()> {
         self.send(Command::Disconnect(peer)).await
     }
@@ -411,7 +454,7 @@ impl SwarmTask {
                 peer_id,
                 num_established: 0,
                 ..
-            } => self.exchange.peer_gone(peer_id),
+            } => self.exchange.peer_disconnected(peer_id),
             SwarmEvent::OutgoingConnectionError {
                 peer_id: Some(peer),
                 error,

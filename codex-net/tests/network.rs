@@ -7,12 +7,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use codex_core::{Block, BlockStore, Cid, CodexProof, LeafMeta, Manifest, SessionId, Space};
 use codex_net::message::{Entry, Message, PROTOCOL, WantList, WantType, write_message};
-use codex_net::{FetchOptions, NetConfig, Network};
+use codex_net::{Download, FetchOptions, NetConfig, Network};
 use codex_store::{MemoryStore, StoreConfig};
-use futures::AsyncWriteExt;
+use futures::{AsyncWriteExt, StreamExt};
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, StreamProtocol};
-use tokio::sync::mpsc;
 
 mod common;
 use common::{mem, put_dataset, random};
@@ -47,26 +46,17 @@ async fn node(store: Arc<dyn BlockStore>, bootstrap: Vec<Multiaddr>) -> anyhow::
 /// Downloads `cid` through `net` into `store`, collecting the streamed bytes.
 async fn download(n: &TestNode, cid: Cid) -> anyhow::Result<(Vec<u8>, codex_net::FetchReport)> {
     let manifest = codex_net::fetch_manifest(&n.net, &n.store, cid).await?;
-    let (tx, mut rx) = mpsc::channel(16);
-    let (net, store) = (n.net.clone(), Arc::clone(&n.store));
-    let m = manifest.clone();
-    let task = tokio::spawn(async move {
-        codex_net::fetch(
-            &net,
-            &store,
-            &m,
-            Some(cid),
-            0..m.blocks_count(),
-            Some(tx),
-            &FetchOptions::default(),
-        )
-        .await
-    });
+    let mut stream = Download::new(&n.net, Arc::clone(&n.store), &manifest)
+        .cid(cid)
+        .stream();
     let mut out = Vec::new();
-    while let Some(chunk) = rx.recv().await {
+    while let Some(chunk) = stream.next().await {
         out.extend_from_slice(&chunk?);
     }
-    let report = task.await??;
+    let report = stream
+        .report()
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("the stream ended without a report"))?;
     Ok((out, report))
 }
 
@@ -206,32 +196,22 @@ async fn five_nodes_dht_discovery_bad_peers_and_resume() -> anyhow::Result<()> {
     // Resume: a fresh node fetches part, is interrupted, then completes without refetching.
     let f = node(mem(), vec![b.addr.clone()]).await?;
     let m2 = codex_net::fetch_manifest(&f.net, &f.store, cid).await?;
-    let (tx, mut rx) = mpsc::channel(1);
-    let (net, store, m) = (f.net.clone(), Arc::clone(&f.store), m2.clone());
-    let first = tokio::spawn(async move {
-        let opts = FetchOptions {
-            window: 4,
-            max_ahead: 8,
-            ..FetchOptions::default()
-        };
-        codex_net::fetch(
-            &net,
-            &store,
-            &m,
-            Some(cid),
-            0..m.blocks_count(),
-            Some(tx),
-            &opts,
-        )
-        .await
-    });
+    let opts = FetchOptions {
+        window: 4,
+        max_ahead: 8,
+        ..FetchOptions::default()
+    };
+    let mut first = Download::new(&f.net, Arc::clone(&f.store), &m2)
+        .cid(cid)
+        .options(opts)
+        .stream();
     for _ in 0..10 {
-        rx.recv()
+        first
+            .next()
             .await
             .ok_or_else(|| anyhow::anyhow!("ended early"))??;
     }
-    drop(rx);
-    first.await??;
+    drop(first);
     let (got, report) = download(&f, cid).await?;
     assert!(got == data);
     assert!(

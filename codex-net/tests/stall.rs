@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use codex_core::{Block, BlockStore, Cid, CodexProof, LeafMeta, Manifest, SessionId, Space};
-use codex_net::{Error, ExchangeConfig, FetchOptions, FetchReport, NetConfig, Network};
+use codex_net::{Download, Error, ExchangeConfig, FetchOptions, FetchReport, NetConfig, Network};
 use codex_store::{MemoryStore, StoreConfig};
+use futures::StreamExt;
 use libp2p::Multiaddr;
 use libp2p::identity::Keypair;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 mod common;
@@ -45,23 +45,13 @@ async fn download(
     manifest: &Manifest,
     options: FetchOptions,
 ) -> (Vec<u8>, Option<Error>, codex_net::Result<FetchReport>) {
-    let (tx, mut rx) = mpsc::channel(16);
-    let (net, store, m) = (net.clone(), Arc::clone(store), manifest.clone());
-    let task = tokio::spawn(async move {
-        codex_net::fetch(
-            &net,
-            &store,
-            &m,
-            Some(cid),
-            0..m.blocks_count(),
-            Some(tx),
-            &options,
-        )
-        .await
-    });
+    let mut stream = Download::new(net, Arc::clone(store), manifest)
+        .cid(cid)
+        .options(options)
+        .stream();
     let mut out = Vec::new();
     let mut error = None;
-    while let Some(chunk) = rx.recv().await {
+    while let Some(chunk) = stream.next().await {
         match chunk {
             Ok(c) => out.extend_from_slice(&c),
             Err(e) => {
@@ -70,9 +60,15 @@ async fn download(
             }
         }
     }
-    let report = task
-        .await
-        .unwrap_or_else(|e| Err(Error::Libp2p(format!("fetch task: {e}"))));
+    // The stream ends with the download's error, or has its report.
+    let report = match &error {
+        Some(Error::Unavailable(what)) => Err(Error::Unavailable(what.clone())),
+        Some(e) => Err(Error::Libp2p(e.to_string())),
+        None => stream
+            .report()
+            .cloned()
+            .ok_or_else(|| Error::Libp2p("the stream ended without a report".into())),
+    };
     (out, error, report)
 }
 
@@ -313,15 +309,10 @@ async fn a_download_whose_only_source_stalls_ends_within_the_stall_timeout() -> 
 
     // Without an output: a report of the missing blocks.
     let started = Instant::now();
-    let run = codex_net::fetch(
-        &e,
-        &e_store,
-        &manifest,
-        Some(cid),
-        0..manifest.blocks_count(),
-        None,
-        &options,
-    );
+    let run = Download::new(&e, Arc::clone(&e_store), &manifest)
+        .cid(cid)
+        .options(options)
+        .run();
     let report = tokio::time::timeout(Duration::from_secs(10), run)
         .await
         .map_err(|_| anyhow::anyhow!("the download hung past the stall timeout"))??;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use codex_core::{Block, BlockStore, Cid, Manifest};
-use codex_net::{FetchOptions, Network};
+use codex_net::{Download, Network};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
@@ -43,16 +43,10 @@ pub async fn announce_all(net: &Network, store: &dyn BlockStore) -> Result<usize
 pub async fn download(net: &Network, store: &Arc<dyn BlockStore>, cid: Cid) -> Result<Manifest> {
     let block = codex_net::fetch_manifest_block(net, store, cid).await?;
     let manifest = Manifest::decode(block.data())?;
-    let report = codex_net::fetch(
-        net,
-        store,
-        &manifest,
-        Some(cid),
-        0..manifest.blocks_count(),
-        None,
-        &FetchOptions::default(),
-    )
-    .await?;
+    let report = Download::new(net, Arc::clone(store), &manifest)
+        .cid(cid)
+        .run()
+        .await?;
     finish(net, store, cid, block, &manifest, &report.missing).await?;
     Ok(manifest)
 }
@@ -97,18 +91,22 @@ pub async fn stream(net: &Network, store: Arc<dyn BlockStore>, cid: Cid) -> Resu
     let (tx, rx) = mpsc::channel::<codex_net::Result<Bytes>>(16);
     let (net, m) = (net.clone(), manifest.clone());
     tokio::spawn(async move {
-        let fetched = codex_net::fetch(
-            &net,
-            &store,
-            &m,
-            Some(cid),
-            0..m.blocks_count(),
-            Some(tx),
-            &FetchOptions::default(),
-        )
-        .await;
-        match fetched {
-            Ok(report)
+        let mut bytes = Download::new(&net, Arc::clone(&store), &m)
+            .cid(cid)
+            .stream();
+        while let Some(item) = bytes.next().await {
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() {
+                tracing::info!(%cid, "download stopped before the end (reader left)");
+                return;
+            }
+            if failed {
+                tracing::warn!(%cid, "download failed");
+                return;
+            }
+        }
+        match bytes.report() {
+            Some(report)
                 if report.missing.is_empty()
                     && report.present + report.fetched == m.blocks_count() =>
             {
@@ -116,8 +114,7 @@ pub async fn stream(net: &Network, store: Arc<dyn BlockStore>, cid: Cid) -> Resu
                     tracing::warn!(%cid, error = %e, "cannot finish a download");
                 }
             }
-            Ok(_) => tracing::info!(%cid, "download stopped before the end (reader left)"),
-            Err(e) => tracing::warn!(%cid, error = %e, "download failed"),
+            _ => tracing::warn!(%cid, "download ended incomplete"),
         }
     });
     let size = manifest.original_size();

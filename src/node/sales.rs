@@ -22,7 +22,7 @@ use bytes::Bytes;
 use codex_core::{BlockStore, Cid, Manifest};
 use codex_market::alloy::primitives::{Address, U256, keccak256};
 use codex_market::{MarketEvent, MarketplaceError, RequestId, SlotId, SlotState, StorageRequest};
-use codex_net::{FetchOptions, Network};
+use codex_net::{Download, FetchOptions, Network};
 use codex_proofs::{ProofInput, SlotGeometry, SlotTree, entropy_from_challenge};
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
@@ -916,15 +916,11 @@ async fn fetch_slot(
         ..FetchOptions::default()
     };
     let fetch = |r: std::ops::Range<u64>| {
-        codex_net::fetch(
-            &ctx.network,
-            &ctx.store,
-            manifest,
-            Some(cid),
-            r,
-            None,
-            &options,
-        )
+        Download::new(&ctx.network, Arc::clone(&ctx.store), manifest)
+            .cid(cid)
+            .range(r)
+            .options(options.clone())
+            .run()
     };
     if !repair {
         let report = fetch(range.clone()).await?;
