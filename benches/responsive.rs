@@ -110,6 +110,7 @@ fn main() -> anyhow::Result<()> {
                 chain.url(),
                 d.marketplace,
                 EthKey::from_signer(signer),
+                codex::proofs::Srs::Development,
             )),
             ..NodeConfig::default()
         })

@@ -8,7 +8,8 @@ command -v cargo >/dev/null || { echo "cargo is required (rustup toolchain 1.95)
 # The marketplace toolchain from the npm registry, pinned by package-lock.json:
 # solc 0.8.28 (our contracts), solc 0.8.19 (the generated halo2 verifier), anvil
 # (the local chain, its binary ships in @foundry-rs/anvil-<platform>) and
-# OpenZeppelin's contracts. `npm ci` reinstalls from scratch, so it runs only when
+# OpenZeppelin's contracts, and snarkjs (the reference for powers-of-tau ceremony
+# files: the trusted-setup tests check our files with it). `npm ci` reinstalls from scratch, so it runs only when
 # the lockfile changed since the last install (or node_modules is incomplete).
 # Install scripts are not needed and are not run.
 command -v npm >/dev/null || { echo "node and npm are required (node >= 18)" >&2; exit 1; }
@@ -18,6 +19,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] \
     || [ ! -f node_modules/solc/package.json ] \
     || [ ! -f node_modules/solc-0.8.19/package.json ] \
     || [ ! -d node_modules/@openzeppelin/contracts ] \
+    || [ ! -f node_modules/snarkjs/package.json ] \
     || ! ls node_modules/@foundry-rs/anvil-*/bin/anvil >/dev/null 2>&1; then
     npm ci --ignore-scripts --no-audit --no-fund
     echo "$want" > "$stamp"

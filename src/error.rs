@@ -28,6 +28,17 @@ pub enum Error {
         "this node runs without a marketplace (--eth-provider, --marketplace-address, --eth-private-key)"
     )]
     NoMarketplace,
+    /// The host's verifying key is not the one the marketplace's verifier checks
+    /// proofs against: every proof it made would be rejected on chain.
+    #[error(
+        "this node's verifying key digest {ours} differs from the marketplace's zkeyHash {on_chain}: its proofs would be rejected on chain (prove with the parameters and sample count the marketplace was deployed with, --circuit-params)"
+    )]
+    VerifyingKeyMismatch {
+        /// The digest of the node's own verifying key.
+        ours: String,
+        /// The digest recorded in the marketplace's proof configuration.
+        on_chain: String,
+    },
     /// The marketplace account key is unusable.
     #[error("invalid --eth-private-key: {0}")]
     InvalidKey(String),

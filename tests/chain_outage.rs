@@ -136,9 +136,10 @@ async fn nodes_serve_data_through_a_chain_outage_and_prove_again_after_it() -> a
     let at = || format!("[{:>6.1?}]", t0.elapsed());
     let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("proof-keys");
     let c = cache.clone();
-    let bytecode = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+    let (bytecode, zkey_hash) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let (prover, _) = Prover::new(&Srs::Development, 5, Some(&c))?;
-        Ok(compile_verifier(&prover.solidity_verifier(), Some(&c))?)
+        let bytecode = compile_verifier(&prover.solidity_verifier(), Some(&c))?;
+        Ok((bytecode, prover.verifying_key_digest().to_string()))
     })
     .await??;
     println!("{} keys and verifier ready", at());
@@ -146,6 +147,7 @@ async fn nodes_serve_data_through_a_chain_outage_and_prove_again_after_it() -> a
     let chain = LocalChain::start().await?;
     let deployer = chain.account(0).await?;
     let mut config = MarketplaceConfig::default();
+    config.proofs.zkey_hash = zkey_hash;
     config.proofs.period = 30;
     config.proofs.timeout = 10;
     let d = deploy(
@@ -171,7 +173,12 @@ async fn nodes_serve_data_through_a_chain_outage_and_prove_again_after_it() -> a
                 U256::from(10u64).pow(U256::from(18)),
             )
             .await?;
-            let mut mc = MarketConfig::new(rpc, d.marketplace, EthKey::from_signer(signer));
+            let mut mc = MarketConfig::new(
+                rpc,
+                d.marketplace,
+                EthKey::from_signer(signer),
+                Srs::Development,
+            );
             mc.poll_interval = Duration::from_millis(500);
             mc.proof_cache_dir = Some(cache.clone());
             anyhow::Ok(mc)

@@ -109,7 +109,8 @@ async fn hosts_fill_and_prove_with_real_halo2_proofs() -> anyhow::Result<()> {
     let chain = LocalChain::start().await?;
     let deployer = chain.account(0).await?;
     let provider = chain.provider_for(&deployer);
-    let config = MarketplaceConfig::default();
+    let mut config = MarketplaceConfig::default();
+    config.proofs.zkey_hash = prover.verifying_key_digest().to_string();
     let d = deploy(
         &provider,
         &config,

@@ -24,7 +24,7 @@ use rand::{RngCore, SeedableRng, rngs::StdRng};
 use serde_json::{Value, json};
 
 mod common;
-use common::{get_json, next_period_proved, node};
+use common::{get_json, next_period_proved, node, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hosts_fill_a_request_with_real_proofs_and_prove_again() -> anyhow::Result<()> {
@@ -36,9 +36,10 @@ async fn three_hosts_fill_a_request_with_real_proofs_and_prove_again() -> anyhow
     let t0 = Instant::now();
     let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("proof-keys");
     let c = cache.clone();
-    let bytecode = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+    let (bytecode, zkey_hash) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let (prover, _) = Prover::new(&Srs::Development, 5, Some(&c))?;
-        Ok(compile_verifier(&prover.solidity_verifier(), Some(&c))?)
+        let bytecode = compile_verifier(&prover.solidity_verifier(), Some(&c))?;
+        Ok((bytecode, prover.verifying_key_digest().to_string()))
     })
     .await??;
     println!("[{:>6.1?}] keys and verifier ready", t0.elapsed());
@@ -46,6 +47,7 @@ async fn three_hosts_fill_a_request_with_real_proofs_and_prove_again() -> anyhow
     let chain = LocalChain::start().await?;
     let deployer = chain.account(0).await?;
     let mut config = MarketplaceConfig::default();
+    config.proofs.zkey_hash = zkey_hash;
     config.proofs.period = 30;
     config.proofs.timeout = 10;
     let d = deploy(
@@ -68,7 +70,12 @@ async fn three_hosts_fill_a_request_with_real_proofs_and_prove_again() -> anyhow
                 U256::from(10u64).pow(U256::from(18)),
             )
             .await?;
-            let mut mc = MarketConfig::new(chain.url(), d.marketplace, EthKey::from_signer(signer));
+            let mut mc = MarketConfig::new(
+                chain.url(),
+                d.marketplace,
+                EthKey::from_signer(signer),
+                Srs::Development,
+            );
             mc.poll_interval = Duration::from_millis(500);
             mc.proof_cache_dir = Some(cache.clone());
             anyhow::Ok(mc)
@@ -89,8 +96,13 @@ async fn three_hosts_fill_a_request_with_real_proofs_and_prove_again() -> anyhow
         .await?;
         hosts.push(h);
     }
+    // A fourth host whose verifying key is not the marketplace's (keys for another
+    // sample count): it refuses to sell, naming both digests, and reserves nothing.
+    let mut mc = funded(5).await?;
+    mc.proof_samples = 6;
+    let mismatched = node(&dir.path().join("mismatched"), boot.clone(), mc).await?;
     let http = reqwest::Client::new();
-    for h in &hosts {
+    for h in hosts.iter().chain([&mismatched]) {
         let r = http
             .post(format!("{}/sales/availability", h.api_url()))
             .json(&json!({
@@ -208,6 +220,19 @@ async fn three_hosts_fill_a_request_with_real_proofs_and_prove_again() -> anyhow
     indices.sort_unstable();
     assert_eq!(indices, [0, 1, 2]);
     println!("[{:>6.1?}] every slot filled", t0.elapsed());
+    let refusal = wait_for("the refusal", Duration::from_secs(60), || async {
+        Ok(mismatched.market().context("no market")?.sales().refusal())
+    })
+    .await?;
+    println!("mismatched host: {refusal}");
+    assert!(refusal.contains(&config.proofs.zkey_hash), "{refusal}");
+    assert!(
+        refusal.matches("0x").count() >= 2,
+        "both digests: {refusal}"
+    );
+    let sales = get_json(&http, format!("{}/sales/slots", mismatched.api_url())).await?;
+    assert_eq!(sales, json!([]), "the mismatched host took nothing");
+    mismatched.shutdown().await?;
 
     // A later period: every host proves again (probability 1: a proof each period).
     let period = market.current_period().await?;

@@ -205,14 +205,30 @@ pub async fn deploy_marketplace(
 
 /// Deploys the token, the verifier and the marketplace in that order.
 ///
+/// A generated halo2 verifier ([`VerifierSource::Halo2Bytecode`],
+/// [`VerifierSource::Halo2At`]) needs the digest of the verifying key it was generated
+/// from in `config.proofs.zkey_hash` (codex-proofs' `Prover::verifying_key_digest`):
+/// hosts compare it with their own before they sell.
+///
 /// # Errors
-/// As the single deployments.
+/// [`Error::InvalidInput`] for a halo2 verifier without `zkey_hash`; otherwise as the
+/// single deployments.
 pub async fn deploy(
     provider: &DynProvider,
     config: &MarketplaceConfig,
     token: TokenSource,
     verifier: VerifierSource,
 ) -> Result<Deployment> {
+    if matches!(
+        verifier,
+        VerifierSource::Halo2Bytecode(_) | VerifierSource::Halo2At(_)
+    ) && config.proofs.zkey_hash.trim().is_empty()
+    {
+        return Err(Error::InvalidInput {
+            what: "marketplace configuration",
+            message: "a halo2 verifier is deployed with the digest of its verifying key in proofs.zkey_hash (hosts check it before they sell)".into(),
+        });
+    }
     let token = match token {
         TokenSource::TestToken => deploy_test_token(provider).await?,
         TokenSource::Refusing => deploy_refusing_token(provider).await?,

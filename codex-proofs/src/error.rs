@@ -213,6 +213,19 @@ pub enum Error {
     /// A blocking task panicked or was cancelled.
     #[error("background task failed: {0}")]
     Task(String),
+    /// A powers-of-tau file (`.ptau`), a ceremony or KZG parameters that fail a check;
+    /// `check` names it ("tauG1[37] is not on the curve", "contribution 2: proof of
+    /// knowledge for tau fails", ...).
+    #[error(
+        "{}{check}",
+        path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default()
+    )]
+    Ptau {
+        /// The file, when the check was on one.
+        path: Option<std::path::PathBuf>,
+        /// What failed.
+        check: crate::ptau::PtauCheck,
+    },
 }
 
 impl From<codex_core::Error> for Error {

@@ -47,15 +47,34 @@ impl CircuitExt<Fr> for StorageCircuit {
     }
 }
 
+/// The KZG parameters (halo2's `ParamsKZG` over BN254): the powers of tau in G1, their
+/// Lagrange basis, and tau in G2.
+pub type KzgParams = ParamsKZG<Bn256>;
+
+/// `log2` of the number of rows that `params` serve.
+pub fn params_k(params: &KzgParams) -> u32 {
+    params.k()
+}
+
 /// Where the KZG parameters (the structured reference string) come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Srs {
-    /// A deterministic local setup: fine for development and tests, insecure for real
-    /// use (its secret is derivable from a fixed seed).
+    /// A deterministic local setup: fine for development and tests, **insecure** for
+    /// real use: its secret follows from a fixed seed, so anyone can forge proofs.
     Development,
-    /// A powers-of-tau file in halo2's `ParamsKZG` format (for example converted from
-    /// the Ethereum or PSE ceremony); a file for a larger `k` is downsized.
+    /// Parameters from a file: either a powers-of-tau ceremony file in snarkjs's
+    /// `.ptau` format (recognised by its magic bytes; imported and verified with
+    /// [`crate::ptau::import_params`], and with a cache directory the result is cached
+    /// there under a digest of the file), or halo2 `ParamsKZG` parameters as written by
+    /// `codex-node params import`. A file for a larger `k` is downsized.
     File(PathBuf),
+}
+
+impl Srs {
+    /// Whether proofs made with these parameters can be forged (the development setup).
+    pub fn is_forgeable(&self) -> bool {
+        matches!(self, Srs::Development)
+    }
 }
 
 fn io_error(path: &Path, e: std::io::Error) -> Error {
@@ -66,12 +85,17 @@ fn io_error(path: &Path, e: std::io::Error) -> Error {
 }
 
 /// The parameters for `2^k` rows: [`Srs::Development`] generated from a fixed seed, or
-/// read from a file. Development parameters are cached in `cache_dir` when given (a
-/// setup at k = 19, for 100 samples, takes about a minute on two cores).
+/// read from a file ([`Srs::File`]: a `.ptau` is imported and verified, halo2
+/// parameters are read with every point checked to be on the curve). Development
+/// parameters and imported ceremony files are cached in `cache_dir` when given (a
+/// development setup at k = 19, for 100 samples, takes about a minute on two cores;
+/// importing a ceremony file computes the Lagrange basis, seconds at k = 15 and minutes
+/// at k = 19).
 ///
 /// # Errors
 /// [`Error::Io`] for files that cannot be read or written, [`Error::Params`] for a file
-/// that is not a params file or holds too few powers.
+/// that is not a params file or holds too few powers, the errors of
+/// [`crate::ptau::import_params`] for a ceremony file that fails a check.
 pub fn load_params(srs: &Srs, k: u32, cache_dir: Option<&Path>) -> Result<ParamsKZG<Bn256>> {
     match srs {
         Srs::Development => {
@@ -84,9 +108,24 @@ pub fn load_params(srs: &Srs, k: u32, cache_dir: Option<&Path>) -> Result<Params
             }
             let params = ParamsKZG::<Bn256>::setup(k, ChaCha20Rng::seed_from_u64(0xC0DE_C0DE));
             if let Some(path) = &cached {
-                let mut bytes = Vec::new();
-                params.write(&mut bytes).map_err(|e| io_error(path, e))?;
-                write_atomically(path, &bytes)?;
+                write_params(path, &params)?;
+            }
+            Ok(params)
+        }
+        Srs::File(path) if is_ptau(path)? => {
+            let cached = match cache_dir {
+                Some(dir) => Some(dir.join(format!("params-ptau-{}-k{k}.bin", file_digest(path)?))),
+                None => None,
+            };
+            if let Some(cached) = &cached
+                && let Ok(params) = read_params(cached)
+                && params.k() == k
+            {
+                return Ok(params);
+            }
+            let params = crate::ptau::import_params(path, k)?;
+            if let Some(cached) = &cached {
+                write_params(cached, &params)?;
             }
             Ok(params)
         }
@@ -106,11 +145,63 @@ pub fn load_params(srs: &Srs, k: u32, cache_dir: Option<&Path>) -> Result<Params
     }
 }
 
+/// Whether the file at `path` starts with snarkjs's magic bytes `ptau`.
+fn is_ptau(path: &Path) -> Result<bool> {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    let mut file = fs::File::open(path).map_err(|e| io_error(path, e))?;
+    match file.read_exact(&mut magic) {
+        Ok(()) => Ok(&magic == b"ptau"),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(io_error(path, e)),
+    }
+}
+
+/// SHA-256 of a whole file, as 16 hex digits (a cache key).
+fn file_digest(path: &Path) -> Result<String> {
+    let mut file = fs::File::open(path).map_err(|e| io_error(path, e))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).map_err(|e| io_error(path, e))?;
+    Ok(hex::encode(&hasher.finalize()[..8]))
+}
+
+/// Writes `params` to `path` in halo2's raw format (what [`Srs::File`] reads),
+/// atomically.
+///
+/// # Errors
+/// [`Error::Io`].
+pub fn write_params(path: &Path, params: &ParamsKZG<Bn256>) -> Result<()> {
+    let mut bytes = Vec::new();
+    params.write(&mut bytes).map_err(|e| io_error(path, e))?;
+    write_atomically(path, &bytes)
+}
+
+/// Reads halo2 parameters from `path`, checking that every point is on the curve (a
+/// truncated or corrupt file is an error, never a panic).
+///
+/// # Errors
+/// [`Error::Io`] when the file cannot be opened, [`Error::Params`] when it is not a
+/// parameters file.
+pub fn read_params_file(path: &Path) -> Result<ParamsKZG<Bn256>> {
+    read_params(path)
+}
+
+/// The SHA-256 digest of `params` in their file form, as `0x` and 64 hex digits: what
+/// `codex-node params import` prints, to compare parameters across machines.
+pub fn params_file_digest(params: &ParamsKZG<Bn256>) -> String {
+    let mut bytes = Vec::new();
+    // Writing to memory cannot fail.
+    let _ = params.write(&mut bytes);
+    format!("0x{}", hex::encode(Sha256::digest(&bytes)))
+}
+
 fn read_params(path: &Path) -> Result<ParamsKZG<Bn256>> {
     let file = fs::File::open(path).map_err(|e| io_error(path, e))?;
-    ParamsKZG::<Bn256>::read(&mut BufReader::new(file)).map_err(|e| Error::Params {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
+    ParamsKZG::<Bn256>::read_custom(&mut BufReader::new(file), SerdeFormat::RawBytes).map_err(|e| {
+        Error::Params {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        }
     })
 }
 
@@ -159,6 +250,7 @@ pub struct Prover {
     params: ParamsKZG<Bn256>,
     pk: ProvingKey<G1Affine>,
     samples: usize,
+    vk_digest: String,
 }
 
 /// How long the last setup took, and whether keys came from the cache.
@@ -202,11 +294,7 @@ impl Prover {
                 (),
             )
         {
-            let prover = Prover {
-                params,
-                pk,
-                samples,
-            };
+            let prover = Prover::from_parts(params, pk, samples);
             return Ok((
                 prover,
                 SetupReport {
@@ -225,17 +313,33 @@ impl Prover {
             write_atomically(path, &bytes)?;
         }
         Ok((
-            Prover {
-                params,
-                pk,
-                samples,
-            },
+            Prover::from_parts(params, pk, samples),
             SetupReport {
                 params: params_time,
                 keys: t.elapsed(),
                 cached: false,
             },
         ))
+    }
+
+    fn from_parts(params: ParamsKZG<Bn256>, pk: ProvingKey<G1Affine>, samples: usize) -> Self {
+        let vk_digest = verifying_key_digest(&params, pk.get_vk());
+        Prover {
+            params,
+            pk,
+            samples,
+            vk_digest,
+        }
+    }
+
+    /// The digest of what a verifier checks proofs against: SHA-256 over the verifying
+    /// key (halo2's raw format, which holds the circuit's fixed and permutation
+    /// commitments, made with the parameters' powers of tau) and the parameters' `G2`
+    /// and `tau·G2`, as `0x` and 64 hex digits. It goes in the marketplace's
+    /// `zkeyHash`, and a host refuses to sell when its own differs: proofs made with
+    /// other keys or parameters would be rejected on chain.
+    pub fn verifying_key_digest(&self) -> &str {
+        &self.vk_digest
     }
 
     /// The number of samples the keys are for.
@@ -318,6 +422,15 @@ impl Prover {
 
 fn plonk(e: halo2_proofs::plonk::Error) -> Error {
     Error::Plonk(e.to_string())
+}
+
+/// See [`Prover::verifying_key_digest`].
+fn verifying_key_digest(params: &ParamsKZG<Bn256>, vk: &VerifyingKey<G1Affine>) -> String {
+    let mut bytes = vk.to_bytes(SerdeFormat::RawBytes);
+    for point in [params.g2(), params.s_g2()] {
+        bytes.extend_from_slice(halo2curves_axiom::group::GroupEncoding::to_bytes(&point).as_ref());
+    }
+    format!("0x{}", hex::encode(Sha256::digest(&bytes)))
 }
 
 /// A short digest of the parameters that keys depend on.

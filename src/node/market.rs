@@ -107,7 +107,10 @@ pub struct MarketConfig {
     pub marketplace_address: Address,
     /// The account (`--eth-private-key`).
     pub eth_private_key: EthKey,
-    /// Where the proving parameters come from (development setup by default).
+    /// Where the proving parameters come from (`--circuit-params FILE`: a ceremony's
+    /// `.ptau` or imported parameters; `--dev-params`: [`Srs::Development`], whose
+    /// proofs anyone can forge). They must be the parameters the marketplace's verifier
+    /// was generated from: a host checks this against the marketplace's `zkeyHash`.
     pub srs: Srs,
     /// Samples per proof; must match the verifier deployed with the marketplace.
     pub proof_samples: usize,
@@ -119,13 +122,20 @@ pub struct MarketConfig {
 }
 
 impl MarketConfig {
-    /// Settings with the development setup, 5 samples and a 1 s poll.
-    pub fn new(eth_provider: impl Into<String>, marketplace_address: Address, key: EthKey) -> Self {
+    /// Settings with the proving parameters `srs`, 5 samples and a 1 s poll. There is
+    /// no default for `srs`: [`Srs::Development`] makes proofs that anyone can forge, so
+    /// a caller chooses it explicitly.
+    pub fn new(
+        eth_provider: impl Into<String>,
+        marketplace_address: Address,
+        key: EthKey,
+        srs: Srs,
+    ) -> Self {
         MarketConfig {
             eth_provider: eth_provider.into(),
             marketplace_address,
             eth_private_key: key,
-            srs: Srs::Development,
+            srs,
             proof_samples: 5,
             poll_interval: std::time::Duration::from_secs(1),
             proof_cache_dir: None,
@@ -162,6 +172,11 @@ impl Market {
             marketplace = %config.marketplace_address,
             "connected to the marketplace"
         );
+        if config.srs.is_forgeable() {
+            tracing::warn!(
+                "proving with the development setup (--dev-params): every proof this node makes is forgeable by anyone; use --circuit-params FILE on a real network"
+            );
+        }
         let key_dir = config
             .proof_cache_dir
             .clone()
@@ -214,7 +229,11 @@ impl Market {
                 let prover = tokio::task::spawn_blocking(move || {
                     std::fs::create_dir_all(&dir)?;
                     let (p, report) = Prover::new(&srs, samples, Some(&dir))?;
-                    tracing::info!(?report, "prover ready");
+                    tracing::info!(
+                        ?report,
+                        verifying_key = p.verifying_key_digest(),
+                        "prover ready"
+                    );
                     Ok::<_, Error>(Arc::new(p))
                 })
                 .await??;
@@ -222,6 +241,34 @@ impl Market {
             })
             .await?;
         Ok(Arc::clone(prover))
+    }
+
+    /// Checks that this node's verifying key is the one the marketplace's verifier
+    /// checks proofs against (its `zkeyHash`), setting the prover up if needed. A
+    /// marketplace whose `zkeyHash` is empty records no key: the check passes with a
+    /// warning.
+    ///
+    /// # Errors
+    /// [`Error::VerifyingKeyMismatch`] with both digests; [`Error::Proofs`] when the
+    /// prover cannot be set up.
+    pub async fn check_verifying_key(&self) -> Result<()> {
+        let prover = self.prover().await?;
+        let on_chain = self.client.config().proofs.zkey_hash.trim();
+        let ours = prover.verifying_key_digest();
+        if on_chain.is_empty() {
+            tracing::warn!(
+                verifying_key = ours,
+                "the marketplace records no verifying key digest (zkeyHash): cannot check that this node's proofs will be accepted"
+            );
+            return Ok(());
+        }
+        if !on_chain.eq_ignore_ascii_case(ours) {
+            return Err(Error::VerifyingKeyMismatch {
+                ours: ours.to_string(),
+                on_chain: on_chain.to_string(),
+            });
+        }
+        Ok(())
     }
 }
 

@@ -376,6 +376,9 @@ pub struct Sales {
     owned_on_restart: Mutex<BTreeMap<SlotId, Cid>>,
     /// How long the last proof took, in ms (0: none yet).
     last_prove_ms: std::sync::atomic::AtomicU64,
+    /// Why this host refuses to sell (its verifying key does not match the
+    /// marketplace's, or its prover cannot be set up); `None` while it sells.
+    refusal: Mutex<Option<String>>,
     /// Where availabilities and the slots taken from them are saved (`None`: memory only).
     path: Option<PathBuf>,
     /// Saves made, and the last one on disk (see [`Sales::save`]).
@@ -388,6 +391,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Sales {
+    /// Why this host refuses to sell, when it does: its verifying key differs from the
+    /// marketplace's `zkeyHash` (the message names both digests), or its prover could
+    /// not be set up. Such a host reserves and fills nothing.
+    pub fn refusal(&self) -> Option<String> {
+        lock(&self.refusal).clone()
+    }
+
     /// Sales whose availabilities are saved in the file at `path` (read back when it
     /// exists; a file that cannot be read is reported and set aside, not trusted).
     pub fn open(path: PathBuf) -> Self {
@@ -697,6 +707,13 @@ pub(crate) async fn run(ctx: Ctx) {
             }
         }
     };
+    // Proofs made with keys other than the verifier's are rejected on chain, after
+    // collateral and gas are spent: check before anything is reserved.
+    if let Err(e) = ctx.market.check_verifying_key().await {
+        tracing::error!(error = %e, "sales: refusing to sell");
+        *lock(&sales.refusal) = Some(e.to_string());
+        return;
+    }
     resume(&ctx, &mut provers).await;
     let mut poller = client.subscribe(from);
     loop {

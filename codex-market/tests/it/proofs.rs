@@ -129,13 +129,23 @@ async fn public_inputs_reach_the_verifier_as_big_endian_words_before_the_proof()
 #[tokio::test]
 async fn adapter_without_code_behind_refuses_every_proof() -> Result<()> {
     let nothing = Address::repeat_byte(0x42);
-    let m = Market::start(
+    // A halo2 verifier is deployed only with the digest of its verifying key.
+    let e = Market::start(
         MarketplaceConfig::default(),
         VerifierSource::Halo2At(nothing),
     )
-    .await?;
+    .await
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    assert!(e.contains("zkey_hash"), "{e}");
+    let mut config = MarketplaceConfig::default();
+    config.proofs.zkey_hash = format!("0x{}", "ab".repeat(32));
+    let m = Market::start(config.clone(), VerifierSource::Halo2At(nothing)).await?;
     assert_eq!(m.deployment.halo2_verifier, Some(nothing));
     let client = m.account(1).await?;
+    // Hosts read the digest back from the chain.
+    assert_eq!(client.config().proofs.zkey_hash, config.proofs.zkey_hash);
     let host = m.account(2).await?;
     let request = request(client.account(), 1, 3600, 600, 22);
     let (id, _) = client.request_storage(&request).await?;

@@ -18,6 +18,8 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::io::AsyncWriteExt;
 
+mod setup;
+
 const DEFAULT_API: &str = "http://127.0.0.1:8080/api/codex/v1";
 
 #[derive(Parser, Debug)]
@@ -91,6 +93,17 @@ struct RunArgs {
         hide_env_values = true
     )]
     eth_private_key: Option<Secret>,
+    /// The proving parameters for the marketplace's storage proofs: a powers-of-tau
+    /// ceremony file (snarkjs `.ptau`; imported and checked on first use, then cached
+    /// in the data directory) or parameters from `codex-node params import`. They must
+    /// be those the marketplace's verifier was generated from. Required with the
+    /// marketplace flags unless --dev-params is given.
+    #[arg(long = "circuit-params", requires = "eth_provider")]
+    circuit_params: Option<PathBuf>,
+    /// Prove with the development setup, whose secret is public: every proof can be
+    /// forged. For local development networks and tests only.
+    #[arg(long = "dev-params", conflicts_with = "circuit_params")]
+    dev_params: bool,
     /// Run without a network (local storage and API only).
     #[arg(long)]
     no_network: bool,
@@ -186,6 +199,16 @@ enum Command {
         #[command(subcommand)]
         command: ProofInputCommand,
     },
+    /// Proving parameters from a powers-of-tau ceremony: import, check.
+    Params {
+        #[command(subcommand)]
+        command: setup::ParamsCommand,
+    },
+    /// Run a powers-of-tau ceremony in snarkjs's format: start, contribute, verify.
+    Ceremony {
+        #[command(subcommand)]
+        command: setup::CeremonyCommand,
+    },
     /// List the datasets a running node stores.
     List {
         #[arg(long, default_value = DEFAULT_API)]
@@ -196,6 +219,23 @@ enum Command {
         #[arg(long, default_value = DEFAULT_API)]
         api: String,
     },
+}
+
+/// The proving parameters from `--circuit-params FILE` or `--dev-params`; an error
+/// naming both when there is neither.
+fn srs(circuit_params: Option<PathBuf>, dev_params: bool) -> anyhow::Result<codex::proofs::Srs> {
+    match (circuit_params, dev_params) {
+        (Some(path), _) => Ok(codex::proofs::Srs::File(path)),
+        (None, true) => {
+            eprintln!(
+                "WARNING: --dev-params: proving with the development setup, whose secret is public: every proof can be forged"
+            );
+            Ok(codex::proofs::Srs::Development)
+        }
+        (None, false) => bail!(
+            "storage proofs need proving parameters: pass --circuit-params FILE (a powers-of-tau ceremony file, or parameters from `codex-node params import`), or --dev-params on a development network (proofs anyone can forge)"
+        ),
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -212,10 +252,13 @@ enum ProofInputCommand {
     Prove {
         /// The JSON file.
         file: PathBuf,
-        /// A KZG parameters file (powers of tau, halo2 format); without it, a
-        /// deterministic development setup (not for real use).
-        #[arg(long)]
-        params: Option<PathBuf>,
+        /// The proving parameters: a powers-of-tau ceremony file (snarkjs `.ptau`) or
+        /// parameters from `codex-node params import`.
+        #[arg(long = "circuit-params", alias = "params")]
+        circuit_params: Option<PathBuf>,
+        /// Prove with the development setup (its proofs can be forged).
+        #[arg(long = "dev-params", conflicts_with = "circuit_params")]
+        dev_params: bool,
         /// Where keys and development parameters are cached.
         #[arg(long, env = "CODEX_PROOF_CACHE")]
         cache_dir: Option<PathBuf>,
@@ -285,7 +328,10 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse_from(with_config_file(std::env::args_os().collect())?);
     let token = match &cli.command {
         // The node reads its token in `run`, once logging is set up; proofs need none.
-        None | Some(Command::ProofInput { .. }) => None,
+        None
+        | Some(Command::ProofInput { .. } | Command::Params { .. } | Command::Ceremony { .. }) => {
+            None
+        }
         Some(_) => api_token(cli.run.api_token_file.as_deref())?,
     };
     let http = client(token.as_deref())?;
@@ -302,11 +348,19 @@ async fn main() -> anyhow::Result<()> {
             command:
                 ProofInputCommand::Prove {
                     file,
-                    params,
+                    circuit_params,
+                    dev_params,
                     cache_dir,
                     output,
                 },
-        }) => proof_input_prove(&file, params, cache_dir, output.as_deref()),
+        }) => proof_input_prove(
+            &file,
+            srs(circuit_params, dev_params)?,
+            cache_dir,
+            output.as_deref(),
+        ),
+        Some(Command::Params { command }) => setup::params(command),
+        Some(Command::Ceremony { command }) => setup::ceremony(command),
         Some(Command::List { api }) => print_json(&http, &format!("{api}/data")).await,
         Some(Command::Space { api }) => print_json(&http, &format!("{api}/space")).await,
     }
@@ -405,6 +459,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             url.clone(),
             address,
             codex::node::market::EthKey::parse(&key.0)?,
+            srs(args.circuit_params.clone(), args.dev_params)?,
         )),
         _ => None,
     };
@@ -502,7 +557,7 @@ async fn post_long(
 }
 
 /// A spinner for work whose length is unknown (hidden when stderr is not a terminal).
-fn spinner(message: String) -> ProgressBar {
+pub(crate) fn spinner(message: String) -> ProgressBar {
     let spinner = ProgressBar::new_spinner();
     spinner.set_message(message);
     spinner.enable_steady_tick(Duration::from_millis(120));
@@ -684,11 +739,11 @@ fn proof_input_check(file: &Path) -> anyhow::Result<()> {
 
 fn proof_input_prove(
     file: &Path,
-    params: Option<PathBuf>,
+    srs: codex::proofs::Srs,
     cache_dir: Option<PathBuf>,
     output: Option<&Path>,
 ) -> anyhow::Result<()> {
-    use codex::proofs::{Prover, Srs};
+    use codex::proofs::Prover;
     use std::time::Instant;
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -703,15 +758,6 @@ fn proof_input_prove(
             .unwrap_or_else(std::env::temp_dir)
             .join("codex-rs/proofs")
     });
-    let srs = match params {
-        Some(path) => Srs::File(path),
-        None => {
-            eprintln!(
-                "using development KZG parameters (insecure; pass --params FILE for real use)"
-            );
-            Srs::Development
-        }
-    };
     let spinner = spinner(format!(
         "setting up the circuit for {} samples",
         input.samples.len()
@@ -738,6 +784,7 @@ fn proof_input_prove(
     println!("  dataSetRoot  {}", proof.public_inputs[1]);
     println!("  slotIndex    {}", proof.public_inputs[2]);
     println!("proof: {} bytes", proof.bytes.len());
+    println!("verifying key digest: {}", prover.verifying_key_digest());
     println!("prove: {prove_time:.2?}");
     println!("verify: {verify_time:.2?}");
     if let Some(path) = output {

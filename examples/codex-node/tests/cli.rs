@@ -297,9 +297,16 @@ fn proof_input_prove_proves_codex_input() -> anyhow::Result<()> {
     let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-proof-cache");
     let dir = tempfile::tempdir()?;
     let proof_file = dir.path().join("proof.hex");
+    // Without parameters it refuses, naming the flag.
     let out = Command::new(BIN)
         .args(["proof-input", "prove", &fixture.display().to_string()])
         .args(["--cache-dir", &cache.display().to_string()])
+        .output()?;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--circuit-params"));
+    let out = Command::new(BIN)
+        .args(["proof-input", "prove", &fixture.display().to_string()])
+        .args(["--dev-params", "--cache-dir", &cache.display().to_string()])
         .args(["--output", &proof_file.display().to_string()])
         .output()?;
     assert!(
@@ -333,7 +340,7 @@ fn proof_input_prove_proves_codex_input() -> anyhow::Result<()> {
     std::fs::write(&bad, serde_json::to_string(&json)?)?;
     let out = Command::new(BIN)
         .args(["proof-input", "prove", &bad.display().to_string()])
-        .args(["--cache-dir", &cache.display().to_string()])
+        .args(["--dev-params", "--cache-dir", &cache.display().to_string()])
         .output()?;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not check out"));

@@ -217,9 +217,10 @@ pub async fn run(opts: &Options, out: &(dyn Fn(&str) + Sync)) -> anyhow::Result<
 
     // --- Keys and the verifier.
     let cache = opts.proof_cache.clone();
-    let bytecode = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+    let (bytecode, zkey_hash) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let (prover, _) = Prover::new(&Srs::Development, 5, Some(&cache))?;
-        Ok(compile_verifier(&prover.solidity_verifier(), Some(&cache))?)
+        let bytecode = compile_verifier(&prover.solidity_verifier(), Some(&cache))?;
+        Ok((bytecode, prover.verifying_key_digest().to_string()))
     })
     .await??;
     tl.say(format!(
@@ -231,6 +232,7 @@ pub async fn run(opts: &Options, out: &(dyn Fn(&str) + Sync)) -> anyhow::Result<
     let chain = LocalChain::start_with_block_time(1).await?;
     let deployer = chain.account(0).await?;
     let mut config = MarketplaceConfig::default();
+    config.proofs.zkey_hash = zkey_hash;
     config.proofs.period = opts.period;
     config.proofs.timeout = opts.timeout;
     config.proofs.downtime = 16;
@@ -266,7 +268,12 @@ pub async fn run(opts: &Options, out: &(dyn Fn(&str) + Sync)) -> anyhow::Result<
         let account = signer.address();
         let p = signing_provider(chain.url(), &signer)?;
         mint(&p, d.token, account, U256::from(10u64).pow(U256::from(15))).await?;
-        let mut mc = MarketConfig::new(chain.url(), d.marketplace, EthKey::from_signer(signer));
+        let mut mc = MarketConfig::new(
+            chain.url(),
+            d.marketplace,
+            EthKey::from_signer(signer),
+            Srs::Development,
+        );
         mc.proof_cache_dir = Some(opts.proof_cache.clone());
         let validator = name == "validator";
         let node = Node::start(NodeConfig {
