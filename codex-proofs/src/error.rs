@@ -214,8 +214,8 @@ pub enum Error {
     #[error("background task failed: {0}")]
     Task(String),
     /// A powers-of-tau file (`.ptau`), a ceremony or KZG parameters that fail a check;
-    /// `check` names it ("tauG1[37] is not on the curve", "contribution 2: proof of
-    /// knowledge for tau fails", ...).
+    /// `check` names it (`tauG1[37] is not on the curve`, `contribution 2: proof of
+    /// knowledge for tau fails`, ...).
     #[error(
         "{}{check}",
         path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default()

@@ -150,6 +150,52 @@ pub(crate) fn read_at(
     file.read_exact(buf).map_err(|e| io_err(path, e))
 }
 
+/// The `size` bytes of section `id` at `offset` (its size already checked).
+pub(crate) fn read_section(
+    file: &mut File,
+    path: &Path,
+    id: u32,
+    offset: u64,
+    size: u64,
+) -> Result<Vec<u8>> {
+    let len = usize::try_from(size).map_err(|_| {
+        fail(
+            Some(path),
+            PtauCheck::SectionSize {
+                section: id,
+                expected: usize::MAX as u64,
+                found: size,
+            },
+        )
+    })?;
+    let file_len = file.metadata().map_err(|e| io_err(path, e))?.len();
+    let mut buf = vec![0u8; len];
+    read_at(file, path, offset, &mut buf, file_len, Some(id))?;
+    Ok(buf)
+}
+
+/// Reads and parses section 7 (refused above 1 GiB, some 700 000 contributions).
+pub(crate) fn read_contributions(
+    file: &mut File,
+    sections: &Sections,
+    path: &Path,
+) -> Result<Vec<Contribution>> {
+    const LIMIT: u64 = 1 << 30;
+    let (offset, size) = sections.unique(SECTION_CONTRIBUTIONS, path)?;
+    if size > LIMIT {
+        return Err(fail(
+            Some(path),
+            PtauCheck::SectionSize {
+                section: SECTION_CONTRIBUTIONS,
+                expected: LIMIT,
+                found: size,
+            },
+        ));
+    }
+    let bytes = read_section(file, path, SECTION_CONTRIBUTIONS, offset, size)?;
+    parse_contributions(&bytes, Some(path))
+}
+
 /// The header's content.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Header {
@@ -234,7 +280,7 @@ pub(crate) fn tau_g1_count(power: u32) -> usize {
     (1usize << (power + 1)) - 1
 }
 
-fn bad_point(bad: Bad, point: String) -> PtauCheck {
+pub(crate) fn bad_point(bad: Bad, point: String) -> PtauCheck {
     match bad {
         Bad::NotCanonical => PtauCheck::NotCanonical { point },
         Bad::NotOnCurve => PtauCheck::NotOnCurve { point },

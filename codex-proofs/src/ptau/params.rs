@@ -19,10 +19,7 @@ use rand_chacha::rand_core::SeedableRng;
 use rayon::prelude::*;
 
 use super::curve::{self, G1_LEN, G2_LEN};
-use super::file::{
-    self, MAX_POWER, SECTION_CONTRIBUTIONS, SECTION_LAGRANGE_G1, SECTION_TAU_G1, SECTION_TAU_G2,
-    Sections,
-};
+use super::file::{self, MAX_POWER, SECTION_LAGRANGE_G1, SECTION_TAU_G1, SECTION_TAU_G2, Sections};
 use super::verify::{g1_powers_consistent, random_scalars};
 use super::{PtauCheck, fail, io_err};
 use crate::error::Result;
@@ -55,10 +52,13 @@ const ROOT_LOG_INV: u64 = 52_831_969;
 ///
 /// # Errors
 /// [`Error::Io`](crate::Error::Io) when the file cannot be read, [`Error::Ptau`](crate::Error::Ptau)
-/// for a failed check. Cost: reading `2^k · 64` bytes, two multi-scalar multiplications
-/// of `2^k` points and a few pairings (about a second at k = 15 on two cores); when the
-/// file has no Lagrange section, halo2's FFT over G1 points computes the basis (about
-/// 2^k·k/2 scalar multiplications: seconds at k = 15, many minutes at k = 19).
+/// for a failed check. Cost on two cores: reading `2^k · 64` bytes (twice that with a
+/// Lagrange section), two or four multi-scalar multiplications of `2^k` points and a
+/// few pairings: 5 s at k = 19 from a prepared file, peak memory about 300 MB. A file
+/// without a Lagrange section (a ceremony not prepared for phase 2, like our own
+/// output) needs an FFT over G1 points, `2^k·(k+1)/2` scalar multiplications: 6 s at
+/// k = 15, 2 minutes at k = 19 (`snarkjs powersoftau prepare phase2` adds the
+/// section).
 pub fn import_params(path: &Path, k: u32) -> Result<ParamsKZG<Bn256>> {
     let mut f = File::open(path).map_err(|e| io_err(path, e))?;
     let file_len = f.metadata().map_err(|e| io_err(path, e))?.len();
@@ -82,30 +82,7 @@ pub fn import_params(path: &Path, k: u32) -> Result<ParamsKZG<Bn256>> {
     sections.sized(file::SECTION_BETA_TAU_G1, big_n * g1, path)?;
     sections.sized(file::SECTION_BETA_G2, g2, path)?;
 
-    let (c_offset, c_size) = sections.unique(SECTION_CONTRIBUTIONS, path)?;
-    let c_len = usize::try_from(c_size)
-        .ok()
-        .filter(|&l| l <= 1 << 30)
-        .ok_or_else(|| {
-            fail(
-                Some(path),
-                PtauCheck::SectionSize {
-                    section: SECTION_CONTRIBUTIONS,
-                    expected: 1 << 30,
-                    found: c_size,
-                },
-            )
-        })?;
-    let mut c_bytes = vec![0u8; c_len];
-    file::read_at(
-        &mut f,
-        path,
-        c_offset,
-        &mut c_bytes,
-        file_len,
-        Some(SECTION_CONTRIBUTIONS),
-    )?;
-    let contributions = file::parse_contributions(&c_bytes, Some(path))?;
+    let contributions = file::read_contributions(&mut f, &sections, path)?;
 
     let mut bytes = vec![0u8; n * G1_LEN];
     file::read_at(
