@@ -6,6 +6,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+
+# The root crate's features (see "Cargo features" in README.md): without any, and
+# with each alone, it builds; without any, none of the heavy stacks is compiled.
+cargo check -p codex --no-default-features --locked
+for feature in rest net proofs market; do
+    cargo check -p codex --no-default-features --features "$feature" --locked
+done
+heavy='^[│├└─ ]*(axum|libp2p|alloy|halo2-axiom|snark-verifier-sdk)(-[a-z0-9_-]+)? v'
+tree=$(cargo tree -p codex --no-default-features -e normal --locked)
+if grep -E "$heavy" <<<"$tree"; then
+    echo "error: codex --no-default-features depends on the crates above" >&2
+    exit 1
+fi
+
 cargo test --workspace --locked
 cargo run --locked --example custom_swarm
 FUZZ_SECONDS="${FUZZ_SECONDS:-5}" scripts/fuzz.sh

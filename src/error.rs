@@ -12,15 +12,18 @@ pub enum Error {
     #[error("cannot open the store: {0}")]
     Store(#[from] codex_store::Error),
     /// The network failed.
+    #[cfg(feature = "net")]
     #[error(transparent)]
     Net(#[from] codex_net::Error),
     /// Building slots or checking a proof input failed.
+    #[cfg(feature = "proofs")]
     #[error(transparent)]
     Proofs(#[from] codex_proofs::Error),
     /// Erasure coding failed.
     #[error(transparent)]
     Erasure(#[from] codex_erasure::Error),
     /// A marketplace call failed.
+    #[cfg(feature = "market")]
     #[error(transparent)]
     Market(#[from] codex_market::Error),
     /// The node runs without a marketplace.

@@ -15,6 +15,13 @@ use serde_json::{Value, json};
 use crate::error::Error;
 use crate::node::data::{self, UploadOptions};
 
+#[cfg(feature = "market")]
+mod market;
+#[cfg(feature = "net")]
+mod net;
+#[cfg(feature = "net")]
+use net::{announce, withdraw};
+
 /// The API's base path.
 pub const BASE: &str = "/api/codex/v1";
 
@@ -22,12 +29,15 @@ pub const BASE: &str = "/api/codex/v1";
 #[derive(Clone, Debug)]
 pub(crate) struct ApiState {
     pub(crate) store: Arc<dyn BlockStore>,
+    #[cfg(feature = "net")]
     pub(crate) network: Option<codex_net::Network>,
     pub(crate) data_dir: String,
+    #[cfg(feature = "market")]
     pub(crate) market: Option<Arc<crate::node::market::Market>>,
 }
 
-/// The router of every endpoint the node serves.
+/// The router of every endpoint the node serves. The routes of a feature the crate is
+/// built without answer 503, as Codex's do on a node without that part.
 pub(crate) fn router(state: ApiState) -> Router {
     let api = Router::new()
         .route(
@@ -37,34 +47,48 @@ pub(crate) fn router(state: ApiState) -> Router {
         .route("/data/{cid}", get(download).delete(delete))
         .route("/data/{cid}/exists", get(exists))
         .route("/data/{cid}/erasure", axum::routing::post(erasure))
-        .route("/data/{cid}/verifiable", axum::routing::post(verifiable))
-        .route("/data/{cid}/network", axum::routing::post(network_download))
-        .route("/data/{cid}/network/stream", get(network_stream))
-        .route("/data/{cid}/network/manifest", get(network_manifest))
         .route("/space", get(space))
-        .route("/peerid", get(peer_id))
-        .route("/connect/{peer}", get(connect))
-        .route("/debug/info", get(debug_info))
-        .route(
-            "/storage/request/{cid}",
-            axum::routing::post(request_storage),
+        .route("/debug/info", get(debug_info));
+    #[cfg(feature = "proofs")]
+    let api = api.route("/data/{cid}/verifiable", axum::routing::post(verifiable));
+    #[cfg(not(feature = "proofs"))]
+    let api = api.merge(absent(&["/data/{cid}/verifiable"], "proofs"));
+    #[cfg(feature = "net")]
+    let api = api.merge(net::routes());
+    #[cfg(not(feature = "net"))]
+    let api = api.merge(absent(
+        &[
+            "/data/{cid}/network",
+            "/data/{cid}/network/{*rest}",
+            "/peerid",
+            "/connect/{peer}",
+        ],
+        "net",
+    ));
+    #[cfg(feature = "market")]
+    let api = api.merge(market::routes());
+    #[cfg(not(feature = "market"))]
+    let api = api.merge(absent(
+        &["/storage/{*rest}", "/sales/{*rest}", "/validation"],
+        "market",
+    ));
+    Router::new().nest(BASE, api.with_state(state))
+}
+
+/// Routes that answer 503 for every method: the crate was built without `feature`.
+#[cfg(not(all(feature = "net", feature = "market", feature = "proofs")))]
+fn absent(paths: &[&str], feature: &'static str) -> Router<ApiState> {
+    paths.iter().fold(Router::new(), |router, path| {
+        router.route(
+            path,
+            axum::routing::any(move || async move {
+                ApiError(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("this node is built without the `{feature}` feature"),
+                )
+            }),
         )
-        .route("/storage/purchases", get(purchases))
-        .route(
-            "/sales/availability",
-            get(availabilities).post(add_availability),
-        )
-        .route(
-            "/sales/availability/{id}",
-            axum::routing::patch(patch_availability),
-        )
-        .route("/sales/availability/{id}/reservations", get(reservations))
-        .route("/validation", get(validation))
-        .route("/sales/slots", get(sales_slots))
-        .route("/sales/slots/{id}", get(sales_slot))
-        .route("/storage/purchases/{id}", get(purchase))
-        .with_state(state);
-    Router::new().nest(BASE, api)
+    })
 }
 
 /// An error answer: a status and a plain-text message, as Codex answers.
@@ -86,10 +110,14 @@ impl From<Error> for ApiError {
             Error::NoNetwork | Error::NoMarketplace => StatusCode::SERVICE_UNAVAILABLE,
             Error::InvalidRequest(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::InvalidKey(_) => StatusCode::BAD_REQUEST,
+            #[cfg(feature = "net")]
             Error::Net(codex_net::Error::Unavailable(_)) => StatusCode::NOT_FOUND,
+            #[cfg(feature = "net")]
             Error::Net(codex_net::Error::Core(c)) => core_status(c),
             Error::Erasure(codex_erasure::Error::Store(c)) => core_status(c),
+            #[cfg(feature = "proofs")]
             Error::Proofs(codex_proofs::Error::Store(c)) => core_status(c),
+            #[cfg(feature = "proofs")]
             Error::Proofs(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Erasure(
                 codex_erasure::Error::InvalidParams { .. }
@@ -169,172 +197,6 @@ fn valid_mime(value: &str) -> bool {
     matches!(essence.split_once('/'), Some((t, s)) if token(t) && token(s))
 }
 
-fn market(st: &ApiState) -> Result<&Arc<crate::node::market::Market>, ApiError> {
-    st.market
-        .as_ref()
-        .ok_or_else(|| Error::NoMarketplace.into())
-}
-
-/// `POST /storage/request/{cid}`: checks the body (422 with the rule broken, 404 for a
-/// dataset not stored here) and starts the purchase in the background; answers the
-/// purchase id.
-async fn request_storage(
-    State(st): State<ApiState>,
-    Path(cid): Path<String>,
-    body: bytes::Bytes,
-) -> Result<String, ApiError> {
-    let market = market(&st)?;
-    let cid = parse_cid(&cid)?;
-    let json: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("Invalid JSON body: {e}")))?;
-    let params = crate::node::purchasing::RequestParams::from_json(&json)?;
-    let ctx = crate::node::purchasing::Ctx {
-        store: Arc::clone(&st.store),
-        network: st.network.clone(),
-        market: Arc::clone(market),
-    };
-    Ok(crate::node::purchasing::request_storage(ctx, cid, params).await?)
-}
-
-async fn purchases(State(st): State<ApiState>) -> Result<axum::Json<Value>, ApiError> {
-    Ok(axum::Json(json!(market(&st)?.purchases().ids())))
-}
-
-async fn purchase(
-    State(st): State<ApiState>,
-    Path(id): Path<String>,
-) -> Result<axum::Json<Value>, ApiError> {
-    let p = market(&st)?
-        .purchases()
-        .get(&id)
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "Purchase not found".into()))?;
-    Ok(axum::Json(p.to_json()))
-}
-
-async fn availabilities(State(st): State<ApiState>) -> Result<axum::Json<Value>, ApiError> {
-    let all = market(&st)?.sales().availabilities();
-    Ok(axum::Json(Value::Array(
-        all.iter()
-            .map(crate::node::sales::Availability::to_json)
-            .collect(),
-    )))
-}
-
-/// `POST /sales/availability`: 422 when a field is zero or the quota is short; 201 with
-/// the availability.
-async fn add_availability(
-    State(st): State<ApiState>,
-    body: bytes::Bytes,
-) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
-    let market = market(&st)?;
-    let json: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("Invalid JSON body: {e}")))?;
-    let n = market.sales().availabilities().len() as u64;
-    let id = format!(
-        "{}",
-        codex_market::alloy::primitives::keccak256(
-            [
-                market.client().account().as_slice(),
-                &n.to_le_bytes(),
-                &body
-            ]
-            .concat()
-        )
-    );
-    let a = crate::node::sales::Availability::from_json(id, &json)?;
-    let space = st.store.space().await?;
-    let free = space
-        .quota_max_bytes
-        .saturating_sub(space.quota_used_bytes + space.quota_reserved_bytes);
-    if a.total_size > free {
-        return Err(ApiError(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!(
-                "Not enough storage quota: totalSize {} > {free} bytes free",
-                a.total_size
-            ),
-        ));
-    }
-    let out = a.to_json();
-    market.sales().add_availability(a).await;
-    Ok((StatusCode::CREATED, axum::Json(out)))
-}
-
-/// `PATCH /sales/availability/{id}`: 204; 404 for an unknown id, 422 for a refused
-/// change (nothing changes then).
-async fn patch_availability(
-    State(st): State<ApiState>,
-    Path(id): Path<String>,
-    body: bytes::Bytes,
-) -> Result<StatusCode, ApiError> {
-    let market = market(&st)?;
-    let json: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("Invalid JSON body: {e}")))?;
-    match market.sales().patch_availability(&id, &json).await? {
-        Some(_) => Ok(StatusCode::NO_CONTENT),
-        None => Err(ApiError(
-            StatusCode::NOT_FOUND,
-            "Availability not found".into(),
-        )),
-    }
-}
-
-/// `GET /sales/availability/{id}/reservations`: the slots holding its space.
-async fn reservations(
-    State(st): State<ApiState>,
-    Path(id): Path<String>,
-) -> Result<axum::Json<Value>, ApiError> {
-    let sales = market(&st)?.sales();
-    if !sales.availabilities().iter().any(|a| a.id == id) {
-        return Err(ApiError(
-            StatusCode::NOT_FOUND,
-            "Availability not found".into(),
-        ));
-    }
-    Ok(axum::Json(Value::Array(
-        sales
-            .reservations(&id)
-            .iter()
-            .map(|s| {
-                serde_json::json!({
-                    "id": s.slot.to_string(),
-                    "availabilityId": s.availability,
-                    "requestId": s.request.to_string(),
-                    "slotIndex": s.slot_index,
-                    "state": s.state.as_str(),
-                })
-            })
-            .collect(),
-    )))
-}
-
-/// `GET /validation` (ours): the slots the validator watches and the proofs it marked
-/// missing.
-async fn validation(State(st): State<ApiState>) -> Result<axum::Json<Value>, ApiError> {
-    Ok(axum::Json(market(&st)?.validation().to_json()))
-}
-
-async fn sales_slots(State(st): State<ApiState>) -> Result<axum::Json<Value>, ApiError> {
-    let all = market(&st)?.sales().sales();
-    Ok(axum::Json(Value::Array(
-        all.iter().map(crate::node::sales::Sale::to_json).collect(),
-    )))
-}
-
-async fn sales_slot(
-    State(st): State<ApiState>,
-    Path(id): Path<String>,
-) -> Result<axum::Json<Value>, ApiError> {
-    let slot = id
-        .parse::<codex_market::alloy::primitives::B256>()
-        .map_err(|_| ApiError(StatusCode::BAD_REQUEST, "Invalid slot id".into()))?;
-    let sale = market(&st)?
-        .sales()
-        .sale(codex_market::SlotId(slot))
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "Slot not found".into()))?;
-    Ok(axum::Json(sale.to_json()))
-}
-
 async fn upload(
     State(st): State<ApiState>,
     headers: HeaderMap,
@@ -402,6 +264,7 @@ async fn erasure(
 
 /// `POST /data/{cid}/verifiable` (ours): makes a dataset verifiable; a plain one is
 /// erasure-coded first with the body's `{"k", "m"}` (default 2, 1).
+#[cfg(feature = "proofs")]
 async fn verifiable(
     State(st): State<ApiState>,
     Path(cid): Path<String>,
@@ -425,104 +288,6 @@ async fn list(State(st): State<ApiState>) -> Result<axum::Json<Value>, ApiError>
         .map(|(cid, m)| json!({ "cid": cid.to_string(), "manifest": manifest_json(m) }))
         .collect();
     Ok(axum::Json(json!({ "content": content })))
-}
-
-/// Announces a stored dataset in the background.
-fn announce(st: &ApiState, cid: Cid) {
-    if let Some(net) = st.network.clone() {
-        let store = Arc::clone(&st.store);
-        tokio::spawn(async move {
-            if let Ok(block) = store.get_block(&cid).await
-                && let Ok(m) = Manifest::decode(block.data())
-            {
-                crate::node::network::announce(&net, cid, &m).await;
-            }
-        });
-    }
-}
-
-fn network(st: &ApiState) -> Result<&codex_net::Network, ApiError> {
-    st.network.as_ref().ok_or_else(|| Error::NoNetwork.into())
-}
-
-async fn network_download(
-    State(st): State<ApiState>,
-    Path(cid): Path<String>,
-) -> Result<axum::Json<Value>, ApiError> {
-    let cid = parse_cid(&cid)?;
-    let net = network(&st)?.clone();
-    let manifest = codex_net::fetch_manifest(&net, &st.store, cid)
-        .await
-        .map_err(Error::Net)?;
-    let store = Arc::clone(&st.store);
-    tokio::spawn(async move {
-        match crate::node::network::download(&net, &store, cid).await {
-            Ok(_) => tracing::info!(%cid, "download complete"),
-            Err(e) => tracing::warn!(%cid, error = %e, "download failed"),
-        }
-    });
-    Ok(axum::Json(
-        json!({ "cid": cid.to_string(), "manifest": manifest_json(&manifest) }),
-    ))
-}
-
-async fn network_manifest(
-    State(st): State<ApiState>,
-    Path(cid): Path<String>,
-) -> Result<axum::Json<Value>, ApiError> {
-    let cid = parse_cid(&cid)?;
-    let manifest = codex_net::fetch_manifest(network(&st)?, &st.store, cid)
-        .await
-        .map_err(Error::Net)?;
-    Ok(axum::Json(
-        json!({ "cid": cid.to_string(), "manifest": manifest_json(&manifest) }),
-    ))
-}
-
-async fn network_stream(
-    State(st): State<ApiState>,
-    Path(cid): Path<String>,
-) -> Result<Response, ApiError> {
-    let cid = parse_cid(&cid)?;
-    let dataset = crate::node::network::stream(network(&st)?, Arc::clone(&st.store), cid).await?;
-    Ok(dataset_response(dataset))
-}
-
-async fn peer_id(State(st): State<ApiState>) -> Result<String, ApiError> {
-    Ok(network(&st)?.peer_id().to_string())
-}
-
-#[derive(Debug, serde::Deserialize)]
-struct ConnectQuery {
-    addrs: Option<String>,
-}
-
-async fn connect(
-    State(st): State<ApiState>,
-    Path(peer): Path<String>,
-    axum::extract::Query(q): axum::extract::Query<ConnectQuery>,
-) -> Result<String, ApiError> {
-    let peer: codex_net::PeerId = peer
-        .parse()
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("Invalid peer id: {e}")))?;
-    let mut addrs = Vec::new();
-    for a in q
-        .addrs
-        .iter()
-        .flat_map(|s| s.split(','))
-        .filter(|s| !s.is_empty())
-    {
-        addrs.push(
-            a.parse().map_err(|e| {
-                ApiError(StatusCode::BAD_REQUEST, format!("Invalid address {a}: {e}"))
-            })?,
-        );
-    }
-    network(&st)?
-        .dial(peer, addrs)
-        .await
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
-    Ok("Successfully connected to peer".into())
 }
 
 async fn download(
@@ -563,10 +328,8 @@ async fn delete(
 ) -> Result<StatusCode, ApiError> {
     let cid = parse_cid(&cid)?;
     if cid.codec() == codec::MANIFEST && st.store.has_block(&cid).await? {
-        if let Some(net) = &st.network
-            && let Ok(m) = Manifest::decode(st.store.get_block(&cid).await?.data())
-        {
-            crate::node::network::withdraw(net, cid, &m).await;
+        if let Ok(m) = Manifest::decode(st.store.get_block(&cid).await?.data()) {
+            withdraw(&st, cid, &m).await;
         }
         st.store.delete_dataset(&cid).await?;
     } else {
@@ -595,28 +358,36 @@ async fn space(State(st): State<ApiState>) -> Result<axum::Json<Value>, ApiError
 }
 
 async fn debug_info(State(st): State<ApiState>) -> axum::Json<Value> {
-    let info = match &st.network {
-        Some(net) => net.info().await.unwrap_or_default(),
-        None => codex_net::NetInfo::default(),
-    };
-    let addrs: Vec<String> = info
-        .listen_addrs
-        .iter()
-        .map(|a| format!("{a}/p2p/{}", info.peer_id))
-        .collect();
+    #[cfg(feature = "net")]
+    let (peer_id, addrs, nodes, connected) = net::debug_info(&st).await;
+    #[cfg(not(feature = "net"))]
+    let (peer_id, addrs, nodes, connected) = (
+        String::new(),
+        Vec::<String>::new(),
+        Vec::<Value>::new(),
+        Vec::<String>::new(),
+    );
     axum::Json(json!({
-        "id": info.peer_id,
+        "id": peer_id,
         "addrs": addrs,
         "repo": st.data_dir,
         "announceAddresses": addrs,
         "table": {
-            "localNode": { "peerId": info.peer_id },
-            "nodes": info.routing_table.iter().map(|p| json!({ "peerId": p.to_string() })).collect::<Vec<_>>(),
+            "localNode": { "peerId": peer_id },
+            "nodes": nodes,
         },
-        "connectedPeers": info.connected.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "connectedPeers": connected,
         "codex": { "version": env!("CARGO_PKG_VERSION"), "revision": "", "contracts": {} },
     }))
 }
+
+/// Without a network there is nobody to tell.
+#[cfg(not(feature = "net"))]
+fn announce(_: &ApiState, _: Cid) {}
+
+/// Without a network there is nobody to tell.
+#[cfg(not(feature = "net"))]
+async fn withdraw(_: &ApiState, _: Cid, _: &Manifest) {}
 
 #[cfg(test)]
 mod tests {

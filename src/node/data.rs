@@ -232,6 +232,8 @@ pub async fn erasure_encode(
 /// are built (stored with every leaf's proof) and the verifiable manifest stored.
 /// Returns the verifiable manifest's CID, the manifest, and the verify root's CID.
 /// Costs about 9 000 Poseidon2 permutations per MiB of protected data, on all cores.
+/// Feature `proofs`.
+#[cfg(feature = "proofs")]
 pub async fn make_verifiable(
     store: &dyn BlockStore,
     manifest_cid: Cid,
