@@ -11,7 +11,7 @@ POWER="${POWER:-19}"
 WORK="${WORK:-$(mktemp -d /dev/shm/codex-setup.XXXXXX 2>/dev/null || mktemp -d)}"
 trap 'rm -rf "$WORK"' EXIT
 command -v /usr/bin/time >/dev/null || { echo "GNU time is required (apt-get install time)" >&2; exit 1; }
-cargo build --release --locked -p codex-node
+flock /tmp/cargo.lock cargo build --release --locked -p codex-node
 BIN=target/release/codex-node
 
 step() {

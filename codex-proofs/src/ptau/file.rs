@@ -297,27 +297,7 @@ pub(crate) fn decode_g1s(
     first: usize,
     path: Option<&Path>,
 ) -> Result<Vec<G1Affine>> {
-    let chunks: Vec<std::result::Result<Vec<G1Affine>, (usize, Bad)>> = bytes
-        .par_chunks(CHUNK * G1_LEN)
-        .enumerate()
-        .map(|(c, chunk)| {
-            chunk
-                .chunks_exact(G1_LEN)
-                .enumerate()
-                .map(|(i, b)| curve::g1_from_lem(b).map_err(|bad| (c * CHUNK + i, bad)))
-                .collect()
-        })
-        .collect();
-    let mut out = Vec::with_capacity(bytes.len() / G1_LEN);
-    for chunk in chunks {
-        match chunk {
-            Ok(points) => out.extend(points),
-            Err((i, bad)) => {
-                return Err(fail(path, bad_point(bad, format!("{name}[{}]", first + i))));
-            }
-        }
-    }
-    Ok(out)
+    decode_points(bytes, G1_LEN, curve::g1_from_lem, name, first, path)
 }
 
 /// Decodes LEM G2 points (in parallel; on the curve, the subgroup is checked apart).
@@ -327,18 +307,31 @@ pub(crate) fn decode_g2s(
     first: usize,
     path: Option<&Path>,
 ) -> Result<Vec<G2Affine>> {
-    let chunks: Vec<std::result::Result<Vec<G2Affine>, (usize, Bad)>> = bytes
-        .par_chunks(CHUNK * G2_LEN)
+    decode_points(bytes, G2_LEN, curve::g2_from_lem, name, first, path)
+}
+
+/// Decodes points of `len` bytes each with `decode`, in parallel chunks, naming the
+/// first bad one.
+fn decode_points<P: Send>(
+    bytes: &[u8],
+    len: usize,
+    decode: fn(&[u8]) -> std::result::Result<P, Bad>,
+    name: &str,
+    first: usize,
+    path: Option<&Path>,
+) -> Result<Vec<P>> {
+    let chunks: Vec<std::result::Result<Vec<P>, (usize, Bad)>> = bytes
+        .par_chunks(CHUNK * len)
         .enumerate()
         .map(|(c, chunk)| {
             chunk
-                .chunks_exact(G2_LEN)
+                .chunks_exact(len)
                 .enumerate()
-                .map(|(i, b)| curve::g2_from_lem(b).map_err(|bad| (c * CHUNK + i, bad)))
+                .map(|(i, b)| decode(b).map_err(|bad| (c * CHUNK + i, bad)))
                 .collect()
         })
         .collect();
-    let mut out = Vec::with_capacity(bytes.len() / G2_LEN);
+    let mut out = Vec::with_capacity(bytes.len() / len);
     for chunk in chunks {
         match chunk {
             Ok(points) => out.extend(points),
