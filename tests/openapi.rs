@@ -122,13 +122,7 @@ fn router_routes() -> BTreeSet<(String, String)> {
         src.contains("Router::new().nest(BASE, api.with_state(state))"),
         "the router is no longer nested under BASE: update tests/openapi.rs"
     );
-    for unsupported in [
-        "route_service",
-        "any",
-        "on",
-        "fallback",
-        "nest_service",
-    ] {
+    for unsupported in ["route_service", "any", "on", "fallback", "nest_service"] {
         assert_eq!(
             calls(src, unsupported),
             0,
