@@ -13,7 +13,7 @@ use libp2p::{Multiaddr, PeerId, noise, ping, tcp, yamux};
 use tokio::sync::oneshot;
 
 mod common;
-use common::{mem, put_dataset, random};
+use common::{listen_addr, mem, put_dataset, random};
 
 #[derive(NetworkBehaviour)]
 struct App {
@@ -101,15 +101,7 @@ async fn an_app_swarm_with_the_exchange_mounted_fetches_and_serves() -> anyhow::
         Arc::clone(&node_store),
     )
     .await?;
-    let mut addr = None;
-    for _ in 0..50 {
-        if let Some(a) = net.info().await?.listen_addrs.into_iter().next() {
-            addr = Some(a);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let addr = addr.ok_or_else(|| anyhow::anyhow!("no listen address"))?;
+    let addr = listen_addr(&net).await?;
 
     // The app: its own swarm, its own store.
     let app_store = mem();

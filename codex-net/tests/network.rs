@@ -14,7 +14,7 @@ use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, StreamProtocol};
 
 mod common;
-use common::{mem, put_dataset, random};
+use common::{listen_addr, mem, put_dataset, random};
 
 struct TestNode {
     net: Network,
@@ -29,17 +29,7 @@ async fn node(store: Arc<dyn BlockStore>, bootstrap: Vec<Multiaddr>) -> anyhow::
         ..NetConfig::default()
     };
     let net = Network::start(Keypair::generate_ed25519(), config, Arc::clone(&store)).await?;
-    let mut addr = None;
-    for _ in 0..50 {
-        if let Some(a) = net.info().await?.listen_addrs.into_iter().next() {
-            addr = Some(a);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let addr = addr
-        .ok_or_else(|| anyhow::anyhow!("no listen address"))?
-        .with(libp2p::multiaddr::Protocol::P2p(net.peer_id()));
+    let addr = listen_addr(&net).await?;
     Ok(TestNode { net, store, addr })
 }
 

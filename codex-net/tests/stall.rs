@@ -10,12 +10,11 @@ use codex_core::{Block, BlockStore, Cid, CodexProof, LeafMeta, Manifest, Session
 use codex_net::{Download, Error, ExchangeConfig, FetchOptions, FetchReport, NetConfig, Network};
 use codex_store::{MemoryStore, StoreConfig};
 use futures::StreamExt;
-use libp2p::Multiaddr;
 use libp2p::identity::Keypair;
 use tokio::time::Instant;
 
 mod common;
-use common::{mem, put_dataset, random};
+use common::{listen_addr, mem, put_dataset, random};
 
 async fn node(store: Arc<dyn BlockStore>, exchange: ExchangeConfig) -> anyhow::Result<Network> {
     let config = NetConfig {
@@ -24,16 +23,6 @@ async fn node(store: Arc<dyn BlockStore>, exchange: ExchangeConfig) -> anyhow::R
         ..NetConfig::default()
     };
     Ok(Network::start(Keypair::generate_ed25519(), config, store).await?)
-}
-
-async fn addr(net: &Network) -> anyhow::Result<Multiaddr> {
-    for _ in 0..50 {
-        if let Some(a) = net.info().await?.listen_addrs.into_iter().next() {
-            return Ok(a.with(libp2p::multiaddr::Protocol::P2p(net.peer_id())));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    anyhow::bail!("no listen address")
 }
 
 /// Fetches the whole of `manifest` through `net` into `store`, collecting the streamed
@@ -200,8 +189,8 @@ async fn a_peer_that_stalls_mid_transfer_is_bypassed_after_the_timeout() -> anyh
         },
     )
     .await?;
-    e.dial(a.peer_id(), vec![addr(&a).await?]).await?;
-    e.dial(s.peer_id(), vec![addr(&s).await?]).await?;
+    e.dial(a.peer_id(), vec![listen_addr(&a).await?]).await?;
+    e.dial(s.peer_id(), vec![listen_addr(&s).await?]).await?;
 
     let options = FetchOptions {
         stall_timeout: Duration::from_secs(8),
@@ -275,7 +264,7 @@ async fn a_download_whose_only_source_stalls_ends_within_the_stall_timeout() -> 
         },
     )
     .await?;
-    e.dial(s.peer_id(), vec![addr(&s).await?]).await?;
+    e.dial(s.peer_id(), vec![listen_addr(&s).await?]).await?;
     // The manifest itself is served.
     let fetched = codex_net::fetch_manifest(&e, &e_store, cid).await?;
     assert_eq!(fetched, manifest);

@@ -176,16 +176,6 @@ pub fn write_params(path: &Path, params: &ParamsKZG<Bn256>) -> Result<()> {
     write_atomically(path, &bytes)
 }
 
-/// Reads halo2 parameters from `path`, checking that every point is on the curve (a
-/// truncated or corrupt file is an error, never a panic).
-///
-/// # Errors
-/// [`Error::Io`] when the file cannot be opened, [`Error::Params`] when it is not a
-/// parameters file.
-pub fn read_params_file(path: &Path) -> Result<ParamsKZG<Bn256>> {
-    read_params(path)
-}
-
 /// The SHA-256 digest of `params` in their file form, as `0x` and 64 hex digits: what
 /// `codex-node params import` prints, to compare parameters across machines.
 pub fn params_file_digest(params: &ParamsKZG<Bn256>) -> String {
@@ -195,7 +185,13 @@ pub fn params_file_digest(params: &ParamsKZG<Bn256>) -> String {
     format!("0x{}", hex::encode(Sha256::digest(&bytes)))
 }
 
-fn read_params(path: &Path) -> Result<ParamsKZG<Bn256>> {
+/// Reads halo2 parameters from `path`, checking that every point is on the curve (a
+/// truncated or corrupt file is an error, never a panic).
+///
+/// # Errors
+/// [`Error::Io`] when the file cannot be opened, [`Error::Params`] when it is not a
+/// parameters file.
+pub fn read_params(path: &Path) -> Result<ParamsKZG<Bn256>> {
     let file = fs::File::open(path).map_err(|e| io_error(path, e))?;
     ParamsKZG::<Bn256>::read_custom(&mut BufReader::new(file), SerdeFormat::RawBytes).map_err(|e| {
         Error::Params {
@@ -435,10 +431,8 @@ fn verifying_key_digest(params: &ParamsKZG<Bn256>, vk: &VerifyingKey<G1Affine>) 
 
 /// A short digest of the parameters that keys depend on.
 fn params_digest(params: &ParamsKZG<Bn256>) -> String {
-    let mut bytes = Vec::new();
-    // Writing to memory cannot fail.
-    let _ = params.write(&mut bytes);
-    hex::encode(&Sha256::digest(&bytes)[..8])
+    // The first 8 bytes of the file digest, as cache names had them before.
+    params_file_digest(params)[2..18].to_string()
 }
 
 /// Compiles a generated verifier with the project's pinned solc 0.8.19 (through

@@ -1,8 +1,10 @@
 //! What the network tests share: seeded data, datasets in a store, memory stores.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use codex_core::{Block, BlockStore, Chunker, Cid, Manifest};
+use codex_net::{Multiaddr, Network, Protocol};
 use codex_store::{MemoryStore, StoreConfig};
 use rand::{RngCore, SeedableRng, rngs::StdRng};
 
@@ -21,4 +23,15 @@ pub async fn put_dataset(store: &dyn BlockStore, data: &[u8]) -> anyhow::Result<
 
 pub fn mem() -> Arc<dyn BlockStore> {
     Arc::new(MemoryStore::new(StoreConfig::default()))
+}
+
+/// `net`'s first listen address with its `/p2p/PEER` (listeners bind just after start).
+pub async fn listen_addr(net: &Network) -> anyhow::Result<Multiaddr> {
+    for _ in 0..50 {
+        if let Some(a) = net.info().await?.listen_addrs.into_iter().next() {
+            return Ok(a.with(Protocol::P2p(net.peer_id())));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    anyhow::bail!("no listen address")
 }

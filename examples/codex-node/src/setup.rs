@@ -105,7 +105,7 @@ pub fn params(command: ParamsCommand) -> anyhow::Result<()> {
         }
         ParamsCommand::Verify { params, samples } => {
             let s = spinner(format!("checking {}", params.display()));
-            let p = prover::read_params_file(&params)?;
+            let p = prover::read_params(&params)?;
             ptau::verify_params(&p).with_context(|| format!("{} is refused", params.display()))?;
             s.finish_and_clear();
             eprintln!(
