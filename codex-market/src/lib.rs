@@ -6,6 +6,7 @@ pub mod client;
 pub mod deploy;
 pub mod error;
 pub mod market;
+pub mod memory;
 pub mod types;
 
 pub use alloy;
@@ -13,7 +14,8 @@ pub use chain::LocalChain;
 pub use client::{EventPoller, LoggedEvent, MarketEvent, MarketplaceClient, TxReceipt};
 pub use deploy::{Deployment, TokenSource, VerifierSource, deploy};
 pub use error::{Error, MarketplaceError, Result, Revert, Target, TokenError};
-pub use market::Marketplace;
+pub use market::{Events, Marketplace};
+pub use memory::MemoryMarketplace;
 pub use types::{
     Ask, CollateralConfig, Content, MarketplaceConfig, ProofConfig, RequestId, RequestState,
     SlotId, SlotState, StorageRequest, challenge_from_block_hash, challenge_to_field, echo_proof,

@@ -1,107 +1,210 @@
-//! The `Marketplace` trait: what a node needs of the marketplace, implemented on
-//! chain by [`MarketplaceClient`].
+//! The `Marketplace` trait: everything a node's roles (purchasing, sales, the
+//! validator) need of the marketplace. [`MarketplaceClient`] implements it on chain,
+//! [`crate::memory::MemoryMarketplace`] in memory with the contracts' rules and a
+//! clock that tests move.
+//!
+//! The trait is object safe (`Arc<dyn Marketplace>`), so a node holds whichever
+//! implementation it was given without being generic over it.
 
-use std::future::Future;
+use alloy::primitives::{Address, U256};
 
-use alloy::primitives::Address;
-
-use crate::client::{LoggedEvent, MarketplaceClient};
+use crate::client::{LoggedEvent, MarketplaceClient, TxReceipt};
 use crate::error::Result;
 use crate::types::{MarketplaceConfig, RequestId, RequestState, SlotId, SlotState, StorageRequest};
 
-/// The marketplace as a node uses it: as a client (request, withdraw), a host
-/// (reserve, fill, prove, free) and a validator (mark missing proofs), with the
-/// states, the proof clock and the events (by polling).
+/// The marketplace as a node uses it, acting as one account: as a client (request,
+/// withdraw), a host (reserve, fill, prove, free), a validator (mark missing proofs),
+/// with the token, the states, the proof clock and the events (by polling).
 ///
-/// Each call acts as one account. Calls that pull tokens approve them first.
-pub trait Marketplace: Send + Sync {
+/// Calls that pull tokens (`request_storage`, `fill_slot`) approve the amount first
+/// when the allowance does not cover it. Reverts are [`crate::Error::Reverted`] with
+/// the contract's custom error ([`crate::Error::marketplace_error`]).
+///
+/// Views read the latest block; a transaction sent now lands in the next block
+/// ([`Marketplace::next_block`]), whose number and time decide its challenge and period.
+#[async_trait::async_trait]
+pub trait Marketplace: Send + Sync + std::fmt::Debug {
     /// The account calls are made from.
     fn account(&self) -> Address;
 
     /// The marketplace's configuration.
     fn config(&self) -> &MarketplaceConfig;
 
-    /// Creates a request and pays its full price.
-    fn request_storage(
-        &self,
-        request: &StorageRequest,
-    ) -> impl Future<Output = Result<RequestId>> + Send;
+    // ------------------------------------------------------------ token
+
+    /// The token balance of `holder`.
+    async fn balance_of(&self, holder: Address) -> Result<U256>;
+
+    /// Lets the marketplace take `amount` from this account (ERC-20 `approve`).
+    async fn approve(&self, amount: U256) -> Result<TxReceipt>;
+
+    /// Approves the collateral that filling slot `index` takes, unless the allowance
+    /// covers it: call it before reading the challenge, so the fill is one transaction.
+    async fn approve_collateral(&self, request: RequestId, index: u64)
+    -> Result<Option<TxReceipt>>;
+
+    // ------------------------------------------------------------ client
+
+    /// Creates a request and pays its full price (`maxPrice`).
+    async fn request_storage(&self, request: &StorageRequest) -> Result<(RequestId, TxReceipt)>;
+
+    /// Withdraws the client's funds of a Cancelled, Failed or Finished request.
+    async fn withdraw_funds(&self, request: RequestId) -> Result<TxReceipt>;
+
+    /// Withdraws the client's funds to `recipient`.
+    async fn withdraw_funds_to(&self, request: RequestId, recipient: Address) -> Result<TxReceipt>;
+
+    // ------------------------------------------------------------ host
+
+    /// Whether this account may reserve slot `index` of `request` now.
+    async fn can_reserve_slot(&self, request: RequestId, index: u64) -> Result<bool>;
 
     /// Reserves slot `index` of `request`.
-    fn reserve_slot(
-        &self,
-        request: RequestId,
-        index: u64,
-    ) -> impl Future<Output = Result<()>> + Send;
+    async fn reserve_slot(&self, request: RequestId, index: u64) -> Result<TxReceipt>;
 
-    /// Fills a reserved slot with a proof of [`Marketplace::challenge`] and posts collateral.
-    fn fill_slot(
-        &self,
-        request: RequestId,
-        index: u64,
-        proof: &[u8],
-    ) -> impl Future<Output = Result<()>> + Send;
+    /// The collateral filling slot `index` takes now (less the repair reward in Repair).
+    async fn collateral_to_fill(&self, request: RequestId, index: u64) -> Result<U256>;
+
+    /// Fills a reserved slot with a proof of [`Marketplace::next_block_challenge`] and
+    /// posts the collateral.
+    async fn fill_slot(&self, request: RequestId, index: u64, proof: &[u8]) -> Result<TxReceipt>;
 
     /// Submits the proof of the current period.
-    fn submit_proof(&self, slot: SlotId, proof: &[u8]) -> impl Future<Output = Result<()>> + Send;
+    async fn submit_proof(&self, slot: SlotId, proof: &[u8]) -> Result<TxReceipt>;
 
-    /// Marks the proof of `period` missing (validator).
-    fn mark_proof_as_missing(
-        &self,
-        slot: SlotId,
-        period: u64,
-    ) -> impl Future<Output = Result<()>> + Send;
+    /// Frees a slot: collects the payout of a Finished or Cancelled slot, lets go of a
+    /// Failed one, or gives up a Filled one (its collateral is lost).
+    async fn free_slot(&self, slot: SlotId) -> Result<TxReceipt>;
 
-    /// Frees a slot: collects a payout, or gives up a running slot.
-    fn free_slot(&self, slot: SlotId) -> impl Future<Output = Result<()>> + Send;
+    // ------------------------------------------------------------ validator
 
-    /// Withdraws the client's funds of an ended request.
-    fn withdraw_funds(&self, request: RequestId) -> impl Future<Output = Result<()>> + Send;
+    /// `Ok` when the proof of `period` can be marked missing now; the revert says why not.
+    async fn can_mark_proof_as_missing(&self, slot: SlotId, period: u64) -> Result<()>;
+
+    /// Marks the proof of `period` missing; this account gets the validator reward.
+    async fn mark_proof_as_missing(&self, slot: SlotId, period: u64) -> Result<TxReceipt>;
+
+    // ------------------------------------------------------------ views
 
     /// A request by id.
-    fn get_request(
-        &self,
-        request: RequestId,
-    ) -> impl Future<Output = Result<StorageRequest>> + Send;
+    async fn get_request(&self, request: RequestId) -> Result<StorageRequest>;
 
-    /// The state of a request.
-    fn request_state(
-        &self,
-        request: RequestId,
-    ) -> impl Future<Output = Result<RequestState>> + Send;
+    /// The request and index of a slot that was filled once.
+    async fn get_active_slot(&self, slot: SlotId) -> Result<(StorageRequest, u64)>;
 
-    /// The state of a slot.
-    fn slot_state(&self, slot: SlotId) -> impl Future<Output = Result<SlotState>> + Send;
+    /// The state of a request, with expiry and end applied.
+    async fn request_state(&self, request: RequestId) -> Result<RequestState>;
 
-    /// The host of a slot, if any.
-    fn slot_host(&self, slot: SlotId) -> impl Future<Output = Result<Option<Address>>> + Send;
+    /// The state of a slot, with its request's state applied.
+    async fn slot_state(&self, slot: SlotId) -> Result<SlotState>;
 
-    /// The challenge a proof sent now must answer (32 bytes; the entropy is
-    /// [`crate::challenge_to_field`] of it).
-    fn challenge(&self, slot: SlotId) -> impl Future<Output = Result<[u8; 32]>> + Send;
+    /// When the request ends (or ended, when cancelled or failed).
+    async fn request_end(&self, request: RequestId) -> Result<u64>;
 
-    /// Whether a proof is due in the current period.
-    fn is_proof_required(&self, slot: SlotId) -> impl Future<Output = Result<bool>> + Send;
+    /// When the request is cancelled unless all its slots are filled.
+    async fn request_expiry(&self, request: RequestId) -> Result<u64>;
 
-    /// Whether a proof will be due once the pointer leaves the downtime.
-    fn will_proof_be_required(&self, slot: SlotId) -> impl Future<Output = Result<bool>> + Send;
+    /// The host of a slot, if it has one.
+    async fn get_host(&self, slot: SlotId) -> Result<Option<Address>>;
 
-    /// The current period.
-    fn current_period(&self) -> impl Future<Output = Result<u64>> + Send;
+    /// The collateral the slot's host would get back now.
+    async fn current_collateral(&self, slot: SlotId) -> Result<U256>;
 
-    /// The slots this account holds.
-    fn my_slots(&self) -> impl Future<Output = Result<Vec<SlotId>>> + Send;
+    /// Proofs the slot's current host missed (and were marked).
+    async fn missing_proofs(&self, slot: SlotId) -> Result<u64>;
+
+    /// The slots this account holds and has not been paid for.
+    async fn my_slots(&self) -> Result<Vec<SlotId>>;
 
     /// This account's requests that have not been withdrawn.
-    fn my_requests(&self) -> impl Future<Output = Result<Vec<RequestId>>> + Send;
+    async fn my_requests(&self) -> Result<Vec<RequestId>>;
 
-    /// The events from block `from` on, and the block to poll from next time.
-    fn events_since(
-        &self,
-        from: u64,
-    ) -> impl Future<Output = Result<(Vec<LoggedEvent>, u64)>> + Send;
+    // ------------------------------------------------------------ proof clock
+
+    /// The slot's pointer at the latest block.
+    async fn pointer(&self, slot: SlotId) -> Result<u8>;
+
+    /// The challenge a proof sent now must answer: the one of the next block (32
+    /// bytes; the prover's entropy is [`crate::challenge_to_field`] of it).
+    async fn next_block_challenge(&self, slot: SlotId) -> Result<[u8; 32]>;
+
+    /// Whether a proof is due in the current period.
+    async fn is_proof_required(&self, slot: SlotId) -> Result<bool>;
+
+    /// Whether a proof will be due once the pointer leaves the downtime.
+    async fn will_proof_be_required(&self, slot: SlotId) -> Result<bool>;
+
+    // ------------------------------------------------------------ time
+
+    /// The latest block's number.
+    async fn block_number(&self) -> Result<u64>;
+
+    /// The latest block's timestamp.
+    async fn timestamp(&self) -> Result<u64>;
+
+    /// The number and timestamp of the block a transaction sent now lands in.
+    async fn next_block(&self) -> Result<(u64, u64)>;
+
+    /// The period of the latest block.
+    async fn current_period(&self) -> Result<u64> {
+        Ok(self.config().period_of(self.timestamp().await?))
+    }
+
+    /// The period a transaction sent now counts in.
+    async fn next_period(&self) -> Result<u64> {
+        Ok(self.config().period_of(self.next_block().await?.1))
+    }
+
+    // ------------------------------------------------------------ events
+
+    /// The marketplace's events in blocks `from..=to`, oldest first.
+    async fn events(&self, from: u64, to: u64) -> Result<Vec<LoggedEvent>>;
+
+    /// The events from block `from` on, and the block to read from next time.
+    async fn events_since(&self, from: u64) -> Result<(Vec<LoggedEvent>, u64)> {
+        let latest = self.block_number().await?;
+        if latest < from {
+            return Ok((Vec::new(), from));
+        }
+        Ok((self.events(from, latest).await?, latest + 1))
+    }
 }
 
+/// A position in the marketplace's events: each [`Events::poll`] returns the events
+/// of the blocks mined since the last one (the roles' "subscription").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Events {
+    next_block: u64,
+}
+
+impl Events {
+    /// Events from block `from_block` on.
+    pub fn from_block(from_block: u64) -> Self {
+        Events {
+            next_block: from_block,
+        }
+    }
+
+    /// The events of the blocks mined since the last poll, oldest first.
+    ///
+    /// # Errors
+    /// As [`Marketplace::events`]; the next poll reads the same blocks again.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the position only moves when the events are returned.
+    pub async fn poll<M: Marketplace + ?Sized>(&mut self, market: &M) -> Result<Vec<LoggedEvent>> {
+        let (events, next) = market.events_since(self.next_block).await?;
+        self.next_block = next;
+        Ok(events)
+    }
+
+    /// The first block the next poll reads.
+    pub fn next_block(&self) -> u64 {
+        self.next_block
+    }
+}
+
+#[async_trait::async_trait]
 impl Marketplace for MarketplaceClient {
     fn account(&self) -> Address {
         MarketplaceClient::account(self)
@@ -111,46 +214,72 @@ impl Marketplace for MarketplaceClient {
         MarketplaceClient::config(self)
     }
 
-    async fn request_storage(&self, request: &StorageRequest) -> Result<RequestId> {
-        Ok(MarketplaceClient::request_storage(self, request).await?.0)
+    async fn balance_of(&self, holder: Address) -> Result<U256> {
+        MarketplaceClient::balance_of(self, holder).await
     }
 
-    async fn reserve_slot(&self, request: RequestId, index: u64) -> Result<()> {
-        MarketplaceClient::reserve_slot(self, request, index)
-            .await
-            .map(drop)
+    async fn approve(&self, amount: U256) -> Result<TxReceipt> {
+        MarketplaceClient::approve(self, amount).await
     }
 
-    async fn fill_slot(&self, request: RequestId, index: u64, proof: &[u8]) -> Result<()> {
-        MarketplaceClient::fill_slot(self, request, index, proof)
-            .await
-            .map(drop)
+    async fn approve_collateral(
+        &self,
+        request: RequestId,
+        index: u64,
+    ) -> Result<Option<TxReceipt>> {
+        MarketplaceClient::approve_collateral(self, request, index).await
     }
 
-    async fn submit_proof(&self, slot: SlotId, proof: &[u8]) -> Result<()> {
-        MarketplaceClient::submit_proof(self, slot, proof)
-            .await
-            .map(drop)
+    async fn request_storage(&self, request: &StorageRequest) -> Result<(RequestId, TxReceipt)> {
+        MarketplaceClient::request_storage(self, request).await
     }
 
-    async fn mark_proof_as_missing(&self, slot: SlotId, period: u64) -> Result<()> {
-        MarketplaceClient::mark_proof_as_missing(self, slot, period)
-            .await
-            .map(drop)
+    async fn withdraw_funds(&self, request: RequestId) -> Result<TxReceipt> {
+        MarketplaceClient::withdraw_funds(self, request).await
     }
 
-    async fn free_slot(&self, slot: SlotId) -> Result<()> {
-        MarketplaceClient::free_slot(self, slot).await.map(drop)
+    async fn withdraw_funds_to(&self, request: RequestId, recipient: Address) -> Result<TxReceipt> {
+        MarketplaceClient::withdraw_funds_to(self, request, recipient).await
     }
 
-    async fn withdraw_funds(&self, request: RequestId) -> Result<()> {
-        MarketplaceClient::withdraw_funds(self, request)
-            .await
-            .map(drop)
+    async fn can_reserve_slot(&self, request: RequestId, index: u64) -> Result<bool> {
+        MarketplaceClient::can_reserve_slot(self, request, index).await
+    }
+
+    async fn reserve_slot(&self, request: RequestId, index: u64) -> Result<TxReceipt> {
+        MarketplaceClient::reserve_slot(self, request, index).await
+    }
+
+    async fn collateral_to_fill(&self, request: RequestId, index: u64) -> Result<U256> {
+        MarketplaceClient::collateral_to_fill(self, request, index).await
+    }
+
+    async fn fill_slot(&self, request: RequestId, index: u64, proof: &[u8]) -> Result<TxReceipt> {
+        MarketplaceClient::fill_slot(self, request, index, proof).await
+    }
+
+    async fn submit_proof(&self, slot: SlotId, proof: &[u8]) -> Result<TxReceipt> {
+        MarketplaceClient::submit_proof(self, slot, proof).await
+    }
+
+    async fn free_slot(&self, slot: SlotId) -> Result<TxReceipt> {
+        MarketplaceClient::free_slot(self, slot).await
+    }
+
+    async fn can_mark_proof_as_missing(&self, slot: SlotId, period: u64) -> Result<()> {
+        MarketplaceClient::can_mark_proof_as_missing(self, slot, period).await
+    }
+
+    async fn mark_proof_as_missing(&self, slot: SlotId, period: u64) -> Result<TxReceipt> {
+        MarketplaceClient::mark_proof_as_missing(self, slot, period).await
     }
 
     async fn get_request(&self, request: RequestId) -> Result<StorageRequest> {
         MarketplaceClient::get_request(self, request).await
+    }
+
+    async fn get_active_slot(&self, slot: SlotId) -> Result<(StorageRequest, u64)> {
+        MarketplaceClient::get_active_slot(self, slot).await
     }
 
     async fn request_state(&self, request: RequestId) -> Result<RequestState> {
@@ -161,11 +290,39 @@ impl Marketplace for MarketplaceClient {
         MarketplaceClient::slot_state(self, slot).await
     }
 
-    async fn slot_host(&self, slot: SlotId) -> Result<Option<Address>> {
+    async fn request_end(&self, request: RequestId) -> Result<u64> {
+        MarketplaceClient::request_end(self, request).await
+    }
+
+    async fn request_expiry(&self, request: RequestId) -> Result<u64> {
+        MarketplaceClient::request_expiry(self, request).await
+    }
+
+    async fn get_host(&self, slot: SlotId) -> Result<Option<Address>> {
         MarketplaceClient::get_host(self, slot).await
     }
 
-    async fn challenge(&self, slot: SlotId) -> Result<[u8; 32]> {
+    async fn current_collateral(&self, slot: SlotId) -> Result<U256> {
+        MarketplaceClient::current_collateral(self, slot).await
+    }
+
+    async fn missing_proofs(&self, slot: SlotId) -> Result<u64> {
+        MarketplaceClient::missing_proofs(self, slot).await
+    }
+
+    async fn my_slots(&self) -> Result<Vec<SlotId>> {
+        MarketplaceClient::my_slots(self).await
+    }
+
+    async fn my_requests(&self) -> Result<Vec<RequestId>> {
+        MarketplaceClient::my_requests(self).await
+    }
+
+    async fn pointer(&self, slot: SlotId) -> Result<u8> {
+        MarketplaceClient::pointer(self, slot).await
+    }
+
+    async fn next_block_challenge(&self, slot: SlotId) -> Result<[u8; 32]> {
         MarketplaceClient::next_block_challenge(self, slot).await
     }
 
@@ -177,23 +334,187 @@ impl Marketplace for MarketplaceClient {
         MarketplaceClient::will_proof_be_required(self, slot).await
     }
 
+    async fn block_number(&self) -> Result<u64> {
+        MarketplaceClient::block_number(self).await
+    }
+
+    async fn timestamp(&self) -> Result<u64> {
+        MarketplaceClient::timestamp(self).await
+    }
+
+    async fn next_block(&self) -> Result<(u64, u64)> {
+        MarketplaceClient::next_block(self).await
+    }
+
     async fn current_period(&self) -> Result<u64> {
         MarketplaceClient::current_period(self).await
     }
 
+    async fn next_period(&self) -> Result<u64> {
+        MarketplaceClient::next_period(self).await
+    }
+
+    async fn events(&self, from: u64, to: u64) -> Result<Vec<LoggedEvent>> {
+        MarketplaceClient::events(self, from, to).await
+    }
+}
+
+/// A shared marketplace is one: `Arc<MemoryMarketplace>`, `Arc<dyn Marketplace>`.
+#[async_trait::async_trait]
+impl<T: Marketplace + ?Sized> Marketplace for std::sync::Arc<T> {
+    fn account(&self) -> Address {
+        (**self).account()
+    }
+
+    fn config(&self) -> &MarketplaceConfig {
+        (**self).config()
+    }
+
+    async fn balance_of(&self, holder: Address) -> Result<U256> {
+        (**self).balance_of(holder).await
+    }
+
+    async fn approve(&self, amount: U256) -> Result<TxReceipt> {
+        (**self).approve(amount).await
+    }
+
+    async fn approve_collateral(
+        &self,
+        request: RequestId,
+        index: u64,
+    ) -> Result<Option<TxReceipt>> {
+        (**self).approve_collateral(request, index).await
+    }
+
+    async fn request_storage(&self, request: &StorageRequest) -> Result<(RequestId, TxReceipt)> {
+        (**self).request_storage(request).await
+    }
+
+    async fn withdraw_funds(&self, request: RequestId) -> Result<TxReceipt> {
+        (**self).withdraw_funds(request).await
+    }
+
+    async fn withdraw_funds_to(&self, request: RequestId, recipient: Address) -> Result<TxReceipt> {
+        (**self).withdraw_funds_to(request, recipient).await
+    }
+
+    async fn can_reserve_slot(&self, request: RequestId, index: u64) -> Result<bool> {
+        (**self).can_reserve_slot(request, index).await
+    }
+
+    async fn reserve_slot(&self, request: RequestId, index: u64) -> Result<TxReceipt> {
+        (**self).reserve_slot(request, index).await
+    }
+
+    async fn collateral_to_fill(&self, request: RequestId, index: u64) -> Result<U256> {
+        (**self).collateral_to_fill(request, index).await
+    }
+
+    async fn fill_slot(&self, request: RequestId, index: u64, proof: &[u8]) -> Result<TxReceipt> {
+        (**self).fill_slot(request, index, proof).await
+    }
+
+    async fn submit_proof(&self, slot: SlotId, proof: &[u8]) -> Result<TxReceipt> {
+        (**self).submit_proof(slot, proof).await
+    }
+
+    async fn free_slot(&self, slot: SlotId) -> Result<TxReceipt> {
+        (**self).free_slot(slot).await
+    }
+
+    async fn can_mark_proof_as_missing(&self, slot: SlotId, period: u64) -> Result<()> {
+        (**self).can_mark_proof_as_missing(slot, period).await
+    }
+
+    async fn mark_proof_as_missing(&self, slot: SlotId, period: u64) -> Result<TxReceipt> {
+        (**self).mark_proof_as_missing(slot, period).await
+    }
+
+    async fn get_request(&self, request: RequestId) -> Result<StorageRequest> {
+        (**self).get_request(request).await
+    }
+
+    async fn get_active_slot(&self, slot: SlotId) -> Result<(StorageRequest, u64)> {
+        (**self).get_active_slot(slot).await
+    }
+
+    async fn request_state(&self, request: RequestId) -> Result<RequestState> {
+        (**self).request_state(request).await
+    }
+
+    async fn slot_state(&self, slot: SlotId) -> Result<SlotState> {
+        (**self).slot_state(slot).await
+    }
+
+    async fn request_end(&self, request: RequestId) -> Result<u64> {
+        (**self).request_end(request).await
+    }
+
+    async fn request_expiry(&self, request: RequestId) -> Result<u64> {
+        (**self).request_expiry(request).await
+    }
+
+    async fn get_host(&self, slot: SlotId) -> Result<Option<Address>> {
+        (**self).get_host(slot).await
+    }
+
+    async fn current_collateral(&self, slot: SlotId) -> Result<U256> {
+        (**self).current_collateral(slot).await
+    }
+
+    async fn missing_proofs(&self, slot: SlotId) -> Result<u64> {
+        (**self).missing_proofs(slot).await
+    }
+
     async fn my_slots(&self) -> Result<Vec<SlotId>> {
-        MarketplaceClient::my_slots(self).await
+        (**self).my_slots().await
     }
 
     async fn my_requests(&self) -> Result<Vec<RequestId>> {
-        MarketplaceClient::my_requests(self).await
+        (**self).my_requests().await
+    }
+
+    async fn pointer(&self, slot: SlotId) -> Result<u8> {
+        (**self).pointer(slot).await
+    }
+
+    async fn next_block_challenge(&self, slot: SlotId) -> Result<[u8; 32]> {
+        (**self).next_block_challenge(slot).await
+    }
+
+    async fn is_proof_required(&self, slot: SlotId) -> Result<bool> {
+        (**self).is_proof_required(slot).await
+    }
+
+    async fn will_proof_be_required(&self, slot: SlotId) -> Result<bool> {
+        (**self).will_proof_be_required(slot).await
+    }
+
+    async fn block_number(&self) -> Result<u64> {
+        (**self).block_number().await
+    }
+
+    async fn timestamp(&self) -> Result<u64> {
+        (**self).timestamp().await
+    }
+
+    async fn next_block(&self) -> Result<(u64, u64)> {
+        (**self).next_block().await
+    }
+
+    async fn current_period(&self) -> Result<u64> {
+        (**self).current_period().await
+    }
+
+    async fn next_period(&self) -> Result<u64> {
+        (**self).next_period().await
+    }
+
+    async fn events(&self, from: u64, to: u64) -> Result<Vec<LoggedEvent>> {
+        (**self).events(from, to).await
     }
 
     async fn events_since(&self, from: u64) -> Result<(Vec<LoggedEvent>, u64)> {
-        let latest = self.block_number().await?;
-        if latest < from {
-            return Ok((Vec::new(), from));
-        }
-        Ok((self.events(from, latest).await?, latest + 1))
+        (**self).events_since(from).await
     }
 }

@@ -2,10 +2,12 @@
 //! request, reserve, fill with proofs, proofs over periods, two missed proofs
 //! marked and slashed, the slot freed by force, refilled by another host with
 //! the repair reward, the request finished, hosts paid, the client's funds withdrawn.
+//! The same scenario runs on anvil and on the in-memory marketplace.
 
 use anyhow::Result;
 use codex_market::alloy::primitives::{Address, U256};
 use codex_market::deploy::VerifierSource;
+use codex_market::memory::EchoVerifier;
 use codex_market::*;
 
 use crate::common::*;
@@ -16,9 +18,19 @@ fn u(x: u64) -> U256 {
 
 #[tokio::test]
 async fn whole_lifecycle_with_exact_balances() -> Result<()> {
-    let config = MarketplaceConfig::default();
     // The Echo verifier behind the Halo2Verifier adapter checks the public inputs.
-    let m = Market::start(config.clone(), VerifierSource::Echo).await?;
+    let m = Market::start(MarketplaceConfig::default(), VerifierSource::Echo).await?;
+    whole_lifecycle(&m).await
+}
+
+#[tokio::test]
+async fn whole_lifecycle_with_exact_balances_in_memory() -> Result<()> {
+    let m = Memory::start(MarketplaceConfig::default(), EchoVerifier)?;
+    whole_lifecycle(&m).await
+}
+
+async fn whole_lifecycle<F: Fixture>(m: &F) -> Result<()> {
+    let config = m.config().clone();
     let client = m.account(1).await?;
     let (a, b, c, d, e) = (
         m.account(2).await?,
@@ -28,7 +40,7 @@ async fn whole_lifecycle_with_exact_balances() -> Result<()> {
         m.account(6).await?,
     );
     let validator = m.account(7).await?;
-    let market = m.deployment.marketplace;
+    let market = m.market_address();
     let who: Vec<Address> = [&client, &a, &b, &c, &d, &validator]
         .iter()
         .map(|x| x.account())
@@ -54,7 +66,7 @@ async fn whole_lifecycle_with_exact_balances() -> Result<()> {
     assert_eq!(collateral, u(10 * 1024));
     let max_price = ask.max_price();
     assert_eq!(max_price, u(3 * 3600 * 1024));
-    let first_block = m.chain.block_number().await? + 1;
+    let first_block = m.block_number().await? + 1;
 
     // --- request
     let p0 = m.future_period().await?;
@@ -89,7 +101,7 @@ async fn whole_lifecycle_with_exact_balances() -> Result<()> {
     for (i, h) in hosts.iter().enumerate() {
         let index = i as u64;
         h.approve_collateral(id, index).await?;
-        let proof = m.echo_proof_for(h, &request, index, p0).await?;
+        let proof = m.echo_proof_for(&request, index, p0).await?;
         let ts = m.period_start(p0) + 40 + 10 * index;
         m.at(ts).await?;
         let r = h.fill_slot(id, index, &proof).await?;
@@ -121,19 +133,19 @@ async fn whole_lifecycle_with_exact_balances() -> Result<()> {
     assert_eq!(slashed, u(2048));
     assert_eq!(reward, u(409));
     for (round, p) in [p0 + 1, p0 + 2].into_iter().enumerate() {
-        m.chain.mine_at(m.period_start(p) + 1).await?;
+        m.mine_at(m.period_start(p) + 1).await?;
         for (i, h) in [&a, &b].iter().enumerate() {
             let slot = request.slot_id(i as u64);
             // in the downtime no proof is required, but one will be
             m.enter_downtime(slot, p).await?;
-            m.chain.mine(1).await?;
+            m.mine(1).await?;
             assert!(!h.is_proof_required(slot).await?);
             assert!(h.will_proof_be_required(slot).await?);
             m.leave_downtime(slot, p).await?;
-            m.chain.mine(1).await?;
+            m.mine(1).await?;
             assert!(h.is_proof_required(slot).await?);
             assert!(!h.will_proof_be_required(slot).await?);
-            let proof = m.echo_proof_for(h, &request, i as u64, p).await?;
+            let proof = m.echo_proof_for(&request, i as u64, p).await?;
             h.submit_proof(slot, &proof).await?;
         }
         assert_eq!(m.balances(&who).await?, expected);
@@ -175,7 +187,7 @@ async fn whole_lifecycle_with_exact_balances() -> Result<()> {
     assert_eq!(repair_collateral, collateral - collateral * u(10) / u(100));
     assert_eq!(d.collateral_to_fill(id, 2).await?, repair_collateral);
     d.approve_collateral(id, 2).await?;
-    let proof = m.echo_proof_for(&d, &request, 2, p3).await?;
+    let proof = m.echo_proof_for(&request, 2, p3).await?;
     let t_refill = m.period_start(p3) + 10;
     m.at(t_refill).await?;
     d.fill_slot(id, 2, &proof).await?;
@@ -189,7 +201,7 @@ async fn whole_lifecycle_with_exact_balances() -> Result<()> {
     );
 
     // --- the request finishes
-    m.chain.mine_at(ends_at + 1).await?;
+    m.mine_at(ends_at + 1).await?;
     assert_eq!(client.request_state(id).await?, RequestState::Finished);
     for (i, h) in [&a, &b].iter().enumerate() {
         let slot = request.slot_id(i as u64);
@@ -245,7 +257,7 @@ async fn whole_lifecycle_with_exact_balances() -> Result<()> {
 
     // --- events, in order
     let events: Vec<MarketEvent> = client
-        .events(first_block, m.chain.block_number().await?)
+        .events(first_block, m.block_number().await?)
         .await?
         .into_iter()
         .map(|e| e.event)

@@ -1,9 +1,10 @@
 //! Cancellation after expiry and failure after too many lost slots, with the
-//! refunds and payouts of each.
+//! refunds and payouts of each; each scenario on anvil and on the in-memory marketplace.
 
 use anyhow::Result;
 use codex_market::alloy::primitives::U256;
 use codex_market::deploy::VerifierSource;
+use codex_market::memory::TestVerifier;
 use codex_market::*;
 
 use crate::common::*;
@@ -14,12 +15,20 @@ fn u(x: u64) -> U256 {
 
 #[tokio::test]
 async fn cancelled_after_expiry_refunds_client_and_pays_early_host() -> Result<()> {
-    let config = MarketplaceConfig::default();
-    let m = Market::start(config.clone(), VerifierSource::Test).await?;
+    let m = Market::start(MarketplaceConfig::default(), VerifierSource::Test).await?;
+    cancelled_after_expiry(&m).await
+}
+
+#[tokio::test]
+async fn cancelled_after_expiry_refunds_client_and_pays_early_host_in_memory() -> Result<()> {
+    cancelled_after_expiry(&Memory::start(MarketplaceConfig::default(), TestVerifier)?).await
+}
+
+async fn cancelled_after_expiry<F: Fixture>(m: &F) -> Result<()> {
     let client = m.account(1).await?;
     let a = m.account(2).await?;
     let b = m.account(3).await?;
-    let market = m.deployment.marketplace;
+    let market = m.market_address();
     let who = [client.account(), a.account(), b.account(), market];
     let t = u(TOKENS);
 
@@ -51,7 +60,7 @@ async fn cancelled_after_expiry_refunds_client_and_pays_early_host() -> Result<(
         vec![t - max_price, t - collateral, t, max_price + collateral]
     );
 
-    m.chain.mine_at(expires_at + 1).await?;
+    m.mine_at(expires_at + 1).await?;
     assert_eq!(client.request_state(id).await?, RequestState::Cancelled);
     assert_eq!(
         a.slot_state(request.slot_id(0)).await?,
@@ -91,16 +100,25 @@ async fn cancelled_after_expiry_refunds_client_and_pays_early_host() -> Result<(
 #[tokio::test]
 async fn cancelled_without_hosts_refunds_everything_to_another_account() -> Result<()> {
     let m = Market::start(MarketplaceConfig::default(), VerifierSource::Test).await?;
+    cancelled_without_hosts(&m).await
+}
+
+#[tokio::test]
+async fn cancelled_without_hosts_refunds_everything_to_another_account_in_memory() -> Result<()> {
+    cancelled_without_hosts(&Memory::start(MarketplaceConfig::default(), TestVerifier)?).await
+}
+
+async fn cancelled_without_hosts<F: Fixture>(m: &F) -> Result<()> {
     let client = m.account(1).await?;
     let other = m.account(2).await?;
     let request = request(client.account(), 2, 3600, 100, 3);
     let (id, _) = client.request_storage(&request).await?;
     let expiry = client.request_expiry(id).await?;
-    m.chain.mine_at(expiry + 1).await?;
+    m.mine_at(expiry + 1).await?;
     client.withdraw_funds_to(id, other.account()).await?;
     let t = u(TOKENS);
     assert_eq!(
-        m.balances(&[client.account(), other.account(), m.deployment.marketplace])
+        m.balances(&[client.account(), other.account(), m.market_address()])
             .await?,
         vec![
             t - request.ask.max_price(),
@@ -113,12 +131,20 @@ async fn cancelled_without_hosts_refunds_everything_to_another_account() -> Resu
 
 #[tokio::test]
 async fn failed_request_refunds_client_in_full_and_hosts_lose_collateral() -> Result<()> {
-    let config = MarketplaceConfig::default();
-    let m = Market::start(config.clone(), VerifierSource::Test).await?;
+    let m = Market::start(MarketplaceConfig::default(), VerifierSource::Test).await?;
+    failed_request(&m).await
+}
+
+#[tokio::test]
+async fn failed_request_refunds_client_in_full_and_hosts_lose_collateral_in_memory() -> Result<()> {
+    failed_request(&Memory::start(MarketplaceConfig::default(), TestVerifier)?).await
+}
+
+async fn failed_request<F: Fixture>(m: &F) -> Result<()> {
     let client = m.account(1).await?;
     let a = m.account(2).await?;
     let b = m.account(3).await?;
-    let market = m.deployment.marketplace;
+    let market = m.market_address();
     let who = [client.account(), a.account(), b.account(), market];
     let t = u(TOKENS);
 
@@ -199,13 +225,13 @@ async fn node_flow(
     host: &impl Marketplace,
     request: &StorageRequest,
 ) -> Result<()> {
-    let id = client.request_storage(request).await?;
+    let (id, _) = client.request_storage(request).await?;
     assert_eq!(client.my_requests().await?, vec![id]);
     host.reserve_slot(id, 0).await?;
     host.fill_slot(id, 0, ANY_PROOF).await?;
     let slot = request.slot_id(0);
     assert_eq!(host.slot_state(slot).await?, SlotState::Filled);
-    assert_eq!(host.slot_host(slot).await?, Some(host.account()));
+    assert_eq!(host.get_host(slot).await?, Some(host.account()));
     assert_eq!(host.my_slots().await?, vec![slot]);
     assert_eq!(client.request_state(id).await?, RequestState::Started);
     assert_eq!(client.get_request(id).await?, *request);
@@ -222,7 +248,7 @@ async fn node_flow(
         host.submit_proof(slot, ANY_PROOF).await,
         MarketplaceError::ProofAlreadySubmitted,
     );
-    assert_eq!(host.challenge(slot).await?.len(), 32);
+    assert_eq!(host.next_block_challenge(slot).await?.len(), 32);
     assert!(host.current_period().await? > 0);
     Ok(())
 }
@@ -230,6 +256,15 @@ async fn node_flow(
 #[tokio::test]
 async fn marketplace_trait_on_chain() -> Result<()> {
     let m = Market::start(MarketplaceConfig::default(), VerifierSource::Test).await?;
+    let client = m.account(1).await?;
+    let host = m.account(2).await?;
+    let r = request(client.account(), 1, 3600, 600, 5);
+    node_flow(&client, &host, &r).await
+}
+
+#[tokio::test]
+async fn marketplace_trait_in_memory() -> Result<()> {
+    let m = Memory::start(MarketplaceConfig::default(), TestVerifier)?;
     let client = m.account(1).await?;
     let host = m.account(2).await?;
     let r = request(client.account(), 1, 3600, 600, 5);

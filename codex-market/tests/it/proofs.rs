@@ -1,28 +1,28 @@
 //! The proof clock against its formulas: pointer, challenge, probability and
-//! downtime; the public inputs through the Halo2Verifier adapter; event polling.
+//! downtime; the public inputs through the Halo2Verifier adapter; event polling. The
+//! proof clock and the polling also on the in-memory marketplace.
 
 use anyhow::Result;
 use codex_market::alloy::primitives::{Address, U256};
-use codex_market::alloy::providers::Provider;
 use codex_market::deploy::VerifierSource;
+use codex_market::memory::{EchoVerifier, TestVerifier};
 use codex_market::*;
 
 use crate::common::*;
 
-async fn block_hash(m: &Market, n: u64) -> Result<codex_market::alloy::primitives::B256> {
-    Ok(m.chain
-        .provider()
-        .get_block_by_number(n.into())
-        .await?
-        .unwrap()
-        .header
-        .hash)
+#[tokio::test]
+async fn pointer_challenge_and_requirement_follow_the_formulas() -> Result<()> {
+    let m = Market::start(MarketplaceConfig::default(), VerifierSource::Test).await?;
+    proof_clock(&m).await
 }
 
 #[tokio::test]
-async fn pointer_challenge_and_requirement_follow_the_formulas() -> Result<()> {
-    let config = MarketplaceConfig::default();
-    let m = Market::start(config.clone(), VerifierSource::Test).await?;
+async fn pointer_challenge_and_requirement_follow_the_formulas_in_memory() -> Result<()> {
+    proof_clock(&Memory::start(MarketplaceConfig::default(), TestVerifier)?).await
+}
+
+async fn proof_clock<F: Fixture>(m: &F) -> Result<()> {
+    let config = m.config().clone();
     let client = m.account(1).await?;
     let host = m.account(2).await?;
     // proofProbability 4: slotProbability = 4 * (256 - 64) / 256 = 3
@@ -35,7 +35,7 @@ async fn pointer_challenge_and_requirement_follow_the_formulas() -> Result<()> {
     host.approve_collateral(id, 0).await?;
     m.at(m.period_start(p0) + 1).await?;
     host.fill_slot(id, 0, ANY_PROOF).await?;
-    assert_eq!(host.slot_probability(slot).await?, U256::from(3));
+    assert_eq!(m.slot_probability(slot).await?, U256::from(3));
     assert_eq!(config.slot_probability(&request.ask), U256::from(3));
     // not in the period of the fill
     assert!(!host.is_proof_required(slot).await?);
@@ -47,18 +47,17 @@ async fn pointer_challenge_and_requirement_follow_the_formulas() -> Result<()> {
     // one that does not.
     let (mut required, mut coming, mut missed) = (0, 0, 0);
     for p in p0 + 1..p0 + 61 {
-        m.chain.mine_at(m.period_start(p) + 1).await?;
+        m.mine_at(m.period_start(p) + 1).await?;
         for target in [5u8, 150, 40, 220] {
             m.steer_pointer(slot, p, target).await?;
-            m.chain.mine(1).await?;
-            let n = m.chain.block_number().await?;
+            m.mine(1).await?;
+            let n = m.block_number().await?;
             let ptr = pointer(n, p, config.proofs.downtime_product, slot);
             assert_eq!(ptr, target);
             assert_eq!(host.pointer(slot).await?, ptr);
-            let challenge =
-                challenge_from_block_hash(block_hash(&m, n - 1 - u64::from(ptr)).await?);
-            assert_eq!(host.challenge(slot).await?, challenge);
-            assert_eq!(host.challenge_at(slot, n, p).await?, challenge);
+            let challenge = challenge_from_block_hash(m.block_hash(n - 1 - u64::from(ptr)).await?);
+            assert_eq!(m.latest_challenge(slot).await?, challenge);
+            assert_eq!(m.challenge_at(slot, n, p).await?, challenge);
             let hit = U256::from_be_bytes(challenge) % U256::from(3) == U256::ZERO;
             let in_downtime = ptr < config.proofs.downtime;
             assert_eq!(
@@ -76,8 +75,8 @@ async fn pointer_challenge_and_requirement_follow_the_formulas() -> Result<()> {
             missed += usize::from(!hit);
             // the challenge of the next block, known before it is mined
             let next = host.next_block_challenge(slot).await?;
-            m.chain.mine(1).await?;
-            assert_eq!(host.challenge(slot).await?, next);
+            m.mine(1).await?;
+            assert_eq!(m.latest_challenge(slot).await?, next);
         }
         if required > 0 && coming > 0 && missed > 0 {
             break;
@@ -93,6 +92,15 @@ async fn pointer_challenge_and_requirement_follow_the_formulas() -> Result<()> {
 #[tokio::test]
 async fn public_inputs_reach_the_verifier_as_big_endian_words_before_the_proof() -> Result<()> {
     let m = Market::start(MarketplaceConfig::default(), VerifierSource::Echo).await?;
+    public_inputs_checked(&m).await
+}
+
+#[tokio::test]
+async fn public_inputs_are_checked_in_memory() -> Result<()> {
+    public_inputs_checked(&Memory::start(MarketplaceConfig::default(), EchoVerifier)?).await
+}
+
+async fn public_inputs_checked<F: Fixture>(m: &F) -> Result<()> {
     let client = m.account(1).await?;
     let host = m.account(2).await?;
     let request = request(client.account(), 2, 3600, 600, 21);
@@ -216,5 +224,48 @@ async fn fill_and_submit_with_a_prover_callback() -> Result<()> {
         .submit_proof_with(slot, |_| async { Err("no proof today".into()) })
         .await;
     assert!(matches!(failing, Err(Error::Prover { .. })));
+    Ok(())
+}
+
+#[tokio::test]
+async fn events_are_polled_once_in_memory() -> Result<()> {
+    let m = Memory::start(MarketplaceConfig::default(), TestVerifier)?;
+    let client = m.account(1).await?;
+    let host = m.account(2).await?;
+    let mut events = Events::from_block(client.block_number().await? + 1);
+    assert_eq!(events.poll(&client).await?, vec![]);
+    let request = request(client.account(), 1, 3600, 600, 23);
+    let (id, _) = client.request_storage(&request).await?;
+    let got: Vec<_> = events
+        .poll(&host)
+        .await?
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+    assert!(
+        matches!(got.as_slice(), [MarketEvent::StorageRequested { request, .. }] if *request == id)
+    );
+    host.reserve_slot(id, 0).await?;
+    host.fill_slot(id, 0, ANY_PROOF).await?;
+    let got: Vec<_> = events
+        .poll(&host)
+        .await?
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            MarketEvent::ProofSubmitted {
+                slot: request.slot_id(0)
+            },
+            MarketEvent::SlotFilled {
+                request: id,
+                slot_index: 0
+            },
+            MarketEvent::RequestFulfilled { request: id },
+        ]
+    );
+    assert_eq!(events.poll(&host).await?, vec![]);
     Ok(())
 }

@@ -1,11 +1,13 @@
 //! Every custom error of the contracts, each from a real call on anvil, decoded
-//! into `MarketplaceError` with the request or slot the call was about.
+//! into `MarketplaceError` with the request or slot the call was about; and the
+//! same errors from the same calls on the in-memory marketplace.
 
 use std::collections::HashSet;
 
 use anyhow::Result;
 use codex_market::alloy::primitives::{Address, B256, U256};
-use codex_market::deploy::{TokenSource, VerifierSource, deploy, set_refusing};
+use codex_market::deploy::{TokenSource, VerifierSource, deploy};
+use codex_market::memory::{MemoryMarketplace, TestVerifier};
 use codex_market::*;
 
 use crate::common::*;
@@ -34,23 +36,49 @@ async fn every_custom_error_is_produced_and_decoded() -> Result<()> {
     let mut seen = Seen::default();
     configuration_errors_at_deployment(&mut seen).await?;
     deployment_needs_block_257(&mut seen).await?;
-    request_errors(&mut seen).await?;
-    slot_and_proof_errors(&mut seen).await?;
-    refused_transfers(&mut seen).await?;
-    let all: HashSet<_> = MarketplaceError::ALL.iter().copied().collect();
-    let missing: Vec<_> = all.difference(&seen.0).collect();
-    assert!(
-        missing.is_empty(),
-        "custom errors no scenario produced: {missing:?}"
-    );
-    Ok(())
+    let config = MarketplaceConfig::default();
+    request_errors(
+        &Market::start(config.clone(), VerifierSource::Test).await?,
+        &mut seen,
+    )
+    .await?;
+    slot_and_proof_errors(
+        &Market::start(config.clone(), VerifierSource::Test).await?,
+        &mut seen,
+    )
+    .await?;
+    let refusing = Market::start_with(config, TokenSource::Refusing, VerifierSource::Test).await?;
+    refused_transfers(&refusing, &mut seen).await?;
+    seen.all()
 }
 
-async fn configuration_errors_at_deployment(seen: &mut Seen) -> Result<()> {
-    let chain = LocalChain::start().await?;
-    let deployer = chain.account(0).await?;
-    let provider = chain.provider_for(&deployer);
-    let cases: [(Change<MarketplaceConfig>, E); 5] = [
+/// The same calls on the in-memory marketplace revert with the same errors.
+#[tokio::test]
+async fn every_custom_error_is_produced_in_memory() -> Result<()> {
+    let mut seen = Seen::default();
+    memory_configuration_errors(&mut seen)?;
+    let config = MarketplaceConfig::default();
+    request_errors(&Memory::start(config.clone(), TestVerifier)?, &mut seen).await?;
+    slot_and_proof_errors(&Memory::start(config.clone(), TestVerifier)?, &mut seen).await?;
+    refused_transfers(&Memory::start(config, TestVerifier)?, &mut seen).await?;
+    seen.all()
+}
+
+impl Seen {
+    fn all(&self) -> Result<()> {
+        let all: HashSet<_> = MarketplaceError::ALL.iter().copied().collect();
+        let missing: Vec<_> = all.difference(&self.0).collect();
+        assert!(
+            missing.is_empty(),
+            "custom errors no scenario produced: {missing:?}"
+        );
+        Ok(())
+    }
+}
+
+/// The configuration changes of `configuration_errors_at_deployment`.
+fn configuration_cases() -> [(Change<MarketplaceConfig>, E); 5] {
+    [
         (
             |c| c.collateral.repair_reward_percentage = 101,
             E::RepairRewardPercentageTooHigh,
@@ -68,8 +96,36 @@ async fn configuration_errors_at_deployment(seen: &mut Seen) -> Result<()> {
             E::ValidatorRewardPercentageTooHigh,
         ),
         (|c| c.proofs.period = 0, E::InvalidSecondsPerPeriod),
-    ];
-    for (change, error) in cases {
+    ]
+}
+
+fn memory_configuration_errors(seen: &mut Seen) -> Result<()> {
+    for (change, error) in configuration_cases() {
+        let mut config = MarketplaceConfig::default();
+        change(&mut config);
+        let result = MemoryMarketplace::deploy(config, TestVerifier);
+        let e = result.as_ref().err().and_then(|e| e.target());
+        seen.expect(result, error);
+        assert_eq!(e, Some(Target::Contract("Marketplace")));
+    }
+    let mut config = MarketplaceConfig::default();
+    config.collateral.max_number_of_slashes = 5;
+    config.collateral.repair_reward_percentage = 100;
+    MemoryMarketplace::deploy(config, TestVerifier)?;
+    // a chain of 256 blocks is too short; the next block is enough
+    seen.expect(
+        MemoryMarketplace::builder().deploy_block(256).deploy(),
+        E::InsufficientBlockHeight,
+    );
+    MemoryMarketplace::builder().deploy_block(257).deploy()?;
+    Ok(())
+}
+
+async fn configuration_errors_at_deployment(seen: &mut Seen) -> Result<()> {
+    let chain = LocalChain::start().await?;
+    let deployer = chain.account(0).await?;
+    let provider = chain.provider_for(&deployer);
+    for (change, error) in configuration_cases() {
         let mut config = MarketplaceConfig::default();
         change(&mut config);
         let result = deploy(
@@ -123,8 +179,7 @@ async fn deployment_needs_block_257(seen: &mut Seen) -> Result<()> {
     Ok(())
 }
 
-async fn request_errors(seen: &mut Seen) -> Result<()> {
-    let m = Market::start(MarketplaceConfig::default(), VerifierSource::Test).await?;
+async fn request_errors<F: Fixture>(m: &F, seen: &mut Seen) -> Result<()> {
     let client = m.account(1).await?;
     let other = m.account(2).await?;
     let good = request(client.account(), 2, 3600, 600, 9);
@@ -183,9 +238,8 @@ async fn request_errors(seen: &mut Seen) -> Result<()> {
     Ok(())
 }
 
-async fn slot_and_proof_errors(seen: &mut Seen) -> Result<()> {
-    let config = MarketplaceConfig::default();
-    let m = Market::start(config.clone(), VerifierSource::Test).await?;
+async fn slot_and_proof_errors<F: Fixture>(m: &F, seen: &mut Seen) -> Result<()> {
+    let config = m.config().clone();
     let client = m.account(1).await?;
     let (a, b, c, validator) = (
         m.account(2).await?,
@@ -282,7 +336,7 @@ async fn slot_and_proof_errors(seen: &mut Seen) -> Result<()> {
     );
     // p3 missed and marked; marking it again is refused
     m.leave_downtime(slot0, p0 + 3).await?;
-    m.chain.mine_at(m.period_start(p0 + 4) + 1).await?;
+    m.mine_at(m.period_start(p0 + 4) + 1).await?;
     validator.can_mark_proof_as_missing(slot0, p0 + 3).await?;
     validator.mark_proof_as_missing(slot0, p0 + 3).await?;
     m.leave_downtime(slot0, p0 + 3).await?;
@@ -292,7 +346,7 @@ async fn slot_and_proof_errors(seen: &mut Seen) -> Result<()> {
     );
     // p4 missed but the timeout passed
     m.at(m.period_start(p0 + 5) + config.proofs.timeout).await?;
-    m.chain.mine(1).await?;
+    m.mine(1).await?;
     seen.expect(
         validator.mark_proof_as_missing(slot0, p0 + 4).await,
         E::ValidationTimedOut,
@@ -303,7 +357,7 @@ async fn slot_and_proof_errors(seen: &mut Seen) -> Result<()> {
     c.reserve_slot(late.id(), 0).await?;
     c.approve_collateral(late.id(), 0).await?;
     let expiry = c.request_expiry(late.id()).await?;
-    m.chain.mine_at(expiry + 1).await?;
+    m.mine_at(expiry + 1).await?;
     seen.expect(
         c.fill_slot(late.id(), 0, ANY_PROOF).await,
         E::StartNotBeforeExpiry,
@@ -311,7 +365,7 @@ async fn slot_and_proof_errors(seen: &mut Seen) -> Result<()> {
 
     // finished: paid once, no proofs any more
     let end = client.request_end(id).await?;
-    m.chain.mine_at(end + 1).await?;
+    m.mine_at(end + 1).await?;
     seen.expect(
         a.submit_proof(slot0, ANY_PROOF).await,
         E::SlotNotAcceptingProofs,
@@ -323,25 +377,19 @@ async fn slot_and_proof_errors(seen: &mut Seen) -> Result<()> {
     Ok(())
 }
 
-async fn request_with_nonce(client: &MarketplaceClient, nonce: u8) -> Result<StorageRequest> {
+async fn request_with_nonce(client: &impl Marketplace, nonce: u8) -> Result<StorageRequest> {
     let r = request(client.account(), 1, 3600, 300, nonce);
     client.request_storage(&r).await?;
     Ok(r)
 }
 
-async fn refused_transfers(seen: &mut Seen) -> Result<()> {
-    let m = Market::start_with(
-        MarketplaceConfig::default(),
-        TokenSource::Refusing,
-        VerifierSource::Test,
-    )
-    .await?;
+async fn refused_transfers<F: Fixture>(m: &F, seen: &mut Seen) -> Result<()> {
     let client = m.account(1).await?;
     let r = request(client.account(), 1, 3600, 300, 12);
     client.approve(r.ask.max_price()).await?;
-    set_refusing(client.provider(), m.deployment.token, true).await?;
+    m.set_refusing(true).await?;
     seen.expect(client.request_storage(&r).await, E::TransferFailed);
-    set_refusing(client.provider(), m.deployment.token, false).await?;
+    m.set_refusing(false).await?;
     client.request_storage(&r).await?;
     // ERC-20 errors of the token are decoded too.
     let poor = m.reader().await?;
