@@ -1,14 +1,18 @@
 //! The node's marketplace: its settings (`--eth-provider`, `--marketplace-address`,
-//! `--eth-private-key`), the account key, and the state that purchasing and sales share.
+//! `--eth-private-key`), the account key, the prover, and the state that purchasing,
+//! sales and the validator share ([`Market`], over any [`Marketplace`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
-use codex_market::MarketplaceClient;
 use codex_market::alloy::primitives::Address;
 use codex_market::alloy::signers::local::PrivateKeySigner;
+use codex_market::{Marketplace, MarketplaceClient, MarketplaceConfig};
 use codex_proofs::{Prover, Srs};
 use tokio::sync::OnceCell;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 
@@ -143,19 +147,144 @@ impl MarketConfig {
     }
 }
 
-/// What purchasing and sales share: the connected client and the prover, made once.
+/// Proving for the marketplace: the parameters, the sample count and where keys are
+/// cached; the prover is set up on first use.
 #[derive(Debug)]
-pub struct Market {
-    pub(crate) client: MarketplaceClient,
-    pub(crate) config: MarketConfig,
+pub struct ProverSetup {
+    srs: Srs,
+    samples: usize,
     key_dir: PathBuf,
     prover: OnceCell<Arc<Prover>>,
-    pub(crate) purchases: crate::node::purchasing::Purchases,
-    pub(crate) sales: crate::node::sales::Sales,
-    pub(crate) validation: crate::node::validator::Validation,
 }
 
-impl Market {
+impl ProverSetup {
+    /// A prover with `samples` samples per proof over `srs`, its keys cached in `key_dir`.
+    pub fn new(srs: Srs, samples: usize, key_dir: PathBuf) -> Self {
+        ProverSetup {
+            srs,
+            samples,
+            key_dir,
+            prover: OnceCell::new(),
+        }
+    }
+
+    /// The prover, set up on first use on a blocking thread.
+    ///
+    /// # Errors
+    /// [`Error::Proofs`] when the setup fails.
+    pub async fn get(&self) -> Result<Arc<Prover>> {
+        let prover = self
+            .prover
+            .get_or_try_init(|| async {
+                let (srs, samples, dir) = (self.srs.clone(), self.samples, self.key_dir.clone());
+                let prover = tokio::task::spawn_blocking(move || {
+                    std::fs::create_dir_all(&dir)?;
+                    let (p, report) = Prover::new(&srs, samples, Some(&dir))?;
+                    tracing::info!(
+                        ?report,
+                        verifying_key = p.verifying_key_digest(),
+                        "prover ready"
+                    );
+                    Ok::<_, Error>(Arc::new(p))
+                })
+                .await??;
+                Ok::<_, Error>(prover)
+            })
+            .await?;
+        Ok(Arc::clone(prover))
+    }
+
+    /// Checks that this prover's verifying key is the one the marketplace's verifier
+    /// checks proofs against (its `zkeyHash`), setting the prover up if needed. A
+    /// marketplace whose `zkeyHash` is empty records no key: the check passes with a
+    /// warning.
+    ///
+    /// # Errors
+    /// [`Error::VerifyingKeyMismatch`] with both digests; [`Error::Proofs`] when the
+    /// prover cannot be set up.
+    pub async fn check_verifying_key(&self, config: &MarketplaceConfig) -> Result<()> {
+        let prover = self.get().await?;
+        let on_chain = config.proofs.zkey_hash.trim();
+        let ours = prover.verifying_key_digest();
+        if on_chain.is_empty() {
+            tracing::warn!(
+                verifying_key = ours,
+                "the marketplace records no verifying key digest (zkeyHash): cannot check that this node's proofs will be accepted"
+            );
+            return Ok(());
+        }
+        if !on_chain.eq_ignore_ascii_case(ours) {
+            return Err(Error::VerifyingKeyMismatch {
+                ours: ours.to_string(),
+                on_chain: on_chain.to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Background work a component owns: every task in one `JoinSet`, stopped together by
+/// a cancellation token ([`TaskSet::shutdown`]) or when the set is dropped.
+#[derive(Debug, Default)]
+pub struct TaskSet {
+    tasks: std::sync::Mutex<JoinSet<()>>,
+    cancel: CancellationToken,
+}
+
+impl TaskSet {
+    /// Runs `task` until it ends or the set shuts down. Needs a tokio runtime.
+    pub fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let cancel = self.cancel.clone();
+        let mut tasks = self
+            .tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while tasks.try_join_next().is_some() {}
+        if cancel.is_cancelled() {
+            return;
+        }
+        tasks.spawn(async move {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => {}
+                _ = task => {}
+            }
+        });
+    }
+
+    /// The token the set's tasks stop on.
+    pub fn token(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
+    /// Stops every task and waits until they have ended.
+    pub async fn shutdown(&self) {
+        self.cancel.cancel();
+        let mut tasks = std::mem::take(
+            &mut *self
+                .tasks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
+/// What purchasing, sales and the validator share: the marketplace (any
+/// [`Marketplace`]; on chain a [`MarketplaceClient`]), the prover, the books the API
+/// shows, and the purchases' background tasks.
+#[derive(Debug)]
+pub struct Market<M = MarketplaceClient> {
+    pub(crate) client: M,
+    pub(crate) poll_interval: Duration,
+    pub(crate) prover: Arc<ProverSetup>,
+    pub(crate) purchases: Arc<crate::node::purchasing::Purchases>,
+    pub(crate) sales: Arc<crate::node::sales::Sales>,
+    pub(crate) validation: Arc<crate::node::validator::Validation>,
+    pub(crate) tasks: TaskSet,
+}
+
+impl Market<MarketplaceClient> {
     /// Connects to the marketplace (reads its configuration and token).
     ///
     /// # Errors
@@ -181,20 +310,44 @@ impl Market {
             .proof_cache_dir
             .clone()
             .unwrap_or_else(|| data_dir.join("proof-keys"));
-        Ok(Market {
+        Ok(Market::new(
             client,
-            config,
-            key_dir,
-            prover: OnceCell::new(),
+            ProverSetup::new(config.srs, config.proof_samples, key_dir),
+            crate::node::sales::Sales::open(data_dir.join("sales").join("state.json")),
+            config.poll_interval,
+        ))
+    }
+}
+
+impl<M: Marketplace + Clone + 'static> Market<M> {
+    /// The roles' shared state over `marketplace`: proofs by `prover`, the host's book
+    /// `sales` (e.g. [`crate::node::sales::Sales::open`] in the data directory), the
+    /// chain polled every `poll_interval`.
+    pub fn new(
+        marketplace: M,
+        prover: ProverSetup,
+        sales: crate::node::sales::Sales,
+        poll_interval: Duration,
+    ) -> Self {
+        Market {
+            client: marketplace,
+            poll_interval,
+            prover: Arc::new(prover),
             purchases: Default::default(),
-            sales: crate::node::sales::Sales::open(data_dir.join("sales").join("state.json")),
+            sales: Arc::new(sales),
             validation: Default::default(),
-        })
+            tasks: TaskSet::default(),
+        }
     }
 
-    /// The marketplace client (signing for the node's account).
-    pub fn client(&self) -> &MarketplaceClient {
+    /// The marketplace (on chain: the client signing for the node's account).
+    pub fn client(&self) -> &M {
         &self.client
+    }
+
+    /// How often the roles poll the chain.
+    pub fn poll_interval(&self) -> Duration {
+        self.poll_interval
     }
 
     /// The node's purchases.
@@ -212,63 +365,33 @@ impl Market {
         &self.validation
     }
 
+    /// The prover setup (shared with the node's [`crate::node::sales::NodeHost`]).
+    pub fn prover_setup(&self) -> &Arc<ProverSetup> {
+        &self.prover
+    }
+
     /// The prover, set up on first use on a blocking thread (keys cached in the data
     /// directory's `proof-keys`).
     ///
     /// # Errors
     /// [`Error::Proofs`] when the setup fails.
     pub async fn prover(&self) -> Result<Arc<Prover>> {
-        let prover = self
-            .prover
-            .get_or_try_init(|| async {
-                let (srs, samples, dir) = (
-                    self.config.srs.clone(),
-                    self.config.proof_samples,
-                    self.key_dir.clone(),
-                );
-                let prover = tokio::task::spawn_blocking(move || {
-                    std::fs::create_dir_all(&dir)?;
-                    let (p, report) = Prover::new(&srs, samples, Some(&dir))?;
-                    tracing::info!(
-                        ?report,
-                        verifying_key = p.verifying_key_digest(),
-                        "prover ready"
-                    );
-                    Ok::<_, Error>(Arc::new(p))
-                })
-                .await??;
-                Ok::<_, Error>(prover)
-            })
-            .await?;
-        Ok(Arc::clone(prover))
+        self.prover.get().await
     }
 
     /// Checks that this node's verifying key is the one the marketplace's verifier
-    /// checks proofs against (its `zkeyHash`), setting the prover up if needed. A
-    /// marketplace whose `zkeyHash` is empty records no key: the check passes with a
-    /// warning.
+    /// checks proofs against (its `zkeyHash`); see [`ProverSetup::check_verifying_key`].
     ///
     /// # Errors
     /// [`Error::VerifyingKeyMismatch`] with both digests; [`Error::Proofs`] when the
     /// prover cannot be set up.
     pub async fn check_verifying_key(&self) -> Result<()> {
-        let prover = self.prover().await?;
-        let on_chain = self.client.config().proofs.zkey_hash.trim();
-        let ours = prover.verifying_key_digest();
-        if on_chain.is_empty() {
-            tracing::warn!(
-                verifying_key = ours,
-                "the marketplace records no verifying key digest (zkeyHash): cannot check that this node's proofs will be accepted"
-            );
-            return Ok(());
-        }
-        if !on_chain.eq_ignore_ascii_case(ours) {
-            return Err(Error::VerifyingKeyMismatch {
-                ours: ours.to_string(),
-                on_chain: on_chain.to_string(),
-            });
-        }
-        Ok(())
+        self.prover.check_verifying_key(self.client.config()).await
+    }
+
+    /// Stops the purchases' background work (their watchers) and waits for it.
+    pub async fn shutdown(&self) {
+        self.tasks.shutdown().await;
     }
 }
 

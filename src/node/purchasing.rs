@@ -3,14 +3,20 @@
 //! tolerance, M = tolerance), its slots built, the verifiable manifest stored and
 //! announced, and `requestStorage` sent; a watcher follows the request on chain until it
 //! ends and withdraws what the client is owed.
+//!
+//! The marketplace part ([`submit`], [`watch`], [`restore`]) works over any
+//! [`Marketplace`]; the node's part (erasure coding, slots) runs as a task of the
+//! market's task set.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use codex_core::{BlockStore, Cid, codec};
-use codex_market::alloy::primitives::{U256, keccak256};
-use codex_market::{Ask, Content, MarketplaceConfig, RequestId, RequestState, StorageRequest};
+use codex_market::alloy::primitives::{Address, U256, keccak256};
+use codex_market::{
+    Ask, Content, Marketplace, MarketplaceConfig, RequestId, RequestState, StorageRequest,
+};
 use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
@@ -262,118 +268,72 @@ impl Purchases {
     }
 }
 
-/// What the background work needs of the node.
-#[derive(Clone, Debug)]
-pub(crate) struct Ctx {
-    pub(crate) store: Arc<dyn BlockStore>,
-    pub(crate) network: Option<codex_net::Network>,
-    pub(crate) market: Arc<Market>,
+impl Purchases {
+    /// Records a new pending purchase of dataset `cid` by `account`; its nonce and id
+    /// (the nonce in hex: known before the request is).
+    pub(crate) fn begin(
+        &self,
+        cid: Cid,
+        params: &RequestParams,
+        account: Address,
+    ) -> ([u8; 32], String) {
+        let nonce = {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos();
+            let mut seed = cid.to_bytes();
+            seed.extend_from_slice(&now.to_le_bytes());
+            seed.extend_from_slice(account.as_slice());
+            keccak256(seed).0
+        };
+        let id = codex_market::alloy::primitives::hex::encode(nonce);
+        self.lock().insert(
+            id.clone(),
+            Purchase {
+                id: id.clone(),
+                cid,
+                params: params.clone(),
+                state: PurchaseState::Pending,
+                step: "erasure coding",
+                request: None,
+                verifiable: None,
+                error: None,
+                timings: Vec::new(),
+            },
+        );
+        (nonce, id)
+    }
+
+    /// Purchase `id` ended with `error`.
+    fn errored(&self, id: &str, error: &Error) {
+        tracing::warn!(purchase = %id, %error, "purchase failed");
+        self.update(id, |p| {
+            p.state = PurchaseState::Errored;
+            p.error = Some(error.to_string());
+        });
+    }
 }
 
-/// Checks a storage request for the stored dataset `cid` and starts it in the
-/// background; returns the purchase id at once. Nothing is spent before the checks
-/// pass.
+/// Sends `request` for purchase `id` (which pays its full price) and follows it on
+/// chain until it ends, withdrawing what the client is owed then.
 ///
 /// # Errors
-/// [`Error::InvalidRequest`] for parameters Codex refuses, [`Error::NotAManifest`],
-/// [`codex_core::Error::NotFound`] for a dataset the node does not hold.
-pub(crate) async fn request_storage(ctx: Ctx, cid: Cid, params: RequestParams) -> Result<String> {
-    params.validate(ctx.market.client.config())?;
-    if cid.codec() != codec::MANIFEST {
-        return Err(Error::NotAManifest(cid));
-    }
-    // 404 when the dataset is not stored here; 422 when the block is no manifest.
-    codex_core::Manifest::decode(ctx.store.get_block(&cid).await?.data())?;
-    let nonce = {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        let mut seed = cid.to_bytes();
-        seed.extend_from_slice(&now.to_le_bytes());
-        seed.extend_from_slice(ctx.market.client.account().as_slice());
-        keccak256(seed).0
-    };
-    let id = codex_market::alloy::primitives::hex::encode(nonce);
-    ctx.market.purchases.lock().insert(
-        id.clone(),
-        Purchase {
-            id: id.clone(),
-            cid,
-            params: params.clone(),
-            state: PurchaseState::Pending,
-            step: "erasure coding",
-            request: None,
-            verifiable: None,
-            error: None,
-            timings: Vec::new(),
-        },
-    );
-    let pid = id.clone();
-    tokio::spawn(async move {
-        if let Err(e) = run(&ctx, &pid, cid, &params, nonce).await {
-            tracing::warn!(purchase = %pid, error = %e, "purchase failed");
-            ctx.market.purchases.update(&pid, |p| {
-                p.state = PurchaseState::Errored;
-                p.error = Some(e.to_string());
-            });
-        }
-    });
-    Ok(id)
-}
-
-async fn run(ctx: &Ctx, id: &str, cid: Cid, params: &RequestParams, nonce: [u8; 32]) -> Result<()> {
-    let purchases = &ctx.market.purchases;
-    let (k, m) = (
-        (params.nodes - params.tolerance) as usize,
-        params.tolerance as usize,
-    );
-
-    let t = Instant::now();
-    let (protected_cid, protected) =
-        crate::node::data::erasure_encode(&*ctx.store, cid, k, m).await?;
-    let erasure = t.elapsed();
-    tracing::info!(purchase = %id, %protected_cid, k, m, ?erasure, "erasure-coded");
+/// When `requestStorage` fails, or the request cannot be read back 30 times in a row
+/// (an unreachable chain is waited for).
+pub async fn submit<M: Marketplace + ?Sized>(
+    market: &M,
+    purchases: &Purchases,
+    id: &str,
+    request: StorageRequest,
+    poll_interval: Duration,
+) -> Result<()> {
     purchases.update(id, |p| {
-        p.timings.push(("erasure", erasure));
-        p.step = "building slots";
-    });
-
-    let t = Instant::now();
-    let (verifiable_cid, verifiable, slots) =
-        codex_proofs::slot::build_verifiable(&*ctx.store, &protected).await?;
-    let slots_time = t.elapsed();
-    tracing::info!(purchase = %id, %verifiable_cid, ?slots_time, "slots built");
-    if let Some(net) = &ctx.network {
-        crate::node::network::announce(net, verifiable_cid, &verifiable).await;
-    }
-    let request = StorageRequest {
-        client: ctx.market.client.account(),
-        ask: Ask {
-            proof_probability: params.proof_probability,
-            price_per_byte_per_second: params.price_per_byte_per_second,
-            collateral_per_byte: params.collateral_per_byte,
-            slots: params.nodes,
-            slot_size: slots.geometry().slot_bytes(),
-            duration: params.duration,
-            max_slot_loss: params.tolerance,
-        },
-        content: Content {
-            cid: verifiable_cid.to_bytes(),
-            merkle_root: slots.verify_root().to_le_bytes(),
-        },
-        expiry: params.expiry,
-        nonce,
-    };
-    purchases.update(id, |p| {
-        p.timings.push(("slots", slots_time));
         p.step = "requesting storage";
-        p.verifiable = Some(verifiable_cid);
         p.request = Some(request.clone());
     });
-
     let t = Instant::now();
-    let (request_id, _) = ctx.market.client.request_storage(&request).await?;
+    let (request_id, _) = market.request_storage(&request).await?;
     let request_time = t.elapsed();
     tracing::info!(purchase = %id, request = %request_id, ?request_time, "storage requested");
     purchases.update(id, |p| {
@@ -381,23 +341,26 @@ async fn run(ctx: &Ctx, id: &str, cid: Cid, params: &RequestParams, nonce: [u8; 
         p.state = PurchaseState::Submitted;
         p.step = "";
     });
-    watch(ctx, id, request_id).await
+    watch(market, purchases, id, request_id, poll_interval).await
 }
 
-/// After a restart: every request of this account that was not withdrawn yet
-/// (`myRequests`) gets its purchase back, in the state the chain says (Codex's
-/// `unknown` state), and is followed to its end and withdrawn as before.
-pub(crate) async fn resume(ctx: Ctx) {
-    let client = &ctx.market.client;
-    let ids = match client.my_requests().await {
+/// The purchases of this account's requests that were not withdrawn yet (`myRequests`),
+/// restored from the chain (Codex's `unknown` state) unless known already; their ids
+/// and requests, to [`watch`] again.
+pub async fn restore<M: Marketplace + ?Sized>(
+    market: &M,
+    purchases: &Purchases,
+) -> Vec<(String, RequestId)> {
+    let ids = match market.my_requests().await {
         Ok(ids) => ids,
         Err(e) => {
             tracing::warn!(error = %e, "purchasing: cannot list this account's requests");
-            return;
+            return Vec::new();
         }
     };
+    let mut restored = Vec::new();
     for request_id in ids {
-        let Ok(request) = client.get_request(request_id).await else {
+        let Ok(request) = market.get_request(request_id).await else {
             continue;
         };
         let Ok(cid) = Cid::from_bytes(&request.content.cid) else {
@@ -413,46 +376,46 @@ pub(crate) async fn resume(ctx: Ctx) {
             nodes: request.ask.slots,
             tolerance: request.ask.max_slot_loss,
         };
-        {
-            let mut all = ctx.market.purchases.lock();
-            if all.contains_key(&id) {
-                continue;
-            }
-            all.insert(
-                id.clone(),
-                Purchase {
-                    id: id.clone(),
-                    cid,
-                    params,
-                    state: PurchaseState::Submitted,
-                    step: "",
-                    request: Some(request),
-                    verifiable: Some(cid),
-                    error: None,
-                    timings: Vec::new(),
-                },
-            );
+        let mut all = purchases.lock();
+        if all.contains_key(&id) {
+            continue;
         }
+        all.insert(
+            id.clone(),
+            Purchase {
+                id: id.clone(),
+                cid,
+                params,
+                state: PurchaseState::Submitted,
+                step: "",
+                request: Some(request),
+                verifiable: Some(cid),
+                error: None,
+                timings: Vec::new(),
+            },
+        );
         tracing::info!(purchase = %id, request = %request_id, "purchasing: resuming a purchase");
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            if let Err(e) = watch(&ctx, &id, request_id).await {
-                ctx.market.purchases.update(&id, |p| {
-                    p.state = PurchaseState::Errored;
-                    p.error = Some(e.to_string());
-                });
-            }
-        });
+        restored.push((id, request_id));
     }
+    restored
 }
 
 /// Follows the request on chain until it ends; withdraws when it is over.
-async fn watch(ctx: &Ctx, id: &str, request: RequestId) -> Result<()> {
-    let client = &ctx.market.client;
+///
+/// # Errors
+/// When the request cannot be read 30 times in a row for another reason than an
+/// unreachable chain.
+pub async fn watch<M: Marketplace + ?Sized>(
+    market: &M,
+    purchases: &Purchases,
+    id: &str,
+    request: RequestId,
+    poll_interval: Duration,
+) -> Result<()> {
     let mut errors = 0u32;
     loop {
-        tokio::time::sleep(ctx.market.config.poll_interval).await;
-        let state = match client.request_state(request).await {
+        tokio::time::sleep(poll_interval).await;
+        let state = match market.request_state(request).await {
             Ok(s) => s,
             // An unreachable chain passes: the purchase is followed until it answers
             // again (the request lives on chain meanwhile). 30 other errors in a row
@@ -474,21 +437,144 @@ async fn watch(ctx: &Ctx, id: &str, request: RequestId) -> Result<()> {
             RequestState::Cancelled => PurchaseState::Cancelled,
             RequestState::Failed => PurchaseState::Failed,
         };
-        ctx.market.purchases.update(id, |p| p.state = next);
+        purchases.update(id, |p| p.state = next);
         if next.is_final() {
-            if let Err(e) = client.withdraw_funds(request).await {
+            if let Err(e) = market.withdraw_funds(request).await {
                 tracing::info!(purchase = %id, error = %e, "nothing to withdraw");
             }
             tracing::info!(purchase = %id, state = next.as_str(), "purchase ended");
             if next == PurchaseState::Failed {
                 // As Codex: a failed purchase, once its funds are withdrawn, is an error.
-                ctx.market.purchases.update(id, |p| {
+                purchases.update(id, |p| {
                     p.state = PurchaseState::Errored;
                     p.error = Some("Purchase failed: the request lost too many slots".into());
                 });
             }
             return Ok(());
         }
+    }
+}
+
+/// What the node's purchases need of it (the node's wiring).
+#[derive(Clone, Debug)]
+pub(crate) struct Ctx {
+    pub(crate) store: Arc<dyn BlockStore>,
+    pub(crate) network: Option<codex_net::Network>,
+    pub(crate) market: Arc<Market>,
+}
+
+/// Checks a storage request for the stored dataset `cid` and starts it in the
+/// background (a task of the market's [`crate::node::market::TaskSet`]); returns the
+/// purchase id at once. Nothing is spent before the checks pass.
+///
+/// # Errors
+/// [`Error::InvalidRequest`] for parameters Codex refuses, [`Error::NotAManifest`],
+/// [`codex_core::Error::NotFound`] for a dataset the node does not hold.
+pub(crate) async fn request_storage(ctx: Ctx, cid: Cid, params: RequestParams) -> Result<String> {
+    let market = &ctx.market;
+    params.validate(market.client.config())?;
+    if cid.codec() != codec::MANIFEST {
+        return Err(Error::NotAManifest(cid));
+    }
+    // 404 when the dataset is not stored here; 422 when the block is no manifest.
+    codex_core::Manifest::decode(ctx.store.get_block(&cid).await?.data())?;
+    let (nonce, id) = market
+        .purchases
+        .begin(cid, &params, market.client.account());
+    let buyer = Buyer {
+        store: Arc::clone(&ctx.store),
+        network: ctx.network.clone(),
+        market: market.client.clone(),
+        purchases: Arc::clone(&market.purchases),
+        poll_interval: market.poll_interval,
+    };
+    let pid = id.clone();
+    market.tasks.spawn(async move {
+        if let Err(e) = buyer.buy(&pid, cid, &params, nonce).await {
+            buyer.purchases.errored(&pid, &e);
+        }
+    });
+    Ok(id)
+}
+
+/// After a restart: every request of this account that was not withdrawn yet gets its
+/// purchase back, in the state the chain says, and is followed to its end and
+/// withdrawn as before (tasks of the market's `TaskSet`).
+pub(crate) async fn resume(ctx: Ctx) {
+    let market = &ctx.market;
+    for (id, request) in restore(&market.client, &market.purchases).await {
+        let (client, purchases, poll) = (
+            market.client.clone(),
+            Arc::clone(&market.purchases),
+            market.poll_interval,
+        );
+        market.tasks.spawn(async move {
+            if let Err(e) = watch(&client, &purchases, &id, request, poll).await {
+                purchases.errored(&id, &e);
+            }
+        });
+    }
+}
+
+/// What a purchase's background work holds (not the `Market`, whose task set owns it).
+struct Buyer<M> {
+    store: Arc<dyn BlockStore>,
+    network: Option<codex_net::Network>,
+    market: M,
+    purchases: Arc<Purchases>,
+    poll_interval: Duration,
+}
+
+impl<M: Marketplace> Buyer<M> {
+    /// Erasure-codes the dataset, builds its slots, requests storage and follows it.
+    async fn buy(&self, id: &str, cid: Cid, params: &RequestParams, nonce: [u8; 32]) -> Result<()> {
+        let purchases = &self.purchases;
+        let (k, m) = (
+            (params.nodes - params.tolerance) as usize,
+            params.tolerance as usize,
+        );
+
+        let t = Instant::now();
+        let (protected_cid, protected) =
+            crate::node::data::erasure_encode(&*self.store, cid, k, m).await?;
+        let erasure = t.elapsed();
+        tracing::info!(purchase = %id, %protected_cid, k, m, ?erasure, "erasure-coded");
+        purchases.update(id, |p| {
+            p.timings.push(("erasure", erasure));
+            p.step = "building slots";
+        });
+
+        let t = Instant::now();
+        let (verifiable_cid, verifiable, slots) =
+            codex_proofs::slot::build_verifiable(&*self.store, &protected).await?;
+        let slots_time = t.elapsed();
+        tracing::info!(purchase = %id, %verifiable_cid, ?slots_time, "slots built");
+        if let Some(net) = &self.network {
+            crate::node::network::announce(net, verifiable_cid, &verifiable).await;
+        }
+        let request = StorageRequest {
+            client: self.market.account(),
+            ask: Ask {
+                proof_probability: params.proof_probability,
+                price_per_byte_per_second: params.price_per_byte_per_second,
+                collateral_per_byte: params.collateral_per_byte,
+                slots: params.nodes,
+                slot_size: slots.geometry().slot_bytes(),
+                duration: params.duration,
+                max_slot_loss: params.tolerance,
+            },
+            content: Content {
+                cid: verifiable_cid.to_bytes(),
+                merkle_root: slots.verify_root().to_le_bytes(),
+            },
+            expiry: params.expiry,
+            nonce,
+        };
+        purchases.update(id, |p| {
+            p.timings.push(("slots", slots_time));
+            p.verifiable = Some(verifiable_cid);
+        });
+        submit(&self.market, purchases, id, request, self.poll_interval).await
     }
 }
 
@@ -539,6 +625,69 @@ mod tests {
         assert!(refused(json!({"expiry": 3600})).contains("expiry"));
         assert!(refused(json!({"expiry": "x"})).contains("expiry"));
         assert!(refused(json!({"duration": 100_000_000})).contains("limit"));
+        Ok(())
+    }
+
+    fn ask_request(client: Address) -> StorageRequest {
+        StorageRequest {
+            client,
+            ask: Ask {
+                proof_probability: U256::from(1),
+                price_per_byte_per_second: U256::from(1),
+                collateral_per_byte: U256::from(1),
+                slots: 2,
+                slot_size: 1024,
+                duration: 3600,
+                max_slot_loss: 1,
+            },
+            content: Content {
+                cid: Cid::for_manifest(b"manifest").to_bytes(),
+                merkle_root: [0; 32],
+            },
+            expiry: 300,
+            nonce: [3; 32],
+        }
+    }
+
+    /// A purchase is restored from the chain after a restart and followed to its end:
+    /// not filled before expiry, it is cancelled and the client's money withdrawn.
+    #[tokio::test]
+    async fn purchases_are_restored_and_withdrawn_when_cancelled() -> anyhow::Result<()> {
+        use codex_market::memory::{MemoryMarketplace, TestVerifier};
+        let chain = MemoryMarketplace::deploy(MarketplaceConfig::default(), TestVerifier)?;
+        let client = chain.connect(Address::repeat_byte(1));
+        let tokens = U256::from(10u64.pow(9));
+        chain.mint(client.account(), tokens);
+        let request = ask_request(client.account());
+        let (id, _) = client.request_storage(&request).await?;
+
+        // the node restarts: its purchases come back from `myRequests`
+        let purchases = Purchases::default();
+        let restored = restore(&client, &purchases).await;
+        let pid = codex_market::alloy::primitives::hex::encode(request.nonce);
+        assert_eq!(restored, vec![(pid.clone(), id)]);
+        let p = purchases
+            .get(&pid)
+            .ok_or(Error::InvalidRequest("no purchase".into()))?;
+        assert_eq!(
+            (p.state, p.request),
+            (PurchaseState::Submitted, Some(request))
+        );
+        assert!(restore(&client, &purchases).await.is_empty(), "once");
+
+        chain.advance(301);
+        let poll = Duration::from_millis(1);
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            watch(&client, &purchases, &pid, id, poll),
+        )
+        .await??;
+        assert_eq!(
+            purchases.get(&pid).map(|p| p.state),
+            Some(PurchaseState::Cancelled)
+        );
+        assert_eq!(client.balance_of(client.account()).await?, tokens);
+        assert!(client.my_requests().await?.is_empty());
         Ok(())
     }
 }

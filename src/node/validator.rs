@@ -6,9 +6,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use codex_market::{MarketEvent, MarketplaceError, RequestId, SlotId, SlotState};
+use codex_market::{
+    Events, MarketEvent, Marketplace, MarketplaceError, RequestId, SlotId, SlotState,
+};
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 use crate::node::market::Market;
 
@@ -89,104 +93,166 @@ impl Validation {
     }
 }
 
-/// Watches and validates until the task is aborted.
-pub(crate) async fn run(market: Arc<Market>, config: ValidatorConfig) {
-    let client = &market.client;
-    let state = &market.validation;
-    let timeout = client.config().proofs.timeout;
-    // Codex restores from past `SlotFilled` events; a local chain is short, so read it
-    // all.
-    let mut poller = client.subscribe(0);
-    // (slot, period) pairs settled: marked, proved, or past the marking window.
-    let mut settled: BTreeSet<(SlotId, u64)> = BTreeSet::new();
-    let mut last_period = None;
-    loop {
-        match poller.poll().await {
-            Ok(events) => {
-                let mut slots = lock(&state.slots);
-                for e in events {
-                    match e.event {
-                        MarketEvent::SlotFilled {
-                            request,
-                            slot_index,
-                        } => {
-                            let slot = SlotId::new(request, slot_index);
-                            if config.watches(slot) && slots.len() < config.max_slots {
-                                slots.insert(slot, request);
-                            }
-                        }
-                        MarketEvent::SlotFreed {
-                            request,
-                            slot_index,
-                        } => {
-                            slots.remove(&SlotId::new(request, slot_index));
-                        }
-                        MarketEvent::RequestCancelled { request }
-                        | MarketEvent::RequestFailed { request } => {
-                            slots.retain(|_, r| *r != request);
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "validator: cannot poll events"),
+/// The validator's role over a [`Marketplace`], recording in a [`Validation`].
+#[derive(Debug)]
+pub struct Validator<M> {
+    market: M,
+    state: Arc<Validation>,
+    config: ValidatorConfig,
+    poll_interval: Duration,
+}
+
+impl<M: Marketplace> Validator<M> {
+    /// A validator acting on `market` (whose account gets the rewards), watching the
+    /// slots `config` selects, polling every second.
+    pub fn new(market: M, config: ValidatorConfig) -> Self {
+        Validator {
+            market,
+            state: Arc::default(),
+            config,
+            poll_interval: Duration::from_secs(1),
         }
-        let (Ok(period), Ok(now)) = (client.current_period().await, client.timestamp().await)
-        else {
-            tokio::time::sleep(market.config.poll_interval).await;
-            continue;
-        };
-        if last_period != Some(period) {
-            // A new period: drop the slots that are no longer filled.
-            last_period = Some(period);
-            let watched: Vec<SlotId> = state.slots();
-            for slot in watched {
-                if let Ok(s) = client.slot_state(slot).await
-                    && s != SlotState::Filled
-                {
-                    lock(&state.slots).remove(&slot);
-                }
-            }
-            settled.retain(|(_, p)| *p + 2 >= period);
-        }
-        // The previous period may be marked until `timeout` seconds after its end.
-        let Some(previous) = period.checked_sub(1) else {
-            tokio::time::sleep(market.config.poll_interval).await;
-            continue;
-        };
-        let period_len = client.config().proofs.period;
-        let window_open = now < period * period_len + timeout;
-        for slot in state.slots() {
-            if !window_open || settled.contains(&(slot, previous)) {
-                continue;
-            }
-            match client.can_mark_proof_as_missing(slot, previous).await {
-                Ok(()) => match client.mark_proof_as_missing(slot, previous).await {
-                    Ok(_) => {
-                        tracing::info!(%slot, period = previous, "validator: proof marked missing");
-                        lock(&state.marked).push(MarkedProof {
-                            slot,
-                            period: previous,
-                        });
-                        settled.insert((slot, previous));
-                    }
-                    Err(e) => {
-                        tracing::info!(%slot, period = previous, error = %e, "validator: cannot mark");
-                    }
-                },
-                Err(e) => match e.marketplace_error() {
-                    // Whether a proof was required depends on the block the question is
-                    // asked in (the pointer moves): ask again until the window closes.
-                    Some(MarketplaceError::ProofNotRequired | MarketplaceError::PeriodNotEnded)
-                    | None => {}
-                    Some(_) => {
-                        settled.insert((slot, previous));
-                    }
-                },
-            }
-        }
-        tokio::time::sleep(market.config.poll_interval).await;
     }
+
+    /// Records in `state` (e.g. the one the API shows).
+    pub fn state(mut self, state: Arc<Validation>) -> Self {
+        self.state = state;
+        self
+    }
+
+    /// Polls the chain every `interval`.
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// What it watches and did.
+    pub fn validation(&self) -> &Arc<Validation> {
+        &self.state
+    }
+
+    /// Watches and validates until `cancel` is cancelled.
+    ///
+    /// # Cancel safety
+    /// Dropping the future stops it; nothing is left half done but a transaction that
+    /// may or may not land.
+    pub async fn run(self, cancel: CancellationToken) {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => {}
+            _ = self.validate() => {}
+        }
+    }
+
+    async fn validate(&self) {
+        let (market, state, config) = (&self.market, &*self.state, &self.config);
+        let timeout = market.config().proofs.timeout;
+        // Codex restores from past `SlotFilled` events; a local chain is short, so read
+        // it all.
+        let mut events = Events::from_block(0);
+        // (slot, period) pairs settled: marked, proved, or past the marking window.
+        let mut settled: BTreeSet<(SlotId, u64)> = BTreeSet::new();
+        let mut last_period = None;
+        loop {
+            match events.poll(market).await {
+                Ok(events) => {
+                    let mut slots = lock(&state.slots);
+                    for e in events {
+                        match e.event {
+                            MarketEvent::SlotFilled {
+                                request,
+                                slot_index,
+                            } => {
+                                let slot = SlotId::new(request, slot_index);
+                                if config.watches(slot) && slots.len() < config.max_slots {
+                                    slots.insert(slot, request);
+                                }
+                            }
+                            MarketEvent::SlotFreed {
+                                request,
+                                slot_index,
+                            } => {
+                                slots.remove(&SlotId::new(request, slot_index));
+                            }
+                            MarketEvent::RequestCancelled { request }
+                            | MarketEvent::RequestFailed { request } => {
+                                slots.retain(|_, r| *r != request);
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "validator: cannot poll events"),
+            }
+            let (Ok(period), Ok(now)) = (market.current_period().await, market.timestamp().await)
+            else {
+                tokio::time::sleep(self.poll_interval).await;
+                continue;
+            };
+            if last_period != Some(period) {
+                // A new period: drop the slots that are no longer filled.
+                last_period = Some(period);
+                for slot in state.slots() {
+                    if let Ok(s) = market.slot_state(slot).await
+                        && s != SlotState::Filled
+                    {
+                        lock(&state.slots).remove(&slot);
+                    }
+                }
+                settled.retain(|(_, p)| *p + 2 >= period);
+            }
+            // The previous period may be marked until `timeout` seconds after its end.
+            let Some(previous) = period.checked_sub(1) else {
+                tokio::time::sleep(self.poll_interval).await;
+                continue;
+            };
+            let period_len = market.config().proofs.period;
+            let window_open = now < period * period_len + timeout;
+            for slot in state.slots() {
+                if !window_open || settled.contains(&(slot, previous)) {
+                    continue;
+                }
+                match market.can_mark_proof_as_missing(slot, previous).await {
+                    Ok(()) => match market.mark_proof_as_missing(slot, previous).await {
+                        Ok(_) => {
+                            tracing::info!(%slot, period = previous, "validator: proof marked missing");
+                            lock(&state.marked).push(MarkedProof {
+                                slot,
+                                period: previous,
+                            });
+                            settled.insert((slot, previous));
+                        }
+                        Err(e) => {
+                            tracing::info!(%slot, period = previous, error = %e, "validator: cannot mark");
+                        }
+                    },
+                    Err(e) => match e.marketplace_error() {
+                        // Whether a proof was required depends on the block the question
+                        // is asked in (the pointer moves): ask again until the window
+                        // closes.
+                        Some(
+                            MarketplaceError::ProofNotRequired | MarketplaceError::PeriodNotEnded,
+                        )
+                        | None => {}
+                        Some(_) => {
+                            settled.insert((slot, previous));
+                        }
+                    },
+                }
+            }
+            tokio::time::sleep(self.poll_interval).await;
+        }
+    }
+}
+
+/// Watches and validates with the node's marketplace until the task is aborted (the
+/// node's wiring).
+pub(crate) async fn run(market: Arc<Market>, config: ValidatorConfig) {
+    let validator = Validator::new(market.client.clone(), config)
+        .state(Arc::clone(&market.validation))
+        .poll_interval(market.poll_interval);
+    drop(market);
+    validator.run(CancellationToken::new()).await;
 }
 
 #[cfg(test)]
@@ -208,5 +274,86 @@ mod tests {
         assert!(shard(1).watches(slot), "7 mod 3 = 1");
         assert!(!shard(0).watches(slot));
         assert!(!shard(2).watches(slot));
+    }
+
+    /// The validator follows filled slots and marks a missed proof once its period
+    /// ended (and gets the reward); a validator of another group leaves the slot alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn missed_proofs_of_watched_slots_are_marked() -> anyhow::Result<()> {
+        use codex_market::alloy::primitives::{Address, U256};
+        use codex_market::memory::{MemoryMarketplace, TestVerifier};
+        use codex_market::{Ask, Content, StorageRequest};
+
+        let config = codex_market::MarketplaceConfig::default();
+        let chain = MemoryMarketplace::deploy(config.clone(), TestVerifier)?;
+        let (client, host) = (
+            chain.connect(Address::repeat_byte(1)),
+            chain.connect(Address::repeat_byte(2)),
+        );
+        for m in [&client, &host] {
+            chain.mint(m.account(), U256::from(10u64.pow(9)));
+        }
+        let request = StorageRequest {
+            client: client.account(),
+            ask: Ask {
+                proof_probability: U256::from(1),
+                price_per_byte_per_second: U256::from(1),
+                collateral_per_byte: U256::from(1),
+                slots: 1,
+                slot_size: 1024,
+                duration: 3600,
+                max_slot_loss: 0,
+            },
+            content: Content {
+                cid: b"cid".to_vec(),
+                merkle_root: [0; 32],
+            },
+            expiry: 300,
+            nonce: [4; 32],
+        };
+        let (id, _) = client.request_storage(&request).await?;
+        host.reserve_slot(id, 0).await?;
+        host.fill_slot(id, 0, &[1]).await?;
+        let slot = request.slot_id(0);
+        let poll = Duration::from_millis(2);
+        let start = |account: u8, config: ValidatorConfig| {
+            let v = Validator::new(chain.connect(Address::with_last_byte(account)), config)
+                .poll_interval(poll);
+            let state = Arc::clone(v.validation());
+            let stop = CancellationToken::new();
+            (state, stop.clone(), tokio::spawn(v.run(stop)))
+        };
+        let mut head = [0u8; 8];
+        head.copy_from_slice(&slot.0[..8]);
+        let other_group = ValidatorConfig {
+            groups: Some(2),
+            group_index: (u64::from_be_bytes(head) + 1) % 2,
+            ..ValidatorConfig::default()
+        };
+        let (mine, stop, task) = start(7, ValidatorConfig::default());
+        let (theirs, stop_theirs, task_theirs) = start(8, other_group);
+
+        // the host proves nothing in the next period; once it ended, it is marked
+        let p = config.period_of(chain.now()) + 1;
+        chain.set_time(config.period_end(p) + 1)?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while mine.marked().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "not marked");
+            chain.mine(1); // the pointer moves out of the downtime
+            tokio::time::sleep(poll).await;
+        }
+        assert_eq!(mine.marked(), vec![MarkedProof { slot, period: p }]);
+        assert_eq!(mine.slots(), vec![slot]);
+        assert!(theirs.slots().is_empty() && theirs.marked().is_empty());
+        assert_eq!(chain.missing_proofs(slot).await?, 1);
+        assert_eq!(
+            chain.balance_of(Address::with_last_byte(7)).await?,
+            config.validator_reward(&request.ask)
+        );
+        for (stop, task) in [(stop, task), (stop_theirs, task_theirs)] {
+            stop.cancel();
+            task.await?;
+        }
+        Ok(())
     }
 }

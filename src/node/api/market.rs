@@ -7,11 +7,13 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
+use codex_market::alloy::primitives::U256;
 use serde_json::{Value, json};
 
 use super::{ApiError, ApiState, parse_cid};
-use crate::error::Error;
+use crate::error::{Error, Result};
 use crate::node::market::Market;
+use crate::node::sales::{Availability, AvailabilityUpdate};
 use crate::node::{purchasing, sales};
 
 /// The routes of the marketplace.
@@ -136,7 +138,8 @@ async fn patch_availability(
     let market = market(&st)?;
     let json: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("Invalid JSON body: {e}")))?;
-    match market.sales().patch_availability(&id, &json).await? {
+    let update = sales::Availability::update_from_json(&json)?;
+    match market.sales().update_availability(&id, &update).await? {
         Some(_) => Ok(StatusCode::NO_CONTENT),
         None => Err(ApiError(
             StatusCode::NOT_FOUND,
@@ -199,4 +202,139 @@ async fn sales_slot(
         .sale(codex_market::SlotId(slot))
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "Slot not found".into()))?;
     Ok(axum::Json(sale.to_json()))
+}
+
+// ---------------------------------------------------------------- availability JSON
+
+fn number(body: &Value, key: &str) -> Result<Option<U256>> {
+    let v = match body.get(key) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => n.as_u64().map(U256::from),
+        Some(Value::String(s)) => s.trim().parse::<U256>().ok(),
+        _ => None,
+    };
+    v.map(Some)
+        .ok_or_else(|| Error::InvalidRequest(format!("{key}: not a non-negative integer")))
+}
+
+fn positive(body: &Value, key: &str) -> Result<Option<U256>> {
+    match number(body, key)? {
+        Some(v) if v.is_zero() => Err(Error::InvalidRequest(format!(
+            "{key} must be greater than zero"
+        ))),
+        v => Ok(v),
+    }
+}
+
+fn small(key: &str, v: U256) -> Result<u64> {
+    u64::try_from(v).map_err(|_| Error::InvalidRequest(format!("{key}: too large")))
+}
+
+/// Codex's JSON of availabilities (`/sales/availability`), translated to and from
+/// [`Availability`] and [`AvailabilityUpdate`].
+impl Availability {
+    /// Reads `POST /sales/availability`'s body: `totalSize, duration,
+    /// minPricePerBytePerSecond, totalCollateral` (numbers or strings), `enabled?`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`] for a missing, malformed or zero field.
+    pub fn from_json(id: String, body: &Value) -> Result<Self> {
+        let need = |key: &str| -> Result<U256> {
+            positive(body, key)?.ok_or_else(|| Error::InvalidRequest(format!("{key}: missing")))
+        };
+        let total_size = small("totalSize", need("totalSize")?)?;
+        let duration = small("duration", need("duration")?)?;
+        let mut a = Availability::new(
+            id,
+            total_size,
+            duration,
+            need("minPricePerBytePerSecond")?,
+            need("totalCollateral")?,
+        )?;
+        a.enabled = body.get("enabled").and_then(Value::as_bool).unwrap_or(true);
+        Ok(a)
+    }
+
+    /// Reads `PATCH /sales/availability/{id}`'s body: any of the fields of
+    /// [`Availability::from_json`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`] for a body that is not an object, or a malformed or
+    /// zero field.
+    pub fn update_from_json(body: &Value) -> Result<AvailabilityUpdate> {
+        if !body.is_object() {
+            return Err(Error::InvalidRequest(
+                "the body must be a JSON object".into(),
+            ));
+        }
+        Ok(AvailabilityUpdate {
+            total_size: positive(body, "totalSize")?
+                .map(|v| small("totalSize", v))
+                .transpose()?,
+            duration: positive(body, "duration")?
+                .map(|v| small("duration", v))
+                .transpose()?,
+            min_price_per_byte_per_second: positive(body, "minPricePerBytePerSecond")?,
+            total_collateral: positive(body, "totalCollateral")?,
+            enabled: match body.get("enabled") {
+                None | Some(Value::Null) => None,
+                Some(Value::Bool(b)) => Some(*b),
+                Some(_) => return Err(Error::InvalidRequest("enabled: not a boolean".into())),
+            },
+        })
+    }
+
+    /// Applies `PATCH /sales/availability/{id}`'s body ([`Availability::update_from_json`]
+    /// and [`Availability::apply`]).
+    ///
+    /// # Errors
+    /// As those two; a refused change changes nothing.
+    pub fn patch(&mut self, body: &Value) -> Result<()> {
+        self.apply(&Availability::update_from_json(body)?)
+    }
+
+    /// Codex's JSON of an availability.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "id": self.id,
+            "totalSize": self.total_size.to_string(),
+            "freeSize": self.free_size.to_string(),
+            "duration": self.duration.to_string(),
+            "minPricePerBytePerSecond": self.min_price_per_byte_per_second.to_string(),
+            "totalCollateral": self.total_collateral.to_string(),
+            "totalRemainingCollateral": self.total_remaining_collateral.to_string(),
+            "enabled": self.enabled,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn availability_bodies_are_read_like_codex() -> Result<()> {
+        let mut a = Availability::from_json(
+            "a1".into(),
+            &json!({"totalSize": 1000, "duration": "3600",
+                    "minPricePerBytePerSecond": 1, "totalCollateral": "500"}),
+        )?;
+        assert!(a.enabled);
+        a.free_size = 600; // 400 bytes held by slots
+        a.total_remaining_collateral = U256::from(300u64);
+        a.patch(&json!({"totalSize": "2000", "enabled": false}))?;
+        assert_eq!((a.total_size, a.free_size, a.enabled), (2000, 1600, false));
+        assert!(matches!(
+            a.patch(&json!({"totalSize": 399})),
+            Err(Error::InvalidRequest(m)) if m.contains("400")
+        ));
+        assert!(a.patch(&json!({"duration": 0})).is_err());
+        assert!(a.patch(&json!({"enabled": "yes"})).is_err());
+        assert!(a.patch(&json!([1])).is_err());
+        a.patch(&json!({"totalCollateral": 250}))?;
+        assert_eq!(a.total_remaining_collateral, U256::from(50u64));
+        assert_eq!(a.total_size, 2000, "a refused patch changes nothing");
+        assert!(Availability::from_json("x".into(), &json!({"totalSize": 1})).is_err());
+        Ok(())
+    }
 }

@@ -1,0 +1,706 @@
+//! The driver: [`Seller`] polls the marketplace for new requests and freed slots,
+//! feeds the queue, and runs each sale's [`SaleMachine`], performing its actions on the
+//! marketplace and on a [`SlotHost`] (the slot's data: fetch, check, prove).
+//!
+//! Every sale is a task of the seller's `JoinSet`; at most `workers` of them are
+//! attempting a slot (before the fill) at once. [`Seller::run`] returns when its
+//! cancellation token is cancelled, after stopping every sale.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use codex_core::Cid;
+use codex_market::{
+    Events, MarketEvent, Marketplace, MarketplaceConfig, SlotId, SlotState, StorageRequest,
+};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::machine::{Action, End, Event, FailureKind, SaleMachine};
+use super::queue::QueueItem;
+use super::{Sale, SaleState, Sales};
+use crate::error::Result;
+
+/// What a host does with a slot's data: everything of selling that is not the
+/// marketplace. [`super::NodeHost`] is the node's (store, network, prover); tests use
+/// stand-ins.
+#[async_trait::async_trait]
+pub trait SlotHost: Send + Sync + 'static {
+    /// Checks that this host can make proofs the marketplace accepts (its verifying
+    /// key); the error is why it refuses to sell.
+    async fn check(&self, config: &MarketplaceConfig) -> Result<()>;
+
+    /// Whether the store holds dataset `cid` (then a sale does not own it).
+    async fn has_dataset(&self, cid: &Cid) -> bool;
+
+    /// Fetches slot `index` of `request` (rebuilding it from the other slots when
+    /// `repair`, or when no peer serves it), checks it, and keeps it ready to prove.
+    async fn fetch(&self, request: &StorageRequest, index: u64, repair: bool) -> Result<Fetched>;
+
+    /// Makes a slot held before a restart ready to prove from the stored blocks.
+    async fn load(&self, request: &StorageRequest, index: u64) -> Result<()>;
+
+    /// A proof of slot `index` of `request` for `challenge`.
+    async fn prove(
+        &self,
+        request: &StorageRequest,
+        index: u64,
+        challenge: [u8; 32],
+    ) -> Result<Vec<u8>>;
+
+    /// How long the last proof took, in ms (`None` before the first).
+    fn last_prove_ms(&self) -> Option<u64>;
+
+    /// The slot was filled: e.g. announce its data.
+    async fn filled(&self, request: &StorageRequest, index: u64);
+
+    /// The sale of `slot` is over: forget what was kept to prove it.
+    async fn forget(&self, slot: SlotId);
+
+    /// Deletes dataset `cid`, fetched by a sale that is over.
+    async fn delete_dataset(&self, cid: &Cid) -> Result<()>;
+}
+
+/// What fetching a slot did.
+#[derive(Clone, Debug, Default)]
+pub struct Fetched {
+    /// It was rebuilt from the other slots.
+    pub rebuilt: bool,
+    /// Wall time of its steps (`download` or `repair`, `slotRoot`).
+    pub timings: Vec<(&'static str, Duration)>,
+}
+
+/// How a [`Seller`] runs.
+#[derive(Clone, Debug)]
+pub struct SellerConfig {
+    /// How often the chain is polled for events and each sale for its slot.
+    pub poll_interval: Duration,
+    /// Attempts at once (Codex's 3 workers).
+    pub workers: usize,
+    /// Attempts at one slot before it is given up.
+    pub max_attempts: u32,
+}
+
+impl Default for SellerConfig {
+    /// Polls every second, 3 workers, 6 attempts.
+    fn default() -> Self {
+        SellerConfig {
+            poll_interval: Duration::from_secs(1),
+            workers: 3,
+            max_attempts: 6,
+        }
+    }
+}
+
+/// Sells storage: the host's role over a [`Marketplace`] and a [`SlotHost`], writing
+/// its [`Sales`] book.
+#[derive(Debug)]
+pub struct Seller<M, H> {
+    market: M,
+    host: Arc<H>,
+    sales: Arc<Sales>,
+    config: SellerConfig,
+    from_block: Option<u64>,
+}
+
+/// What every sale task shares.
+#[derive(Debug)]
+struct Shared<M, H> {
+    market: M,
+    host: Arc<H>,
+    sales: Arc<Sales>,
+    config: SellerConfig,
+    from_block: Option<u64>,
+}
+
+/// An attempt at a queued slot is over: the slot was filled, or it may be queued again.
+#[derive(Debug)]
+struct Attempted {
+    item: QueueItem,
+    retry: bool,
+}
+
+impl<M, H> Seller<M, H>
+where
+    M: Marketplace + Clone + 'static,
+    H: SlotHost,
+{
+    /// A seller acting on `market` with `host`, writing `sales`.
+    pub fn new(market: M, host: Arc<H>, sales: Arc<Sales>) -> Self {
+        Seller {
+            market,
+            host,
+            sales,
+            config: SellerConfig::default(),
+            from_block: None,
+        }
+    }
+
+    /// Reads the marketplace's events from block `number` on (default: from the latest
+    /// block when it starts).
+    pub fn from_block(mut self, number: u64) -> Self {
+        self.from_block = Some(number);
+        self
+    }
+
+    /// With `config`.
+    pub fn config(mut self, config: SellerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Checks that the host can prove for this marketplace, resumes the sales of slots
+    /// it holds on chain, then watches the marketplace for new requests and freed slots
+    /// and sells slots that match an availability, one slot per request. Returns when
+    /// `cancel` is cancelled, after every sale has stopped.
+    ///
+    /// # Cancel safety
+    /// Dropping the future aborts every sale task too (they live in its `JoinSet`).
+    pub async fn run(self, cancel: CancellationToken) {
+        let shared = Arc::new(Shared {
+            market: self.market,
+            host: self.host,
+            sales: self.sales,
+            config: self.config,
+            from_block: self.from_block,
+        });
+        let mut tasks = JoinSet::new();
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => {}
+            _ = sell(&shared, &mut tasks) => {}
+        }
+        tasks.shutdown().await;
+    }
+}
+
+/// The seller's loop.
+async fn sell<M, H>(shared: &Arc<Shared<M, H>>, tasks: &mut JoinSet<()>)
+where
+    M: Marketplace + Clone + 'static,
+    H: SlotHost,
+{
+    let (market, sales, poll) = (&shared.market, &shared.sales, shared.config.poll_interval);
+    let from = loop {
+        if let Some(from) = shared.from_block {
+            break from;
+        }
+        match market.block_number().await {
+            Ok(b) => break b,
+            Err(e) => {
+                tracing::warn!(error = %e, "sales: cannot read the chain");
+                tokio::time::sleep(poll).await;
+            }
+        }
+    };
+    // Proofs made with keys other than the verifier's are rejected on chain, after
+    // collateral and gas are spent: check before anything is reserved.
+    if let Err(e) = shared.host.check(market.config()).await {
+        tracing::error!(error = %e, "sales: refusing to sell");
+        sales.refuse(e.to_string());
+        return;
+    }
+    resume(shared, tasks).await;
+    let (report, mut reports) = mpsc::unbounded_channel::<Attempted>();
+    let workers = Arc::new(Semaphore::new(shared.config.workers.max(1)));
+    let mut busy = HashSet::new();
+    let mut events = Events::from_block(from);
+    loop {
+        while let Ok(done) = reports.try_recv() {
+            busy.remove(&done.item.request.id());
+            if done.retry && done.item.attempts < shared.config.max_attempts {
+                sales.push(done.item.retried(Instant::now()));
+            }
+        }
+        while tasks.try_join_next().is_some() {}
+        match events.poll(market).await {
+            Ok(events) => {
+                for e in events {
+                    let (request, index) = match e.event {
+                        MarketEvent::StorageRequested { request, .. } => (request, None),
+                        MarketEvent::SlotFreed {
+                            request,
+                            slot_index,
+                        } => (request, Some(slot_index)),
+                        _ => continue,
+                    };
+                    match market.get_request(request).await {
+                        Ok(r) => {
+                            let r = Arc::new(r);
+                            let indices = index.map_or(0..r.ask.slots, |i| i..i + 1);
+                            for i in indices {
+                                let item = QueueItem::new(
+                                    Arc::clone(&r),
+                                    i,
+                                    market.account(),
+                                    Instant::now(),
+                                );
+                                sales.push(item);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(%request, error = %e, "sales: cannot read the request");
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "sales: cannot poll events"),
+        }
+        while let Ok(permit) = Arc::clone(&workers).try_acquire_owned() {
+            let Some(mut item) = sales.pop(Instant::now(), &busy) else {
+                break;
+            };
+            item.attempts += 1;
+            busy.insert(item.request.id());
+            tasks.spawn(attempt(Arc::clone(shared), item, permit, report.clone()));
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
+/// After a restart: every slot the chain says this host holds resumes where the chain
+/// is (Codex's `SaleUnknown`): a filled slot is checked against the stored blocks and
+/// proved again, a finished or cancelled one is paid out.
+async fn resume<M, H>(shared: &Arc<Shared<M, H>>, tasks: &mut JoinSet<()>)
+where
+    M: Marketplace + Clone + 'static,
+    H: SlotHost,
+{
+    let (market, sales, host) = (&shared.market, &shared.sales, &shared.host);
+    let slots = match market.my_slots().await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "sales: cannot list this host's slots");
+            return;
+        }
+    };
+    for slot in slots {
+        let Ok((request, index)) = market.get_active_slot(slot).await else {
+            continue;
+        };
+        let state = market.slot_state(slot).await;
+        let availability = sales.taken_on_restart(slot).unwrap_or_default();
+        let mut sale = Sale::new(slot, request.id(), index, availability);
+        sale.reserved = true;
+        sale.state = SaleState::Proving;
+        sale.dataset = Cid::from_bytes(&request.content.cid).ok();
+        sale.owns_data = sales.take_owned_on_restart(slot).is_some();
+        if matches!(state, Ok(SlotState::Filled))
+            && let Err(e) = host.load(&request, index).await
+        {
+            tracing::warn!(%slot, error = %e, "sales: a held slot's data is not usable");
+            sale.state = SaleState::Errored;
+            sale.error = Some(format!("after a restart: {e}"));
+            sales.insert(sale);
+            continue;
+        }
+        tracing::info!(%slot, index, state = ?state, "sales: resuming a held slot");
+        sales.insert(sale);
+        let shared = Arc::clone(shared);
+        tasks.spawn(async move {
+            let request = Arc::new(request);
+            run_sale(&shared, &request, index, SaleMachine::resume(), None).await;
+        });
+    }
+    // Data fetched by sales that are no longer held (a failed attempt, a sale that
+    // ended while the node was down): deleted unless a held slot uses it.
+    for (slot, cid) in sales.take_all_owned_on_restart() {
+        discard_dataset(shared, slot, cid).await;
+    }
+}
+
+/// An attempt at a queued slot; the sale goes on from there if it is filled. The
+/// worker's permit is held until the attempt is over.
+async fn attempt<M, H>(
+    shared: Arc<Shared<M, H>>,
+    item: QueueItem,
+    permit: OwnedSemaphorePermit,
+    report: mpsc::UnboundedSender<Attempted>,
+) where
+    M: Marketplace + Clone + 'static,
+    H: SlotHost,
+{
+    let request = Arc::clone(&item.request);
+    let slot = request.slot_id(item.index);
+    let reserved = shared.sales.sale(slot).is_some_and(|s| s.reserved);
+    let attempted = Attempt {
+        item: item.clone(),
+        permit,
+        report,
+    };
+    run_sale(
+        &shared,
+        &request,
+        item.index,
+        SaleMachine::new(reserved),
+        Some(attempted),
+    )
+    .await;
+}
+
+/// The worker's turn at a slot: reported once, when the attempt is over.
+struct Attempt {
+    item: QueueItem,
+    permit: OwnedSemaphorePermit,
+    report: mpsc::UnboundedSender<Attempted>,
+}
+
+impl Attempt {
+    fn over(self, retry: bool) {
+        let _ = self.report.send(Attempted {
+            item: self.item,
+            retry,
+        });
+        drop(self.permit);
+    }
+}
+
+/// Runs a sale's machine to its end, performing its actions.
+async fn run_sale<M, H>(
+    shared: &Shared<M, H>,
+    request: &Arc<StorageRequest>,
+    index: u64,
+    mut machine: SaleMachine,
+    mut attempt: Option<Attempt>,
+) where
+    M: Marketplace + Clone + 'static,
+    H: SlotHost,
+{
+    let slot = request.slot_id(index);
+    let attempts = attempt.as_ref().map_or(0, |a| a.item.attempts);
+    // The sale's record is this sale's once it took space (a resumed sale has); before
+    // that it may be an earlier attempt's, which stays as it ended.
+    let mut recorded = attempt.is_none();
+    loop {
+        let action = machine.action().clone();
+        let event = perform(shared, &action, request, index, attempts).await;
+        if let Event::Failed { message, .. } = &event
+            && !matches!(action, Action::Watch | Action::CheckProofDue { .. })
+        {
+            tracing::info!(%slot, index, ?action, error = %message, "sales: step failed");
+        }
+        recorded |= matches!(event, Event::SpaceTaken(Some(_)));
+        let next = machine.on(event);
+        if recorded {
+            shared.sales.update(slot, |s| {
+                s.state = machine.state();
+                s.reserved = machine.reserved();
+                s.repair = machine.repair();
+            });
+        }
+        if !machine.attempting()
+            && let Some(a) = attempt.take()
+        {
+            let retry = matches!(
+                next,
+                Action::End(End::Skipped { retry: true } | End::Over { retry: true, .. })
+            );
+            a.over(retry);
+        }
+        if let Action::End(end) = next {
+            finish(shared, request, slot, end, attempts).await;
+            return;
+        }
+    }
+}
+
+/// Performs `action`; what happened.
+async fn perform<M, H>(
+    shared: &Shared<M, H>,
+    action: &Action,
+    request: &StorageRequest,
+    index: u64,
+    attempts: u32,
+) -> Event
+where
+    M: Marketplace + Clone + 'static,
+    H: SlotHost,
+{
+    let (market, sales) = (&shared.market, &shared.sales);
+    let (request_id, slot) = (request.id(), request.slot_id(index));
+    let market_error = |e: codex_market::Error| Event::market_error(&e);
+    match action {
+        Action::Inspect => {
+            let state = match market.slot_state(slot).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(%slot, error = %e, "sales: cannot read the slot");
+                    return market_error(e);
+                }
+            };
+            let can_reserve = market
+                .can_reserve_slot(request_id, index)
+                .await
+                .unwrap_or(false);
+            Event::Inspected { state, can_reserve }
+        }
+        Action::TakeSpace => {
+            let Some(availability) = sales.take(request) else {
+                tracing::debug!(request = %request_id, "sales: no availability matches");
+                return Event::SpaceTaken(None);
+            };
+            sales.begin_attempt(slot, request_id, index, &availability, attempts);
+            Event::SpaceTaken(Some(availability))
+        }
+        Action::Reserve => match market.reserve_slot(request_id, index).await {
+            Ok(_) => Event::Reserved,
+            Err(e) => market_error(e),
+        },
+        Action::Download { repair } => match download(shared, request, index, *repair).await {
+            Ok(()) => Event::Downloaded,
+            Err(e) => match e {
+                crate::Error::Market(m) => market_error(m),
+                other => Event::failed(other.to_string(), FailureKind::Other),
+            },
+        },
+        Action::Fill => fill(shared, request, index).await,
+        Action::Watch => {
+            tokio::time::sleep(shared.config.poll_interval).await;
+            let state = match market.slot_state(slot).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(%slot, error = %e, "sales: cannot read the slot");
+                    return market_error(e);
+                }
+            };
+            match market.next_period().await {
+                Ok(period) => Event::Watched { state, period },
+                Err(e) => market_error(e),
+            }
+        }
+        Action::CheckProofDue { .. } => {
+            let required = market.is_proof_required(slot).await.unwrap_or(false)
+                || market.will_proof_be_required(slot).await.unwrap_or(false);
+            Event::ProofDue(required)
+        }
+        Action::Prove { .. } => prove(shared, request, index).await,
+        Action::Payout => {
+            sales.update(slot, |s| s.state = SaleState::Payout);
+            match market.free_slot(slot).await {
+                Ok(_) => {
+                    tracing::info!(%slot, "sales: paid");
+                    Event::PaidOut
+                }
+                Err(e) => market_error(e),
+            }
+        }
+        Action::End(_) => Event::failed("over", FailureKind::Other),
+    }
+}
+
+/// Fetches and checks the slot's data, recording which dataset the sale owns.
+async fn download<M, H>(
+    shared: &Shared<M, H>,
+    request: &StorageRequest,
+    index: u64,
+    repair: bool,
+) -> Result<()>
+where
+    M: Marketplace + Clone + 'static,
+    H: SlotHost,
+{
+    let slot = request.slot_id(index);
+    let cid = Cid::from_bytes(&request.content.cid)?;
+    // An earlier attempt (at another slot of the request, say) may have fetched the
+    // dataset: a sale that is not running passes its ownership on.
+    let had = shared.host.has_dataset(&cid).await;
+    shared.sales.claim_data(slot, cid, had);
+    let fetched = shared.host.fetch(request, index, repair).await?;
+    tracing::info!(%cid, index, repair, rebuilt = fetched.rebuilt, timings = ?fetched.timings, "slot downloaded and checked");
+    shared
+        .sales
+        .update(slot, |s| s.timings.extend(fetched.timings.iter().copied()));
+    Ok(())
+}
+
+/// Waits until a proof started now will land under the challenge it is made for
+/// (see [`super::machine::challenge_is_stable`]); time is the next block's. Gives up
+/// after three periods' worth of polls (a prover slower than a period), leaving it to
+/// the contract.
+async fn wait_for_stable_challenge<M, H>(shared: &Shared<M, H>, slot: SlotId)
+where
+    M: Marketplace + Clone + 'static,
+    H: SlotHost,
+{
+    let market = &shared.market;
+    let period = market.config().proofs.period.max(1);
+    let need = super::machine::proof_margin(shared.host.last_prove_ms(), period);
+    let pause = shared.config.poll_interval.min(Duration::from_secs(1));
+    let (mut last, mut still) = (None, 0);
+    for _ in 0..period * 3 {
+        let (Ok(next), Ok(pointer)) = (market.next_block().await, market.pointer(slot).await)
+        else {
+            return;
+        };
+        if super::machine::challenge_is_stable(next.1, period, pointer, need) {
+            return;
+        }
+        // A chain whose clock and blocks stand still (an in-memory one between a
+        // test's steps) will not make the challenge stable by waiting.
+        still = if last == Some((next, pointer)) {
+            still + 1
+        } else {
+            0
+        };
+        if still >= 3 {
+            return;
+        }
+        last = Some((next, pointer));
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// Approves the collateral, proves the challenge of the block the fill lands in, fills.
+async fn fill<M, H>(shared: &Shared<M, H>, request: &StorageRequest, index: u64) -> Event
+where
+    M: Marketplace + Clone + 'static,
+    H: SlotHost,
+{
+    let (market, host) = (&shared.market, &shared.host);
+    let (request_id, slot) = (request.id(), request.slot_id(index));
+    // The approval first: the fill is then one transaction, and lands in the block
+    // whose challenge is read.
+    if let Err(e) = market.approve_collateral(request_id, index).await {
+        return Event::market_error(&e);
+    }
+    wait_for_stable_challenge(shared, slot).await;
+    let (period, challenge) = match (
+        market.next_period().await,
+        market.next_block_challenge(slot).await,
+    ) {
+        (Ok(p), Ok(c)) => (p, c),
+        (Err(e), _) | (_, Err(e)) => return Event::market_error(&e),
+    };
+    let t = Instant::now();
+    let proof = match host.prove(request, index, challenge).await {
+        Ok(p) => p,
+        Err(e) => return Event::failed(e.to_string(), FailureKind::Other),
+    };
+    let prove = t.elapsed();
+    let t = Instant::now();
+    if let Err(e) = market.fill_slot(request_id, index, &proof).await {
+        return Event::market_error(&e);
+    }
+    let fill = t.elapsed();
+    tracing::info!(%slot, index, ?prove, ?fill, "slot filled");
+    shared.sales.update(slot, |s| {
+        s.timings.push(("prove", prove));
+        s.timings.push(("fill", fill));
+        s.proofs = 1;
+    });
+    shared.sales.save_now().await;
+    host.filled(request, index).await;
+    Event::Filled { period }
+}
+
+/// Proves the slot now and submits the proof.
+async fn prove<M, H>(shared: &Shared<M, H>, request: &StorageRequest, index: u64) -> Event
+where
+    M: Marketplace + Clone + 'static,
+    H: SlotHost,
+{
+    let (market, host) = (&shared.market, &shared.host);
+    let slot = request.slot_id(index);
+    wait_for_stable_challenge(shared, slot).await;
+    // The period the challenge is read in: a proof that lands in another period fails
+    // (the challenge moves with the period), so an accepted one counts for this one.
+    let (period, challenge) = match (
+        market.next_period().await,
+        market.next_block_challenge(slot).await,
+    ) {
+        (Ok(p), Ok(c)) => (p, c),
+        (Err(e), _) | (_, Err(e)) => return Event::market_error(&e),
+    };
+    let proof = match host.prove(request, index, challenge).await {
+        Ok(p) => p,
+        Err(e) => return Event::failed(e.to_string(), FailureKind::Other),
+    };
+    match market.submit_proof(slot, &proof).await {
+        Ok(_) => {
+            tracing::info!(%slot, period, "proof submitted");
+            shared.sales.update(slot, |s| {
+                s.proofs += 1;
+                s.proof_periods.push(period);
+            });
+            Event::Proved { period }
+        }
+        Err(e) => {
+            tracing::warn!(%slot, period, error = %e, "sales: proof not accepted");
+            Event::market_error(&e)
+        }
+    }
+}
+
+/// The sale is over: its record, its availability's space, its data.
+async fn finish<M, H>(
+    shared: &Shared<M, H>,
+    request: &StorageRequest,
+    slot: SlotId,
+    end: End,
+    attempts: u32,
+) where
+    M: Marketplace + Clone + 'static,
+    H: SlotHost,
+{
+    let End::Over {
+        state,
+        error,
+        collateral_back,
+        retry,
+    } = end
+    else {
+        return;
+    };
+    let sales = &shared.sales;
+    let availability = sales.sale(slot).map(|s| s.availability).unwrap_or_default();
+    sales.update(slot, |s| {
+        s.state = state;
+        s.error = error.clone();
+    });
+    if let Some(e) = &error {
+        tracing::info!(%slot, ?state, error = %e, "sales: sale over");
+    } else {
+        tracing::info!(%slot, ?state, "sales: sale over");
+    }
+    sales.give_back(&availability, request, collateral_back);
+    // A failed attempt keeps its data for the next one, unless it was the last.
+    if !retry || attempts >= shared.config.max_attempts {
+        shared.host.forget(slot).await;
+        discard(shared, slot).await;
+    }
+    sales.save_now().await;
+}
+
+/// Deletes the dataset sale `slot` fetched, now that the sale is over, unless another
+/// sale of this host uses it (which then owns it). Nothing when the dataset was in the
+/// store before the sale.
+async fn discard<M, H>(shared: &Shared<M, H>, slot: SlotId)
+where
+    M: Marketplace + Clone + 'static,
+    H: SlotHost,
+{
+    if let Some(cid) = shared.sales.disown_data(slot) {
+        discard_dataset(shared, slot, cid).await;
+    }
+}
+
+/// Deletes dataset `cid`, fetched by sale `slot`, unless another sale of this host
+/// uses it (which then owns it).
+async fn discard_dataset<M, H>(shared: &Shared<M, H>, slot: SlotId, cid: Cid)
+where
+    M: Marketplace + Clone + 'static,
+    H: SlotHost,
+{
+    let sales = &shared.sales;
+    if sales.pass_on_data(slot, cid) {
+        return;
+    }
+    sales.forget_owned_on_restart(slot);
+    match shared.host.delete_dataset(&cid).await {
+        Ok(()) => tracing::info!(%slot, %cid, "sales: the sale is over, its data deleted"),
+        Err(e) => tracing::warn!(%slot, %cid, error = %e, "sales: cannot delete a sale's data"),
+    }
+    sales.save();
+}

@@ -1,0 +1,251 @@
+//! The node's [`SlotHost`]: slots fetched over the network with `codex_net::Download`
+//! (rebuilt from the other slots with `codex_erasure::repair` when no peer serves
+//! them: lazy repair), checked against the verifiable manifest's slot root, and proved
+//! with halo2 on a blocking thread.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use codex_core::{BlockStore, Cid, Manifest};
+use codex_market::{MarketplaceConfig, SlotId, StorageRequest};
+use codex_net::{Download, FetchOptions, Network};
+use codex_proofs::{ProofInput, SlotGeometry, SlotTree, entropy_from_challenge};
+
+use super::driver::{Fetched, SlotHost};
+use crate::error::{Error, Result};
+use crate::node::market::ProverSetup;
+
+/// The slot's data, checked: the verifiable manifest, its geometry and the slot tree.
+#[derive(Debug)]
+struct SlotData {
+    cid: Cid,
+    manifest: Manifest,
+    geometry: SlotGeometry,
+    tree: Arc<SlotTree>,
+    roots: Arc<Vec<codex_proofs::Fe>>,
+}
+
+/// The node's slots: its store, its network and its prover.
+#[derive(Debug)]
+pub struct NodeHost {
+    store: Arc<dyn BlockStore>,
+    network: Network,
+    prover: Arc<ProverSetup>,
+    slots: Mutex<BTreeMap<SlotId, Arc<SlotData>>>,
+    /// How long the last proof took, in ms (0: none yet).
+    last_prove_ms: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl NodeHost {
+    /// Slots in `store`, fetched over `network`, proved with `prover`.
+    pub fn new(store: Arc<dyn BlockStore>, network: Network, prover: Arc<ProverSetup>) -> Self {
+        NodeHost {
+            store,
+            network,
+            prover,
+            slots: Mutex::new(BTreeMap::new()),
+            last_prove_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Fetches slot `index`'s blocks from whichever peers serve them. A slot in
+    /// `Repair` (its host was slashed out), or one some of whose blocks no peer serves,
+    /// is rebuilt instead, as Codex does: the blocks of the other slots are fetched
+    /// from their hosts and the slot is rebuilt by erasure decoding, each rebuilt block
+    /// checked against the dataset's tree (lazy repair). Returns whether it rebuilt.
+    async fn fetch_slot(
+        &self,
+        cid: Cid,
+        manifest: &Manifest,
+        geometry: &SlotGeometry,
+        index: u64,
+        repair: bool,
+    ) -> Result<bool> {
+        let range =
+            geometry.block_index(index, 0)..geometry.block_index(index, geometry.slot_blocks);
+        let options = FetchOptions {
+            stall_timeout: Duration::from_secs(20),
+            ..FetchOptions::default()
+        };
+        let fetch = |r: std::ops::Range<u64>| {
+            Download::new(&self.network, Arc::clone(&self.store), manifest)
+                .cid(cid)
+                .range(r)
+                .options(options.clone())
+                .run()
+        };
+        if !repair {
+            let report = fetch(range.clone()).await?;
+            if report.missing.is_empty() {
+                return Ok(false);
+            }
+            tracing::info!(%cid, index, missing = report.missing.len(), "no peer serves the whole slot: rebuilding it from the others");
+        }
+        // Any K of each column's K + M blocks rebuild it: fetch what the other slots'
+        // hosts serve.
+        fetch(0..range.start).await?;
+        fetch(range.end..manifest.blocks_count()).await?;
+        let rebuilt = codex_erasure::repair(&*self.store, manifest, &[index as usize]).await?;
+        tracing::info!(%cid, index, rebuilt, "slot rebuilt from the other slots");
+        Ok(true)
+    }
+}
+
+/// Builds slot `index`'s tree from the stored blocks and checks its root against the
+/// verifiable manifest.
+async fn check_slot(
+    store: &Arc<dyn BlockStore>,
+    cid: Cid,
+    manifest: Manifest,
+    index: u64,
+) -> Result<SlotData> {
+    let geometry = SlotGeometry::new(&manifest)?;
+    let verification = manifest
+        .protection
+        .as_ref()
+        .and_then(|p| p.verification.clone())
+        .ok_or(Error::NotAManifest(cid))?;
+    let tree = codex_proofs::build_slot_tree(&**store, &manifest, index, 16).await?;
+    let expected = verification
+        .slot_roots
+        .get(index as usize)
+        .copied()
+        .ok_or(Error::Proofs(codex_proofs::Error::SlotIndex {
+            index,
+            slots: verification.slot_roots.len() as u64,
+        }))?;
+    if tree.root_cid() != expected {
+        return Err(Error::InvalidRequest(format!(
+            "slot {index} of {cid}: the stored blocks give slot root {}, the manifest says {expected}",
+            tree.root_cid()
+        )));
+    }
+    let roots = verification
+        .slot_roots
+        .iter()
+        .map(codex_proofs::slot::cid_element)
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(SlotData {
+        cid,
+        manifest,
+        geometry,
+        tree: Arc::new(tree),
+        roots: Arc::new(roots),
+    })
+}
+
+#[async_trait::async_trait]
+impl SlotHost for NodeHost {
+    async fn check(&self, config: &MarketplaceConfig) -> Result<()> {
+        self.prover.check_verifying_key(config).await
+    }
+
+    async fn has_dataset(&self, cid: &Cid) -> bool {
+        self.store.has_block(cid).await.unwrap_or(false)
+    }
+
+    async fn fetch(&self, request: &StorageRequest, index: u64, repair: bool) -> Result<Fetched> {
+        let t = Instant::now();
+        let cid = Cid::from_bytes(&request.content.cid)?;
+        let block = codex_net::fetch_manifest_block(&self.network, &self.store, cid).await?;
+        let manifest = Manifest::decode(block.data())?;
+        // The manifest first: what is fetched is then a dataset of the store, listed,
+        // and deleted with it if the sale fails.
+        self.store.put_block(block).await?;
+        let geometry = SlotGeometry::new(&manifest)?;
+        let rebuilt = self
+            .fetch_slot(cid, &manifest, &geometry, index, repair)
+            .await?;
+        let download = t.elapsed();
+        let t = Instant::now();
+        let data = check_slot(&self.store, cid, manifest, index).await?;
+        let slot_root = t.elapsed();
+        lock(&self.slots).insert(request.slot_id(index), Arc::new(data));
+        Ok(Fetched {
+            rebuilt,
+            timings: vec![
+                (if rebuilt { "repair" } else { "download" }, download),
+                ("slotRoot", slot_root),
+            ],
+        })
+    }
+
+    async fn load(&self, request: &StorageRequest, index: u64) -> Result<()> {
+        let cid = Cid::from_bytes(&request.content.cid)?;
+        let manifest = Manifest::decode(self.store.get_block(&cid).await?.data())?;
+        let data = check_slot(&self.store, cid, manifest, index).await?;
+        lock(&self.slots).insert(request.slot_id(index), Arc::new(data));
+        Ok(())
+    }
+
+    async fn prove(
+        &self,
+        request: &StorageRequest,
+        index: u64,
+        challenge: [u8; 32],
+    ) -> Result<Vec<u8>> {
+        let slot = request.slot_id(index);
+        let data = lock(&self.slots)
+            .get(&slot)
+            .cloned()
+            .ok_or_else(|| Error::InvalidRequest(format!("slot {slot}: its data is not loaded")))?;
+        let prover = self.prover.get().await?;
+        let store = Arc::clone(&self.store);
+        let (tree, roots) = (Arc::clone(&data.tree), Arc::clone(&data.roots));
+        let (tree_cid, geometry) = (data.manifest.tree_cid, data.geometry);
+        let handle = tokio::runtime::Handle::current();
+        let started = Instant::now();
+        let proof = tokio::task::spawn_blocking(move || {
+            let input = ProofInput::new(
+                entropy_from_challenge(&challenge),
+                &roots,
+                index,
+                &tree,
+                prover.samples(),
+                |b| {
+                    if b >= geometry.slot_blocks {
+                        return Ok(None);
+                    }
+                    let (block, _) = handle
+                        .block_on(store.get_leaf(&tree_cid, geometry.block_index(index, b)))
+                        .map_err(codex_proofs::Error::Store)?;
+                    Ok((!block.is_empty()).then(|| Bytes::clone(block.data())))
+                },
+            )?;
+            Ok::<_, codex_proofs::Error>(prover.prove(&input)?.bytes)
+        })
+        .await??;
+        self.last_prove_ms
+            .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        Ok(proof)
+    }
+
+    fn last_prove_ms(&self) -> Option<u64> {
+        match self.last_prove_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(ms),
+        }
+    }
+
+    async fn filled(&self, request: &StorageRequest, index: u64) {
+        let data = lock(&self.slots).get(&request.slot_id(index)).cloned();
+        if let Some(data) = data {
+            crate::node::network::announce(&self.network, data.cid, &data.manifest).await;
+        }
+    }
+
+    async fn forget(&self, slot: SlotId) {
+        lock(&self.slots).remove(&slot);
+    }
+
+    async fn delete_dataset(&self, cid: &Cid) -> Result<()> {
+        Ok(self.store.delete_dataset(cid).await?)
+    }
+}
