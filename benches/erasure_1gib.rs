@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use codex_core::{Block, BlockStore, Manifest};
+use codex_core::prelude::*;
+use codex_core::{Block, Manifest};
 use codex_erasure::Layout;
 use codex_store::{SledStore, StoreConfig};
 use futures::StreamExt;

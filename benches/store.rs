@@ -1,6 +1,7 @@
 //! codex-store: blocks per second into and out of the sled store (64 KiB blocks).
 
-use codex_core::{Block, BlockStore};
+use codex_core::Block;
+use codex_core::prelude::*;
 use codex_store::{SledStore, StoreConfig};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rand::{RngCore, SeedableRng, rngs::StdRng};

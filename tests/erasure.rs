@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use codex::node::data;
-use codex_core::{Block, BlockStore, Manifest};
+use codex_core::prelude::*;
+use codex_core::{Block, Manifest};
 use codex_erasure::Layout;
 use codex_store::{MemoryStore, StoreConfig};
 use futures::TryStreamExt;

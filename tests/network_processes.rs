@@ -24,7 +24,8 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use codex_core::{
-    Block, BlockStore, Chunker, Cid, CodexProof, LeafMeta, Manifest, SessionId, Space,
+    Block, BlockRead, BlockWrite, Chunker, Cid, CodexProof, LeafMeta, Manifest, Manifests, Quota,
+    SessionId, Sessions, Space,
 };
 use codex_store::{MemoryStore, StoreConfig};
 use futures::StreamExt;
@@ -383,25 +384,41 @@ macro_rules! forward {
 #[derive(Debug)]
 struct Corrupting(MemoryStore);
 
-impl BlockStore for Corrupting {
+impl BlockWrite for Corrupting {
     forward!(put_block(b: Block) -> ());
     forward!(put_leaf(&t, i: u64, b: Block, p: CodexProof) -> ());
-    forward!(get_block(&c) -> Block);
-    forward!(get_leaf_meta(&t, i: u64) -> LeafMeta);
-    forward!(has_block(&c) -> bool);
-    forward!(has_leaf(&t, i: u64) -> bool);
     forward!(delete_block(&c) -> ());
     forward!(delete_dataset(&c) -> ());
+}
+
+impl Manifests for Corrupting {
     forward!(manifests() -> Vec<(Cid, Manifest)>);
+}
+
+impl Sessions for Corrupting {
     forward!(begin() -> SessionId);
     forward!(session_put_blocks(s: SessionId, b: Vec<Block>) -> ());
     forward!(session_put_leaves(s: SessionId, &t, l: Vec<LeafMeta>) -> ());
     forward!(session_put_leaf_refs(s: SessionId, &t, l: Vec<LeafMeta>) -> ());
     forward!(commit(s: SessionId, m: Option<Block>) -> ());
     forward!(abort(s: SessionId) -> ());
+
+    fn abandon(&self, session: SessionId) {
+        self.0.abandon(session)
+    }
+}
+
+impl Quota for Corrupting {
     forward!(space() -> Space);
     forward!(reserve(n: u64) -> ());
     forward!(release(n: u64) -> ());
+}
+
+impl BlockRead for Corrupting {
+    forward!(get_block(&c) -> Block);
+    forward!(get_leaf_meta(&t, i: u64) -> LeafMeta);
+    forward!(has_block(&c) -> bool);
+    forward!(has_leaf(&t, i: u64) -> bool);
 
     fn get_leaf<'s, 'c, 'f>(
         &'s self,

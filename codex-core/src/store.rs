@@ -21,8 +21,8 @@ pub struct LeafMeta {
     pub proof: CodexProof,
 }
 
-/// A group of writes that becomes permanent at [`BlockStore::commit`] or disappears at
-/// [`BlockStore::abort`] — or, after a crash, when the store is next opened.
+/// A group of writes that becomes permanent at [`Sessions::commit`](crate::Sessions::commit) or disappears at
+/// [`Sessions::abort`](crate::Sessions::abort) — or, after a crash, when the store is next opened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(pub u64);
 
@@ -54,30 +54,12 @@ impl Space {
     }
 }
 
-/// Local block storage: blocks by CID, leaves of dataset trees with their proofs,
-/// manifests, quota.
+/// Reading blocks and leaves: all that serving blocks to peers needs.
 ///
-/// Blocks are reference-counted: a block stays while a tree leaf or an open write
-/// session refers to it, so datasets that share blocks can be deleted independently.
 /// Every read is checked: a block whose bytes do not hash to its CID is reported as
 /// [`crate::Error::Corrupt`] and never returned.
-///
-/// Writes that belong together are atomic. A dataset is written in a session: its
-/// blocks and leaves first, its manifest last at [`BlockStore::commit`]; a session that
-/// is aborted or interrupted by a crash leaves nothing behind.
 #[async_trait]
-pub trait BlockStore: Send + Sync + fmt::Debug + 'static {
-    /// Stores a block on its own (a manifest, or a block fetched by CID). Storing a block
-    /// that is already present only refreshes its expiry.
-    ///
-    /// # Errors
-    /// [`crate::Error::QuotaExceeded`] when it does not fit.
-    async fn put_block(&self, block: Block) -> Result<()>;
-
-    /// Stores `block` as leaf `index` of `tree` with its proof, atomically.
-    async fn put_leaf(&self, tree: &Cid, index: u64, block: Block, proof: CodexProof)
-    -> Result<()>;
-
+pub trait BlockRead: Send + Sync {
     /// Reads a block by CID.
     ///
     /// # Errors
@@ -92,7 +74,7 @@ pub trait BlockStore: Send + Sync + fmt::Debug + 'static {
 
     /// Reads the blocks of leaves `indices` of `tree` in one call, in order; a leaf that is
     /// missing or damaged gives its error in its place. Cheaper than one
-    /// [`BlockStore::get_leaf`] per block when reading many.
+    /// [`BlockRead::get_leaf`] per block when reading many.
     async fn get_leaf_blocks(&self, tree: &Cid, indices: Vec<u64>) -> Result<Vec<Result<Block>>> {
         let mut out = Vec::with_capacity(indices.len());
         for i in indices {
@@ -114,6 +96,25 @@ pub trait BlockStore: Send + Sync + fmt::Debug + 'static {
 
     /// Whether leaf `index` of `tree` and its block are present.
     async fn has_leaf(&self, tree: &Cid, index: u64) -> Result<bool>;
+}
+
+/// Writing and deleting single blocks and leaves, outside a session: a block fetched by
+/// CID, a leaf delivered by a peer with its proof.
+///
+/// Blocks are reference-counted: a block stays while a tree leaf or an open write session
+/// refers to it, so datasets that share blocks can be deleted independently.
+#[async_trait]
+pub trait BlockWrite: Send + Sync {
+    /// Stores a block on its own (a manifest, or a block fetched by CID). Storing a block
+    /// that is already present only refreshes its expiry.
+    ///
+    /// # Errors
+    /// [`crate::Error::QuotaExceeded`] when it does not fit.
+    async fn put_block(&self, block: Block) -> Result<()>;
+
+    /// Stores `block` as leaf `index` of `tree` with its proof, atomically.
+    async fn put_leaf(&self, tree: &Cid, index: u64, block: Block, proof: CodexProof)
+    -> Result<()>;
 
     /// Deletes a block stored on its own. A block that a tree leaf still refers to stays
     /// until its dataset is deleted.
@@ -122,10 +123,15 @@ pub trait BlockStore: Send + Sync + fmt::Debug + 'static {
     /// Deletes a dataset: its manifest, the leaves of its tree, and every block no other
     /// dataset refers to.
     async fn delete_dataset(&self, manifest: &Cid) -> Result<()>;
+}
 
-    /// The manifests in the store.
-    async fn manifests(&self) -> Result<Vec<(Cid, Manifest)>>;
-
+/// Write sessions: writes that belong together become permanent at once or not at all.
+///
+/// A dataset is written in a session: its blocks and leaves first, its manifest last at
+/// [`Sessions::commit`]; a session that is aborted, abandoned or interrupted by a crash
+/// leaves nothing behind. Use it through [`WriteSession`], which aborts on drop.
+#[async_trait]
+pub trait Sessions: Send + Sync {
     /// Opens a write session.
     async fn begin(&self) -> Result<SessionId>;
 
@@ -143,7 +149,7 @@ pub trait BlockStore: Send + Sync + fmt::Debug + 'static {
 
     /// Records leaves of a tree whose leaves are not stored blocks (a Poseidon2 slot tree:
     /// Codex's `putCidAndProof`) in a session: `(tree, index) -> (cid, proof)`, read back
-    /// with [`BlockStore::get_leaf_meta`], deleted with the dataset whose verifiable
+    /// with [`BlockRead::get_leaf_meta`], deleted with the dataset whose verifiable
     /// manifest names the tree.
     async fn session_put_leaf_refs(
         &self,
@@ -158,6 +164,17 @@ pub trait BlockStore: Send + Sync + fmt::Debug + 'static {
     /// Undoes the session's writes.
     async fn abort(&self, session: SessionId) -> Result<()>;
 
+    /// Undoes the session's writes without waiting for it: what [`WriteSession`] calls
+    /// when it is dropped uncommitted (a cancelled future), where nothing can be awaited.
+    /// Must not block for long; a store backed by disk hands the work to a blocking
+    /// thread. Failures can only be logged; a session left open is undone when the store
+    /// is next opened.
+    fn abandon(&self, session: SessionId);
+}
+
+/// The quota: counters and reservations.
+#[async_trait]
+pub trait Quota: Send + Sync {
     /// The counters.
     async fn space(&self) -> Result<Space>;
 
@@ -171,13 +188,251 @@ pub trait BlockStore: Send + Sync + fmt::Debug + 'static {
     async fn release(&self, bytes: u64) -> Result<()>;
 }
 
+/// Listing the datasets a store holds.
+#[async_trait]
+pub trait Manifests: Send + Sync {
+    /// The manifests in the store.
+    async fn manifests(&self) -> Result<Vec<(Cid, Manifest)>>;
+}
+
+/// A complete local block store: [`BlockRead`], [`BlockWrite`], [`Sessions`], [`Quota`]
+/// and [`Manifests`]. Implemented for every type that implements them all; take the
+/// narrow trait a function needs and `Arc<dyn BlockStore>` where one value must do all.
+///
+/// `codex_store` has two implementations (`SledStore`, `MemoryStore`) and a conformance
+/// suite (feature `test-utils`) that a third-party store can run.
+pub trait BlockStore:
+    BlockRead + BlockWrite + Sessions + Quota + Manifests + fmt::Debug + 'static
+{
+}
+
+impl<T> BlockStore for T where
+    T: BlockRead + BlockWrite + Sessions + Quota + Manifests + fmt::Debug + 'static + ?Sized
+{
+}
+
+/// Forwards the store traits through a pointer type.
+macro_rules! forward_store_traits {
+    ($($ptr:ty),*) => {$(
+        #[async_trait]
+        impl<T: BlockRead + ?Sized> BlockRead for $ptr {
+            async fn get_block(&self, cid: &Cid) -> Result<Block> {
+                (**self).get_block(cid).await
+            }
+            async fn get_leaf(&self, tree: &Cid, index: u64) -> Result<(Block, CodexProof)> {
+                (**self).get_leaf(tree, index).await
+            }
+            async fn get_leaf_meta(&self, tree: &Cid, index: u64) -> Result<LeafMeta> {
+                (**self).get_leaf_meta(tree, index).await
+            }
+            async fn get_leaf_blocks(
+                &self,
+                tree: &Cid,
+                indices: Vec<u64>,
+            ) -> Result<Vec<Result<Block>>> {
+                (**self).get_leaf_blocks(tree, indices).await
+            }
+            async fn get(&self, address: &BlockAddress) -> Result<Block> {
+                (**self).get(address).await
+            }
+            async fn has_block(&self, cid: &Cid) -> Result<bool> {
+                (**self).has_block(cid).await
+            }
+            async fn has_leaf(&self, tree: &Cid, index: u64) -> Result<bool> {
+                (**self).has_leaf(tree, index).await
+            }
+        }
+
+        #[async_trait]
+        impl<T: BlockWrite + ?Sized> BlockWrite for $ptr {
+            async fn put_block(&self, block: Block) -> Result<()> {
+                (**self).put_block(block).await
+            }
+            async fn put_leaf(
+                &self,
+                tree: &Cid,
+                index: u64,
+                block: Block,
+                proof: CodexProof,
+            ) -> Result<()> {
+                (**self).put_leaf(tree, index, block, proof).await
+            }
+            async fn delete_block(&self, cid: &Cid) -> Result<()> {
+                (**self).delete_block(cid).await
+            }
+            async fn delete_dataset(&self, manifest: &Cid) -> Result<()> {
+                (**self).delete_dataset(manifest).await
+            }
+        }
+
+        #[async_trait]
+        impl<T: Sessions + ?Sized> Sessions for $ptr {
+            async fn begin(&self) -> Result<SessionId> {
+                (**self).begin().await
+            }
+            async fn session_put_blocks(
+                &self,
+                session: SessionId,
+                blocks: Vec<Block>,
+            ) -> Result<()> {
+                (**self).session_put_blocks(session, blocks).await
+            }
+            async fn session_put_leaves(
+                &self,
+                session: SessionId,
+                tree: &Cid,
+                leaves: Vec<LeafMeta>,
+            ) -> Result<()> {
+                (**self).session_put_leaves(session, tree, leaves).await
+            }
+            async fn session_put_leaf_refs(
+                &self,
+                session: SessionId,
+                tree: &Cid,
+                leaves: Vec<LeafMeta>,
+            ) -> Result<()> {
+                (**self).session_put_leaf_refs(session, tree, leaves).await
+            }
+            async fn commit(&self, session: SessionId, manifest: Option<Block>) -> Result<()> {
+                (**self).commit(session, manifest).await
+            }
+            async fn abort(&self, session: SessionId) -> Result<()> {
+                (**self).abort(session).await
+            }
+            fn abandon(&self, session: SessionId) {
+                (**self).abandon(session)
+            }
+        }
+
+        #[async_trait]
+        impl<T: Quota + ?Sized> Quota for $ptr {
+            async fn space(&self) -> Result<Space> {
+                (**self).space().await
+            }
+            async fn reserve(&self, bytes: u64) -> Result<()> {
+                (**self).reserve(bytes).await
+            }
+            async fn release(&self, bytes: u64) -> Result<()> {
+                (**self).release(bytes).await
+            }
+        }
+
+        #[async_trait]
+        impl<T: Manifests + ?Sized> Manifests for $ptr {
+            async fn manifests(&self) -> Result<Vec<(Cid, Manifest)>> {
+                (**self).manifests().await
+            }
+        }
+    )*};
+}
+
+forward_store_traits!(&T, std::sync::Arc<T>, Box<T>);
+
+/// Rebuilds a data block of a protected dataset that a store lacks or holds damaged, from
+/// the rest of its column: what a dataset reader calls when a block is missing.
+/// `codex_erasure::Recovery` implements it with Reed-Solomon decoding.
+#[async_trait]
+pub trait RecoverBlock: Send + Sync + fmt::Debug {
+    /// Block `index` (a data block: below the manifest's original block count) of the
+    /// protected dataset `manifest`, rebuilt from what `store` holds, without storing it.
+    ///
+    /// # Errors
+    /// When too few blocks of its column are present, or the dataset is not protected.
+    async fn recover_block(
+        &self,
+        store: &dyn BlockRead,
+        manifest: &Manifest,
+        index: u64,
+    ) -> std::result::Result<Block, Box<dyn std::error::Error + Send + Sync>>;
+}
+
+/// An open write session: writes through it become permanent at
+/// [`WriteSession::commit`] and are undone at [`WriteSession::abort`] — or when it is
+/// dropped uncommitted, so a cancelled future leaves nothing half-stored.
+///
+/// ```
+/// # async fn f(store: &dyn codex_core::BlockStore, blocks: Vec<codex_core::Block>) -> codex_core::Result<()> {
+/// use codex_core::WriteSession;
+/// let session = WriteSession::begin(store).await?;
+/// session.put_blocks(blocks).await?;
+/// session.commit(None).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+#[must_use = "a session is aborted when dropped; call commit"]
+pub struct WriteSession<'a, S: Sessions + ?Sized> {
+    store: &'a S,
+    id: SessionId,
+    open: bool,
+}
+
+impl<'a, S: Sessions + ?Sized> WriteSession<'a, S> {
+    /// Opens a session on `store`.
+    pub async fn begin(store: &'a S) -> Result<Self> {
+        let id = store.begin().await?;
+        Ok(WriteSession {
+            store,
+            id,
+            open: true,
+        })
+    }
+
+    /// The session's id.
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+
+    /// Stores blocks in the session; see [`Sessions::session_put_blocks`].
+    pub async fn put_blocks(&self, blocks: Vec<Block>) -> Result<()> {
+        self.store.session_put_blocks(self.id, blocks).await
+    }
+
+    /// Records leaves of `tree`; see [`Sessions::session_put_leaves`].
+    pub async fn put_leaves(&self, tree: &Cid, leaves: Vec<LeafMeta>) -> Result<()> {
+        self.store.session_put_leaves(self.id, tree, leaves).await
+    }
+
+    /// Records leaves that are not stored blocks; see [`Sessions::session_put_leaf_refs`].
+    pub async fn put_leaf_refs(&self, tree: &Cid, leaves: Vec<LeafMeta>) -> Result<()> {
+        self.store
+            .session_put_leaf_refs(self.id, tree, leaves)
+            .await
+    }
+
+    /// Makes the writes permanent, storing `manifest` last. When the commit fails the
+    /// session is aborted.
+    pub async fn commit(mut self, manifest: Option<Block>) -> Result<()> {
+        self.open = false;
+        let committed = self.store.commit(self.id, manifest).await;
+        if committed.is_err() {
+            // A commit that failed before its record was written leaves an open session.
+            let _ = self.store.abort(self.id).await;
+        }
+        committed
+    }
+
+    /// Undoes the writes now, waiting for it.
+    pub async fn abort(mut self) -> Result<()> {
+        self.open = false;
+        self.store.abort(self.id).await
+    }
+}
+
+impl<S: Sessions + ?Sized> Drop for WriteSession<'_, S> {
+    fn drop(&mut self) {
+        if self.open {
+            self.store.abandon(self.id);
+        }
+    }
+}
+
 /// Stores `blocks` (already cut and hashed, in order) as a dataset of `dataset_size`
 /// bytes in one session: the blocks, the leaves of their tree with proofs, then the
 /// manifest. Returns the manifest's CID and the manifest.
 ///
 /// For datasets already in memory (tests, small files); builds the tree on the caller's
 /// thread. Streams of any size go through the node's upload path instead.
-pub async fn store_dataset<S: BlockStore + ?Sized>(
+pub async fn store_dataset<S: Sessions + ?Sized>(
     store: &S,
     blocks: Vec<Block>,
     block_size: u32,
@@ -198,18 +453,9 @@ pub async fn store_dataset<S: BlockStore + ?Sized>(
     let manifest = Manifest::new(tree.root_cid(), block_size, dataset_size);
     let block = Block::manifest(manifest.encode());
     let cid = *block.cid();
-    let session = store.begin().await?;
-    let written = async {
-        store.session_put_blocks(session, blocks).await?;
-        store
-            .session_put_leaves(session, &tree.root_cid(), leaves)
-            .await?;
-        store.commit(session, Some(block)).await
-    }
-    .await;
-    if let Err(e) = written {
-        let _ = store.abort(session).await;
-        return Err(e);
-    }
+    let session = WriteSession::begin(store).await?;
+    session.put_blocks(blocks).await?;
+    session.put_leaves(&tree.root_cid(), leaves).await?;
+    session.commit(Some(block)).await?;
     Ok((cid, manifest))
 }

@@ -5,7 +5,8 @@
 use std::collections::BTreeSet;
 
 use bytes::Bytes;
-use codex_core::{Block, BlockStore, LeafMeta, Manifest, MerkleTree};
+use codex_core::prelude::*;
+use codex_core::{Block, LeafMeta, Manifest, MerkleTree};
 use codex_erasure::Layout;
 use codex_store::{SledStore, StoreConfig};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};

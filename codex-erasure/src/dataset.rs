@@ -6,9 +6,10 @@ use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use codex_core::prelude::*;
 use codex_core::{
-    Block, BlockStore, Cid, Error as CoreError, LeafMeta, Manifest, MerkleTree, Protection,
-    SessionId, StrategyType,
+    Block, BlockRead, Cid, Error as CoreError, LeafMeta, Manifest, MerkleTree, Protection,
+    SessionId, StrategyType, WriteSession,
 };
 use futures::{StreamExt, TryStreamExt, stream};
 use rayon::prelude::*;
@@ -194,7 +195,7 @@ pub async fn repair_with<S: BlockStore + ?Sized>(
 /// Rebuilds one data block of a protected dataset from its column, without storing it:
 /// for reading a file while some of its blocks are missing. Each block used is checked
 /// against its CID; the result is as good as they are.
-pub async fn recover_block<S: BlockStore + ?Sized>(
+pub async fn recover_block<S: BlockRead + ?Sized>(
     store: &S,
     manifest: &Manifest,
     index: u64,
@@ -247,14 +248,14 @@ where
     F: FnOnce(SessionId) -> Fut,
     Fut: std::future::Future<Output = Result<(T, Option<Block>)>> + 'a,
 {
-    let session = store.begin().await?;
-    match work(session).await {
+    let session = WriteSession::begin(store).await?;
+    match work(session.id()).await {
         Ok((value, manifest)) => {
-            store.commit(session, manifest).await?;
+            session.commit(manifest).await?;
             Ok(value)
         }
         Err(e) => {
-            if let Err(abort) = store.abort(session).await {
+            if let Err(abort) = session.abort().await {
                 tracing::warn!(error = %abort, "cannot undo a failed erasure-coding session");
             }
             Err(e)
@@ -461,7 +462,7 @@ async fn put_leaves<S: BlockStore + ?Sized>(
 
 /// Reads leaves `indices` of `tree` in chunks, two chunks in flight; each entry is the
 /// block or why it could not be read.
-async fn read_leaves<S: BlockStore + ?Sized>(
+async fn read_leaves<S: BlockRead + ?Sized>(
     store: &S,
     tree: &Cid,
     indices: &[u64],
@@ -481,7 +482,7 @@ type Shard = Option<(Bytes, Cid)>;
 
 /// Reads rows `rows` of each of `columns` of the protected tree, one vector of shards per
 /// column; a block the store lacks or holds damaged is `None`. Padding rows are zeros.
-async fn read_columns<S: BlockStore + ?Sized>(
+async fn read_columns<S: BlockRead + ?Sized>(
     store: &S,
     manifest: &Manifest,
     layout: &Layout,
@@ -680,4 +681,21 @@ async fn restore<S: BlockStore + ?Sized>(
     rebuilt.sort_unstable();
     put_leaves(store, session, &tree, &leaf_cids, rebuilt.into_iter()).await?;
     Ok((count, None))
+}
+
+/// The erasure layer as a dataset reader's [`codex_core::RecoverBlock`]: a data block the
+/// store lacks is rebuilt from its column with [`recover_block`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Recovery;
+
+#[async_trait::async_trait]
+impl codex_core::RecoverBlock for Recovery {
+    async fn recover_block(
+        &self,
+        store: &dyn BlockRead,
+        manifest: &Manifest,
+        index: u64,
+    ) -> std::result::Result<Block, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(recover_block(store, manifest, index).await?)
+    }
 }

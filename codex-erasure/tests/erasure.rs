@@ -2,7 +2,8 @@
 
 use std::collections::BTreeSet;
 
-use codex_core::{Block, BlockStore, Chunker, Cid, Error as CoreError, Manifest};
+use codex_core::prelude::*;
+use codex_core::{Block, Chunker, Cid, Error as CoreError, Manifest};
 use codex_erasure::{Error, Layout};
 use codex_store::{MemoryStore, StoreConfig};
 use proptest::prelude::*;

@@ -16,9 +16,9 @@
 use std::sync::LazyLock;
 
 use bytes::Bytes;
+use codex_core::prelude::*;
 use codex_core::{
-    Block, BlockStore, Cid, Error as CoreError, LeafMeta, Manifest, StrategyType, Verification,
-    codec,
+    Block, Cid, Error as CoreError, LeafMeta, Manifest, StrategyType, Verification, codec,
 };
 use rayon::prelude::*;
 
@@ -538,19 +538,12 @@ pub async fn build_verifiable<S: BlockStore + ?Sized>(
     let verifiable = slots.verifiable_manifest(manifest)?;
     let block = Block::manifest(verifiable.encode());
     let cid = *block.cid();
-    let session = store.begin().await?;
-    let stored = async {
-        for tree in slots.slots() {
-            store
-                .session_put_leaf_refs(session, &tree.root_cid(), tree.leaf_metas())
-                .await?;
-        }
-        store.commit(session, Some(block)).await
+    let session = WriteSession::begin(store).await?;
+    for tree in slots.slots() {
+        session
+            .put_leaf_refs(&tree.root_cid(), tree.leaf_metas())
+            .await?;
     }
-    .await;
-    if let Err(e) = stored {
-        let _ = store.abort(session).await;
-        return Err(e.into());
-    }
+    session.commit(Some(block)).await?;
     Ok((cid, verifiable, slots))
 }

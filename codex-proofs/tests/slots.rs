@@ -3,9 +3,9 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
+use codex_core::prelude::*;
 use codex_core::{
-    Block, BlockStore, Cid, LeafMeta, Manifest, MerkleTree as ShaTree, Protection, StrategyType,
-    codec,
+    Block, Cid, LeafMeta, Manifest, MerkleTree as ShaTree, Protection, StrategyType, codec,
 };
 use codex_proofs::merkle::MerkleProof;
 use codex_proofs::poseidon2::bytes_to_elements;

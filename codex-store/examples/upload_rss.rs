@@ -11,7 +11,8 @@
 
 use std::time::Instant;
 
-use codex_core::{Block, BlockStore, Cid, LeafMeta, Manifest, MerkleTree, codec};
+use codex_core::prelude::*;
+use codex_core::{Block, Cid, LeafMeta, Manifest, MerkleTree, codec};
 use codex_store::{SledStore, StoreConfig};
 
 const BLOCK: usize = 65536;
@@ -62,7 +63,7 @@ async fn main() -> anyhow::Result<()> {
     report("open", 0, Instant::now());
 
     let t0 = Instant::now();
-    let session = store.begin().await?;
+    let session = WriteSession::begin(&store).await?;
     let mut cids: Vec<Cid> = Vec::with_capacity(blocks as usize);
     let mut data = vec![0x5au8; BLOCK];
     let mut i = 0u64;
@@ -75,7 +76,7 @@ async fn main() -> anyhow::Result<()> {
             })
             .collect();
         cids.extend(batch.iter().map(|b| *b.cid()));
-        store.session_put_blocks(session, batch).await?;
+        session.put_blocks(batch).await?;
         i += n;
         if i.is_multiple_of(16384) {
             report("  blocks", i * BLOCK as u64, t0);
@@ -103,7 +104,7 @@ async fn main() -> anyhow::Result<()> {
                 })
             })
             .collect::<codex_core::Result<Vec<_>>>()?;
-        store.session_put_leaves(session, &root, leaves).await?;
+        session.put_leaves(&root, leaves).await?;
         if std::env::var_os("VERBOSE").is_some() && (end / leaf_batch).is_multiple_of(4) {
             report("  leaves", end * BLOCK as u64, t1);
         }
@@ -112,7 +113,7 @@ async fn main() -> anyhow::Result<()> {
 
     let t2 = Instant::now();
     let manifest = Block::manifest(Manifest::new(root, BLOCK as u32, total).encode());
-    store.commit(session, Some(manifest)).await?;
+    session.commit(Some(manifest)).await?;
     report("commit", total, t2);
     report("upload", total, t0);
 

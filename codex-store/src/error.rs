@@ -1,4 +1,5 @@
-/// Failures of the store itself; surfaced through `codex_core::Error::Backend`.
+/// Failures of the store itself (surfaced through `codex_core::Error::Backend` by the
+/// store traits), and of [`crate::dataset`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -16,6 +17,27 @@ pub enum Error {
     /// A blocking task panicked or was cancelled.
     #[error("store task failed: {0}")]
     Task(String),
+    /// A store operation failed (not found, corrupt, quota exceeded, ...).
+    #[error(transparent)]
+    Core(#[from] codex_core::Error),
+    /// [`crate::dataset::add_stream`] was given no bytes.
+    #[error("the stream has no bytes: a dataset has at least one")]
+    EmptyUpload,
+    /// The stream given to [`crate::dataset::add_stream`] failed.
+    #[error("reading the source failed: {0}")]
+    Source(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A block size of zero or beyond `u32::MAX`.
+    #[error("invalid block size {0}")]
+    InvalidBlockSize(usize),
+    /// A missing block of a protected dataset could not be rebuilt.
+    #[error("cannot rebuild block {index}: {source}")]
+    Recovery {
+        /// The block's index.
+        index: u64,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl Error {
@@ -26,6 +48,9 @@ impl Error {
 
 impl From<Error> for codex_core::Error {
     fn from(e: Error) -> Self {
-        codex_core::Error::Backend(Box::new(e))
+        match e {
+            Error::Core(e) => e,
+            e => codex_core::Error::Backend(Box::new(e)),
+        }
     }
 }

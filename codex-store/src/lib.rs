@@ -1,5 +1,8 @@
 #![doc = include_str!("../README.md")]
 
+#[cfg(feature = "test-utils")]
+pub mod conformance;
+pub mod dataset;
 mod error;
 mod keys;
 pub mod kv;

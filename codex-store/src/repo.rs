@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use bytes::Bytes;
 use codex_core::{
-    Block, BlockStore, Cid, CodexProof, Error as CoreError, LeafMeta, Manifest, SessionId, Space,
-    codec,
+    Block, BlockRead, BlockWrite, Cid, CodexProof, Error as CoreError, LeafMeta, Manifest,
+    Manifests, Quota, SessionId, Sessions, Space, codec,
 };
 
 use crate::error::Error;
@@ -989,23 +989,7 @@ fn checked_block(cid: Cid, body: Body) -> CoreResult<Block> {
 }
 
 #[async_trait]
-impl<K: Kv> BlockStore for Repo<K> {
-    async fn put_block(&self, block: Block) -> CoreResult<()> {
-        self.blocking(move |s| s.put_block(&block)).await
-    }
-
-    async fn put_leaf(
-        &self,
-        tree: &Cid,
-        index: u64,
-        block: Block,
-        proof: CodexProof,
-    ) -> CoreResult<()> {
-        let tree = *tree;
-        self.blocking(move |s| s.put_leaf(&tree, index, &block, &proof))
-            .await
-    }
-
+impl<K: Kv> BlockRead for Repo<K> {
     async fn get_block(&self, cid: &Cid) -> CoreResult<Block> {
         let cid = *cid;
         self.blocking(move |s| s.get_block(&cid)).await
@@ -1061,6 +1045,25 @@ impl<K: Kv> BlockStore for Repo<K> {
     async fn has_leaf(&self, tree: &Cid, index: u64) -> CoreResult<bool> {
         self.inner.has_leaf(tree, index)
     }
+}
+
+#[async_trait]
+impl<K: Kv> BlockWrite for Repo<K> {
+    async fn put_block(&self, block: Block) -> CoreResult<()> {
+        self.blocking(move |s| s.put_block(&block)).await
+    }
+
+    async fn put_leaf(
+        &self,
+        tree: &Cid,
+        index: u64,
+        block: Block,
+        proof: CodexProof,
+    ) -> CoreResult<()> {
+        let tree = *tree;
+        self.blocking(move |s| s.put_leaf(&tree, index, &block, &proof))
+            .await
+    }
 
     async fn delete_block(&self, cid: &Cid) -> CoreResult<()> {
         let cid = *cid;
@@ -1075,21 +1078,10 @@ impl<K: Kv> BlockStore for Repo<K> {
         })
         .await
     }
+}
 
-    async fn manifests(&self) -> CoreResult<Vec<(Cid, Manifest)>> {
-        self.blocking(|s| {
-            let mut out = Vec::new();
-            for cid in s.manifest_cids()? {
-                match s.get_block(&cid).and_then(|b| Manifest::decode(b.data())) {
-                    Ok(m) => out.push((cid, m)),
-                    Err(e) => tracing::warn!(%cid, error = %e, "skipping unreadable manifest"),
-                }
-            }
-            Ok(out)
-        })
-        .await
-    }
-
+#[async_trait]
+impl<K: Kv> Sessions for Repo<K> {
     async fn begin(&self) -> CoreResult<SessionId> {
         self.blocking(|s| s.begin()).await
     }
@@ -1130,6 +1122,22 @@ impl<K: Kv> BlockStore for Repo<K> {
         self.blocking(move |s| s.abort(session)).await
     }
 
+    fn abandon(&self, session: SessionId) {
+        let inner = Arc::clone(&self.inner);
+        let abort = move || {
+            if let Err(e) = inner.abort(session) {
+                tracing::warn!(%session, error = %e, "cannot undo an abandoned write session");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(abort)),
+            Err(_) => abort(),
+        }
+    }
+}
+
+#[async_trait]
+impl<K: Kv> Quota for Repo<K> {
     async fn space(&self) -> CoreResult<Space> {
         Ok(self.inner.space())
     }
@@ -1140,5 +1148,22 @@ impl<K: Kv> BlockStore for Repo<K> {
 
     async fn release(&self, bytes: u64) -> CoreResult<()> {
         self.blocking(move |s| s.reserve(bytes, true)).await
+    }
+}
+
+#[async_trait]
+impl<K: Kv> Manifests for Repo<K> {
+    async fn manifests(&self) -> CoreResult<Vec<(Cid, Manifest)>> {
+        self.blocking(|s| {
+            let mut out = Vec::new();
+            for cid in s.manifest_cids()? {
+                match s.get_block(&cid).and_then(|b| Manifest::decode(b.data())) {
+                    Ok(m) => out.push((cid, m)),
+                    Err(e) => tracing::warn!(%cid, error = %e, "skipping unreadable manifest"),
+                }
+            }
+            Ok(out)
+        })
+        .await
     }
 }

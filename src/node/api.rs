@@ -8,7 +8,8 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use codex_core::{BlockStore, Cid, Manifest, codec};
+use codex_core::prelude::*;
+use codex_core::{Cid, Manifest, codec};
 use futures::TryStreamExt;
 use serde_json::{Value, json};
 

@@ -32,7 +32,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use codex_core::{BlockStore, Cid};
+use codex_core::Cid;
+use codex_core::prelude::*;
 use codex_store::{SledStore, StoreConfig};
 use futures::Stream;
 #[cfg(feature = "rest")]

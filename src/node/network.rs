@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use codex_core::{Block, BlockStore, Cid, Manifest};
+use codex_core::prelude::*;
+use codex_core::{Block, Cid, Manifest};
 use codex_net::{Download, Network};
 use futures::StreamExt;
 use tokio::sync::mpsc;

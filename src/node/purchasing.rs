@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use codex_core::{BlockStore, Cid, codec};
+use codex_core::prelude::*;
+use codex_core::{Cid, codec};
 use codex_market::alloy::primitives::{Address, U256, keccak256};
 use codex_market::{
     Ask, Content, Marketplace, MarketplaceConfig, RequestId, RequestState, StorageRequest,

@@ -6,7 +6,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use codex_core::{BlockStore, Cid, Manifest};
+use codex_core::prelude::*;
+use codex_core::{Cid, Manifest};
 use codex_store::{SledStore, StoreConfig};
 use rand::{Rng, RngCore, SeedableRng, rngs::StdRng};
 

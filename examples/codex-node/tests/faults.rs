@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use codex::proofs::SlotGeometry;
-use codex_core::{BlockStore, Cid};
+use codex_core::Cid;
+use codex_core::prelude::*;
 use codex_store::{SledStore, StoreConfig};
 use rand::{Rng, RngCore, SeedableRng, rngs::StdRng};
 use sha2::{Digest, Sha256};

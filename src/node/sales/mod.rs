@@ -32,7 +32,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use codex_core::{BlockStore, Cid};
+use codex_core::Cid;
+use codex_core::prelude::*;
 use codex_market::{MarketplaceClient, RequestId, SlotId, StorageRequest};
 use serde_json::{Value, json};
 

@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use codex_core::{BlockStore, Cid, Manifest};
+use codex_core::prelude::*;
+use codex_core::{Cid, Manifest};
 use codex_market::{MarketplaceConfig, SlotId, StorageRequest};
 use codex_net::{Download, FetchOptions, Network};
 use codex_proofs::{ProofInput, SlotGeometry, SlotTree, entropy_from_challenge};
