@@ -34,6 +34,17 @@ pub mod codec {
 type Multihash = multihash::Multihash<64>;
 
 /// A CIDv1. Printed as base58btc (`z...`), as Codex prints it; parsed from any multibase.
+///
+/// ```
+/// use codex_core::{Cid, codec};
+///
+/// let cid = Cid::for_block(b"hello");
+/// assert_eq!(cid.codec(), codec::BLOCK);
+/// assert!(cid.matches(b"hello"));
+/// assert_eq!(cid.to_string().parse::<Cid>()?, cid);
+/// assert_eq!(Cid::from_bytes(&cid.to_bytes())?, cid);
+/// # Ok::<(), codex_core::Error>(())
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Cid(cid::Cid);
 
@@ -105,6 +116,10 @@ impl Cid {
     }
 
     /// Parses the binary form. Only CIDv1 is accepted; trailing bytes are an error.
+    ///
+    /// # Errors
+    /// [`Error::InvalidCid`] for malformed or non-canonical bytes, a CIDv0, or trailing
+    /// bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let mut rest = bytes;
         let cid = cid::Cid::read_bytes(&mut rest).map_err(|e| Error::InvalidCid(e.to_string()))?;

@@ -85,6 +85,9 @@ impl MerkleTree {
     }
 
     /// Builds the tree over block CIDs (each must carry a 32-byte digest).
+    ///
+    /// # Errors
+    /// [`Error::Tree`] for zero CIDs or a CID without a 32-byte digest.
     pub fn from_cids<'a>(cids: impl IntoIterator<Item = &'a Cid>) -> Result<Self> {
         let leaves = cids
             .into_iter()

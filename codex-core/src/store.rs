@@ -1,4 +1,18 @@
-//! The [`BlockStore`] trait: what every layer needs from local block storage.
+//! The store traits: what every layer needs from local block storage, one concern per
+//! trait.
+//!
+//! - [`BlockRead`]: blocks by CID and leaves of dataset trees, every read hash-checked.
+//! - [`BlockWrite`]: single blocks and leaves outside a session, and deletes.
+//! - [`Sessions`]: writes that become permanent together; used through [`WriteSession`].
+//! - [`Quota`]: the store's counters ([`Space`]) and reservations.
+//! - [`Manifests`]: the datasets a store holds.
+//!
+//! [`BlockStore`] is all five. Each trait is implemented for `&T`, `Arc<T>` and `Box<T>`
+//! and is object safe. [`RecoverBlock`] is the hook through which a reader rebuilds a
+//! missing block of a protected dataset (implemented by the erasure layer).
+//!
+//! All methods are async (through `async_trait`); no runtime is assumed here, but the
+//! stores of `codex-store` need a tokio runtime.
 
 use std::fmt;
 
@@ -21,8 +35,9 @@ pub struct LeafMeta {
     pub proof: CodexProof,
 }
 
-/// A group of writes that becomes permanent at [`Sessions::commit`](crate::Sessions::commit) or disappears at
-/// [`Sessions::abort`](crate::Sessions::abort) — or, after a crash, when the store is next opened.
+/// The id of a write session: a group of writes that becomes permanent at
+/// [`Sessions::commit`] or disappears at [`Sessions::abort`] — or, after a crash, when
+/// the store is next opened. Prefer the [`WriteSession`] guard to handling ids.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(pub u64);
 
@@ -67,9 +82,16 @@ pub trait BlockRead: Send + Sync {
     async fn get_block(&self, cid: &Cid) -> Result<Block>;
 
     /// Reads leaf `index` of `tree` and its proof.
+    ///
+    /// # Errors
+    /// [`crate::Error::NotFound`] for a leaf or block that is not stored,
+    /// [`crate::Error::Corrupt`] when the block's bytes are damaged.
     async fn get_leaf(&self, tree: &Cid, index: u64) -> Result<(Block, CodexProof)>;
 
     /// The block CID and proof stored for leaf `index` of `tree`, without the block.
+    ///
+    /// # Errors
+    /// [`crate::Error::NotFound`] when the leaf is not recorded.
     async fn get_leaf_meta(&self, tree: &Cid, index: u64) -> Result<LeafMeta>;
 
     /// Reads the blocks of leaves `indices` of `tree` in one call, in order; a leaf that is
@@ -83,7 +105,7 @@ pub trait BlockRead: Send + Sync {
         Ok(out)
     }
 
-    /// Reads a block by address.
+    /// Reads a block by address: [`BlockRead::get_block`] or [`BlockRead::get_leaf`].
     async fn get(&self, address: &BlockAddress) -> Result<Block> {
         match address {
             BlockAddress::Cid(cid) => self.get_block(cid).await,
@@ -112,7 +134,11 @@ pub trait BlockWrite: Send + Sync {
     /// [`crate::Error::QuotaExceeded`] when it does not fit.
     async fn put_block(&self, block: Block) -> Result<()>;
 
-    /// Stores `block` as leaf `index` of `tree` with its proof, atomically.
+    /// Stores `block` as leaf `index` of `tree` with its proof, atomically. The proof is
+    /// stored as given: callers check deliveries ([`CodexProof::verify_cids`]) first.
+    ///
+    /// # Errors
+    /// [`crate::Error::QuotaExceeded`] when the block does not fit.
     async fn put_leaf(&self, tree: &Cid, index: u64, block: Block, proof: CodexProof)
     -> Result<()>;
 
@@ -132,11 +158,15 @@ pub trait BlockWrite: Send + Sync {
 /// leaves nothing behind. Use it through [`WriteSession`], which aborts on drop.
 #[async_trait]
 pub trait Sessions: Send + Sync {
-    /// Opens a write session.
+    /// Opens a write session. Prefer [`WriteSession::begin`], which aborts on drop.
     async fn begin(&self) -> Result<SessionId>;
 
     /// Stores blocks in a session: they count against the quota at once and are removed
-    /// again if the session does not commit.
+    /// again if the session does not commit. The blocks are written atomically.
+    ///
+    /// # Errors
+    /// [`crate::Error::QuotaExceeded`] when they do not fit (nothing of the batch is
+    /// written), [`crate::Error::UnknownSession`] for a session that is not open.
     async fn session_put_blocks(&self, session: SessionId, blocks: Vec<Block>) -> Result<()>;
 
     /// Records leaves of `tree` (whose blocks are in the store) in a session.
@@ -159,9 +189,17 @@ pub trait Sessions: Send + Sync {
     ) -> Result<()>;
 
     /// Makes the session's writes permanent, storing `manifest` last, and flushes to disk.
+    ///
+    /// # Errors
+    /// [`crate::Error::UnknownSession`] for a session that is not open (committed or
+    /// aborted already).
     async fn commit(&self, session: SessionId, manifest: Option<Block>) -> Result<()>;
 
-    /// Undoes the session's writes.
+    /// Undoes the session's writes: its blocks (unless something else refers to them),
+    /// its leaves, its quota.
+    ///
+    /// # Errors
+    /// [`crate::Error::UnknownSession`] for a session that is not open.
     async fn abort(&self, session: SessionId) -> Result<()>;
 
     /// Undoes the session's writes without waiting for it: what [`WriteSession`] calls
@@ -172,10 +210,10 @@ pub trait Sessions: Send + Sync {
     fn abandon(&self, session: SessionId);
 }
 
-/// The quota: counters and reservations.
+/// The quota: counters and reservations, all in bytes of block data.
 #[async_trait]
 pub trait Quota: Send + Sync {
-    /// The counters.
+    /// The counters, as Codex's `GET /space` shows them.
     async fn space(&self) -> Result<Space>;
 
     /// Reserves `bytes` of the quota for later writes.
@@ -191,7 +229,8 @@ pub trait Quota: Send + Sync {
 /// Listing the datasets a store holds.
 #[async_trait]
 pub trait Manifests: Send + Sync {
-    /// The manifests in the store.
+    /// The manifests in the store with their CIDs, in no particular order. Reads and
+    /// decodes every manifest: cost grows with the number of datasets.
     async fn manifests(&self) -> Result<Vec<(Cid, Manifest)>>;
 }
 
@@ -368,6 +407,9 @@ pub struct WriteSession<'a, S: Sessions + ?Sized> {
 
 impl<'a, S: Sessions + ?Sized> WriteSession<'a, S> {
     /// Opens a session on `store`.
+    ///
+    /// # Errors
+    /// The store's errors from [`Sessions::begin`].
     pub async fn begin(store: &'a S) -> Result<Self> {
         let id = store.begin().await?;
         Ok(WriteSession {
@@ -399,8 +441,17 @@ impl<'a, S: Sessions + ?Sized> WriteSession<'a, S> {
             .await
     }
 
-    /// Makes the writes permanent, storing `manifest` last. When the commit fails the
-    /// session is aborted.
+    /// Makes the writes permanent, storing `manifest` (a manifest [`Block`]) last. When
+    /// the commit fails the session is aborted.
+    ///
+    /// # Errors
+    /// The store's errors from [`Sessions::commit`].
+    ///
+    /// # Cancel safety
+    /// Dropped before it is first polled, the session is abandoned as on drop. Dropped
+    /// later, the commit is no longer aborted from here: `codex-store`'s stores finish it
+    /// on a blocking thread, and a session a store leaves open is undone when the store
+    /// is next opened.
     pub async fn commit(mut self, manifest: Option<Block>) -> Result<()> {
         self.open = false;
         let committed = self.store.commit(self.id, manifest).await;
@@ -431,7 +482,16 @@ impl<S: Sessions + ?Sized> Drop for WriteSession<'_, S> {
 /// manifest. Returns the manifest's CID and the manifest.
 ///
 /// For datasets already in memory (tests, small files); builds the tree on the caller's
-/// thread. Streams of any size go through the node's upload path instead.
+/// thread (one SHA-256 of 65 bytes per block). Streams of any size go through
+/// `codex_store::dataset::add_stream` instead.
+///
+/// # Errors
+/// [`crate::Error::Tree`] for no blocks, and the store's errors
+/// ([`crate::Error::QuotaExceeded`] when the dataset does not fit); on any error nothing
+/// of the dataset stays in the store.
+///
+/// # Cancel safety
+/// Dropping the future before the commit undoes the session (see [`WriteSession`]).
 pub async fn store_dataset<S: Sessions + ?Sized>(
     store: &S,
     blocks: Vec<Block>,
