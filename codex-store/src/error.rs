@@ -14,6 +14,12 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A metadata key that the backend keeps for itself (see [`crate::SledKv`]).
+    #[error("metadata key {key} is reserved by the backend")]
+    ReservedKey {
+        /// The key, hex-encoded.
+        key: String,
+    },
     /// A blocking task panicked or was cancelled.
     #[error("store task failed: {0}")]
     Task(String),

@@ -1,8 +1,8 @@
-//! The key layout of the repository store. One ordered keyspace, one letter per record kind.
+//! The key layout of the repository store: one ordered keyspace of metadata records, one
+//! letter per record kind, and block bodies (a namespace of their own) by CID.
 
 use codex_core::Cid;
 
-pub(crate) const BLOCK: u8 = crate::kv::BODY_PREFIX;
 pub(crate) const META: u8 = b'M';
 pub(crate) const LEAF: u8 = b'L';
 pub(crate) const EXPIRY: u8 = b'X';
@@ -22,8 +22,9 @@ fn with(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
     k
 }
 
-pub(crate) fn block(cid: &Cid) -> Vec<u8> {
-    with(BLOCK, &[&cid.to_bytes()])
+/// The id of a block's body.
+pub(crate) fn body(cid: &Cid) -> Vec<u8> {
+    cid.to_bytes()
 }
 
 pub(crate) fn meta(cid: &Cid) -> Vec<u8> {

@@ -12,12 +12,39 @@ use bytes::Bytes;
 
 use crate::error::Error;
 
-/// One write of a batch: `Some(value)` puts, `None` removes.
-pub type Write = (Vec<u8>, Option<Bytes>);
-
-/// Keys that start with this byte hold block bodies: large values that a backend may keep
-/// outside its index. [`Kv::range`] over them returns the backend's own records.
-pub const BODY_PREFIX: u8 = b'B';
+/// One write of a batch given to [`Kv::apply`].
+///
+/// Metadata records (small, ordered, listed with [`Kv::range`]) and block bodies (large,
+/// looked up by id only) are separate namespaces: the same bytes may name a record and
+/// a body. A backend keeps bodies wherever suits them (sled keeps them in pack files) and
+/// learns which writes are bodies from the variant, never from the key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Write {
+    /// Sets the metadata record `key` to `value`.
+    Put {
+        /// The record's key.
+        key: Vec<u8>,
+        /// Its new value.
+        value: Bytes,
+    },
+    /// Removes the metadata record `key` (nothing happens if there is none).
+    Delete {
+        /// The record's key.
+        key: Vec<u8>,
+    },
+    /// Stores `data` as the body `id`, replacing any body of that id.
+    PutBody {
+        /// The body's id (the store uses the block's CID bytes).
+        id: Vec<u8>,
+        /// The body's bytes.
+        data: Bytes,
+    },
+    /// Removes the body `id` and returns its space (nothing happens if there is none).
+    DeleteBody {
+        /// The body's id.
+        id: Vec<u8>,
+    },
+}
 
 /// A block body as read, and whether the backend vouches that its bytes are the ones
 /// written: a checksum stored with them matched, or nothing can change them. The store
@@ -30,19 +57,31 @@ pub struct Body {
     pub intact: bool,
 }
 
-/// An ordered key-value map with atomic batches: what [`crate::Repo`] needs from its
-/// backend. Implemented by [`SledKv`] and [`MemKv`].
+/// An ordered key-value map of metadata records plus a map of block bodies, written
+/// together in atomic batches: what [`crate::Repo`] needs from its backend. Implemented
+/// by [`SledKv`] and [`MemKv`].
+///
+/// Records and bodies are separate namespaces ([`Write`]); a batch may mix them, and a
+/// body and the records that refer to it become visible (and durable) together.
 pub trait Kv: Send + Sync + fmt::Debug + 'static {
-    /// Reads one key.
+    /// Reads the metadata record `key`.
     fn get(&self, key: &[u8]) -> Result<Option<Bytes>, Error>;
-    /// Reads a block body (a key that starts with [`BODY_PREFIX`]).
-    fn get_body(&self, key: &[u8]) -> Result<Option<Body>, Error>;
-    /// Whether a key exists.
+    /// Whether the metadata record `key` exists.
     fn contains(&self, key: &[u8]) -> Result<bool, Error>;
-    /// Up to `limit` entries with keys in `[start, end)`, in key order.
+    /// Up to `limit` metadata records with keys in `[start, end)`, in key order. Bodies
+    /// are never listed here.
     fn range(&self, start: &[u8], end: &[u8], limit: usize)
     -> Result<Vec<(Vec<u8>, Bytes)>, Error>;
-    /// Applies all writes atomically: after a crash either all of them are visible or none.
+    /// Reads the body `id`.
+    fn get_body(&self, id: &[u8]) -> Result<Option<Body>, Error>;
+    /// Whether the body `id` exists, without reading it.
+    fn contains_body(&self, id: &[u8]) -> Result<bool, Error>;
+    /// Up to `limit` body ids from `start` on (inclusive), in order; for consistency
+    /// checks, which walk every body.
+    fn body_ids(&self, start: &[u8], limit: usize) -> Result<Vec<Vec<u8>>, Error>;
+    /// Applies all writes atomically, in order (a later write of the same key or body
+    /// wins): after a crash, and to concurrent readers, either all of them are visible or
+    /// none. A batch that fails changes nothing.
     fn apply(&self, writes: Vec<Write>) -> Result<(), Error>;
     /// Makes every applied batch durable.
     fn flush(&self) -> Result<(), Error>;
@@ -61,6 +100,11 @@ pub trait Kv: Send + Sync + fmt::Debug + 'static {
 /// times cheaper than the SHA-256 of the block's CID, with the CPU's carry-less
 /// multiply), and only a body whose checksum fails is hashed again, which tells bit rot
 /// (reported as a corrupt block) from a damaged checksum (the block is fine).
+///
+/// Bodies' records share sled's keyspace with the metadata: body `id` is the sled key
+/// `b'B'` followed by `id`, as stores have always been laid out. Metadata keys that
+/// start with `b'B'` are therefore reserved: [`Kv::apply`] refuses them
+/// ([`Error::ReservedKey`]), and reads and [`Kv::range`] never see bodies' records.
 #[derive(Debug)]
 pub struct SledKv {
     db: sled::Db,
@@ -69,6 +113,8 @@ pub struct SledKv {
 
 /// Bodies up to this size stay inline in sled.
 pub const INLINE_MAX: usize = 4096;
+/// The first byte of the sled keys of bodies' records.
+const BODY_PREFIX: u8 = b'B';
 const PACK_ALIGN: u64 = 4096;
 const SEGMENT_BYTES: u64 = 1 << 30;
 /// Written bytes after which writeback to disk is started (without waiting for it), so
@@ -116,25 +162,32 @@ impl SledKv {
     }
 }
 
+/// The sled key of body `id`'s record.
+fn body_key(id: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + id.len());
+    key.push(BODY_PREFIX);
+    key.extend_from_slice(id);
+    key
+}
+
+/// Whether a metadata key falls among bodies' records (see [`SledKv`]).
+fn reserved(key: &[u8]) -> bool {
+    key.first() == Some(&BODY_PREFIX)
+}
+
 impl Kv for SledKv {
     fn get(&self, key: &[u8]) -> Result<Option<Bytes>, Error> {
-        let Some(v) = self.db.get(key).map_err(Error::database)? else {
+        if reserved(key) {
             return Ok(None);
-        };
-        if key.first() == Some(&BODY_PREFIX) {
-            return self.read_body(&v).map(|b| Some(b.data));
         }
-        Ok(Some(Bytes::copy_from_slice(&v)))
-    }
-
-    fn get_body(&self, key: &[u8]) -> Result<Option<Body>, Error> {
-        match self.db.get(key).map_err(Error::database)? {
-            Some(v) => self.read_body(&v).map(Some),
-            None => Ok(None),
-        }
+        let v = self.db.get(key).map_err(Error::database)?;
+        Ok(v.map(|v| Bytes::copy_from_slice(&v)))
     }
 
     fn contains(&self, key: &[u8]) -> Result<bool, Error> {
+        if reserved(key) {
+            return Ok(false);
+        }
         self.db.contains_key(key).map_err(Error::database)
     }
 
@@ -144,49 +197,96 @@ impl Kv for SledKv {
         end: &[u8],
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Bytes)>, Error> {
-        self.db
-            .range(start..end)
-            .take(limit)
-            .map(|kv| {
+        // The keys below bodies' records, then those above them.
+        let bodies = [BODY_PREFIX];
+        let above = [BODY_PREFIX + 1];
+        let below = (start, end.min(&bodies[..]));
+        let upper = (start.max(&above[..]), end);
+        let mut out = Vec::new();
+        for (from, to) in [below, upper] {
+            if from >= to {
+                continue;
+            }
+            for kv in self.db.range(from..to).take(limit - out.len()) {
                 let (k, v) = kv.map_err(Error::database)?;
-                Ok((k.to_vec(), Bytes::copy_from_slice(&v)))
-            })
+                out.push((k.to_vec(), Bytes::copy_from_slice(&v)));
+            }
+            if out.len() == limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn get_body(&self, id: &[u8]) -> Result<Option<Body>, Error> {
+        match self.db.get(body_key(id)).map_err(Error::database)? {
+            Some(v) => self.read_body(&v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn contains_body(&self, id: &[u8]) -> Result<bool, Error> {
+        self.db.contains_key(body_key(id)).map_err(Error::database)
+    }
+
+    fn body_ids(&self, start: &[u8], limit: usize) -> Result<Vec<Vec<u8>>, Error> {
+        self.db
+            .range(body_key(start)..vec![BODY_PREFIX + 1])
+            .take(limit)
+            .map(|kv| Ok(kv.map_err(Error::database)?.0[1..].to_vec()))
             .collect()
     }
 
     fn apply(&self, writes: Vec<Write>) -> Result<(), Error> {
+        // Checked before anything is written, so that a refused batch changes nothing.
+        if let Some(key) = writes.iter().find_map(|w| match w {
+            Write::Put { key, .. } | Write::Delete { key } if reserved(key) => Some(key),
+            _ => None,
+        }) {
+            return Err(Error::ReservedKey {
+                key: key.iter().map(|b| format!("{b:02x}")).collect(),
+            });
+        }
         let mut batch = sled::Batch::default();
+        // The last write of each body, so that a body put and removed in one batch is
+        // neither kept nor leaked.
+        let mut bodies = BTreeMap::new();
+        for write in writes {
+            match write {
+                Write::Put { key, value } => batch.insert(key, value.as_ref()),
+                Write::Delete { key } => batch.remove(key),
+                Write::PutBody { id, data } => {
+                    bodies.insert(id, Some(data));
+                }
+                Write::DeleteBody { id } => {
+                    bodies.insert(id, None);
+                }
+            }
+        }
+        // Bodies are appended to the pack files before the batch that refers to them; the
+        // space of the bodies they replace or remove is returned after it.
         let mut freed = Vec::new();
-        for (k, v) in writes {
-            if k.first() == Some(&BODY_PREFIX) {
-                // The store writes a body only for a new block; the old location matters
-                // only when a body is removed.
-                if v.is_none()
-                    && let Some(old) = self.db.get(&k).map_err(Error::database)?
-                    && let Some((&(TAG_PACK | TAG_PACK_CRC), rest)) = old.split_first()
-                {
-                    freed.push(PackLocation::decode(&rest[..rest.len().min(16)])?);
-                }
-                if let Some(data) = v {
-                    let mut record = Vec::with_capacity(21);
-                    if data.len() <= INLINE_MAX {
-                        record.push(TAG_INLINE);
-                        record.extend_from_slice(&data);
-                    } else {
-                        record.push(TAG_PACK_CRC);
-                        record.extend_from_slice(&self.packs.append(&data)?.encode());
-                        record.extend_from_slice(&crc32fast::hash(&data).to_le_bytes());
-                    }
-                    batch.insert(k, record);
-                    continue;
-                }
-                batch.remove(k);
+        for (id, data) in bodies {
+            let key = body_key(&id);
+            if let Some(old) = self.db.get(&key).map_err(Error::database)?
+                && let Some((&(TAG_PACK | TAG_PACK_CRC), rest)) = old.split_first()
+            {
+                freed.push(PackLocation::decode(&rest[..rest.len().min(16)])?);
+            }
+            let Some(data) = data else {
+                batch.remove(key);
                 continue;
+            };
+            let mut record = Vec::with_capacity(21);
+            if data.len() <= INLINE_MAX {
+                record.push(TAG_INLINE);
+                record.extend_from_slice(&data);
+            } else {
+                record.push(TAG_PACK_CRC);
+                record.extend_from_slice(&self.packs.append(&data)?.encode());
+                record.extend_from_slice(&crc32fast::hash(&data).to_le_bytes());
             }
-            match v {
-                Some(v) => batch.insert(k, v.as_ref()),
-                None => batch.remove(k),
-            }
+            batch.insert(key, record);
         }
         self.db.apply_batch(batch).map_err(Error::database)?;
         for loc in freed {
@@ -406,34 +506,32 @@ impl Packs {
     }
 }
 
-/// An in-memory map; nothing survives the process.
+/// In memory: an ordered map of records and a map of bodies under one lock; nothing
+/// survives the process.
 #[derive(Debug, Default)]
 pub struct MemKv {
-    map: RwLock<BTreeMap<Vec<u8>, Bytes>>,
+    maps: RwLock<Maps>,
+}
+
+#[derive(Debug, Default)]
+struct Maps {
+    records: BTreeMap<Vec<u8>, Bytes>,
+    bodies: BTreeMap<Vec<u8>, Bytes>,
 }
 
 impl MemKv {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<Vec<u8>, Bytes>> {
-        self.map.read().unwrap_or_else(|p| p.into_inner())
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Maps> {
+        self.maps.read().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 impl Kv for MemKv {
     fn get(&self, key: &[u8]) -> Result<Option<Bytes>, Error> {
-        Ok(self.read().get(key).cloned())
-    }
-
-    fn get_body(&self, key: &[u8]) -> Result<Option<Body>, Error> {
-        // Nothing can change a body held in memory.
-        Ok(self
-            .read()
-            .get(key)
-            .cloned()
-            .map(|data| Body { data, intact: true }))
+        Ok(self.read().records.get(key).cloned())
     }
 
     fn contains(&self, key: &[u8]) -> Result<bool, Error> {
-        Ok(self.read().contains_key(key))
+        Ok(self.read().records.contains_key(key))
     }
 
     fn range(
@@ -442,21 +540,59 @@ impl Kv for MemKv {
         end: &[u8],
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Bytes)>, Error> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
         Ok(self
             .read()
+            .records
             .range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)))
             .take(limit)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect())
     }
 
+    fn get_body(&self, id: &[u8]) -> Result<Option<Body>, Error> {
+        // Nothing can change a body held in memory.
+        Ok(self
+            .read()
+            .bodies
+            .get(id)
+            .cloned()
+            .map(|data| Body { data, intact: true }))
+    }
+
+    fn contains_body(&self, id: &[u8]) -> Result<bool, Error> {
+        Ok(self.read().bodies.contains_key(id))
+    }
+
+    fn body_ids(&self, start: &[u8], limit: usize) -> Result<Vec<Vec<u8>>, Error> {
+        Ok(self
+            .read()
+            .bodies
+            .range::<[u8], _>((Bound::Included(start), Bound::Unbounded))
+            .take(limit)
+            .map(|(k, _)| k.clone())
+            .collect())
+    }
+
     fn apply(&self, writes: Vec<Write>) -> Result<(), Error> {
-        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
-        for (k, v) in writes {
-            match v {
-                Some(v) => map.insert(k, v),
-                None => map.remove(&k),
-            };
+        let mut maps = self.maps.write().unwrap_or_else(|p| p.into_inner());
+        for write in writes {
+            match write {
+                Write::Put { key, value } => {
+                    maps.records.insert(key, value);
+                }
+                Write::Delete { key } => {
+                    maps.records.remove(&key);
+                }
+                Write::PutBody { id, data } => {
+                    maps.bodies.insert(id, data);
+                }
+                Write::DeleteBody { id } => {
+                    maps.bodies.remove(&id);
+                }
+            }
         }
         Ok(())
     }
@@ -470,8 +606,13 @@ impl Kv for MemKv {
 mod tests {
     use super::*;
 
-    fn body_key(n: u8) -> Vec<u8> {
-        vec![BODY_PREFIX, n]
+    /// The sled key of body `[n]`'s record.
+    fn raw(n: u8) -> Vec<u8> {
+        body_key(&[n])
+    }
+
+    fn put_body(n: u8, data: Bytes) -> Write {
+        Write::PutBody { id: vec![n], data }
     }
 
     fn open() -> (tempfile::TempDir, SledKv) {
@@ -484,12 +625,11 @@ mod tests {
     fn pack_bodies_carry_a_checksum_that_reads_check() {
         let (_dir, kv) = open();
         let data = Bytes::from((0..70_000u32).map(|i| (i * 7) as u8).collect::<Vec<u8>>());
-        kv.apply(vec![(body_key(1), Some(data.clone()))])
-            .expect("apply");
-        let record = kv.db.get(body_key(1)).expect("get").expect("record");
+        kv.apply(vec![put_body(1, data.clone())]).expect("apply");
+        let record = kv.db.get(raw(1)).expect("get").expect("record");
         assert_eq!(record[0], TAG_PACK_CRC);
         assert_eq!(record.len(), 21);
-        let body = kv.get_body(&body_key(1)).expect("read").expect("body");
+        let body = kv.get_body(&[1]).expect("read").expect("body");
         assert!(body.intact);
         assert_eq!(body.data, data);
 
@@ -498,7 +638,7 @@ mod tests {
         let mut byte = [0u8; 1];
         seg.read_exact_at(&mut byte, 5000).expect("read byte");
         seg.write_all_at(&[byte[0] ^ 1], 5000).expect("write byte");
-        let body = kv.get_body(&body_key(1)).expect("read").expect("body");
+        let body = kv.get_body(&[1]).expect("read").expect("body");
         assert!(!body.intact);
         assert_ne!(body.data, data);
         seg.write_all_at(&byte, 5000).expect("restore byte");
@@ -507,8 +647,8 @@ mod tests {
         // the bytes, finds them good and returns the block).
         let mut bad = record.to_vec();
         bad[20] ^= 0xff;
-        kv.db.insert(body_key(1), bad).expect("insert");
-        let body = kv.get_body(&body_key(1)).expect("read").expect("body");
+        kv.db.insert(raw(1), bad).expect("insert");
+        let body = kv.get_body(&[1]).expect("read").expect("body");
         assert!(!body.intact);
         assert_eq!(body.data, data);
     }
@@ -517,37 +657,238 @@ mod tests {
     fn records_without_a_checksum_and_inline_bodies_read_unchecked() {
         let (_dir, kv) = open();
         let data = Bytes::from(vec![9u8; 10_000]);
-        kv.apply(vec![(body_key(1), Some(data.clone()))])
-            .expect("apply");
+        kv.apply(vec![put_body(1, data.clone())]).expect("apply");
         // A record as stores wrote it before checksums: the tag and the location only.
-        let record = kv.db.get(body_key(1)).expect("get").expect("record");
+        let record = kv.db.get(raw(1)).expect("get").expect("record");
         let mut old = vec![TAG_PACK];
         old.extend_from_slice(&record[1..17]);
-        kv.db.insert(body_key(2), old).expect("insert");
-        let body = kv.get_body(&body_key(2)).expect("read").expect("body");
+        kv.db.insert(raw(2), old).expect("insert");
+        let body = kv.get_body(&[2]).expect("read").expect("body");
         assert!(!body.intact);
         assert_eq!(body.data, data);
-        assert_eq!(kv.get(&body_key(2)).expect("get"), Some(data));
 
-        kv.apply(vec![(body_key(3), Some(Bytes::from_static(b"small")))])
+        kv.apply(vec![put_body(3, Bytes::from_static(b"small"))])
             .expect("apply");
-        let body = kv.get_body(&body_key(3)).expect("read").expect("body");
+        let body = kv.get_body(&[3]).expect("read").expect("body");
         assert!(!body.intact);
         assert_eq!(&body.data[..], b"small");
-        assert!(kv.get_body(&body_key(4)).expect("read").is_none());
+        assert!(kv.get_body(&[4]).expect("read").is_none());
 
         // Removing the old-style record frees its body's space like a new one.
-        kv.apply(vec![(body_key(2), None)]).expect("remove");
-        assert!(kv.get_body(&body_key(2)).expect("read").is_none());
+        kv.apply(vec![Write::DeleteBody { id: vec![2] }])
+            .expect("remove");
+        assert!(kv.get_body(&[2]).expect("read").is_none());
     }
 
     #[test]
     fn memory_bodies_are_intact() {
         let kv = MemKv::default();
-        kv.apply(vec![(body_key(1), Some(Bytes::from_static(b"abc")))])
+        kv.apply(vec![put_body(1, Bytes::from_static(b"abc"))])
             .expect("apply");
-        let body = kv.get_body(&body_key(1)).expect("read").expect("body");
+        let body = kv.get_body(&[1]).expect("read").expect("body");
         assert!(body.intact);
         assert_eq!(&body.data[..], b"abc");
+    }
+
+    /// Records and bodies are separate namespaces: the same bytes name both, ranges list
+    /// records only, and `body_ids` lists bodies only.
+    fn namespaces_are_separate(kv: &impl Kv) {
+        let big = Bytes::from(vec![5u8; 3 * INLINE_MAX]);
+        kv.apply(vec![
+            Write::Put {
+                key: b"A1".to_vec(),
+                value: Bytes::from_static(b"a"),
+            },
+            Write::Put {
+                key: b"C1".to_vec(),
+                value: Bytes::from_static(b"c"),
+            },
+            Write::PutBody {
+                id: b"C1".to_vec(),
+                data: big.clone(),
+            },
+            Write::PutBody {
+                id: b"A1".to_vec(),
+                data: Bytes::from_static(b"inline"),
+            },
+        ])
+        .expect("apply");
+        assert_eq!(kv.get(b"C1").expect("get"), Some(Bytes::from_static(b"c")));
+        assert_eq!(kv.get_body(b"C1").expect("get").expect("body").data, big);
+        let all: Vec<Vec<u8>> = kv
+            .range(&[], &[0xff], usize::MAX)
+            .expect("range")
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(all, [b"A1".to_vec(), b"C1".to_vec()]);
+        assert_eq!(kv.range(&[], &[0xff], 1).expect("range").len(), 1);
+        assert_eq!(
+            kv.body_ids(&[], usize::MAX).expect("ids"),
+            [b"A1".to_vec(), b"C1".to_vec()]
+        );
+        assert_eq!(
+            kv.body_ids(b"B", usize::MAX).expect("ids"),
+            [b"C1".to_vec()]
+        );
+
+        // Removing the record leaves the body of the same name, and the other way round.
+        kv.apply(vec![
+            Write::Delete {
+                key: b"C1".to_vec(),
+            },
+            Write::DeleteBody { id: b"A1".to_vec() },
+        ])
+        .expect("apply");
+        assert!(!kv.contains(b"C1").expect("contains"));
+        assert!(kv.contains_body(b"C1").expect("contains"));
+        assert!(kv.contains(b"A1").expect("contains"));
+        assert!(!kv.contains_body(b"A1").expect("contains"));
+
+        // A body put and removed in one batch is gone; the last write wins.
+        kv.apply(vec![
+            put_body(7, big.clone()),
+            Write::DeleteBody { id: vec![7] },
+            put_body(8, Bytes::from_static(b"first")),
+            put_body(8, Bytes::from_static(b"second")),
+        ])
+        .expect("apply");
+        assert!(!kv.contains_body(&[7]).expect("contains"));
+        let body = kv.get_body(&[8]).expect("get").expect("body");
+        assert_eq!(&body.data[..], b"second");
+    }
+
+    #[test]
+    fn records_and_bodies_are_separate_namespaces() {
+        namespaces_are_separate(&MemKv::default());
+        let (_dir, kv) = open();
+        namespaces_are_separate(&kv);
+    }
+
+    /// Batches that each write a body and the record that refers to it (and later remove
+    /// both) are seen whole by a concurrent reader: never a record without its body, nor a
+    /// body without its record.
+    fn body_and_record_are_atomic(kv: &impl Kv) {
+        const N: u8 = 200;
+        let body = Bytes::from(vec![1u8; INLINE_MAX + 1]);
+        fn record(i: u8) -> Vec<u8> {
+            vec![b'M', i]
+        }
+        // Runs `writes` for every `i` on one thread while another looks at body, record
+        // and body again: `seen(body, record, body)` must hold.
+        fn watch(
+            kv: &impl Kv,
+            writes: impl Fn(u8) -> Vec<Write> + Sync,
+            seen: fn(bool, bool, bool) -> bool,
+        ) {
+            let done = std::sync::atomic::AtomicBool::new(false);
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    for i in 0..N {
+                        kv.apply(writes(i)).expect("apply");
+                    }
+                    done.store(true, std::sync::atomic::Ordering::Release);
+                });
+                let mut rounds = 0;
+                while !done.load(std::sync::atomic::Ordering::Acquire) || rounds < 10 {
+                    for i in 0..N {
+                        let a = kv.contains_body(&[i]).expect("body");
+                        let b = kv.contains(&record(i)).expect("record");
+                        let c = kv.contains_body(&[i]).expect("body");
+                        assert!(seen(a, b, c), "body {i} and its record seen apart");
+                    }
+                    rounds += 1;
+                }
+            });
+        }
+        // While both only appear, a body seen implies its record seen after, and a record
+        // seen implies its body seen after.
+        watch(
+            kv,
+            |i| {
+                vec![
+                    put_body(i, body.clone()),
+                    Write::Put {
+                        key: record(i),
+                        value: Bytes::new(),
+                    },
+                ]
+            },
+            |a, b, c| (!a || b) && (!b || c),
+        );
+        // While both only disappear, the same with absence.
+        watch(
+            kv,
+            |i| {
+                vec![
+                    Write::Delete { key: record(i) },
+                    Write::DeleteBody { id: vec![i] },
+                ]
+            },
+            |a, b, c| (a || !b) && (b || !c),
+        );
+        assert!(kv.body_ids(&[], usize::MAX).expect("ids").is_empty());
+        assert!(
+            kv.range(&[], &[0xff], usize::MAX)
+                .expect("range")
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_body_and_its_record_change_together() {
+        body_and_record_are_atomic(&MemKv::default());
+        let (_dir, kv) = open();
+        body_and_record_are_atomic(&kv);
+    }
+
+    #[test]
+    fn sled_refuses_reserved_keys_without_writing_anything() {
+        let (dir, kv) = open();
+        let data = Bytes::from(vec![3u8; 2 * INLINE_MAX]);
+        let batch = vec![
+            put_body(1, data.clone()),
+            Write::Put {
+                key: b"M1".to_vec(),
+                value: Bytes::new(),
+            },
+            Write::Put {
+                key: raw(1),
+                value: Bytes::new(),
+            },
+        ];
+        assert!(matches!(kv.apply(batch), Err(Error::ReservedKey { .. })));
+        assert!(!kv.contains_body(&[1]).expect("contains"));
+        assert!(!kv.contains(b"M1").expect("contains"));
+        // Bodies' records are not metadata.
+        kv.apply(vec![put_body(1, data.clone())]).expect("apply");
+        assert!(!kv.contains(&raw(1)).expect("contains"));
+        assert_eq!(kv.get(&raw(1)).expect("get"), None);
+
+        // A body and its record survive a reopen together, and go together.
+        let record = || Write::Put {
+            key: b"M1".to_vec(),
+            value: Bytes::from_static(b"meta"),
+        };
+        kv.apply(vec![put_body(2, data.clone()), record()])
+            .expect("apply");
+        kv.flush().expect("flush");
+        drop(kv);
+        let kv = SledKv::open(dir.path(), 1 << 20).expect("reopen");
+        assert_eq!(kv.get_body(&[2]).expect("get").expect("body").data, data);
+        assert!(kv.contains(b"M1").expect("contains"));
+        kv.apply(vec![
+            Write::DeleteBody { id: vec![2] },
+            Write::Delete {
+                key: b"M1".to_vec(),
+            },
+        ])
+        .expect("apply");
+        kv.flush().expect("flush");
+        drop(kv);
+        let kv = SledKv::open(dir.path(), 1 << 20).expect("reopen");
+        assert!(!kv.contains_body(&[2]).expect("contains"));
+        assert!(!kv.contains(b"M1").expect("contains"));
+        assert!(kv.contains_body(&[1]).expect("contains"));
     }
 }

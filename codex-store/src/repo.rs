@@ -225,10 +225,12 @@ impl Repo<MemKv> {
     }
 }
 
-/// A batch under construction: reads see its own pending writes.
+/// A batch under construction: reads of records see its own pending writes.
 struct Txn<'a, K> {
     kv: &'a K,
     writes: HashMap<Vec<u8>, Option<Bytes>>,
+    /// Pending body writes by body id: `Some` puts, `None` removes.
+    bodies: HashMap<Vec<u8>, Option<Bytes>>,
     counters: Counters,
 }
 
@@ -237,6 +239,7 @@ impl<'a, K: Kv> Txn<'a, K> {
         Txn {
             kv,
             writes: HashMap::new(),
+            bodies: HashMap::new(),
             counters,
         }
     }
@@ -291,7 +294,8 @@ impl<'a, K: Kv> Txn<'a, K> {
         }
         c.used += size;
         c.blocks += 1;
-        self.put(keys::block(&cid), block.data().clone());
+        self.bodies
+            .insert(keys::body(&cid), Some(block.data().clone()));
         self.put(keys::meta(&cid), Meta { refs, expiry, size }.encode());
         self.put(keys::expiry(expiry, &cid), Bytes::new());
         if cid.codec() == codec::MANIFEST {
@@ -301,7 +305,7 @@ impl<'a, K: Kv> Txn<'a, K> {
     }
 
     fn remove_block(&mut self, cid: &Cid, m: Meta) {
-        self.del(keys::block(cid));
+        self.bodies.insert(keys::body(cid), None);
         self.del(keys::meta(cid));
         self.del(keys::expiry(m.expiry, cid));
         self.del(keys::manifest(cid));
@@ -361,7 +365,15 @@ impl<'a, K: Kv> Txn<'a, K> {
     fn into_writes(mut self) -> (Vec<Write>, Counters) {
         self.writes
             .insert(keys::COUNTERS.to_vec(), Some(self.counters.encode()));
-        (self.writes.into_iter().collect(), self.counters)
+        let bodies = self.bodies.into_iter().map(|(id, data)| match data {
+            Some(data) => Write::PutBody { id, data },
+            None => Write::DeleteBody { id },
+        });
+        let records = self.writes.into_iter().map(|(key, value)| match value {
+            Some(value) => Write::Put { key, value },
+            None => Write::Delete { key },
+        });
+        (bodies.chain(records).collect(), self.counters)
     }
 }
 
@@ -481,7 +493,7 @@ impl<K: Kv> Inner<K> {
 
     fn body(&self, cid: &Cid) -> CoreResult<Body> {
         self.kv
-            .get_body(&keys::block(cid))?
+            .get_body(&keys::body(cid))?
             .ok_or(CoreError::not_found(*cid))
     }
 
@@ -868,15 +880,15 @@ impl<K: Kv> Inner<K> {
         for (key, v) in &metas {
             let m = Meta::decode(key, v)?;
             let cid = Cid::from_bytes(&key[1..])?;
-            match self.kv.get(&keys::block(&cid))? {
-                Some(data) if data.len() as u64 == m.size => {}
+            match self.kv.get_body(&keys::body(&cid))? {
+                Some(body) if body.data.len() as u64 == m.size => {}
                 Some(_) => problems.push(format!("block {cid}: size differs from its record")),
                 None => problems.push(format!("block {cid}: record without data")),
             }
             used += m.size;
             blocks += 1;
         }
-        let data_count = all(keys::BLOCK)?.len() as u64;
+        let data_count = self.kv.body_ids(&[], usize::MAX)?.len() as u64;
         if data_count != blocks {
             problems.push(format!(
                 "{data_count} blocks stored, {blocks} block records"
@@ -892,7 +904,7 @@ impl<K: Kv> Inner<K> {
         for (key, v) in all(keys::LEAF)? {
             let (cid, _) = decode_leaf(&key, &v)?;
             let is_ref = v.first().is_some_and(|b| b & LEAF_REF != 0);
-            if !is_ref && !self.kv.contains(&keys::block(&cid))? {
+            if !is_ref && !self.kv.contains_body(&keys::body(&cid))? {
                 problems.push(format!("leaf {} points at missing block {cid}", hex(&key)));
             }
         }
@@ -941,7 +953,9 @@ impl<K: Kv> Inner<K> {
     fn has_leaf(&self, tree: &Cid, index: u64) -> CoreResult<bool> {
         let key = keys::leaf(tree, index);
         match self.kv.get(&key)? {
-            Some(v) => Ok(self.kv.contains(&keys::block(&decode_leaf(&key, &v)?.0))?),
+            Some(v) => Ok(self
+                .kv
+                .contains_body(&keys::body(&decode_leaf(&key, &v)?.0))?),
             None => Ok(false),
         }
     }
@@ -1039,7 +1053,7 @@ impl<K: Kv> BlockRead for Repo<K> {
     }
 
     async fn has_block(&self, cid: &Cid) -> CoreResult<bool> {
-        Ok(self.inner.kv.contains(&keys::block(cid))?)
+        Ok(self.inner.kv.contains_body(&keys::body(cid))?)
     }
 
     async fn has_leaf(&self, tree: &Cid, index: u64) -> CoreResult<bool> {
