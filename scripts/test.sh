@@ -22,4 +22,5 @@ fi
 
 cargo test --workspace --locked
 cargo run --locked --example custom_swarm
+cargo run --locked --example store_and_erasure
 FUZZ_SECONDS="${FUZZ_SECONDS:-5}" scripts/fuzz.sh
