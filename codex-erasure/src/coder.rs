@@ -1,4 +1,10 @@
-//! One column at a time: the synchronous Reed-Solomon work.
+//! One column at a time: the synchronous Reed-Solomon work, without a store or a
+//! runtime. A column is one codeword: K data shards and M parity shards, all the same
+//! length (a block each in a dataset). The dataset functions of the crate root call these
+//! on the rayon pool; call them directly to code your own shards.
+//!
+//! A coder holds megabytes of work space: pass the same `&mut Option<_>` to successive
+//! calls, or use the `_cached` forms, which keep one per thread.
 
 use std::cell::RefCell;
 
@@ -15,11 +21,20 @@ thread_local! {
 }
 
 /// [`encode_column`] with the calling thread's encoder, kept between calls.
+///
+/// # Errors
+/// As [`encode_column`].
 pub fn encode_column_cached(m: usize, data: &[Bytes], shard_bytes: usize) -> Result<Vec<Bytes>> {
     ENCODER.with_borrow_mut(|enc| encode_column(enc, m, data, shard_bytes))
 }
 
 /// [`decode_column`] with the calling thread's decoder, kept between calls.
+///
+/// # Errors
+/// As [`decode_column`].
+///
+/// # Panics
+/// As [`decode_column`].
 pub fn decode_column_cached(
     k: usize,
     column: u64,
@@ -29,8 +44,14 @@ pub fn decode_column_cached(
     DECODER.with_borrow_mut(|dec| decode_column(dec, k, column, shards, shard_bytes))
 }
 
-/// Computes the M parity shards of one column from its K data shards (all `shard_bytes`
-/// long). `encoder` is reused between calls when given.
+/// Computes the M parity shards of one column from its K data shards (K = `data.len()`,
+/// each `shard_bytes` long). `encoder` is reused between calls when given and filled in
+/// when `None`.
+///
+/// # Errors
+/// [`Error::Codec`] when reed-solomon-simd refuses the shards: K and M beyond its limits
+/// (see [`crate::check_params`]), a shard that is not `shard_bytes` long, or
+/// `shard_bytes` that is 0 or odd.
 pub fn encode_column(
     encoder: &mut Option<ReedSolomonEncoder>,
     m: usize,
@@ -59,8 +80,14 @@ pub fn encode_column(
 /// (`shards[row]`, `None` where missing). Data shards that are present are returned as
 /// they are.
 ///
+/// `column` only names the column in errors.
+///
 /// # Errors
-/// [`Error::NotEnoughShards`] (naming `column`) when fewer than K are present.
+/// [`Error::NotEnoughShards`] (naming `column`) when fewer than K are present;
+/// [`Error::Codec`] for shards the library refuses (as in [`encode_column`]).
+///
+/// # Panics
+/// If `shards` has fewer than `k` entries.
 pub fn decode_column(
     decoder: &mut Option<ReedSolomonDecoder>,
     k: usize,

@@ -24,7 +24,8 @@ const READ_CHUNK: usize = 64;
 /// Leaves written per store call.
 const LEAF_BATCH: usize = 4096;
 
-/// Reports progress as `(columns done, columns in all)`.
+/// Reports progress as `(columns done, columns in all)`; called after every batch of
+/// columns, from the coding task, so it should return quickly.
 pub type Progress = Arc<dyn Fn(u64, u64) + Send + Sync>;
 
 /// The knobs of erasure coding; [`Options::default`] suits most uses.
@@ -92,6 +93,12 @@ pub async fn encode<S: BlockStore + ?Sized>(
 }
 
 /// [`encode`] with [`Options`].
+///
+/// # Errors
+/// As [`encode`].
+///
+/// # Cancel safety
+/// Dropping the future undoes everything it stored (its write session is abandoned).
 pub async fn encode_with<S: BlockStore + ?Sized>(
     store: &S,
     manifest: &Manifest,
@@ -115,13 +122,21 @@ pub async fn encode_with<S: BlockStore + ?Sized>(
 /// were rebuilt.
 ///
 /// # Errors
+/// [`Error::WrongManifest`] for a manifest that is not protected,
 /// [`Error::NotEnoughShards`] naming the first column with fewer than K blocks,
-/// [`Error::TreeMismatch`] when the rebuilt data is not the original. Nothing is stored then.
+/// [`Error::TreeMismatch`] when the rebuilt data is not the original, or the store's
+/// errors. Nothing is stored then.
 pub async fn decode<S: BlockStore + ?Sized>(store: &S, manifest: &Manifest) -> Result<u64> {
     decode_with(store, manifest, &Options::default()).await
 }
 
 /// [`decode`] with [`Options`].
+///
+/// # Errors
+/// As [`decode`].
+///
+/// # Cancel safety
+/// Dropping the future undoes everything it stored (its write session is abandoned).
 pub async fn decode_with<S: BlockStore + ?Sized>(
     store: &S,
     manifest: &Manifest,
@@ -150,8 +165,9 @@ pub async fn decode_with<S: BlockStore + ?Sized>(
 /// are kept. Returns how many blocks were rebuilt.
 ///
 /// # Errors
-/// [`Error::NoSuchSlot`], [`Error::NotEnoughShards`], [`Error::TreeMismatch`]; nothing
-/// is stored then.
+/// [`Error::WrongManifest`] for a manifest that is not protected,
+/// [`Error::NoSuchSlot`], [`Error::NotEnoughShards`], [`Error::TreeMismatch`], or the
+/// store's errors; nothing is stored then.
 pub async fn repair<S: BlockStore + ?Sized>(
     store: &S,
     manifest: &Manifest,
@@ -161,6 +177,12 @@ pub async fn repair<S: BlockStore + ?Sized>(
 }
 
 /// [`repair`] with [`Options`].
+///
+/// # Errors
+/// As [`repair`].
+///
+/// # Cancel safety
+/// Dropping the future undoes everything it stored (its write session is abandoned).
 pub async fn repair_with<S: BlockStore + ?Sized>(
     store: &S,
     manifest: &Manifest,
@@ -194,7 +216,13 @@ pub async fn repair_with<S: BlockStore + ?Sized>(
 
 /// Rebuilds one data block of a protected dataset from its column, without storing it:
 /// for reading a file while some of its blocks are missing. Each block used is checked
-/// against its CID; the result is as good as they are.
+/// against its CID (a damaged one counts as missing); the result is as good as they are.
+/// Costs reading the K+M blocks of the column and decoding one codeword.
+///
+/// # Errors
+/// [`Error::WrongManifest`] for a manifest that is not protected or an `index` beyond
+/// the data rows, [`Error::NotEnoughShards`] when fewer than K blocks of the column are
+/// present, or the store's errors.
 pub async fn recover_block<S: BlockRead + ?Sized>(
     store: &S,
     manifest: &Manifest,

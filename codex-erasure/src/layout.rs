@@ -1,5 +1,5 @@
 //! Codex's stepped layout (reference §3.3): the protected dataset as a matrix of K+M rows
-//! by `steps` columns, stored row-major.
+//! by `steps` columns, stored row-major. Pure arithmetic: no store, no coding.
 
 use crate::error::{Error, Result};
 
@@ -9,6 +9,21 @@ use crate::error::{Error, Result};
 /// keeps index `i`; indices `blocks..rounded` are zero padding), rows `K..K+M` the parity:
 /// parity row `j` of column `s` is at `rounded + j*steps + s`. Column `s` is one
 /// Reed-Solomon codeword; slot `i` is row `i`.
+///
+/// ```
+/// use codex_erasure::Layout;
+///
+/// // 10 blocks with K = 3, M = 2: 4 columns, parity from index 12, 20 blocks in all.
+/// let layout = Layout::new(10, 3, 2)?;
+/// assert_eq!((layout.steps, layout.rounded(), layout.encoded_blocks()), (4, 12, 20));
+/// // Column 1 holds data blocks 1, 5, 9 and parity blocks 13, 17.
+/// let column: Vec<u64> = (0..5).map(|row| layout.index(row, 1)).collect();
+/// assert_eq!(column, [1, 5, 9, 13, 17]);
+/// // Blocks 10 and 11 are padding; slot 4 (the second parity row) is blocks 16..20.
+/// assert!(layout.is_padding(10) && layout.is_padding(11));
+/// assert_eq!(layout.slot(4), 16..20);
+/// # Ok::<(), codex_erasure::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Layout {
     /// Data rows (K).
@@ -68,6 +83,10 @@ impl Layout {
 
 /// Checks K and M against Codex's rules as we relax them (K = 1 and M > K allowed) and
 /// the Reed-Solomon library's limits.
+///
+/// # Errors
+/// [`Error::InvalidParams`] when K or M is 0, or K + M is beyond what Reed-Solomon over
+/// GF(2^16) supports.
 pub fn check_params(k: usize, m: usize) -> Result<()> {
     if k == 0 || m == 0 {
         return Err(Error::InvalidParams {
