@@ -1,56 +1,85 @@
-//! The smallest program that embeds the SDK: two nodes in this process, on loopback.
-//! The first stores some bytes; the second fetches them over libp2p (block exchange,
-//! every block checked against the dataset's tree) and reads them back.
+//! The SDK embedded in an app: two nodes in this process, on loopback, without HTTP,
+//! driven through the typed API ([`codex::node::Handle`]). The first adds some bytes;
+//! the second fetches them over libp2p (block exchange, every block checked against the
+//! dataset's tree), reads them back, lists and deletes them.
 //!
 //! ```text
 //! cargo run --example embed
 //! ```
 
 use bytes::Bytes;
+use codex::Node;
 use codex::net::NetConfig;
-use codex::{Node, NodeConfig};
 use futures::TryStreamExt;
 
-/// A node with its store in `dir`, its API on a free port and libp2p on loopback.
+/// A node with its store in `dir` and libp2p on loopback; no REST API.
 async fn node(
     dir: &std::path::Path,
     bootstrap: Vec<codex::net::Multiaddr>,
 ) -> anyhow::Result<Node> {
-    Ok(Node::start(NodeConfig {
-        data_dir: dir.to_path_buf(),
-        api_port: 0,
-        network: Some(NetConfig {
+    Ok(Node::builder()
+        .data_dir(dir)
+        .storage_quota(1 << 30)
+        .network_config(NetConfig {
             listen_addrs: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
             bootstrap,
             ..NetConfig::default()
-        }),
-        ..NodeConfig::default()
-    })
-    .await?)
+        })
+        .start()
+        .await?)
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
 
-    // Node A stores the bytes and announces the dataset.
+    // Node A adds the bytes and announces the dataset.
     let a = node(&dir.path().join("a"), vec![]).await?;
     let data = Bytes::from("Hello from an embedded Codex node!\n".repeat(5000));
     let source = futures::stream::iter([Ok::<_, std::io::Error>(data.clone())]);
-    let cid = a.upload(source, Default::default()).await?;
-    println!("A stored {} bytes as {cid}", data.len());
+    let options = codex::node::UploadOptions {
+        filename: Some("hello.txt".into()),
+        mimetype: Some("text/plain".into()),
+        block_size: None,
+    };
+    let added = a.add(source, options).await?;
+    println!(
+        "A stored {} bytes as {} ({} blocks)",
+        data.len(),
+        added.cid,
+        added.manifest.blocks_count()
+    );
 
     // Node B knows A as its bootstrap peer, finds A as the provider and downloads.
     let b = node(&dir.path().join("b"), a.addresses().await?).await?;
-    let fetched = b.fetch(cid).await?;
-    let read: Vec<Bytes> = b.download(cid).await?.stream.try_collect().await?;
+    let fetched = b.fetch(added.cid).await?;
+    let read: Vec<Bytes> = b.read(added.cid).await?.stream.try_collect().await?;
     anyhow::ensure!(read.concat() == data, "B read other bytes than A stored");
     println!(
-        "B fetched {cid} over libp2p ({} blocks) and read the same {} bytes",
+        "B fetched {} over libp2p ({} blocks) and read the same {} bytes",
+        added.cid,
         fetched.blocks_count(),
         data.len()
     );
-    println!("next: the REST API of A is at {}/data", a.api_url());
+
+    // A handle is cheap to clone and usable from any task.
+    let handle = b.handle();
+    let listed = tokio::spawn(async move { handle.list().await }).await??;
+    anyhow::ensure!(
+        listed
+            .iter()
+            .any(|(cid, m)| *cid == added.cid && m.filename.as_deref() == Some("hello.txt")),
+        "B does not list the dataset"
+    );
+    b.delete(added.cid).await?;
+    anyhow::ensure!(
+        b.list().await?.is_empty(),
+        "B still lists a deleted dataset"
+    );
+    println!(
+        "B listed the dataset, deleted it, and holds {} blocks",
+        b.space().await?.total_blocks
+    );
 
     b.shutdown().await?;
     a.shutdown().await?;

@@ -130,7 +130,7 @@ async fn three_hosts_fill_a_request_with_real_proofs_and_prove_again() -> anyhow
 
     // Refused before anything is spent.
     let market = client.market().context("no market")?.client().clone();
-    let balance = market.balance().await?;
+    let balance = market.balance_of(market.account()).await?;
     let ok = json!({
         "duration": "3600", "proofProbability": "1", "pricePerBytePerSecond": "1",
         "collateralPerByte": "1", "expiry": "600", "nodes": 3, "tolerance": 1,
@@ -157,7 +157,11 @@ async fn three_hosts_fill_a_request_with_real_proofs_and_prove_again() -> anyhow
         assert_eq!(s, status, "{body}: {text}");
         assert!(!text.is_empty(), "a message says why");
     }
-    assert_eq!(market.balance().await?, balance, "nothing was spent");
+    assert_eq!(
+        market.balance_of(market.account()).await?,
+        balance,
+        "nothing was spent"
+    );
 
     let r = http
         .post(format!("{}/storage/request/{cid}", client.api_url()))

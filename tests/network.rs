@@ -86,12 +86,7 @@ async fn a_protected_dataset_downloads_whole_from_a_peer_missing_two_slots() -> 
     tokio::time::sleep(Duration::from_millis(300)).await;
     let manifest = c.fetch(protected_cid).await?;
     assert_eq!(manifest, protected);
-    let read: Vec<Bytes> = c
-        .download(protected_cid)
-        .await?
-        .stream
-        .try_collect()
-        .await?;
+    let read: Vec<Bytes> = c.read(protected_cid).await?.stream.try_collect().await?;
     assert!(
         read.concat() == bytes,
         "the file, rebuilt where no peer had it"

@@ -1,7 +1,5 @@
 //! Codex's REST API (reference §7), under `/api/codex/v1`.
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -9,7 +7,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use codex_core::prelude::*;
-use codex_core::{Cid, Manifest, codec};
+use codex_core::{Cid, Manifest};
 use futures::TryStreamExt;
 use serde_json::{Value, json};
 
@@ -20,22 +18,12 @@ use crate::node::data::{self, UploadOptions};
 mod market;
 #[cfg(feature = "net")]
 mod net;
-#[cfg(feature = "net")]
-use net::{announce, withdraw};
 
 /// The API's base path.
 pub const BASE: &str = "/api/codex/v1";
 
-/// Shared state of the handlers.
-#[derive(Clone, Debug)]
-pub(crate) struct ApiState {
-    pub(crate) store: Arc<dyn BlockStore>,
-    #[cfg(feature = "net")]
-    pub(crate) network: Option<codex_net::Network>,
-    pub(crate) data_dir: String,
-    #[cfg(feature = "market")]
-    pub(crate) market: Option<Arc<crate::node::market::Market>>,
-}
+/// Shared state of the handlers: the node's typed API, which they translate to.
+pub(crate) type ApiState = crate::node::Handle;
 
 /// The router of every endpoint the node serves. The routes of a feature the crate is
 /// built without answer 503, as Codex's do on a node without that part.
@@ -225,9 +213,8 @@ async fn upload(
         mimetype,
         block_size: None,
     };
-    let cid = data::store_stream(Arc::clone(&st.store), body.into_data_stream(), options).await?;
+    let cid = st.add(body.into_data_stream(), options).await?.cid;
     tracing::info!(%cid, "stored an upload");
-    announce(&st, cid);
     Ok(cid.to_string())
 }
 
@@ -257,8 +244,7 @@ async fn erasure(
     axum::Json(p): axum::Json<ErasureParams>,
 ) -> Result<String, ApiError> {
     let cid = parse_cid(&cid)?;
-    let (protected, _) = data::erasure_encode(&*st.store, cid, p.k, p.m).await?;
-    announce(&st, protected);
+    let (protected, _) = st.erasure_encode(cid, p.k, p.m).await?;
     tracing::info!(%cid, %protected, k = p.k, m = p.m, "erasure-coded a dataset");
     Ok(protected.to_string())
 }
@@ -273,8 +259,7 @@ async fn verifiable(
 ) -> Result<axum::Json<Value>, ApiError> {
     let cid = parse_cid(&cid)?;
     let ec = body.map(|axum::Json(p)| (p.k, p.m));
-    let (verifiable, _, verify_root) = data::make_verifiable(&*st.store, cid, ec).await?;
-    announce(&st, verifiable);
+    let (verifiable, _, verify_root) = st.make_verifiable(cid, ec).await?;
     Ok(axum::Json(
         json!({ "cid": verifiable.to_string(), "verifyRoot": verify_root.to_string() }),
     ))
@@ -282,8 +267,7 @@ async fn verifiable(
 
 async fn list(State(st): State<ApiState>) -> Result<axum::Json<Value>, ApiError> {
     let content: Vec<Value> = st
-        .store
-        .manifests()
+        .list()
         .await?
         .iter()
         .map(|(cid, m)| json!({ "cid": cid.to_string(), "manifest": manifest_json(m) }))
@@ -296,7 +280,7 @@ async fn download(
     Path(cid): Path<String>,
 ) -> Result<Response, ApiError> {
     let cid = parse_cid(&cid)?;
-    let dataset = data::open(st.store, cid).await?;
+    let dataset = st.read(cid).await?;
     Ok(dataset_response(dataset))
 }
 
@@ -328,14 +312,7 @@ async fn delete(
     Path(cid): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let cid = parse_cid(&cid)?;
-    if cid.codec() == codec::MANIFEST && st.store.has_block(&cid).await? {
-        if let Ok(m) = Manifest::decode(st.store.get_block(&cid).await?.data()) {
-            withdraw(&st, cid, &m).await;
-        }
-        st.store.delete_dataset(&cid).await?;
-    } else {
-        st.store.delete_block(&cid).await?;
-    }
+    st.delete(cid).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -349,7 +326,7 @@ async fn exists(
 }
 
 async fn space(State(st): State<ApiState>) -> Result<axum::Json<Value>, ApiError> {
-    let s = st.store.space().await?;
+    let s = st.space().await?;
     Ok(axum::Json(json!({
         "totalBlocks": s.total_blocks,
         "quotaMaxBytes": s.quota_max_bytes,
@@ -381,14 +358,6 @@ async fn debug_info(State(st): State<ApiState>) -> axum::Json<Value> {
         "codex": { "version": env!("CARGO_PKG_VERSION"), "revision": "", "contracts": {} },
     }))
 }
-
-/// Without a network there is nobody to tell.
-#[cfg(not(feature = "net"))]
-fn announce(_: &ApiState, _: Cid) {}
-
-/// Without a network there is nobody to tell.
-#[cfg(not(feature = "net"))]
-async fn withdraw(_: &ApiState, _: Cid, _: &Manifest) {}
 
 #[cfg(test)]
 mod tests {

@@ -274,7 +274,7 @@ impl TaskSet {
 /// [`Marketplace`]; on chain a [`MarketplaceClient`]), the prover, the books the API
 /// shows, and the purchases' background tasks.
 #[derive(Debug)]
-pub struct Market<M = MarketplaceClient> {
+pub struct Market<M = Arc<dyn Marketplace>> {
     pub(crate) client: M,
     pub(crate) poll_interval: Duration,
     pub(crate) prover: Arc<ProverSetup>,
@@ -284,7 +284,7 @@ pub struct Market<M = MarketplaceClient> {
     pub(crate) tasks: TaskSet,
 }
 
-impl Market<MarketplaceClient> {
+impl Market {
     /// Connects to the marketplace (reads its configuration and token).
     ///
     /// # Errors
@@ -311,7 +311,7 @@ impl Market<MarketplaceClient> {
             .clone()
             .unwrap_or_else(|| data_dir.join("proof-keys"));
         Ok(Market::new(
-            client,
+            Arc::new(client) as Arc<dyn Marketplace>,
             ProverSetup::new(config.srs, config.proof_samples, key_dir),
             crate::node::sales::Sales::open(data_dir.join("sales").join("state.json")),
             config.poll_interval,

@@ -12,6 +12,7 @@
 #[cfg(feature = "rest")]
 pub mod api;
 pub mod data;
+mod handle;
 #[cfg(feature = "market")]
 pub mod market;
 #[cfg(feature = "net")]
@@ -37,11 +38,14 @@ use codex_core::prelude::*;
 use codex_store::{SledStore, StoreConfig};
 use futures::Stream;
 #[cfg(feature = "rest")]
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::Result;
 pub use crate::node::data::{Dataset, UploadOptions};
+pub use crate::node::handle::Handle;
+pub use codex_store::dataset::Added;
 
 /// A node's settings; the defaults are Codex's. Its `Debug` never shows the API token.
 #[derive(Clone)]
@@ -129,19 +133,19 @@ impl std::fmt::Debug for NodeConfig {
     }
 }
 
-/// A running node. Dropping it stops the API; call [`Node::shutdown`] to wait for that.
+/// A running node: its services ([`Handle`], to which it dereferences), its background
+/// tasks and, when asked for, the REST API. Build one with [`Node::builder`].
+///
+/// Every task the node starts (the expiry sweep, sales, the validator, the API server,
+/// announcing) is owned by it: [`Node::shutdown`] cancels them and waits for each.
+/// Dropping the node cancels them without waiting.
 #[derive(Debug)]
 pub struct Node {
-    store: Arc<dyn BlockStore>,
-    #[cfg(feature = "net")]
-    network: Option<codex_net::Network>,
-    #[cfg(feature = "market")]
-    market: Option<Arc<market::Market>>,
+    handle: Handle,
     #[cfg(feature = "rest")]
-    api: Api,
-    maintenance: JoinHandle<()>,
-    /// Background tasks stopped with the node (sales, validator).
-    tasks: Vec<JoinHandle<()>>,
+    api: Option<Api>,
+    tasks: JoinSet<()>,
+    cancel: CancellationToken,
 }
 
 /// The REST API server of a running node.
@@ -149,136 +153,336 @@ pub struct Node {
 #[derive(Debug)]
 struct Api {
     addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
 }
 
-impl Node {
-    /// Opens the store in `config.data_dir` and starts the maintenance task, and with
-    /// the crate's features the network, the marketplace tasks and the API.
+impl std::ops::Deref for Node {
+    type Target = Handle;
+
+    fn deref(&self) -> &Handle {
+        &self.handle
+    }
+}
+
+/// Builds a [`Node`]: each part given ready-made (a store, a network, a marketplace with
+/// its prover) or made from settings, and the REST API only when asked for.
+///
+/// ```no_run
+/// # async fn f() -> codex::Result<()> {
+/// let node = codex::Node::builder()
+///     .data_dir("/tmp/codex-example")
+///     .without_network()
+///     .start()
+///     .await?;
+/// let added = node
+///     .add(futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from("hello"))]), Default::default())
+///     .await?;
+/// println!("stored {}", added.cid);
+/// node.shutdown().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Default)]
+#[must_use = "a builder does nothing until start"]
+pub struct NodeBuilder {
+    config: NodeConfig,
+    store: Option<Arc<dyn BlockStore>>,
+    #[cfg(feature = "rest")]
+    serve_api: bool,
+    #[cfg(feature = "net")]
+    network: Option<codex_net::Network>,
+    #[cfg(feature = "market")]
+    market: Option<market::Market>,
+}
+
+impl NodeBuilder {
+    /// Takes every setting from `config` (what the CLI parses). Parts given with
+    /// [`NodeBuilder::store`], [`NodeBuilder::network`] or [`NodeBuilder::market`]
+    /// take precedence over it.
+    pub fn config(mut self, config: NodeConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Where the node keeps its store, network key and marketplace books (default
+    /// `codex-data`).
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.config.data_dir = dir.into();
+        self
+    }
+
+    /// The quota of the store the node opens (default 20 GiB); ignored with
+    /// [`NodeBuilder::store`].
+    pub fn storage_quota(mut self, bytes: u64) -> Self {
+        self.config.storage_quota = bytes;
+        self
+    }
+
+    /// Uses `store` instead of opening a `SledStore` in the data directory: any
+    /// implementation of the store traits (see `codex_store::conformance`). Its expiry
+    /// sweep, if it has one, is its owner's business.
+    pub fn store(mut self, store: Arc<dyn BlockStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Serves the REST API on the address and port of the config (default
+    /// 127.0.0.1:8080; port 0 picks a free one) with its token. Off unless asked for.
+    /// Feature `rest`.
+    #[cfg(feature = "rest")]
+    pub fn serve_api(mut self) -> Self {
+        self.serve_api = true;
+        self
+    }
+
+    /// Serves the REST API at `addr` (port 0 picks a free one). Feature `rest`.
+    #[cfg(feature = "rest")]
+    pub fn api_addr(mut self, addr: SocketAddr) -> Self {
+        self.config.api_bindaddr = addr.ip();
+        self.config.api_port = addr.port();
+        self.serve_api = true;
+        self
+    }
+
+    /// Starts a network with these settings (the default: listen on all interfaces,
+    /// no bootstrap nodes). Feature `net`.
+    #[cfg(feature = "net")]
+    pub fn network_config(mut self, config: codex_net::NetConfig) -> Self {
+        self.config.network = Some(config);
+        self
+    }
+
+    /// Uses a network the app started itself (e.g. with `codex_net::Network::builder`
+    /// over this node's store). Feature `net`.
+    #[cfg(feature = "net")]
+    pub fn network(mut self, network: codex_net::Network) -> Self {
+        self.network = Some(network);
+        self
+    }
+
+    /// Runs without a network: the node stores and serves data only to this process.
+    #[cfg_attr(not(feature = "net"), allow(unused_mut))]
+    pub fn without_network(mut self) -> Self {
+        #[cfg(feature = "net")]
+        {
+            self.config.network = None;
+            self.network = None;
+        }
+        self
+    }
+
+    /// Connects to a marketplace on chain with these settings. Feature `market`.
+    #[cfg(feature = "market")]
+    pub fn marketplace(mut self, config: market::MarketConfig) -> Self {
+        self.config.marketplace = Some(config);
+        self
+    }
+
+    /// Uses a marketplace the app made: any [`codex_market::Marketplace`] (on chain, or
+    /// `codex_market::memory::MemoryMarketplace`) with its prover setup and books, see
+    /// [`market::Market::new`]. Feature `market`.
+    #[cfg(feature = "market")]
+    pub fn market(mut self, market: market::Market) -> Self {
+        self.market = Some(market);
+        self
+    }
+
+    /// Validates other hosts' proofs with the marketplace's account. Feature `market`.
+    #[cfg(feature = "market")]
+    pub fn validator(mut self, config: validator::ValidatorConfig) -> Self {
+        self.config.validator = Some(config);
+        self
+    }
+
+    /// Starts the node: opens (or takes) the store and starts the expiry sweep, the
+    /// network, the marketplace roles (sales need a network) and the API.
     ///
     /// # Errors
     /// When the API token is unusable (see `security::check_token`), the store cannot
     /// be opened, the network or marketplace cannot start or the API address cannot be
     /// bound.
-    pub async fn start(config: NodeConfig) -> Result<Node> {
+    pub async fn start(self) -> Result<Node> {
+        let NodeBuilder {
+            config,
+            store,
+            #[cfg(feature = "rest")]
+            serve_api,
+            #[cfg(feature = "net")]
+                network: given_network,
+            #[cfg(feature = "market")]
+                market: given_market,
+        } = self;
         #[cfg(feature = "rest")]
-        if let Some(token) = &config.api_token {
+        if serve_api && let Some(token) = &config.api_token {
             security::check_token(token)?;
         }
         std::fs::create_dir_all(&config.data_dir)?;
-        let store_config = StoreConfig {
-            quota_max_bytes: config.storage_quota,
-            block_ttl: config.block_ttl,
-            ..StoreConfig::default()
+        let cancel = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let store: Arc<dyn BlockStore> = match store {
+            Some(store) => store,
+            None => {
+                let store_config = StoreConfig {
+                    quota_max_bytes: config.storage_quota,
+                    block_ttl: config.block_ttl,
+                    ..StoreConfig::default()
+                };
+                let dir = config.data_dir.join("repo");
+                let store = tokio::task::spawn_blocking(move || SledStore::open(dir, store_config))
+                    .await??;
+                let sweep = store.start_maintenance(
+                    config.block_maintenance_interval,
+                    config.block_maintenance_batch,
+                );
+                let stop = cancel.clone();
+                tasks.spawn(async move {
+                    stop.cancelled().await;
+                    sweep.abort();
+                    let _ = sweep.await;
+                });
+                Arc::new(store)
+            }
         };
-        let dir = config.data_dir.join("repo");
-        let store =
-            tokio::task::spawn_blocking(move || SledStore::open(dir, store_config)).await??;
-        let maintenance = store.start_maintenance(
-            config.block_maintenance_interval,
-            config.block_maintenance_batch,
-        );
-        let store: Arc<dyn BlockStore> = Arc::new(store);
-        #[cfg_attr(not(feature = "market"), allow(unused_mut))]
-        let mut tasks = Vec::new();
 
         #[cfg(feature = "net")]
-        let network = match config.network.clone() {
-            Some(net_config) => Some(start_network(&config, net_config, &store).await?),
-            None => None,
+        let network = match (given_network, config.network.clone()) {
+            (Some(net), _) => Some(net),
+            (None, Some(net_config)) => {
+                Some(start_network(&config, net_config, &store, &mut tasks, &cancel).await?)
+            }
+            (None, None) => None,
         };
 
         #[cfg(feature = "market")]
-        let market = match config.marketplace.clone() {
-            Some(mc) => {
-                let m = Arc::new(market::Market::connect(mc, &config.data_dir).await?);
+        let market = {
+            let market = match (given_market, config.marketplace.clone()) {
+                (Some(m), _) => Some(Arc::new(m)),
+                (None, Some(mc)) => Some(Arc::new(
+                    market::Market::connect(mc, &config.data_dir).await?,
+                )),
+                (None, None) if config.validator.is_some() => {
+                    return Err(crate::Error::NoMarketplace);
+                }
+                (None, None) => None,
+            };
+            if let Some(m) = &market {
                 if let Some(n) = &network {
-                    tasks.push(tokio::spawn(sales::run(sales::Ctx {
+                    let ctx = sales::Ctx {
                         store: Arc::clone(&store),
                         network: n.clone(),
-                        market: Arc::clone(&m),
-                    })));
+                        market: Arc::clone(m),
+                    };
+                    tasks.spawn(sales::run(ctx, cancel.child_token()));
                 }
-                tokio::spawn(purchasing::resume(purchasing::Ctx {
+                tasks.spawn(purchasing::resume(purchasing::Ctx {
                     store: Arc::clone(&store),
                     network: network.clone(),
-                    market: Arc::clone(&m),
+                    market: Arc::clone(m),
                 }));
-                if let Some(v) = config.validator {
-                    tasks.push(tokio::spawn(validator::run(Arc::clone(&m), v)));
+                if let Some(v) = config.validator.clone() {
+                    tasks.spawn(validator::run(Arc::clone(m), v, cancel.child_token()));
                 }
-                Some(m)
             }
-            None if config.validator.is_some() => return Err(crate::Error::NoMarketplace),
-            None => None,
+            market
         };
 
-        #[cfg(feature = "rest")]
-        let api = {
-            let listener =
-                tokio::net::TcpListener::bind((config.api_bindaddr, config.api_port)).await?;
-            let addr = listener.local_addr()?;
-            let router = security::protect(
-                api::router(api::ApiState {
-                    store: Arc::clone(&store),
-                    #[cfg(feature = "net")]
-                    network: network.clone(),
-                    data_dir: config.data_dir.display().to_string(),
-                    #[cfg(feature = "market")]
-                    market: market.clone(),
-                }),
-                config.api_token.as_deref(),
-            )?;
-            let auth = config.api_token.is_some();
-            if !auth && !addr.ip().is_loopback() {
-                tracing::warn!(api_addr = %addr, "the API is reachable beyond this machine without a token (--api-token-file)");
-            }
-            let (stop, stopped) = oneshot::channel::<()>();
-            let server = tokio::spawn(async move {
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(async move {
-                        let _ = stopped.await;
-                    })
-                    .await
-            });
-            tracing::info!(api_addr = %addr, auth, "API started");
-            Api {
-                addr,
-                stop: Some(stop),
-                server: Some(server),
-            }
-        };
-        tracing::info!(data_dir = %config.data_dir.display(), "node started");
-        Ok(Node {
+        let handle = Handle {
             store,
             #[cfg(feature = "net")]
             network,
+            data_dir: config.data_dir.display().to_string(),
             #[cfg(feature = "market")]
             market,
+        };
+
+        #[cfg(feature = "rest")]
+        let api = if serve_api {
+            Some(start_api(&config, handle.clone(), &cancel).await?)
+        } else {
+            None
+        };
+        tracing::info!(data_dir = %config.data_dir.display(), "node started");
+        Ok(Node {
+            handle,
             #[cfg(feature = "rest")]
             api,
-            maintenance,
             tasks,
+            cancel,
         })
+    }
+}
+
+/// Binds the API and serves it until `cancel`.
+#[cfg(feature = "rest")]
+async fn start_api(config: &NodeConfig, handle: Handle, cancel: &CancellationToken) -> Result<Api> {
+    let listener = tokio::net::TcpListener::bind((config.api_bindaddr, config.api_port)).await?;
+    let addr = listener.local_addr()?;
+    let router = security::protect(api::router(handle), config.api_token.as_deref())?;
+    let auth = config.api_token.is_some();
+    if !auth && !addr.ip().is_loopback() {
+        tracing::warn!(api_addr = %addr, "the API is reachable beyond this machine without a token (--api-token-file)");
+    }
+    let stop = cancel.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+    });
+    tracing::info!(api_addr = %addr, auth, "API started");
+    Ok(Api {
+        addr,
+        server: Some(server),
+    })
+}
+
+impl Node {
+    /// A builder: set the parts, then [`NodeBuilder::start`].
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder::default()
+    }
+
+    /// Starts a node from `config` with the REST API: what the CLI runs. Same as
+    /// `Node::builder().config(config).serve_api().start()`.
+    ///
+    /// # Errors
+    /// As [`NodeBuilder::start`].
+    #[cfg(feature = "rest")]
+    pub async fn start(config: NodeConfig) -> Result<Node> {
+        Node::builder().config(config).serve_api().start().await
+    }
+
+    /// Starts a node from `config` (no REST API in this build).
+    ///
+    /// # Errors
+    /// As [`NodeBuilder::start`].
+    #[cfg(not(feature = "rest"))]
+    pub async fn start(config: NodeConfig) -> Result<Node> {
+        Node::builder().config(config).start().await
+    }
+
+    /// A handle on the node's services, for other tasks.
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
     }
 
     /// The address the REST API listens on. Feature `rest`.
+    ///
+    /// # Panics
+    /// When the node serves no API (built without [`NodeBuilder::serve_api`]).
     #[cfg(feature = "rest")]
     pub fn api_addr(&self) -> SocketAddr {
-        self.api.addr
+        self.api
+            .as_ref()
+            .map(|a| a.addr)
+            .expect("this node serves no REST API (NodeBuilder::serve_api)")
     }
 
     /// The API's base URL, e.g. `http://127.0.0.1:8080/api/codex/v1`. Feature `rest`.
+    ///
+    /// # Panics
+    /// As [`Node::api_addr`].
     #[cfg(feature = "rest")]
     pub fn api_url(&self) -> String {
-        format!("http://{}{}", self.api.addr, api::BASE)
-    }
-
-    /// The node's network, unless it runs without one. Feature `net`.
-    #[cfg(feature = "net")]
-    pub fn network(&self) -> Option<&codex_net::Network> {
-        self.network.as_ref()
+        format!("http://{}{}", self.api_addr(), api::BASE)
     }
 
     /// The addresses peers can dial, each with this node's `/p2p/` suffix (what
@@ -288,7 +492,11 @@ impl Node {
     /// [`crate::Error::NoNetwork`] for a node without a network. Feature `net`.
     #[cfg(feature = "net")]
     pub async fn addresses(&self) -> Result<Vec<codex_net::Multiaddr>> {
-        let net = self.network.as_ref().ok_or(crate::Error::NoNetwork)?;
+        let net = self
+            .handle
+            .network
+            .as_ref()
+            .ok_or(crate::Error::NoNetwork)?;
         let info = net.info().await?;
         let peer = net.peer_id();
         Ok(info
@@ -298,136 +506,49 @@ impl Node {
             .collect())
     }
 
-    /// The node's marketplace, when it runs with one. Feature `market`.
-    #[cfg(feature = "market")]
-    pub fn market(&self) -> Option<&Arc<market::Market>> {
-        self.market.as_ref()
-    }
-
-    /// Buys storage for the stored dataset `cid`, as `POST /storage/request/{cid}` does:
-    /// checks the request and starts the purchase in the background (erasure coding,
-    /// slot building, the request on chain); returns the purchase id, whose progress
-    /// [`market::Market::purchases`] shows. Feature `market`.
+    /// Stores a byte stream as a dataset; returns its CID. See [`Handle::add`].
     ///
     /// # Errors
-    /// [`crate::Error::NoMarketplace`] for a node without a marketplace,
-    /// [`crate::Error::InvalidRequest`] for parameters Codex refuses,
-    /// [`crate::Error::NotAManifest`], and not found for a dataset the node does not hold.
-    #[cfg(feature = "market")]
-    pub async fn request_storage(
-        &self,
-        cid: Cid,
-        params: purchasing::RequestParams,
-    ) -> Result<String> {
-        let market = self.market.as_ref().ok_or(crate::Error::NoMarketplace)?;
-        let ctx = purchasing::Ctx {
-            store: Arc::clone(&self.store),
-            network: self.network.clone(),
-            market: Arc::clone(market),
-        };
-        purchasing::request_storage(ctx, cid, params).await
-    }
-
-    /// The node's block store.
-    pub fn store(&self) -> &Arc<dyn BlockStore> {
-        &self.store
-    }
-
-    /// Stores a byte stream as a dataset; see [`data::store_stream`].
+    /// As [`Handle::add`].
     pub async fn upload<S, E>(&self, source: S, options: UploadOptions) -> Result<Cid>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let cid = data::store_stream(Arc::clone(&self.store), source, options).await?;
-        self.announce(cid).await;
-        Ok(cid)
+        Ok(self.handle.add(source, options).await?.cid)
     }
 
-    /// Provides a stored dataset in the DHT.
-    #[cfg(feature = "net")]
-    async fn announce(&self, cid: Cid) {
-        if let Some(net) = &self.network
-            && let Ok(block) = self.store.get_block(&cid).await
-            && let Ok(m) = codex_core::Manifest::decode(block.data())
-        {
-            network::announce(net, cid, &m).await;
-        }
-    }
-
-    /// Without a network there is nobody to tell.
-    #[cfg(not(feature = "net"))]
-    async fn announce(&self, _cid: Cid) {}
-
-    /// Downloads a dataset from the network into the store (resuming an earlier attempt),
-    /// rebuilding by erasure decoding what no peer serves; see [`network::download`].
-    /// Feature `net`.
-    #[cfg(feature = "net")]
-    pub async fn fetch(&self, cid: Cid) -> Result<codex_core::Manifest> {
-        let net = self.network.as_ref().ok_or(crate::Error::NoNetwork)?;
-        network::download(net, &self.store, cid).await
-    }
-
-    /// Opens a stored dataset for reading; see [`data::open`].
-    pub async fn download(&self, cid: Cid) -> Result<Dataset> {
-        data::open(Arc::clone(&self.store), cid).await
-    }
-
-    /// Erasure-codes a stored dataset with K data and M parity rows; returns the protected
-    /// manifest's CID and the manifest. See [`codex_erasure::encode`].
-    pub async fn erasure_encode(
-        &self,
-        manifest: Cid,
-        k: usize,
-        m: usize,
-    ) -> Result<(Cid, codex_core::Manifest)> {
-        let (cid, protected) = data::erasure_encode(&*self.store, manifest, k, m).await?;
-        self.announce(cid).await;
-        Ok((cid, protected))
-    }
-
-    /// Makes a stored dataset verifiable in one call: erasure-coded first with `ec` (K, M)
-    /// when it is plain, then slot trees, verify root and verifiable manifest; see
-    /// [`data::make_verifiable`]. Returns the manifest CID, the manifest and the verify
-    /// root CID. Feature `proofs`.
-    #[cfg(feature = "proofs")]
-    pub async fn make_verifiable(
-        &self,
-        manifest: Cid,
-        ec: Option<(usize, usize)>,
-    ) -> Result<(Cid, codex_core::Manifest, Cid)> {
-        let out = data::make_verifiable(&*self.store, manifest, ec).await?;
-        self.announce(out.0).await;
-        Ok(out)
-    }
-
-    /// Stops the API (finishing requests in flight), the maintenance task, the
-    /// marketplace tasks and the network.
+    /// Stops the node: the API (finishing requests in flight), the marketplace roles,
+    /// the expiry sweep, the purchases' watchers and the network, waiting for each.
+    ///
+    /// # Errors
+    /// When the API server failed.
     pub async fn shutdown(mut self) -> Result<()> {
+        self.cancel.cancel();
         #[cfg(feature = "rest")]
-        {
-            if let Some(stop) = self.api.stop.take() {
-                let _ = stop.send(());
-            }
-            if let Some(server) = self.api.server.take() {
-                server.await??;
+        if let Some(server) = self.api.as_mut().and_then(|a| a.server.take()) {
+            server.await??;
+        }
+        while let Some(done) = self.tasks.join_next().await {
+            if let Err(e) = done
+                && e.is_panic()
+            {
+                tracing::warn!(error = %e, "a node task panicked");
             }
         }
-        self.maintenance.abort();
-        let _ = (&mut self.maintenance).await;
-        for task in self.tasks.drain(..) {
-            task.abort();
-            let _ = task.await;
+        #[cfg(feature = "market")]
+        if let Some(m) = &self.handle.market {
+            m.shutdown().await;
         }
         #[cfg(feature = "net")]
-        if let Some(net) = self.network.take() {
+        if let Some(net) = self.handle.network.take() {
             net.shutdown().await;
         }
-        // Work that still holds the store (a blocking task of an upload or of the expiry
-        // sweep finishing) ends before this returns, so that the store can be opened
-        // again at once; bounded, in case a reader keeps a dataset open.
+        // Work that still holds the store (a blocking task of an upload finishing, a
+        // reader kept by the app) ends before this returns, so that the store can be
+        // opened again at once; bounded, in case a reader keeps a dataset open.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while Arc::strong_count(&self.store) > 1 && std::time::Instant::now() < deadline {
+        while Arc::strong_count(&self.handle.store) > 1 && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(())
@@ -436,14 +557,9 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        #[cfg(feature = "rest")]
-        if let Some(stop) = self.api.stop.take() {
-            let _ = stop.send(());
-        }
-        self.maintenance.abort();
-        for task in &self.tasks {
-            task.abort();
-        }
+        // Every task stops at the token (the API server gracefully); the task set
+        // aborts what is left when it drops.
+        self.cancel.cancel();
     }
 }
 
@@ -454,6 +570,8 @@ async fn start_network(
     config: &NodeConfig,
     net_config: codex_net::NetConfig,
     store: &Arc<dyn BlockStore>,
+    tasks: &mut JoinSet<()>,
+    cancel: &CancellationToken,
 ) -> Result<codex_net::Network> {
     let key_path = config.data_dir.join("key");
     let key =
@@ -468,11 +586,14 @@ async fn start_network(
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let (n, s) = (net.clone(), Arc::clone(store));
-    tokio::spawn(async move {
-        match network::announce_all(&n, &*s).await {
-            Ok(count) => tracing::info!(count, "announced stored datasets"),
-            Err(e) => tracing::warn!(error = %e, "cannot announce stored datasets"),
+    let (n, s, stop) = (net.clone(), Arc::clone(store), cancel.clone());
+    tasks.spawn(async move {
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            announced = network::announce_all(&n, &*s) => match announced {
+                Ok(count) => tracing::info!(count, "announced stored datasets"),
+                Err(e) => tracing::warn!(error = %e, "cannot announce stored datasets"),
+            },
         }
     });
     tracing::info!(peer_id = %net.peer_id(), "network started");

@@ -247,12 +247,12 @@ impl<M: Marketplace> Validator<M> {
 
 /// Watches and validates with the node's marketplace until the task is aborted (the
 /// node's wiring).
-pub(crate) async fn run(market: Arc<Market>, config: ValidatorConfig) {
+pub(crate) async fn run(market: Arc<Market>, config: ValidatorConfig, cancel: CancellationToken) {
     let validator = Validator::new(market.client.clone(), config)
         .state(Arc::clone(&market.validation))
         .poll_interval(market.poll_interval);
     drop(market);
-    validator.run(CancellationToken::new()).await;
+    validator.run(cancel).await;
 }
 
 #[cfg(test)]

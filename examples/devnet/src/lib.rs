@@ -20,7 +20,7 @@ use anyhow::{Context, bail, ensure};
 use codex::market::alloy::primitives::{Address, U256};
 use codex::market::deploy::{mint, signing_provider};
 use codex::market::{
-    LocalChain, MarketplaceClient, MarketplaceConfig, RequestId, SlotId, SlotState, TokenSource,
+    LocalChain, Marketplace, MarketplaceConfig, RequestId, SlotId, SlotState, TokenSource,
     VerifierSource, deploy,
 };
 use codex::node::market::{EthKey, MarketConfig};
@@ -172,7 +172,7 @@ fn tokens(v: U256) -> String {
 
 async fn balances(
     tl: &mut Timeline<'_>,
-    market: &MarketplaceClient,
+    market: &dyn Marketplace,
     who: &[(String, Address)],
     start: &[U256],
     title: &str,

@@ -53,17 +53,12 @@ async fn request_storage(
     Path(cid): Path<String>,
     body: bytes::Bytes,
 ) -> Result<String, ApiError> {
-    let market = market(&st)?;
+    market(&st)?;
     let cid = parse_cid(&cid)?;
     let json: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("Invalid JSON body: {e}")))?;
     let params = purchasing::RequestParams::from_json(&json)?;
-    let ctx = purchasing::Ctx {
-        store: Arc::clone(&st.store),
-        network: st.network.clone(),
-        market: Arc::clone(market),
-    };
-    Ok(purchasing::request_storage(ctx, cid, params).await?)
+    Ok(st.request_storage(cid, params).await?)
 }
 
 async fn purchases(State(st): State<ApiState>) -> Result<axum::Json<Value>, ApiError> {
@@ -110,21 +105,8 @@ async fn add_availability(
         )
     );
     let a = sales::Availability::from_json(id, &json)?;
-    let space = st.store.space().await?;
-    let free = space
-        .quota_max_bytes
-        .saturating_sub(space.quota_used_bytes + space.quota_reserved_bytes);
-    if a.total_size > free {
-        return Err(ApiError(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!(
-                "Not enough storage quota: totalSize {} > {free} bytes free",
-                a.total_size
-            ),
-        ));
-    }
     let out = a.to_json();
-    market.sales().add_availability(a).await;
+    st.offer(a).await?;
     Ok((StatusCode::CREATED, axum::Json(out)))
 }
 

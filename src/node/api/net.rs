@@ -1,5 +1,5 @@
 //! The network's routes (feature `net`): fetching datasets from peers, the peer id,
-//! dialing a peer; and announcing or withdrawing what the API stores or deletes.
+//! dialing a peer.
 
 use std::sync::Arc;
 
@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
-use codex_core::{Cid, Manifest};
+
 use serde_json::{Value, json};
 
 use super::{ApiError, ApiState, dataset_response, manifest_json, parse_cid};
@@ -23,20 +23,6 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/data/{cid}/network/manifest", get(network_manifest))
         .route("/peerid", get(peer_id))
         .route("/connect/{peer}", get(connect))
-}
-
-/// Announces a stored dataset in the background.
-pub(super) fn announce(st: &ApiState, cid: Cid) {
-    if let Some(net) = st.network.clone() {
-        let store = Arc::clone(&st.store);
-        tokio::spawn(async move {
-            if let Ok(block) = store.get_block(&cid).await
-                && let Ok(m) = Manifest::decode(block.data())
-            {
-                network::announce(&net, cid, &m).await;
-            }
-        });
-    }
 }
 
 fn network(st: &ApiState) -> Result<&codex_net::Network, ApiError> {
@@ -82,7 +68,7 @@ async fn network_stream(
     Path(cid): Path<String>,
 ) -> Result<Response, ApiError> {
     let cid = parse_cid(&cid)?;
-    let dataset = network::stream(network(&st)?, Arc::clone(&st.store), cid).await?;
+    let dataset = st.fetch_stream(cid).await?;
     Ok(dataset_response(dataset))
 }
 
@@ -121,13 +107,6 @@ async fn connect(
         .await
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
     Ok("Successfully connected to peer".into())
-}
-
-/// Withdraws a dataset about to be deleted from the DHT.
-pub(super) async fn withdraw(st: &ApiState, cid: Cid, manifest: &Manifest) {
-    if let Some(net) = &st.network {
-        network::withdraw(net, cid, manifest).await;
-    }
 }
 
 /// `/debug/info`'s network part: peer id, dialable addresses, routing table and

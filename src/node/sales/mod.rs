@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use codex_core::Cid;
 use codex_core::prelude::*;
-use codex_market::{MarketplaceClient, RequestId, SlotId, StorageRequest};
+use codex_market::{RequestId, SlotId, StorageRequest};
 use serde_json::{Value, json};
 
 pub use availability::{Availability, AvailabilityUpdate};
@@ -489,14 +489,14 @@ pub(crate) struct Ctx {
 /// Resumes the sales of slots this host holds on chain, then watches the marketplace
 /// for new requests and freed slots, and sells slots that match an availability, one
 /// slot per request. Runs until the task is aborted, which stops every sale with it.
-pub(crate) async fn run(ctx: Ctx) {
+pub(crate) async fn run(ctx: Ctx, cancel: tokio_util::sync::CancellationToken) {
     let Ctx {
         store,
         network,
         market,
     } = ctx;
     let host = Arc::new(NodeHost::new(store, network, Arc::clone(&market.prover)));
-    let seller = Seller::<MarketplaceClient, NodeHost>::new(
+    let seller = Seller::<Arc<dyn codex_market::Marketplace>, NodeHost>::new(
         market.client.clone(),
         host,
         Arc::clone(&market.sales),
@@ -506,5 +506,5 @@ pub(crate) async fn run(ctx: Ctx) {
         ..SellerConfig::default()
     });
     drop(market);
-    seller.run(tokio_util::sync::CancellationToken::new()).await;
+    seller.run(cancel).await;
 }
