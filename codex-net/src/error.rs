@@ -29,6 +29,16 @@ pub enum Error {
     /// No peer could provide a block.
     #[error("no peer provided {0} in time")]
     Unavailable(String),
+    /// A setting of the network or the block exchange that cannot work (see
+    /// [`NetConfig::validate`](crate::NetConfig::validate)); nothing was started.
+    #[error("invalid network option {option}: {reason}")]
+    InvalidOption {
+        /// The setting, as its field in [`NetConfig`](crate::NetConfig) is named
+        /// (`"kad_protocol"`, `"listen_addrs"`, `"limits.max_connections"`, ...).
+        option: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The network task is gone.
     #[error("the network task has stopped")]
     Stopped,

@@ -18,7 +18,7 @@
 //!     blocks: libp2p_stream::Behaviour,
 //! }
 //!
-//! # fn demo(swarm: libp2p::Swarm<AppBehaviour>, store: std::sync::Arc<dyn codex_core::BlockStore>)
+//! # fn demo(swarm: libp2p::Swarm<AppBehaviour>, store: std::sync::Arc<dyn codex_core::BlockRead>)
 //! # -> codex_net::Result<()> {
 //! let exchange = Exchange::mount(swarm.behaviour().blocks.new_control(), store, ExchangeConfig::default())?;
 //! # Ok(()) }
@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use codex_core::{Block, BlockAddress, BlockStore, Cid, CodexProof, Error as CoreError, Manifest};
+use codex_core::{Block, BlockAddress, BlockRead, Cid, CodexProof, Error as CoreError, Manifest};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use libp2p::{PeerId, StreamProtocol};
@@ -44,18 +44,22 @@ use crate::message::{
 };
 use crate::network::{CommandSender, disconnect_command};
 
-/// Limits of the block exchange.
-#[derive(Clone, Debug)]
+/// Limits of the block exchange. Each must be more than zero
+/// ([`ExchangeConfig::validate`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExchangeConfig {
     /// Largest message read from a peer (Codex allows 100 MiB; default 16 MiB).
     pub max_message_bytes: usize,
-    /// Most want-list entries in one message (Codex batches 1024).
+    /// Most want-list entries in one message; a peer that sends more is dropped
+    /// (default 1024, as Codex batches).
     pub max_entries_per_message: usize,
-    /// Blocks served to one peer at the same time.
+    /// Blocks served to one peer at the same time (default 32).
     pub serve_concurrency_per_peer: usize,
-    /// Wants of one peer waiting to be served; more is a flood and the peer is dropped.
+    /// Wants of one peer waiting to be served; more is a flood and the peer is dropped
+    /// (default 4096).
     pub max_queued_wants_per_peer: usize,
-    /// How long a request for a block waits for its delivery.
+    /// How long a request for a block waits for its delivery, opening the stream
+    /// included (default 15 s).
     pub request_timeout: Duration,
 }
 
@@ -101,7 +105,7 @@ struct Serving {
 /// [`Download`]: crate::Download
 pub struct Exchange {
     control: Mutex<libp2p_stream::Control>,
-    store: Arc<dyn BlockStore>,
+    store: Arc<dyn BlockRead>,
     config: ExchangeConfig,
     /// The swarm's command channel, to disconnect misbehaving peers (none when mounted
     /// on an app's swarm).
@@ -142,23 +146,28 @@ impl Exchange {
     /// out). A misbehaving peer is banned (its streams are refused, see
     /// [`Exchange::is_banned`]); the app may disconnect it too.
     ///
+    /// Serving only reads the store: any [`BlockRead`] will do (a store, an `Arc` of
+    /// one, an `Arc<dyn BlockStore>`).
+    ///
     /// # Errors
-    /// [`Error::Libp2p`] when another handler already accepts the protocol on this
-    /// `control`'s behaviour.
+    /// [`Error::InvalidOption`] when a limit of `config` is zero
+    /// ([`ExchangeConfig::validate`]); [`Error::Libp2p`] when another handler already
+    /// accepts the protocol on this `control`'s behaviour.
     pub fn mount(
         control: libp2p_stream::Control,
-        store: Arc<dyn BlockStore>,
+        store: impl BlockRead + 'static,
         config: ExchangeConfig,
     ) -> Result<Arc<Self>> {
-        Self::start(control, store, config, None)
+        Self::start(control, Arc::new(store), config, None)
     }
 
     pub(crate) fn start(
         control: libp2p_stream::Control,
-        store: Arc<dyn BlockStore>,
+        store: Arc<dyn BlockRead>,
         config: ExchangeConfig,
         commands: Option<CommandSender>,
     ) -> Result<Arc<Self>> {
+        config.validate()?;
         let ex = Arc::new(Exchange {
             control: Mutex::new(control.clone()),
             store,

@@ -208,7 +208,8 @@ impl Message {
     /// Decodes a message.
     ///
     /// # Errors
-    /// [`Error::Malformed`] or [`Error::Decode`] for anything that is not a valid message.
+    /// [`Error::Malformed`], or [`Error::Core`] for bytes that are no protobuf, for anything
+    /// that is not a valid message.
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         Self::decode_bytes(Bytes::copy_from_slice(bytes))
     }

@@ -6,54 +6,24 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use codex_core::{BlockStore, Cid};
+use codex_core::{BlockRead, Cid};
 use futures::StreamExt;
+use libp2p::core::muxing::StreamMuxerBox;
+use libp2p::core::transport::Boxed;
+use libp2p::core::upgrade::Version;
 use libp2p::identity::Keypair;
 use libp2p::kad::{self, GetProvidersOk, QueryId, QueryResult, RecordKey};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, Swarm, autonat, dcutr, identify, noise, ping, relay, tcp,
-    yamux,
+    Multiaddr, PeerId, Swarm, Transport, autonat, connection_limits, dcutr, identify, noise, ping,
+    quic, relay, tcp, yamux,
 };
 use tokio::sync::{mpsc, oneshot};
 
+use crate::builder::NetworkBuilder;
+use crate::config::{NetConfig, Transports};
 use crate::error::{Error, Result};
-use crate::exchange::{Exchange, ExchangeConfig};
-
-/// Settings of the network layer.
-#[derive(Clone, Debug)]
-pub struct NetConfig {
-    /// Addresses to listen on (`--listen-addrs`; default TCP and QUIC on all interfaces,
-    /// any port).
-    pub listen_addrs: Vec<Multiaddr>,
-    /// Peers to bootstrap the DHT from (`--bootstrap-node`), each with a `/p2p/` suffix.
-    pub bootstrap: Vec<Multiaddr>,
-    /// Kademlia protocol name (default `/codex/kad/1.0.0`).
-    pub kad_protocol: String,
-    /// How often provider records are published again (Codex: 30 minutes).
-    pub reprovide_interval: Duration,
-    /// Block-exchange limits.
-    pub exchange: ExchangeConfig,
-}
-
-impl Default for NetConfig {
-    fn default() -> Self {
-        NetConfig {
-            listen_addrs: vec![
-                "/ip4/0.0.0.0/tcp/0"
-                    .parse()
-                    .unwrap_or_else(|_| Multiaddr::empty()),
-                "/ip4/0.0.0.0/udp/0/quic-v1"
-                    .parse()
-                    .unwrap_or_else(|_| Multiaddr::empty()),
-            ],
-            bootstrap: Vec::new(),
-            kad_protocol: "/codex/kad/1.0.0".into(),
-            reprovide_interval: Duration::from_secs(30 * 60),
-            exchange: ExchangeConfig::default(),
-        }
-    }
-}
+use crate::exchange::Exchange;
 
 /// Loads the node key from `path`, or creates one there (mode 0600).
 pub fn load_or_create_key(path: &Path) -> Result<Keypair> {
@@ -88,6 +58,9 @@ pub fn provider_key(cid: &Cid) -> RecordKey {
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
+    /// First, so that a connection over a limit is refused before another behaviour
+    /// sees it.
+    limits: connection_limits::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     kad: kad::Behaviour<kad::store::MemoryStore>,
@@ -124,6 +97,7 @@ pub struct NetInfo {
 #[derive(Clone)]
 pub struct Network {
     peer_id: PeerId,
+    dial_timeout: Duration,
     control: libp2p_stream::Control,
     commands: mpsc::Sender<Command>,
     exchange: Arc<Exchange>,
@@ -144,37 +118,68 @@ impl std::fmt::Debug for Command {
 }
 
 impl Network {
-    /// Starts the swarm with `key`, serving blocks from `store`. Returns when it listens.
+    /// A builder of a network that serves blocks from `store`: set the key, listen
+    /// addresses, bootstrap peers, Kademlia protocol name, transports, limits and
+    /// timeouts, then [`start`](NetworkBuilder::start) it. Serving needs reads only,
+    /// so any [`BlockRead`] will do: a store, an `Arc` of one, an
+    /// `Arc<dyn BlockStore>`.
+    ///
+    /// ```no_run
+    /// # async fn demo(store: std::sync::Arc<dyn codex_core::BlockStore>,
+    /// #     boot: codex_net::Multiaddr) -> codex_net::Result<()> {
+    /// use codex_net::{Network, Transports};
+    ///
+    /// let net = Network::builder(store)
+    ///     .key_file("data/key")
+    ///     .transports(Transports::TCP)
+    ///     .listen(["/ip4/0.0.0.0/tcp/8070".parse().expect("a multiaddr")])
+    ///     .bootstrap([boot])
+    ///     .start()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn builder(store: impl BlockRead + 'static) -> NetworkBuilder {
+        NetworkBuilder::new(Arc::new(store))
+    }
+
+    /// Starts a network with `key` and every setting from `config`, serving blocks from
+    /// `store`: short for `Network::builder(store).key(key).config(config).start()`.
     ///
     /// # Errors
-    /// When a listen address cannot be bound.
+    /// As [`NetworkBuilder::start`].
     ///
     /// # Cancel safety
     /// Dropping the future before it returns drops the swarm: nothing keeps running.
     pub async fn start(
         key: Keypair,
         config: NetConfig,
-        store: Arc<dyn BlockStore>,
+        store: impl BlockRead + 'static,
+    ) -> Result<Network> {
+        Self::builder(store).key(key).config(config).start().await
+    }
+
+    /// Starts the swarm with a checked `config`. Returns when it listens (or after 5 s).
+    pub(crate) async fn launch(
+        key: Keypair,
+        config: NetConfig,
+        store: Arc<dyn BlockRead>,
     ) -> Result<Network> {
         let peer_id = key.public().to_peer_id();
-        let kad_protocol = StreamProtocol::try_from_owned(config.kad_protocol.clone())
-            .map_err(|e| Error::Libp2p(format!("bad Kademlia protocol name: {e}")))?;
+        let kad_protocol = config.kad_stream_protocol()?;
         let reprovide = config.reprovide_interval;
+        let timeouts = config.timeouts;
+        let limits = config.limits.to_libp2p();
+        let transports = config.transports;
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
             .with_tokio()
-            .with_tcp(
-                tcp::Config::default().nodelay(true),
-                noise::Config::new,
-                yamux::Config::default,
-            )
+            .with_other_transport(|key| transport(key, transports))
             .map_err(|e| Error::Libp2p(e.to_string()))?
-            .with_quic()
             .with_relay_client(noise::Config::new, yamux::Config::default)
             .map_err(|e| Error::Libp2p(e.to_string()))?
             .with_behaviour(|key, relay| {
                 let mut kad_config = kad::Config::new(kad_protocol);
                 kad_config.set_provider_publication_interval(Some(reprovide));
-                kad_config.set_query_timeout(Duration::from_secs(30));
+                kad_config.set_query_timeout(timeouts.kad_query);
                 let mut kad = kad::Behaviour::with_config(
                     key.public().to_peer_id(),
                     kad::store::MemoryStore::new(key.public().to_peer_id()),
@@ -182,6 +187,7 @@ impl Network {
                 );
                 kad.set_mode(Some(kad::Mode::Server));
                 Behaviour {
+                    limits: connection_limits::Behaviour::new(limits),
                     identify: identify::Behaviour::new(identify::Config::new(
                         "/codex/1.0.0".into(),
                         key.public(),
@@ -198,7 +204,7 @@ impl Network {
                 }
             })
             .map_err(|e| Error::Libp2p(e.to_string()))?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+            .with_swarm_config(|c| c.with_idle_connection_timeout(timeouts.idle_connection))
             .build();
 
         for addr in &config.listen_addrs {
@@ -207,20 +213,17 @@ impl Network {
                 .map_err(|e| Error::Libp2p(format!("cannot listen on {addr}: {e}")))?;
         }
         for addr in &config.bootstrap {
-            match addr.iter().last() {
-                Some(libp2p::multiaddr::Protocol::P2p(peer)) => {
-                    swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
-                    if let Err(e) = swarm.dial(addr.clone()) {
-                        tracing::warn!(%addr, error = %e, "cannot dial a bootstrap node");
-                    }
+            // Checked: every bootstrap address ends in /p2p/<peer id>.
+            if let Some(libp2p::multiaddr::Protocol::P2p(peer)) = addr.iter().last() {
+                swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+                if let Err(e) = swarm.dial(addr.clone()) {
+                    tracing::warn!(%addr, error = %e, "cannot dial a bootstrap node");
                 }
-                _ => tracing::warn!(%addr, "bootstrap address without /p2p/<peer id> ignored"),
             }
         }
         let control = swarm.behaviour().stream.new_control();
         let (tx, rx) = mpsc::channel(256);
         let exchange = Exchange::start(control, store, config.exchange.clone(), Some(tx.clone()))?;
-        // Wait for the first listen address so that callers can print it.
         let mut task = SwarmTask {
             swarm,
             commands: rx,
@@ -228,14 +231,15 @@ impl Network {
             dials: HashMap::new(),
             exchange: Arc::clone(&exchange),
         };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while task.swarm.listeners().next().is_some()
-            && task.swarm.external_addresses().next().is_none()
-        {
-            match tokio::time::timeout_at(deadline, task.swarm.select_next_some()).await {
-                Ok(SwarmEvent::NewListenAddr { .. }) => break,
-                Ok(event) => task.on_event(event),
-                Err(_) => break,
+        // Wait (at most 5 s) for the first listen address, so that callers can print it
+        // and hand it to other nodes at once.
+        if !config.listen_addrs.is_empty() {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while task.swarm.listeners().next().is_none() {
+                match tokio::time::timeout_at(deadline, task.swarm.select_next_some()).await {
+                    Ok(event) => task.on_event(event),
+                    Err(_) => break,
+                }
             }
         }
         if !config.bootstrap.is_empty() {
@@ -245,6 +249,7 @@ impl Network {
         tokio::spawn(task.run());
         Ok(Network {
             peer_id,
+            dial_timeout: timeouts.dial,
             control,
             commands: tx,
             exchange,
@@ -254,6 +259,27 @@ impl Network {
     /// Our peer id.
     pub fn peer_id(&self) -> PeerId {
         self.peer_id
+    }
+
+    /// Where other nodes reach us: our listen addresses, each ending in
+    /// `/p2p/<our peer id>`, as another node's [`bootstrap`](NetworkBuilder::bootstrap)
+    /// or [`Network::dial`] takes them. Addresses on all interfaces (`0.0.0.0`) are
+    /// given per interface.
+    ///
+    /// # Errors
+    /// [`Error::Stopped`] when the network task has stopped.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a command already sent is carried out, its answer dropped.
+    pub async fn addresses(&self) -> Result<Vec<Multiaddr>> {
+        let peer = libp2p::multiaddr::Protocol::P2p(self.peer_id);
+        Ok(self
+            .info()
+            .await?
+            .listen_addrs
+            .into_iter()
+            .map(|a| a.with(peer.clone()))
+            .collect())
     }
 
     /// The block exchange.
@@ -288,7 +314,9 @@ impl Network {
         self.send(Command::Unprovide(cid)).await
     }
 
-    /// Peers that provide `cid`, found through the DHT (at most 30 s).
+    /// Peers that provide `cid`, found through the DHT: the first answer that names
+    /// some, or what the query found when it ends (at most
+    /// [`Timeouts::kad_query`](crate::Timeouts::kad_query), default 30 s).
     ///
     /// # Errors
     /// [`Error::Stopped`] when the network task has stopped.
@@ -304,7 +332,8 @@ impl Network {
     /// Connects to `peer`, at `addrs` if given, else at addresses the swarm knows.
     ///
     /// # Errors
-    /// [`Error::Libp2p`] when the dial fails or takes longer than 20 s,
+    /// [`Error::Libp2p`] when the dial fails or takes longer than
+    /// [`Timeouts::dial`](crate::Timeouts::dial) (default 20 s),
     /// [`Error::Stopped`] when the network task has stopped.
     ///
     /// # Cancel safety
@@ -312,7 +341,7 @@ impl Network {
     pub async fn dial(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<()> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Dial(peer, addrs, tx)).await?;
-        tokio::time::timeout(Duration::from_secs(20), rx)
+        tokio::time::timeout(self.dial_timeout, rx)
             .await
             .map_err(|_| Error::Libp2p(format!("dialing {peer} timed out")))?
             .map_err(|_| Error::Stopped)?
@@ -355,6 +384,38 @@ impl Network {
     pub async fn disconnect(&self, peer: PeerId) -> Result<()> {
         self.send(Command::Disconnect(peer)).await
     }
+}
+
+/// The transports `enabled` asks for, as one: TCP upgraded with Noise and Yamux, and
+/// QUIC. At least one is enabled (the configuration is checked before).
+fn transport(
+    key: &Keypair,
+    enabled: Transports,
+) -> std::result::Result<Boxed<(PeerId, StreamMuxerBox)>, Box<dyn std::error::Error + Send + Sync>>
+{
+    let mut out: Option<Boxed<(PeerId, StreamMuxerBox)>> = None;
+    if enabled.tcp {
+        let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+            .upgrade(Version::V1Lazy)
+            .authenticate(noise::Config::new(key)?)
+            .multiplex(yamux::Config::default())
+            .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
+            .boxed();
+        out = Some(tcp);
+    }
+    if enabled.quic {
+        let quic = quic::tokio::Transport::new(quic::Config::new(key))
+            .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
+            .boxed();
+        out = Some(match out {
+            Some(tcp) => tcp
+                .or_transport(quic)
+                .map(|either, _| either.into_inner())
+                .boxed(),
+            None => quic,
+        });
+    }
+    out.ok_or_else(|| "no transport enabled".into())
 }
 
 pub(crate) fn disconnect_command(peer: PeerId) -> Command {

@@ -5,12 +5,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use codex_core::{Block, BlockStore, Cid, CodexProof, LeafMeta, Manifest, SessionId, Space};
+use codex_core::{Block, BlockRead, BlockStore, Cid, CodexProof, LeafMeta, Manifest};
 use codex_net::message::{Entry, Message, PROTOCOL, WantList, WantType, write_message};
-use codex_net::{Download, FetchOptions, NetConfig, Network};
+use codex_net::{Download, FetchOptions, Network, Transports};
 use codex_store::{MemoryStore, StoreConfig};
 use futures::{AsyncWriteExt, StreamExt};
-use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, StreamProtocol};
 
 mod common;
@@ -23,14 +22,23 @@ struct TestNode {
 }
 
 async fn node(store: Arc<dyn BlockStore>, bootstrap: Vec<Multiaddr>) -> anyhow::Result<TestNode> {
-    let config = NetConfig {
-        listen_addrs: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
-        bootstrap,
-        ..NetConfig::default()
-    };
-    let net = Network::start(Keypair::generate_ed25519(), config, Arc::clone(&store)).await?;
-    let addr = listen_addr(&net).await?;
+    let (net, addr) = serving(Arc::clone(&store), bootstrap).await?;
     Ok(TestNode { net, store, addr })
+}
+
+/// A network on loopback TCP that serves `store`, and its address.
+async fn serving(
+    store: impl BlockRead + 'static,
+    bootstrap: Vec<Multiaddr>,
+) -> anyhow::Result<(Network, Multiaddr)> {
+    let net = Network::builder(store)
+        .transports(Transports::TCP)
+        .listen(["/ip4/127.0.0.1/tcp/0".parse()?])
+        .bootstrap(bootstrap)
+        .start()
+        .await?;
+    let addr = listen_addr(&net).await?;
+    Ok((net, addr))
 }
 
 /// Downloads `cid` through `net` into `store`, collecting the streamed bytes.
@@ -50,9 +58,9 @@ async fn download(n: &TestNode, cid: Cid) -> anyhow::Result<(Vec<u8>, codex_net:
     Ok((out, report))
 }
 
-async fn provide(n: &TestNode, cid: Cid, m: &Manifest) -> anyhow::Result<()> {
-    n.net.provide(cid).await?;
-    n.net.provide(m.tree_cid).await?;
+async fn provide(net: &Network, cid: Cid, m: &Manifest) -> anyhow::Result<()> {
+    net.provide(cid).await?;
+    net.provide(m.tree_cid).await?;
     Ok(())
 }
 
@@ -61,13 +69,7 @@ async fn provide(n: &TestNode, cid: Cid, m: &Manifest) -> anyhow::Result<()> {
 struct Corrupting(MemoryStore);
 
 #[async_trait]
-impl BlockStore for Corrupting {
-    async fn put_block(&self, b: Block) -> codex_core::Result<()> {
-        self.0.put_block(b).await
-    }
-    async fn put_leaf(&self, t: &Cid, i: u64, b: Block, p: CodexProof) -> codex_core::Result<()> {
-        self.0.put_leaf(t, i, b, p).await
-    }
+impl BlockRead for Corrupting {
     async fn get_block(&self, c: &Cid) -> codex_core::Result<Block> {
         self.0.get_block(c).await
     }
@@ -86,52 +88,6 @@ impl BlockStore for Corrupting {
     async fn has_leaf(&self, t: &Cid, i: u64) -> codex_core::Result<bool> {
         self.0.has_leaf(t, i).await
     }
-    async fn delete_block(&self, c: &Cid) -> codex_core::Result<()> {
-        self.0.delete_block(c).await
-    }
-    async fn delete_dataset(&self, c: &Cid) -> codex_core::Result<()> {
-        self.0.delete_dataset(c).await
-    }
-    async fn manifests(&self) -> codex_core::Result<Vec<(Cid, Manifest)>> {
-        self.0.manifests().await
-    }
-    async fn begin(&self) -> codex_core::Result<SessionId> {
-        self.0.begin().await
-    }
-    async fn session_put_blocks(&self, s: SessionId, b: Vec<Block>) -> codex_core::Result<()> {
-        self.0.session_put_blocks(s, b).await
-    }
-    async fn session_put_leaves(
-        &self,
-        s: SessionId,
-        t: &Cid,
-        l: Vec<LeafMeta>,
-    ) -> codex_core::Result<()> {
-        self.0.session_put_leaves(s, t, l).await
-    }
-    async fn session_put_leaf_refs(
-        &self,
-        s: SessionId,
-        t: &Cid,
-        l: Vec<LeafMeta>,
-    ) -> codex_core::Result<()> {
-        self.0.session_put_leaf_refs(s, t, l).await
-    }
-    async fn commit(&self, s: SessionId, m: Option<Block>) -> codex_core::Result<()> {
-        self.0.commit(s, m).await
-    }
-    async fn abort(&self, s: SessionId) -> codex_core::Result<()> {
-        self.0.abort(s).await
-    }
-    async fn space(&self) -> codex_core::Result<Space> {
-        self.0.space().await
-    }
-    async fn reserve(&self, n: u64) -> codex_core::Result<()> {
-        self.0.reserve(n).await
-    }
-    async fn release(&self, n: u64) -> codex_core::Result<()> {
-        self.0.release(n).await
-    }
 }
 
 /// Five nodes: A uploads, C serves corrupted blocks, D is killed mid-download, E knows
@@ -145,10 +101,10 @@ async fn five_nodes_dht_discovery_bad_peers_and_resume() -> anyhow::Result<()> {
     let (cid, manifest) = put_dataset(&*a.store, &data).await?;
     let evil_store = Arc::new(Corrupting(MemoryStore::new(StoreConfig::default())));
     put_dataset(&evil_store.0, &data).await?;
-    let c = node(evil_store, vec![b.addr.clone()]).await?;
+    let (c, _) = serving(evil_store, vec![b.addr.clone()]).await?;
     let d = node(mem(), vec![b.addr.clone()]).await?;
     put_dataset(&*d.store, &data).await?;
-    for n in [&a, &c, &d] {
+    for n in [&a.net, &c, &d.net] {
         provide(n, cid, &manifest).await?;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -171,7 +127,7 @@ async fn five_nodes_dht_discovery_bad_peers_and_resume() -> anyhow::Result<()> {
     assert_eq!(report.fetched, manifest.blocks_count());
     assert!(report.missing.is_empty());
     assert!(
-        e.net.exchange().is_banned(&c.net.peer_id()),
+        e.net.exchange().is_banned(&c.peer_id()),
         "the corrupting peer was dropped"
     );
     assert!(

@@ -6,23 +6,25 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use codex_core::{Block, BlockStore, Cid, CodexProof, LeafMeta, Manifest, SessionId, Space};
-use codex_net::{Download, Error, ExchangeConfig, FetchOptions, FetchReport, NetConfig, Network};
+use codex_core::{Block, BlockRead, BlockStore, Cid, CodexProof, LeafMeta, Manifest};
+use codex_net::{Download, Error, ExchangeConfig, FetchOptions, FetchReport, Network, Transports};
 use codex_store::{MemoryStore, StoreConfig};
 use futures::StreamExt;
-use libp2p::identity::Keypair;
 use tokio::time::Instant;
 
 mod common;
 use common::{listen_addr, mem, put_dataset, random};
 
-async fn node(store: Arc<dyn BlockStore>, exchange: ExchangeConfig) -> anyhow::Result<Network> {
-    let config = NetConfig {
-        listen_addrs: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
-        exchange,
-        ..NetConfig::default()
-    };
-    Ok(Network::start(Keypair::generate_ed25519(), config, store).await?)
+async fn node(
+    store: impl BlockRead + 'static,
+    exchange: ExchangeConfig,
+) -> anyhow::Result<Network> {
+    Ok(Network::builder(store)
+        .transports(Transports::TCP)
+        .listen(["/ip4/127.0.0.1/tcp/0".parse()?])
+        .exchange(exchange)
+        .start()
+        .await?)
 }
 
 /// Fetches the whole of `manifest` through `net` into `store`, collecting the streamed
@@ -90,13 +92,7 @@ impl Stalling {
 }
 
 #[async_trait]
-impl BlockStore for Stalling {
-    async fn put_block(&self, b: Block) -> codex_core::Result<()> {
-        self.inner.put_block(b).await
-    }
-    async fn put_leaf(&self, t: &Cid, i: u64, b: Block, p: CodexProof) -> codex_core::Result<()> {
-        self.inner.put_leaf(t, i, b, p).await
-    }
+impl BlockRead for Stalling {
     async fn get_block(&self, c: &Cid) -> codex_core::Result<Block> {
         self.inner.get_block(c).await
     }
@@ -115,52 +111,6 @@ impl BlockStore for Stalling {
     async fn has_leaf(&self, t: &Cid, i: u64) -> codex_core::Result<bool> {
         self.inner.has_leaf(t, i).await
     }
-    async fn delete_block(&self, c: &Cid) -> codex_core::Result<()> {
-        self.inner.delete_block(c).await
-    }
-    async fn delete_dataset(&self, c: &Cid) -> codex_core::Result<()> {
-        self.inner.delete_dataset(c).await
-    }
-    async fn manifests(&self) -> codex_core::Result<Vec<(Cid, Manifest)>> {
-        self.inner.manifests().await
-    }
-    async fn begin(&self) -> codex_core::Result<SessionId> {
-        self.inner.begin().await
-    }
-    async fn session_put_blocks(&self, s: SessionId, b: Vec<Block>) -> codex_core::Result<()> {
-        self.inner.session_put_blocks(s, b).await
-    }
-    async fn session_put_leaves(
-        &self,
-        s: SessionId,
-        t: &Cid,
-        l: Vec<LeafMeta>,
-    ) -> codex_core::Result<()> {
-        self.inner.session_put_leaves(s, t, l).await
-    }
-    async fn session_put_leaf_refs(
-        &self,
-        s: SessionId,
-        t: &Cid,
-        l: Vec<LeafMeta>,
-    ) -> codex_core::Result<()> {
-        self.inner.session_put_leaf_refs(s, t, l).await
-    }
-    async fn commit(&self, s: SessionId, m: Option<Block>) -> codex_core::Result<()> {
-        self.inner.commit(s, m).await
-    }
-    async fn abort(&self, s: SessionId) -> codex_core::Result<()> {
-        self.inner.abort(s).await
-    }
-    async fn space(&self) -> codex_core::Result<Space> {
-        self.inner.space().await
-    }
-    async fn reserve(&self, n: u64) -> codex_core::Result<()> {
-        self.inner.reserve(n).await
-    }
-    async fn release(&self, n: u64) -> codex_core::Result<()> {
-        self.inner.release(n).await
-    }
 }
 
 /// S delivers 4 blocks and then goes silent with the connection open; A is honest. The
@@ -175,11 +125,7 @@ async fn a_peer_that_stalls_mid_transfer_is_bypassed_after_the_timeout() -> anyh
     let a = node(a_store, ExchangeConfig::default()).await?;
     let stalling = Arc::new(Stalling::new(4));
     put_dataset(&stalling.inner, &data).await?;
-    let s = node(
-        Arc::clone(&stalling) as Arc<dyn BlockStore>,
-        ExchangeConfig::default(),
-    )
-    .await?;
+    let s = node(Arc::clone(&stalling), ExchangeConfig::default()).await?;
     let e_store = mem();
     let e = node(
         Arc::clone(&e_store),
@@ -250,11 +196,7 @@ async fn a_download_whose_only_source_stalls_ends_within_the_stall_timeout() -> 
     let data = random(1 << 20, 12);
     let stalling = Arc::new(Stalling::new(0));
     let (cid, manifest) = put_dataset(&stalling.inner, &data).await?;
-    let s = node(
-        Arc::clone(&stalling) as Arc<dyn BlockStore>,
-        ExchangeConfig::default(),
-    )
-    .await?;
+    let s = node(Arc::clone(&stalling), ExchangeConfig::default()).await?;
     let e_store = mem();
     let e = node(
         Arc::clone(&e_store),

@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use codex_core::{Block, BlockAddress, BlockStore, Cid, Manifest};
+use codex_core::{Block, BlockAddress, BlockRead, BlockStore, BlockWrite, Cid, Manifest};
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, Stream, StreamExt};
@@ -30,20 +30,23 @@ use crate::exchange::{Exchange, Fetched};
 use crate::network::Network;
 use scheduler::Scheduler;
 
-/// Knobs of a download.
+/// Knobs of a download ([`Download::options`]). The timeout of each request is the
+/// exchange's ([`ExchangeConfig::request_timeout`](crate::ExchangeConfig::request_timeout)).
 #[derive(Clone, Debug)]
 pub struct FetchOptions {
-    /// Requests in flight over all peers.
+    /// Requests in flight over all peers (default 256).
     pub window: usize,
-    /// Requests in flight to one peer.
+    /// Requests in flight to one peer (default 128).
     pub per_peer: usize,
-    /// Verified blocks being written to the store at the same time (the window keeps
-    /// moving while they are written).
+    /// Verified blocks being written to the store at the same time; the window keeps
+    /// moving while they are written (default 16).
     pub store_concurrency: usize,
-    /// How far ahead of the reader blocks are fetched (bounds memory when streaming).
+    /// How many blocks ahead of the reader are fetched; bounds memory when streaming
+    /// (default 512, 32 MiB of 64 KiB blocks).
     pub max_ahead: u64,
     /// Give up on the blocks left when no progress was made for this long, also while
-    /// requests are still outstanding (a peer that takes want-lists but never delivers).
+    /// requests are still outstanding (a peer that takes want-lists but never delivers)
+    /// (default 60 s).
     pub stall_timeout: Duration,
 }
 

@@ -1,0 +1,191 @@
+//! [`NetworkBuilder`]: a node's network assembled setting by setting, then started.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use codex_core::BlockRead;
+use libp2p::Multiaddr;
+use libp2p::identity::Keypair;
+
+use crate::config::{Limits, NetConfig, Timeouts, Transports, default_listen_addrs};
+use crate::error::{Error, Result};
+use crate::exchange::ExchangeConfig;
+use crate::network::{Network, load_or_create_key};
+
+/// Where the node's key comes from.
+enum KeySource {
+    /// A fresh Ed25519 key: a new peer id at every start.
+    Fresh,
+    /// The caller's.
+    Key(Keypair),
+    /// Loaded from a file, or created there.
+    File(PathBuf),
+}
+
+/// Assembles a [`Network`]: made by [`Network::builder`], each method sets one knob
+/// (every one has a default, listed with it), [`start`](NetworkBuilder::start) checks
+/// them all and starts the swarm.
+///
+/// The settings other than the key live in a [`NetConfig`]: [`config`](Self::config)
+/// sets them all at once (a configuration read from flags or a file), and the methods
+/// after it change single ones.
+///
+/// ```no_run
+/// # async fn demo(store: std::sync::Arc<dyn codex_core::BlockStore>) -> codex_net::Result<()> {
+/// use std::time::Duration;
+/// use codex_net::{Limits, Network, Timeouts, Transports};
+///
+/// let net = Network::builder(store)
+///     .key_file("data/key")
+///     .transports(Transports::QUIC)
+///     .kad_protocol("/ipfs/kad/1.0.0")
+///     .limits(Limits { max_connections: Some(64), ..Limits::default() })
+///     .timeouts(Timeouts { dial: Duration::from_secs(5), ..Timeouts::default() })
+///     .start()
+///     .await?;
+/// println!("peer {}", net.peer_id());
+/// # Ok(()) }
+/// ```
+#[must_use = "a builder does nothing until it is started"]
+pub struct NetworkBuilder {
+    store: Arc<dyn BlockRead>,
+    key: KeySource,
+    config: NetConfig,
+}
+
+impl std::fmt::Debug for NetworkBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let key = match &self.key {
+            KeySource::Fresh => "fresh".to_string(),
+            KeySource::Key(k) => k.public().to_peer_id().to_string(),
+            KeySource::File(path) => path.display().to_string(),
+        };
+        f.debug_struct("NetworkBuilder")
+            .field("key", &key)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NetworkBuilder {
+    pub(crate) fn new(store: Arc<dyn BlockRead>) -> Self {
+        NetworkBuilder {
+            store,
+            key: KeySource::Fresh,
+            config: NetConfig::default(),
+        }
+    }
+
+    /// Every setting but the key from `config` (the key stays as set). Default
+    /// [`NetConfig::default`].
+    pub fn config(mut self, config: NetConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The settings so far.
+    pub fn net_config(&self) -> &NetConfig {
+        &self.config
+    }
+
+    /// The node's key, which makes its peer id. Default: a fresh Ed25519 key, so a new
+    /// peer id at every start (see [`key_file`](Self::key_file) for one that lasts).
+    pub fn key(mut self, key: Keypair) -> Self {
+        self.key = KeySource::Key(key);
+        self
+    }
+
+    /// The node's key from the file at `path`, created there (mode 0600) when it does
+    /// not exist, as [`load_or_create_key`] does: the same peer id at every start.
+    pub fn key_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.key = KeySource::File(path.into());
+        self
+    }
+
+    /// Listen on `addrs` (TCP `/ip4/<ip>/tcp/<port>` or QUIC
+    /// `/ip4/<ip>/udp/<port>/quic-v1`, IPv6 alike), instead of the default of every
+    /// enabled transport on all interfaces, any port. None: only dial out.
+    pub fn listen(mut self, addrs: impl IntoIterator<Item = Multiaddr>) -> Self {
+        self.config.listen_addrs = addrs.into_iter().collect();
+        self
+    }
+
+    /// Bootstrap the DHT from `peers`, each address ending in `/p2p/<peer id>`; they are
+    /// dialed at start. Replaces earlier ones. Default none.
+    pub fn bootstrap(mut self, peers: impl IntoIterator<Item = Multiaddr>) -> Self {
+        self.config.bootstrap = peers.into_iter().collect();
+        self
+    }
+
+    /// The Kademlia protocol name. Default `/codex/kad/1.0.0`
+    /// ([`DEFAULT_KAD_PROTOCOL`](crate::DEFAULT_KAD_PROTOCOL)); `/ipfs/kad/1.0.0` joins
+    /// the public libp2p DHT's protocol (as Logos Storage does).
+    pub fn kad_protocol(mut self, name: impl Into<String>) -> Self {
+        self.config.kad_protocol = name.into();
+        self
+    }
+
+    /// The transports. Default [`Transports::ALL`] (TCP and QUIC). Listen addresses
+    /// still at their default follow: with [`Transports::TCP`] the node listens on TCP
+    /// only.
+    pub fn transports(mut self, transports: Transports) -> Self {
+        if self.config.listen_addrs == default_listen_addrs(self.config.transports) {
+            self.config.listen_addrs = default_listen_addrs(transports);
+        }
+        self.config.transports = transports;
+        self
+    }
+
+    /// Connection limits. Default [`Limits::default`]: 1024 connections, 8 per peer,
+    /// 128 pending each way.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.config.limits = limits;
+        self
+    }
+
+    /// Timeouts of idle connections, dials and DHT queries. Default
+    /// [`Timeouts::default`]: 120 s, 20 s, 30 s.
+    pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.config.timeouts = timeouts;
+        self
+    }
+
+    /// Limits of the block exchange. Default [`ExchangeConfig::default`]: messages up to
+    /// 16 MiB with up to 1024 want-list entries, 32 blocks served to a peer at once and
+    /// 4096 of its wants queued, requests answered within 15 s.
+    pub fn exchange(mut self, exchange: ExchangeConfig) -> Self {
+        self.config.exchange = exchange;
+        self
+    }
+
+    /// How often our provider records are published again. Default 30 minutes.
+    pub fn reprovide_interval(mut self, interval: Duration) -> Self {
+        self.config.reprovide_interval = interval;
+        self
+    }
+
+    /// Checks the settings, then starts the swarm: binds the listen addresses, dials
+    /// the bootstrap peers and starts the block exchange. Returns once the first listen
+    /// address is up (at most 5 s), so that callers can print it. Needs a tokio runtime.
+    ///
+    /// # Errors
+    /// [`Error::InvalidOption`] for a setting that cannot work (nothing is started;
+    /// see [`NetConfig::validate`]); [`Error::Io`] or [`Error::Libp2p`] when the key
+    /// file cannot be read or written; [`Error::Libp2p`] when a listen address cannot
+    /// be bound.
+    ///
+    /// # Cancel safety
+    /// Dropping the future before it returns drops the swarm: nothing keeps running.
+    pub async fn start(self) -> Result<Network> {
+        self.config.validate()?;
+        let key = match self.key {
+            KeySource::Fresh => Keypair::generate_ed25519(),
+            KeySource::Key(key) => key,
+            KeySource::File(path) => tokio::task::spawn_blocking(move || load_or_create_key(&path))
+                .await
+                .map_err(|e| Error::Libp2p(format!("loading the node key failed: {e}")))??,
+        };
+        Network::launch(key, self.config, self.store).await
+    }
+}

@@ -1,0 +1,465 @@
+//! The network's settings: [`NetConfig`] and its parts, with their defaults and the
+//! checks [`NetworkBuilder::start`](crate::NetworkBuilder::start) runs before anything
+//! is bound.
+
+use std::time::Duration;
+
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, StreamProtocol};
+
+use crate::error::{Error, Result};
+use crate::exchange::ExchangeConfig;
+
+/// The Kademlia protocol name nim-codex 0.2 speaks, and our default.
+pub const DEFAULT_KAD_PROTOCOL: &str = "/codex/kad/1.0.0";
+
+/// Settings of the network layer. Every field has a default ([`NetConfig::default`]);
+/// [`Network::builder`](crate::Network::builder) sets them one by one, or all at once
+/// from a `NetConfig` ([`NetworkBuilder::config`](crate::NetworkBuilder::config)).
+///
+/// ```
+/// use codex_net::{NetConfig, Transports};
+///
+/// let config = NetConfig {
+///     listen_addrs: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("a multiaddr")],
+///     transports: Transports::TCP,
+///     ..NetConfig::default()
+/// };
+/// # let _ = config;
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetConfig {
+    /// Addresses to listen on (`--listen-addrs`). Default: TCP and QUIC on all
+    /// interfaces, any port (`/ip4/0.0.0.0/tcp/0`, `/ip4/0.0.0.0/udp/0/quic-v1`); with
+    /// [`NetworkBuilder::transports`](crate::NetworkBuilder::transports) and no listen
+    /// addresses of its own, those of the enabled transports only. Empty: the node only
+    /// dials out. Each address must be a TCP or QUIC address of an enabled transport.
+    pub listen_addrs: Vec<Multiaddr>,
+    /// Peers to bootstrap the DHT from (`--bootstrap-node`), each ending in
+    /// `/p2p/<peer id>`. Default: none (a node others bootstrap from).
+    pub bootstrap: Vec<Multiaddr>,
+    /// The Kademlia protocol name, starting with `/`. Default `/codex/kad/1.0.0`
+    /// ([`DEFAULT_KAD_PROTOCOL`]); Logos Storage and other libp2p networks use
+    /// `/ipfs/kad/1.0.0`. Nodes with different names do not see each other's records.
+    pub kad_protocol: String,
+    /// How often our provider records are published again. Default 30 minutes, as in
+    /// Codex.
+    pub reprovide_interval: Duration,
+    /// The transports that carry connections. Default both TCP and QUIC.
+    pub transports: Transports,
+    /// How many connections the node keeps. Default [`Limits::default`].
+    pub limits: Limits,
+    /// How long connections idle, dials and DHT queries may take. Default
+    /// [`Timeouts::default`].
+    pub timeouts: Timeouts,
+    /// Limits of the block exchange: message size, want-list length, serving
+    /// concurrency, request timeout. Default [`ExchangeConfig::default`].
+    pub exchange: ExchangeConfig,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        NetConfig {
+            listen_addrs: default_listen_addrs(Transports::ALL),
+            bootstrap: Vec::new(),
+            kad_protocol: DEFAULT_KAD_PROTOCOL.into(),
+            reprovide_interval: Duration::from_secs(30 * 60),
+            transports: Transports::ALL,
+            limits: Limits::default(),
+            timeouts: Timeouts::default(),
+            exchange: ExchangeConfig::default(),
+        }
+    }
+}
+
+/// The default listen addresses of `transports`: all interfaces, any port.
+pub(crate) fn default_listen_addrs(transports: Transports) -> Vec<Multiaddr> {
+    let mut addrs = Vec::new();
+    if transports.tcp {
+        addrs.push(
+            Multiaddr::empty()
+                .with(Protocol::Ip4([0, 0, 0, 0].into()))
+                .with(Protocol::Tcp(0)),
+        );
+    }
+    if transports.quic {
+        addrs.push(
+            Multiaddr::empty()
+                .with(Protocol::Ip4([0, 0, 0, 0].into()))
+                .with(Protocol::Udp(0))
+                .with(Protocol::QuicV1),
+        );
+    }
+    addrs
+}
+
+/// The transports that carry the node's connections. Both encrypt with Noise (TCP) or
+/// TLS 1.3 (QUIC, built in); TCP connections are multiplexed with Yamux. A relay client
+/// runs over whichever is enabled, so that peers behind NAT can be reached through
+/// relays and, with DCUtR, directly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Transports {
+    /// TCP with Noise and Yamux, `TCP_NODELAY` set. Default on.
+    pub tcp: bool,
+    /// QUIC v1 over UDP. Default on.
+    pub quic: bool,
+}
+
+impl Transports {
+    /// TCP and QUIC: the default.
+    pub const ALL: Transports = Transports {
+        tcp: true,
+        quic: true,
+    };
+    /// TCP only.
+    pub const TCP: Transports = Transports {
+        tcp: true,
+        quic: false,
+    };
+    /// QUIC only.
+    pub const QUIC: Transports = Transports {
+        tcp: false,
+        quic: true,
+    };
+}
+
+impl Default for Transports {
+    fn default() -> Self {
+        Transports::ALL
+    }
+}
+
+/// How many connections the node keeps; a connection over a limit is refused (an
+/// incoming one) or fails (a dial, with the limit in its error). `None` is unlimited.
+/// Connections in both directions count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Limits {
+    /// Established connections in all. Default 1024.
+    pub max_connections: Option<u32>,
+    /// Established connections to one peer. Default 8 (two nodes that dial each other
+    /// at once, over TCP and QUIC, open up to four).
+    pub max_connections_per_peer: Option<u32>,
+    /// Incoming connections still being set up (handshakes). Default 128.
+    pub max_pending_incoming: Option<u32>,
+    /// Dials under way. Default 128.
+    pub max_pending_outgoing: Option<u32>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: Some(1024),
+            max_connections_per_peer: Some(8),
+            max_pending_incoming: Some(128),
+            max_pending_outgoing: Some(128),
+        }
+    }
+}
+
+impl Limits {
+    /// No limits at all (a test or a node behind a firewall of its own).
+    pub const UNLIMITED: Limits = Limits {
+        max_connections: None,
+        max_connections_per_peer: None,
+        max_pending_incoming: None,
+        max_pending_outgoing: None,
+    };
+
+    pub(crate) fn to_libp2p(self) -> libp2p::connection_limits::ConnectionLimits {
+        libp2p::connection_limits::ConnectionLimits::default()
+            .with_max_established(self.max_connections)
+            .with_max_established_per_peer(self.max_connections_per_peer)
+            .with_max_pending_incoming(self.max_pending_incoming)
+            .with_max_pending_outgoing(self.max_pending_outgoing)
+    }
+}
+
+/// How long things may take. The block exchange's request timeout is
+/// [`ExchangeConfig::request_timeout`], a download's stall timeout
+/// [`FetchOptions::stall_timeout`](crate::FetchOptions::stall_timeout).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Timeouts {
+    /// A connection without open streams is closed after this long. Default 120 s.
+    pub idle_connection: Duration,
+    /// [`Network::dial`](crate::Network::dial) gives up after this long. Default 20 s.
+    pub dial: Duration,
+    /// A Kademlia query (finding providers, bootstrapping) ends after this long, with
+    /// what it found. Default 30 s.
+    pub kad_query: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            idle_connection: Duration::from_secs(120),
+            dial: Duration::from_secs(20),
+            kad_query: Duration::from_secs(30),
+        }
+    }
+}
+
+fn invalid(option: &'static str, reason: impl Into<String>) -> Error {
+    Error::InvalidOption {
+        option,
+        reason: reason.into(),
+    }
+}
+
+/// Which transport an address needs, if it is one we can listen on or dial.
+#[derive(Debug, PartialEq, Eq)]
+enum Needs {
+    Tcp,
+    Quic,
+}
+
+fn transport_of(addr: &Multiaddr) -> Option<Needs> {
+    let mut it = addr.iter();
+    match it.next()? {
+        Protocol::Ip4(_) | Protocol::Ip6(_) => {}
+        _ => return None,
+    }
+    match (it.next()?, it.next()) {
+        (Protocol::Tcp(_), None | Some(Protocol::P2p(_))) => Some(Needs::Tcp),
+        (Protocol::Udp(_), Some(Protocol::QuicV1)) => Some(Needs::Quic),
+        _ => None,
+    }
+}
+
+impl ExchangeConfig {
+    /// Checks that every limit can be met: none is zero.
+    ///
+    /// # Errors
+    /// [`Error::InvalidOption`] naming the first field that is zero.
+    pub fn validate(&self) -> Result<()> {
+        let zero = |option, what: &str| invalid(option, format!("{what} must be more than 0"));
+        if self.max_message_bytes == 0 {
+            return Err(zero("exchange.max_message_bytes", "the message size limit"));
+        }
+        if self.max_entries_per_message == 0 {
+            return Err(zero(
+                "exchange.max_entries_per_message",
+                "the want-list length limit",
+            ));
+        }
+        if self.serve_concurrency_per_peer == 0 {
+            return Err(zero(
+                "exchange.serve_concurrency_per_peer",
+                "the serving concurrency",
+            ));
+        }
+        if self.max_queued_wants_per_peer == 0 {
+            return Err(zero(
+                "exchange.max_queued_wants_per_peer",
+                "the want queue length",
+            ));
+        }
+        if self.request_timeout.is_zero() {
+            return Err(zero("exchange.request_timeout", "the request timeout"));
+        }
+        Ok(())
+    }
+}
+
+impl NetConfig {
+    /// Checks the settings without binding or dialing anything: at least one transport;
+    /// every listen address a TCP or QUIC address of an enabled transport; every
+    /// bootstrap address ending in `/p2p/<peer id>`; a Kademlia protocol name starting
+    /// with `/`; no limit, interval or timeout of zero.
+    ///
+    /// # Errors
+    /// [`Error::InvalidOption`] naming the first setting that is wrong, and why.
+    pub fn validate(&self) -> Result<()> {
+        self.kad_stream_protocol()?;
+        let Transports { tcp, quic } = self.transports;
+        if !tcp && !quic {
+            return Err(invalid(
+                "transports",
+                "no transport enabled: enable TCP, QUIC or both",
+            ));
+        }
+        for addr in &self.listen_addrs {
+            match transport_of(addr) {
+                Some(Needs::Tcp) if !tcp => {
+                    return Err(invalid(
+                        "listen_addrs",
+                        format!("{addr} is a TCP address and TCP is disabled"),
+                    ));
+                }
+                Some(Needs::Quic) if !quic => {
+                    return Err(invalid(
+                        "listen_addrs",
+                        format!("{addr} is a QUIC address and QUIC is disabled"),
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    return Err(invalid(
+                        "listen_addrs",
+                        format!(
+                            "{addr} is neither /ip4|ip6/<ip>/tcp/<port> nor /ip4|ip6/<ip>/udp/<port>/quic-v1"
+                        ),
+                    ));
+                }
+            }
+        }
+        for addr in &self.bootstrap {
+            if !matches!(addr.iter().last(), Some(Protocol::P2p(_))) {
+                return Err(invalid(
+                    "bootstrap",
+                    format!("{addr} does not end in /p2p/<peer id>"),
+                ));
+            }
+        }
+        if self.reprovide_interval.is_zero() {
+            return Err(invalid(
+                "reprovide_interval",
+                "the reprovide interval must be more than 0",
+            ));
+        }
+        let limits = [
+            ("limits.max_connections", self.limits.max_connections),
+            (
+                "limits.max_connections_per_peer",
+                self.limits.max_connections_per_peer,
+            ),
+            (
+                "limits.max_pending_incoming",
+                self.limits.max_pending_incoming,
+            ),
+            (
+                "limits.max_pending_outgoing",
+                self.limits.max_pending_outgoing,
+            ),
+        ];
+        for (option, limit) in limits {
+            if limit == Some(0) {
+                return Err(invalid(
+                    option,
+                    "a limit of 0 allows no connection at all (None is unlimited)",
+                ));
+            }
+        }
+        let timeouts = [
+            ("timeouts.idle_connection", self.timeouts.idle_connection),
+            ("timeouts.dial", self.timeouts.dial),
+            ("timeouts.kad_query", self.timeouts.kad_query),
+        ];
+        for (option, timeout) in timeouts {
+            if timeout.is_zero() {
+                return Err(invalid(option, "a timeout must be more than 0"));
+            }
+        }
+        self.exchange.validate()
+    }
+
+    /// The Kademlia protocol name as libp2p takes it.
+    pub(crate) fn kad_stream_protocol(&self) -> Result<StreamProtocol> {
+        StreamProtocol::try_from_owned(self.kad_protocol.clone()).map_err(|e| {
+            invalid(
+                "kad_protocol",
+                format!("{:?} is not a protocol name: {e}", self.kad_protocol),
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn option_of(config: &NetConfig) -> Option<&'static str> {
+        match config.validate() {
+            Ok(()) => None,
+            Err(Error::InvalidOption { option, .. }) => Some(option),
+            Err(e) => panic!("not an invalid option: {e}"),
+        }
+    }
+
+    #[test]
+    fn the_default_is_valid_and_listens_on_both_transports() {
+        let config = NetConfig::default();
+        assert_eq!(option_of(&config), None);
+        assert_eq!(config.listen_addrs.len(), 2);
+        assert_eq!(config.kad_protocol, "/codex/kad/1.0.0");
+        assert_eq!(config.transports, Transports::ALL);
+        assert_eq!(default_listen_addrs(Transports::TCP).len(), 1);
+        assert_eq!(
+            transport_of(&default_listen_addrs(Transports::QUIC)[0]),
+            Some(Needs::Quic)
+        );
+    }
+
+    #[test]
+    fn each_bad_setting_is_named() {
+        let ok = NetConfig::default();
+        let check = |change: &dyn Fn(&mut NetConfig), option: &str| {
+            let mut c = ok.clone();
+            change(&mut c);
+            assert_eq!(option_of(&c), Some(option), "{c:?}");
+        };
+        check(&|c| c.kad_protocol = "codex/kad".into(), "kad_protocol");
+        check(&|c| c.kad_protocol = String::new(), "kad_protocol");
+        check(
+            &|c| {
+                c.transports = Transports {
+                    tcp: false,
+                    quic: false,
+                }
+            },
+            "transports",
+        );
+        // The default listen addresses include QUIC's.
+        check(&|c| c.transports = Transports::TCP, "listen_addrs");
+        check(&|c| c.transports = Transports::QUIC, "listen_addrs");
+        check(
+            &|c| c.listen_addrs = vec!["/ip4/127.0.0.1/udp/0".parse().expect("addr")],
+            "listen_addrs",
+        );
+        check(
+            &|c| c.listen_addrs = vec!["/dns4/example.org/tcp/1".parse().expect("addr")],
+            "listen_addrs",
+        );
+        check(
+            &|c| c.bootstrap = vec!["/ip4/127.0.0.1/tcp/4001".parse().expect("addr")],
+            "bootstrap",
+        );
+        check(
+            &|c| c.reprovide_interval = Duration::ZERO,
+            "reprovide_interval",
+        );
+        check(
+            &|c| c.limits.max_connections_per_peer = Some(0),
+            "limits.max_connections_per_peer",
+        );
+        check(&|c| c.timeouts.dial = Duration::ZERO, "timeouts.dial");
+        check(
+            &|c| c.exchange.serve_concurrency_per_peer = 0,
+            "exchange.serve_concurrency_per_peer",
+        );
+        check(
+            &|c| c.exchange.request_timeout = Duration::ZERO,
+            "exchange.request_timeout",
+        );
+    }
+
+    #[test]
+    fn addresses_that_fit_the_transports_pass() {
+        let mut c = NetConfig {
+            listen_addrs: vec![
+                "/ip4/127.0.0.1/tcp/0".parse().expect("addr"),
+                "/ip6/::1/udp/0/quic-v1".parse().expect("addr"),
+            ],
+            bootstrap: vec![
+                "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"
+                    .parse()
+                    .expect("addr"),
+            ],
+            limits: Limits::UNLIMITED,
+            ..NetConfig::default()
+        };
+        assert_eq!(option_of(&c), None);
+        c.listen_addrs.clear();
+        c.transports = Transports::QUIC;
+        assert_eq!(option_of(&c), None, "a node that only dials out");
+    }
+}
