@@ -21,6 +21,7 @@ if grep -E "$heavy" <<<"$tree"; then
 fi
 
 cargo test --workspace --locked
+cargo run --locked --example embed
 cargo run --locked --example custom_swarm
 cargo run --locked --example store_and_erasure
 FUZZ_SECONDS="${FUZZ_SECONDS:-5}" scripts/fuzz.sh
