@@ -563,8 +563,8 @@ impl Drop for Node {
     }
 }
 
-/// Starts the network, waits (at most 5 s) for its listeners and announces the stored
-/// datasets in the background.
+/// Starts the network (the key in the data directory's `key` file) and announces the
+/// stored datasets in the background.
 #[cfg(feature = "net")]
 async fn start_network(
     config: &NodeConfig,
@@ -573,19 +573,12 @@ async fn start_network(
     tasks: &mut JoinSet<()>,
     cancel: &CancellationToken,
 ) -> Result<codex_net::Network> {
-    let key_path = config.data_dir.join("key");
-    let key =
-        tokio::task::spawn_blocking(move || codex_net::load_or_create_key(&key_path)).await??;
-    let listens = !net_config.listen_addrs.is_empty();
-    let net = codex_net::Network::start(key, net_config, Arc::clone(store)).await?;
-    // The listeners come up just after the swarm starts: a started node
-    // has its addresses (others are told them at once), or 5 s passed.
-    for _ in 0..50 {
-        if !listens || !net.info().await?.listen_addrs.is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    // Started means listening (others are told the addresses at once), or 5 s passed.
+    let net = codex_net::Network::builder(Arc::clone(store))
+        .key_file(config.data_dir.join("key"))
+        .config(net_config)
+        .start()
+        .await?;
     let (n, s, stop) = (net.clone(), Arc::clone(store), cancel.clone());
     tasks.spawn(async move {
         tokio::select! {
