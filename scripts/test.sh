@@ -24,4 +24,5 @@ cargo test --workspace --locked
 cargo run --locked --example embed
 cargo run --locked --example custom_swarm
 cargo run --locked --example store_and_erasure
+cargo run --locked --example custom_store
 FUZZ_SECONDS="${FUZZ_SECONDS:-5}" scripts/fuzz.sh

@@ -378,7 +378,7 @@ impl NodeBuilder {
                     network: network.clone(),
                     market: Arc::clone(m),
                 }));
-                if let Some(v) = config.validator.clone() {
+                if let Some(v) = config.validator {
                     tasks.spawn(validator::run(Arc::clone(m), v, cancel.child_token()));
                 }
             }
