@@ -22,6 +22,19 @@ use crate::types::{MarketplaceConfig, RequestId, RequestState, SlotId, SlotState
 ///
 /// Views read the latest block; a transaction sent now lands in the next block
 /// ([`Marketplace::next_block`]), whose number and time decide its challenge and period.
+///
+/// Implemented for `Arc<T>` (and so `Arc<dyn Marketplace>`) as well as for
+/// [`MarketplaceClient`] and [`crate::memory::MemoryMarketplace`].
+///
+/// # Errors
+/// Every call: [`crate::Error::Reverted`] when the contract (or the token) reverts,
+/// naming the call and the request or slot it was about; on chain also
+/// [`crate::Error::Rpc`] when the node cannot be reached or answers with an error, and
+/// [`crate::Error::Failed`] for a transaction mined as failed without revert data.
+///
+/// # Cancel safety
+/// Views are cancel safe. A transaction dropped after it was sent may still be mined:
+/// read the state again (or poll [`Events`]) rather than assume it failed.
 #[async_trait::async_trait]
 pub trait Marketplace: Send + Sync + std::fmt::Debug {
     /// The account calls are made from.
