@@ -58,10 +58,13 @@ fn assert_consistent<K: codex_store::Kv>(store: &Repo<K>) {
 
 /// Every conformance case on a fresh store of each kind, each followed by the store's
 /// own consistency check.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn memory_store_conforms() -> anyhow::Result<()> {
-    for (name, case) in conformance::cases::<MemoryStore>() {
-        let store = MemoryStore::new(config(1 << 30));
+/// Runs every conformance case on a fresh store from `fresh`, each followed by the
+/// store's own consistency check.
+async fn conforms<K: codex_store::Kv>(
+    mut fresh: impl FnMut() -> anyhow::Result<(Repo<K>, Option<tempfile::TempDir>)>,
+) -> anyhow::Result<()> {
+    for (name, case) in conformance::cases::<Repo<K>>() {
+        let (store, _dir) = fresh()?;
         case(&store).await?;
         let problems = store.check()?;
         assert!(
@@ -73,18 +76,17 @@ async fn memory_store_conforms() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store_conforms() -> anyhow::Result<()> {
+    conforms(|| Ok((MemoryStore::new(config(1 << 30)), None))).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sled_store_conforms() -> anyhow::Result<()> {
-    for (name, case) in conformance::cases::<SledStore>() {
+    conforms(|| {
         let dir = tempfile::tempdir()?;
-        let store = SledStore::open(dir.path(), config(1 << 30))?;
-        case(&store).await?;
-        let problems = store.check()?;
-        assert!(
-            problems.is_empty(),
-            "{name}: store inconsistent: {problems:#?}"
-        );
-    }
-    Ok(())
+        Ok((SledStore::open(dir.path(), config(1 << 30))?, Some(dir)))
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
