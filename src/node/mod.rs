@@ -146,6 +146,8 @@ pub struct Node {
     api: Option<Api>,
     tasks: JoinSet<()>,
     cancel: CancellationToken,
+    /// The node opened its store (else the app gave it and may hold it too).
+    owns_store: bool,
 }
 
 /// The REST API server of a running node.
@@ -318,6 +320,7 @@ impl NodeBuilder {
         std::fs::create_dir_all(&config.data_dir)?;
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
+        let owns_store = store.is_none();
         let store: Arc<dyn BlockStore> = match store {
             Some(store) => store,
             None => {
@@ -407,6 +410,7 @@ impl NodeBuilder {
             api,
             tasks,
             cancel,
+            owns_store,
         })
     }
 }
@@ -544,11 +548,15 @@ impl Node {
         if let Some(net) = self.handle.network.take() {
             net.shutdown().await;
         }
-        // Work that still holds the store (a blocking task of an upload finishing, a
-        // reader kept by the app) ends before this returns, so that the store can be
-        // opened again at once; bounded, in case a reader keeps a dataset open.
+        // Work that still holds a store the node opened (a blocking task of an upload
+        // finishing, a reader kept by the app) ends before this returns, so that the
+        // store can be opened again at once; bounded, in case a reader keeps a dataset
+        // open. A store the app gave is the app's to close.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while Arc::strong_count(&self.handle.store) > 1 && std::time::Instant::now() < deadline {
+        while self.owns_store
+            && Arc::strong_count(&self.handle.store) > 1
+            && std::time::Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(())
