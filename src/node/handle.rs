@@ -26,6 +26,50 @@ pub struct Handle {
     pub(crate) data_dir: String,
     #[cfg(feature = "market")]
     pub(crate) market: Option<Arc<crate::node::market::Market>>,
+    /// Work a call leaves running (announcing, a download the API started).
+    pub(crate) background: Background,
+}
+
+/// Tasks that calls leave running, owned by the node: stopped and joined at shutdown.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Background {
+    tasks: Arc<std::sync::Mutex<tokio::task::JoinSet<()>>>,
+    cancel: tokio_util::sync::CancellationToken,
+}
+
+impl Background {
+    /// Owned by `cancel`: the tasks stop when it is cancelled.
+    pub(crate) fn new(cancel: tokio_util::sync::CancellationToken) -> Self {
+        Background {
+            tasks: Arc::default(),
+            cancel,
+        }
+    }
+
+    /// Runs `work` until it ends or the node stops.
+    #[cfg_attr(not(feature = "net"), allow(dead_code))]
+    pub(crate) fn spawn(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        let cancel = self.cancel.clone();
+        if cancel.is_cancelled() {
+            return;
+        }
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        // Finished tasks are reaped here, so the set holds only running ones.
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = work => {}
+            }
+        });
+    }
+
+    /// Stops every task and waits for each.
+    pub(crate) async fn shutdown(&self) {
+        self.cancel.cancel();
+        let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        while tasks.join_next().await.is_some() {}
+    }
 }
 
 impl Handle {
@@ -152,7 +196,7 @@ impl Handle {
     pub(crate) async fn announce(&self, cid: Cid) {
         if let Some(net) = self.network.clone() {
             let store = Arc::clone(&self.store);
-            tokio::spawn(async move {
+            self.background.spawn(async move {
                 if let Ok(block) = store.get_block(&cid).await
                     && let Ok(m) = Manifest::decode(block.data())
                 {

@@ -395,6 +395,7 @@ impl NodeBuilder {
             data_dir: config.data_dir.display().to_string(),
             #[cfg(feature = "market")]
             market,
+            background: handle::Background::new(cancel.child_token()),
         };
 
         #[cfg(feature = "rest")]
@@ -533,6 +534,7 @@ impl Node {
         if let Some(server) = self.api.as_mut().and_then(|a| a.server.take()) {
             server.await??;
         }
+        self.handle.background.shutdown().await;
         while let Some(done) = self.tasks.join_next().await {
             if let Err(e) = done
                 && e.is_panic()

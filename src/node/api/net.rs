@@ -39,7 +39,7 @@ async fn network_download(
         .await
         .map_err(Error::Net)?;
     let store = Arc::clone(&st.store);
-    tokio::spawn(async move {
+    st.background.spawn(async move {
         match network::download(&net, &store, cid).await {
             Ok(_) => tracing::info!(%cid, "download complete"),
             Err(e) => tracing::warn!(%cid, error = %e, "download failed"),
