@@ -153,8 +153,10 @@ async fn a_node_over_an_in_memory_marketplace_buys_and_offers_storage() -> anyho
     let on_chain = client.my_requests().await?;
     assert_eq!(on_chain.len(), 1);
     assert_eq!(client.request_state(on_chain[0]).await?, RequestState::New);
-    // The price was paid.
-    assert!(client.balance_of(account).await? < tokens);
+    // The full price was paid up front: slots x duration x price per byte x slot size.
+    let price = U256::from(3u64 * 3600) * U256::from(request.ask.slot_size);
+    assert_eq!(request.ask.max_price(), price);
+    assert_eq!(client.balance_of(account).await?, tokens - price);
     assert_eq!(node.purchases()?, vec![id]);
     node.shutdown().await?;
     Ok(())

@@ -95,12 +95,12 @@ where
         return Err(Error::InvalidBlockSize(block_size));
     }
     let session = WriteSession::begin(store).await?;
-    let (total, tree) = write_blocks(&session, source, block_size).await?;
+    let (total, cids) = write_blocks(&session, source, block_size).await?;
     if total == 0 {
         return Err(Error::EmptyUpload);
     }
     let tree = Arc::new(
-        tokio::task::spawn_blocking(move || MerkleTree::from_cids(&tree))
+        tokio::task::spawn_blocking(move || MerkleTree::from_cids(&cids))
             .await
             .map_err(|e| Error::Task(e.to_string()))??,
     );
@@ -249,22 +249,11 @@ impl DatasetReader {
         let manifest = Manifest::decode(first.data())?;
         let size = manifest.original_size();
         let shared = Arc::new(manifest.clone());
-        let chunks = (0..manifest.original_blocks_count())
-            .step_by(READ_CHUNK)
-            .map(move |start| {
-                start..(start + READ_CHUNK as u64).min(shared.original_blocks_count())
-            })
-            .map({
-                let manifest = Arc::new(manifest.clone());
-                move |range| {
-                    read_chunk(
-                        store.clone(),
-                        Arc::clone(&manifest),
-                        recovery.clone(),
-                        range,
-                    )
-                }
-            });
+        let blocks = manifest.original_blocks_count();
+        let chunks = (0..blocks).step_by(READ_CHUNK).map(move |start| {
+            let range = start..(start + READ_CHUNK as u64).min(blocks);
+            read_chunk(store.clone(), Arc::clone(&shared), recovery.clone(), range)
+        });
         let stream = stream::iter(chunks)
             .buffered(READ_AHEAD_CHUNKS)
             .map_ok(|blocks| stream::iter(blocks.into_iter().map(Ok)))

@@ -26,50 +26,9 @@ pub struct Handle {
     pub(crate) data_dir: String,
     #[cfg(feature = "market")]
     pub(crate) market: Option<Arc<crate::node::market::Market>>,
-    /// Work a call leaves running (announcing, a download the API started).
-    pub(crate) background: Background,
-}
-
-/// Tasks that calls leave running, owned by the node: stopped and joined at shutdown.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Background {
-    tasks: Arc<std::sync::Mutex<tokio::task::JoinSet<()>>>,
-    cancel: tokio_util::sync::CancellationToken,
-}
-
-impl Background {
-    /// Owned by `cancel`: the tasks stop when it is cancelled.
-    pub(crate) fn new(cancel: tokio_util::sync::CancellationToken) -> Self {
-        Background {
-            tasks: Arc::default(),
-            cancel,
-        }
-    }
-
-    /// Runs `work` until it ends or the node stops.
-    #[cfg_attr(not(feature = "net"), allow(dead_code))]
-    pub(crate) fn spawn(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
-        let cancel = self.cancel.clone();
-        if cancel.is_cancelled() {
-            return;
-        }
-        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
-        // Finished tasks are reaped here, so the set holds only running ones.
-        while tasks.try_join_next().is_some() {}
-        tasks.spawn(async move {
-            tokio::select! {
-                _ = cancel.cancelled() => {}
-                _ = work => {}
-            }
-        });
-    }
-
-    /// Stops every task and waits for each.
-    pub(crate) async fn shutdown(&self) {
-        self.cancel.cancel();
-        let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
-        while tasks.join_next().await.is_some() {}
-    }
+    /// Work a call leaves running (announcing, a download the API started), stopped
+    /// with the node.
+    pub(crate) background: Arc<crate::node::tasks::TaskSet>,
 }
 
 impl Handle {
@@ -92,7 +51,7 @@ impl Handle {
         let added = codex_store::dataset::add_stream(&*self.store, source, options)
             .await
             .map_err(data::from_dataset_error)?;
-        self.announce(added.cid).await;
+        self.announce(added.cid, &added.manifest);
         Ok(added)
     }
 
@@ -162,7 +121,7 @@ impl Handle {
         m: usize,
     ) -> Result<(Cid, Manifest)> {
         let (cid, protected) = data::erasure_encode(&*self.store, manifest, k, m).await?;
-        self.announce(cid).await;
+        self.announce(cid, &protected);
         Ok((cid, protected))
     }
 
@@ -176,7 +135,7 @@ impl Handle {
         ec: Option<(usize, usize)>,
     ) -> Result<(Cid, Manifest, Cid)> {
         let out = data::make_verifiable(&*self.store, manifest, ec).await?;
-        self.announce(out.0).await;
+        self.announce(out.0, &out.1);
         Ok(out)
     }
 
@@ -191,24 +150,21 @@ impl Handle {
         self.network.as_ref().ok_or(Error::NoNetwork)
     }
 
-    /// Provides a stored dataset in the DHT (in the background).
+    /// Provides the dataset `cid`, just stored with `manifest`, in the DHT (in the
+    /// background).
     #[cfg(feature = "net")]
-    pub(crate) async fn announce(&self, cid: Cid) {
+    fn announce(&self, cid: Cid, manifest: &Manifest) {
         if let Some(net) = self.network.clone() {
-            let store = Arc::clone(&self.store);
+            let m = manifest.clone();
             self.background.spawn(async move {
-                if let Ok(block) = store.get_block(&cid).await
-                    && let Ok(m) = Manifest::decode(block.data())
-                {
-                    crate::node::network::announce(&net, cid, &m).await;
-                }
+                crate::node::network::announce(&net, cid, &m).await;
             });
         }
     }
 
     /// Without a network there is nobody to tell.
     #[cfg(not(feature = "net"))]
-    pub(crate) async fn announce(&self, _cid: Cid) {}
+    fn announce(&self, _cid: Cid, _manifest: &Manifest) {}
 
     // ------------------------------------------------------------ marketplace
 

@@ -11,8 +11,6 @@ use codex_market::alloy::signers::local::PrivateKeySigner;
 use codex_market::{Marketplace, MarketplaceClient, MarketplaceConfig};
 use codex_proofs::{Prover, Srs};
 use tokio::sync::OnceCell;
-use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 
@@ -223,52 +221,7 @@ impl ProverSetup {
     }
 }
 
-/// Background work a component owns: every task in one `JoinSet`, stopped together by
-/// a cancellation token ([`TaskSet::shutdown`]) or when the set is dropped.
-#[derive(Debug, Default)]
-pub struct TaskSet {
-    tasks: std::sync::Mutex<JoinSet<()>>,
-    cancel: CancellationToken,
-}
-
-impl TaskSet {
-    /// Runs `task` until it ends or the set shuts down. Needs a tokio runtime.
-    pub fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
-        let cancel = self.cancel.clone();
-        let mut tasks = self
-            .tasks
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        while tasks.try_join_next().is_some() {}
-        if cancel.is_cancelled() {
-            return;
-        }
-        tasks.spawn(async move {
-            tokio::select! {
-                biased;
-                _ = cancel.cancelled() => {}
-                _ = task => {}
-            }
-        });
-    }
-
-    /// The token the set's tasks stop on.
-    pub fn token(&self) -> &CancellationToken {
-        &self.cancel
-    }
-
-    /// Stops every task and waits until they have ended.
-    pub async fn shutdown(&self) {
-        self.cancel.cancel();
-        let mut tasks = std::mem::take(
-            &mut *self
-                .tasks
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
-        while tasks.join_next().await.is_some() {}
-    }
-}
+pub use crate::node::tasks::TaskSet;
 
 /// What purchasing, sales and the validator share: the marketplace (any
 /// [`Marketplace`]; on chain a [`MarketplaceClient`]), the prover, the books the API

@@ -23,6 +23,7 @@ pub mod purchasing;
 pub mod sales;
 #[cfg(feature = "rest")]
 pub mod security;
+pub mod tasks;
 #[cfg(feature = "market")]
 pub mod validator;
 
@@ -395,7 +396,7 @@ impl NodeBuilder {
             data_dir: config.data_dir.display().to_string(),
             #[cfg(feature = "market")]
             market,
-            background: handle::Background::new(cancel.child_token()),
+            background: Arc::new(tasks::TaskSet::new(cancel.child_token())),
         };
 
         #[cfg(feature = "rest")]

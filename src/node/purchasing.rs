@@ -63,6 +63,19 @@ fn small(key: &str, v: U256) -> Result<u64> {
 }
 
 impl RequestParams {
+    /// The parameters `request` was made with.
+    pub fn of(request: &StorageRequest) -> Self {
+        RequestParams {
+            duration: request.ask.duration,
+            proof_probability: request.ask.proof_probability,
+            price_per_byte_per_second: request.ask.price_per_byte_per_second,
+            collateral_per_byte: request.ask.collateral_per_byte,
+            expiry: request.expiry,
+            nodes: request.ask.slots,
+            tolerance: request.ask.max_slot_loss,
+        }
+    }
+
     /// Reads Codex's JSON body.
     ///
     /// # Errors
@@ -368,15 +381,7 @@ pub async fn restore<M: Marketplace + ?Sized>(
             continue;
         };
         let id = codex_market::alloy::primitives::hex::encode(request.nonce);
-        let params = RequestParams {
-            duration: request.ask.duration,
-            proof_probability: request.ask.proof_probability,
-            price_per_byte_per_second: request.ask.price_per_byte_per_second,
-            collateral_per_byte: request.ask.collateral_per_byte,
-            expiry: request.expiry,
-            nodes: request.ask.slots,
-            tolerance: request.ask.max_slot_loss,
-        };
+        let params = RequestParams::of(&request);
         let mut all = purchases.lock();
         if all.contains_key(&id) {
             continue;

@@ -97,13 +97,7 @@ impl Default for SellerConfig {
 /// Sells storage: the host's role over a [`Marketplace`] and a [`SlotHost`], writing
 /// its [`Sales`] book.
 #[derive(Debug)]
-pub struct Seller<M, H> {
-    market: M,
-    host: Arc<H>,
-    sales: Arc<Sales>,
-    config: SellerConfig,
-    from_block: Option<u64>,
-}
+pub struct Seller<M, H>(Shared<M, H>);
 
 /// What every sale task shares.
 #[derive(Debug)]
@@ -129,25 +123,25 @@ where
 {
     /// A seller acting on `market` with `host`, writing `sales`.
     pub fn new(market: M, host: Arc<H>, sales: Arc<Sales>) -> Self {
-        Seller {
+        Seller(Shared {
             market,
             host,
             sales,
             config: SellerConfig::default(),
             from_block: None,
-        }
+        })
     }
 
     /// Reads the marketplace's events from block `number` on (default: from the latest
     /// block when it starts).
     pub fn from_block(mut self, number: u64) -> Self {
-        self.from_block = Some(number);
+        self.0.from_block = Some(number);
         self
     }
 
     /// With `config`.
     pub fn config(mut self, config: SellerConfig) -> Self {
-        self.config = config;
+        self.0.config = config;
         self
     }
 
@@ -159,13 +153,7 @@ where
     /// # Cancel safety
     /// Dropping the future aborts every sale task too (they live in its `JoinSet`).
     pub async fn run(self, cancel: CancellationToken) {
-        let shared = Arc::new(Shared {
-            market: self.market,
-            host: self.host,
-            sales: self.sales,
-            config: self.config,
-            from_block: self.from_block,
-        });
+        let shared = Arc::new(self.0);
         let mut tasks = JoinSet::new();
         tokio::select! {
             biased;

@@ -282,15 +282,7 @@ fn buy(
     purchases: &Arc<Purchases>,
     request: StorageRequest,
 ) -> (String, StorageRequest, JoinHandle<Result<()>>) {
-    let params = RequestParams {
-        duration: request.ask.duration,
-        proof_probability: request.ask.proof_probability,
-        price_per_byte_per_second: request.ask.price_per_byte_per_second,
-        collateral_per_byte: request.ask.collateral_per_byte,
-        expiry: request.expiry,
-        nodes: request.ask.slots,
-        tolerance: request.ask.max_slot_loss,
-    };
+    let params = RequestParams::of(&request);
     let cid = Cid::for_manifest(b"a dataset");
     assert_eq!(cid.codec(), codec::MANIFEST);
     // The purchase's record; the request keeps its own nonce, so that its slots and
