@@ -23,7 +23,7 @@ pub use crate::block::{Block, BlockAddress};
 pub use crate::chunker::{ChunkBuffer, Chunker, DEFAULT_BLOCK_SIZE};
 pub use crate::cid::{Cid, codec};
 pub use crate::error::{Error, Result};
-pub use crate::manifest::{Manifest, Protection, StrategyType, Verification};
+pub use crate::manifest::{Encryption, Kdf, Manifest, Protection, StrategyType, Verification};
 pub use crate::merkle::{CodexProof, MerkleTree};
 pub use crate::store::{
     BlockRead, BlockStore, BlockWrite, LeafMeta, Manifests, Quota, RecoverBlock, SessionId,

@@ -66,6 +66,49 @@ pub struct Verification {
     pub strategy: StrategyType,
 }
 
+/// The public parameters of an encrypted dataset (an extension of Codex's manifest,
+/// header field 20, absent for plain datasets so that their encoding stays Codex's):
+/// which scheme, the dataset's nonce, a check value that tells a wrong key apart, and
+/// how a passphrase becomes the key. No secret is here; the crate `codex-crypto`
+/// implements the scheme.
+///
+/// ```text
+/// Encryption { 1: uint32 scheme  2: bytes nonce (16)  3: bytes keyCheck (16)
+///              4: Kdf (only if the key comes from a passphrase) }
+/// Kdf        { 1: uint32 algorithm (1 = Argon2id v1.3)  2: bytes salt (16)
+///              3: uint32 memoryKiB  4: uint32 iterations  5: uint32 parallelism }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Encryption {
+    /// The scheme (1: XChaCha20-Poly1305, one sealed segment per block).
+    pub scheme: u32,
+    /// Random per dataset; with the block index it forms each block's nonce.
+    pub nonce: [u8; 16],
+    /// An authentication tag made with the key over nothing: checks a key before any
+    /// block is read.
+    pub key_check: [u8; 16],
+    /// How the key is derived from a passphrase, when it is.
+    pub kdf: Option<Kdf>,
+}
+
+/// Key derivation parameters of a passphrase-encrypted dataset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Kdf {
+    /// The algorithm (1: Argon2id, version 0x13).
+    pub algorithm: u32,
+    /// Random salt.
+    pub salt: [u8; 16],
+    /// Memory in KiB.
+    pub memory_kib: u32,
+    /// Passes over memory.
+    pub iterations: u32,
+    /// Lanes.
+    pub parallelism: u32,
+}
+
+/// Header field of [`Encryption`]: far from Codex's fields 1-9.
+const ENCRYPTION_FIELD: u32 = 20;
+
 /// A dataset's description.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Manifest {
@@ -87,6 +130,9 @@ pub struct Manifest {
     pub mimetype: Option<String>,
     /// Erasure coding, for a protected dataset.
     pub protection: Option<Protection>,
+    /// Encryption parameters, for an encrypted dataset (not in Codex's format; plain
+    /// manifests encode exactly as Codex's).
+    pub encryption: Option<Encryption>,
 }
 
 impl Manifest {
@@ -102,7 +148,13 @@ impl Manifest {
             filename: None,
             mimetype: None,
             protection: None,
+            encryption: None,
         }
+    }
+
+    /// Whether the dataset's blocks are ciphertext.
+    pub fn is_encrypted(&self) -> bool {
+        self.encryption.is_some()
     }
 
     /// Whether the dataset is erasure-coded.
@@ -193,6 +245,22 @@ impl Manifest {
         if let Some(mime) = &self.mimetype {
             h.bytes(9, mime.as_bytes());
         }
+        if let Some(enc) = &self.encryption {
+            let mut e = pb::Writer::new();
+            e.uint(1, u64::from(enc.scheme))
+                .bytes(2, &enc.nonce)
+                .bytes(3, &enc.key_check);
+            if let Some(k) = &enc.kdf {
+                let mut kw = pb::Writer::new();
+                kw.uint(1, u64::from(k.algorithm))
+                    .bytes(2, &k.salt)
+                    .uint(3, u64::from(k.memory_kib))
+                    .uint(4, u64::from(k.iterations))
+                    .uint(5, u64::from(k.parallelism));
+                e.message(4, &kw);
+            }
+            h.message(ENCRYPTION_FIELD, &e);
+        }
         let mut outer = pb::Writer::new();
         outer.message(1, &h);
         outer.finish()
@@ -228,7 +296,7 @@ impl Manifest {
         let mut tree_cid = None;
         let (mut block_size, mut dataset_size, mut codec_, mut hcodec, mut version) =
             (None, None, None, None, None);
-        let (mut filename, mut mimetype, mut erasure) = (None, None, None);
+        let (mut filename, mut mimetype, mut erasure, mut encryption) = (None, None, None, None);
         let mut r = pb::Reader::new(header, WHAT);
         while let Some((field, value)) = r.next_field()? {
             match field {
@@ -241,6 +309,7 @@ impl Manifest {
                 7 => erasure = Some(value.bytes(WHAT)?),
                 8 => filename = Some(utf8(value.bytes(WHAT)?)?),
                 9 => mimetype = Some(utf8(value.bytes(WHAT)?)?),
+                ENCRYPTION_FIELD => encryption = Some(decode_encryption(value.bytes(WHAT)?)?),
                 _ => {}
             }
         }
@@ -258,6 +327,7 @@ impl Manifest {
                 Some(e) => Some(decode_protection(e)?),
                 None => None,
             },
+            encryption,
         };
         manifest.validate()?;
         Ok(manifest)
@@ -321,6 +391,56 @@ impl Manifest {
 fn utf8(bytes: &[u8]) -> Result<String> {
     String::from_utf8(bytes.to_vec())
         .map_err(|_| Error::decode("manifest", "string field is not UTF-8"))
+}
+
+fn array16(bytes: &[u8], what: &str) -> Result<[u8; 16]> {
+    bytes.try_into().map_err(|_| {
+        Error::InvalidManifest(format!("{what} has {} bytes, expected 16", bytes.len()))
+    })
+}
+
+fn decode_encryption(bytes: &[u8]) -> Result<Encryption> {
+    const WHAT: &str = "manifest encryption info";
+    let (mut scheme, mut nonce, mut check, mut kdf) = (None, None, None, None);
+    let mut r = pb::Reader::new(bytes, WHAT);
+    while let Some((field, value)) = r.next_field()? {
+        match field {
+            1 => scheme = Some(value.uint32(WHAT)?),
+            2 => nonce = Some(array16(value.bytes(WHAT)?, "encryption nonce")?),
+            3 => check = Some(array16(value.bytes(WHAT)?, "encryption key check")?),
+            4 => {
+                const WHAT: &str = "manifest key derivation";
+                let (mut alg, mut salt, mut mem, mut it, mut par) = (None, None, None, None, None);
+                let mut k = pb::Reader::new(value.bytes(WHAT)?, WHAT);
+                while let Some((field, value)) = k.next_field()? {
+                    match field {
+                        1 => alg = Some(value.uint32(WHAT)?),
+                        2 => salt = Some(array16(value.bytes(WHAT)?, "key derivation salt")?),
+                        3 => mem = Some(value.uint32(WHAT)?),
+                        4 => it = Some(value.uint32(WHAT)?),
+                        5 => par = Some(value.uint32(WHAT)?),
+                        _ => {}
+                    }
+                }
+                let missing = |name: &str| Error::InvalidManifest(format!("missing kdf {name}"));
+                kdf = Some(Kdf {
+                    algorithm: alg.ok_or_else(|| missing("algorithm"))?,
+                    salt: salt.ok_or_else(|| missing("salt"))?,
+                    memory_kib: mem.ok_or_else(|| missing("memory"))?,
+                    iterations: it.ok_or_else(|| missing("iterations"))?,
+                    parallelism: par.ok_or_else(|| missing("parallelism"))?,
+                });
+            }
+            _ => {}
+        }
+    }
+    let missing = |name: &str| Error::InvalidManifest(format!("missing encryption {name}"));
+    Ok(Encryption {
+        scheme: scheme.ok_or_else(|| missing("scheme"))?,
+        nonce: nonce.ok_or_else(|| missing("nonce"))?,
+        key_check: check.ok_or_else(|| missing("key check"))?,
+        kdf,
+    })
 }
 
 fn decode_protection(bytes: &[u8]) -> Result<Protection> {
@@ -427,6 +547,56 @@ mod tests {
             verification: None,
         });
         m
+    }
+
+    #[test]
+    fn encryption_parameters_round_trip_and_only_extend_the_header() {
+        let mut m = protected();
+        let plain = m.encode();
+        m.encryption = Some(Encryption {
+            scheme: 1,
+            nonce: [7; 16],
+            key_check: [9; 16],
+            kdf: Some(Kdf {
+                algorithm: 1,
+                salt: [3; 16],
+                memory_kib: 19456,
+                iterations: 2,
+                parallelism: 1,
+            }),
+        });
+        let bytes = m.encode();
+        assert_eq!(Manifest::decode(&bytes).expect("decode"), m);
+        assert!(m.is_encrypted());
+        // The header is Codex's fields followed by field 20: a decoder that skips
+        // unknown fields (Codex's) reads the same dataset.
+        let header = |b: &[u8]| {
+            let mut outer = pb::Reader::new(b, "t");
+            let (_, h) = outer.next_field().expect("ok").expect("header");
+            h.bytes("t").expect("bytes").to_vec()
+        };
+        let (h_plain, h_enc) = (header(&plain), header(&bytes));
+        assert!(h_enc.starts_with(&h_plain));
+        let mut rest = pb::Reader::new(&h_enc[h_plain.len()..], "t");
+        let (field, _) = rest.next_field().expect("ok").expect("field");
+        assert_eq!(field, 20);
+        assert!(rest.next_field().expect("ok").is_none());
+
+        // A nonce of the wrong length is refused by name.
+        let mut e = pb::Writer::new();
+        e.uint(1, 1).bytes(2, &[1; 15]).bytes(3, &[2; 16]);
+        let mut h = pb::Writer::new();
+        h.bytes(1, &m.tree_cid.to_bytes())
+            .uint(2, 65536)
+            .uint(3, 5)
+            .uint(4, codec::BLOCK)
+            .uint(5, codec::SHA2_256)
+            .uint(6, 1)
+            .message(20, &e);
+        let mut outer = pb::Writer::new();
+        outer.message(1, &h);
+        let err = Manifest::decode(&outer.finish()).expect_err("short nonce");
+        assert!(err.to_string().contains("nonce"), "{err}");
     }
 
     #[test]

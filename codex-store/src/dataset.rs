@@ -52,6 +52,9 @@ pub struct AddOptions {
     pub mimetype: Option<String>,
     /// Block size; 64 KiB (Codex's) when `None`.
     pub block_size: Option<usize>,
+    /// Kept in the manifest: the public parameters of a stream that is ciphertext
+    /// (made by `codex_crypto::encrypt`); `None` for plain data.
+    pub encryption: Option<codex_core::Encryption>,
 }
 
 /// A dataset that [`add_stream`] stored.
@@ -127,6 +130,7 @@ where
     let mut manifest = Manifest::new(root, block_size as u32, total);
     manifest.filename = options.filename;
     manifest.mimetype = options.mimetype;
+    manifest.encryption = options.encryption;
     let block = Block::manifest(manifest.encode());
     let cid = *block.cid();
     session.commit(Some(block)).await?;

@@ -51,7 +51,7 @@ async fn sizes_round_trip_through_stream_and_async_read() -> anyhow::Result<()> 
         let options = AddOptions {
             filename: Some(format!("f{i}")),
             mimetype: Some("application/octet-stream".into()),
-            block_size: None,
+            ..AddOptions::default()
         };
         let a = add_stream(&*sled, pieces(&data, 10_000), options.clone()).await?;
         let b = add_stream(&*memory, pieces(&data, 333_333), options).await?;

@@ -1,0 +1,271 @@
+//! Encrypting and decrypting byte streams, a batch of blocks at a time on a blocking
+//! thread; memory stays at a few batches whatever the dataset's size.
+
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use codex_core::Manifest;
+use futures::stream::{self, BoxStream};
+use futures::{Stream, StreamExt};
+
+use crate::cipher::{Cipher, MIN_BLOCK_SIZE, Metadata, TAG_LEN};
+use crate::error::{Error, Result};
+
+/// Blocks sealed or opened per blocking task: 1 MiB of 64 KiB blocks.
+const BATCH: usize = 16;
+
+fn source_error<E: Into<Box<dyn std::error::Error + Send + Sync>>>(e: E) -> Error {
+    Error::Source(e.into())
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Task(e.to_string()))
+}
+
+struct Sealing<St> {
+    source: St,
+    ended: bool,
+    finished: bool,
+    pending: BytesMut,
+    next_index: u64,
+}
+
+/// Encrypts a byte stream into the ciphertext of a dataset with blocks of
+/// `block_size` bytes: the metadata and the bytes are cut into segments of
+/// `block_size - 16` bytes, each sealed into exactly one block (the last one shorter).
+/// Feed the result to `codex_store::dataset::add_stream` with the same block size and
+/// the encryption parameters in its options. An empty source gives a dataset too (its
+/// one block holds the metadata).
+///
+/// # Errors
+/// [`Error::BlockSize`] below [`MIN_BLOCK_SIZE`], [`Error::NameTooLong`]; the stream
+/// yields [`Error::Source`] when the source fails.
+pub fn encrypt<St, E>(
+    source: St,
+    cipher: Arc<Cipher>,
+    metadata: &Metadata,
+    block_size: usize,
+) -> Result<BoxStream<'static, Result<Bytes>>>
+where
+    St: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    if block_size < MIN_BLOCK_SIZE {
+        return Err(Error::BlockSize(block_size));
+    }
+    let segment = block_size - TAG_LEN;
+    let mut pending = BytesMut::with_capacity(segment * (BATCH + 1));
+    pending.extend_from_slice(&metadata.encode()?);
+    let state = Sealing {
+        source,
+        ended: false,
+        finished: false,
+        pending,
+        next_index: 0,
+    };
+    let stream = stream::try_unfold(state, move |mut s| {
+        let cipher = Arc::clone(&cipher);
+        async move {
+            if s.finished {
+                return Ok(None);
+            }
+            // Gather more than a batch so that the batch's last segment is known not to
+            // be the dataset's last, or gather to the end.
+            while !s.ended && s.pending.len() <= BATCH * segment {
+                match s.source.next().await {
+                    Some(chunk) => s.pending.extend_from_slice(&chunk.map_err(source_error)?),
+                    None => s.ended = true,
+                }
+            }
+            let (take, last) = if s.ended {
+                (s.pending.len(), true)
+            } else {
+                (BATCH * segment, false)
+            };
+            let plain = s.pending.split_to(take).freeze();
+            let first = s.next_index;
+            let count = plain.len().div_ceil(segment).max(1) as u64;
+            s.next_index += count;
+            s.finished = last;
+            let sealed = blocking(move || {
+                let mut out = BytesMut::with_capacity(plain.len() + count as usize * TAG_LEN);
+                let mut chunks = plain.chunks(segment).peekable();
+                let mut index = first;
+                while let Some(chunk) = chunks.next() {
+                    let is_last = last && chunks.peek().is_none();
+                    cipher.seal_into(index, is_last, chunk, &mut out);
+                    index += 1;
+                }
+                out.freeze()
+            })
+            .await?;
+            Ok(Some((sealed, s)))
+        }
+    });
+    Ok(stream.boxed())
+}
+
+/// An encrypted dataset opened for reading.
+pub struct Decrypted {
+    /// The file name and MIME type kept in the encrypted metadata.
+    pub metadata: Metadata,
+    /// The plaintext's size in bytes.
+    pub size: u64,
+    /// The plaintext. A block that fails authentication ends it with its error, before
+    /// any of that block's bytes.
+    pub stream: BoxStream<'static, Result<Bytes>>,
+}
+
+impl std::fmt::Debug for Decrypted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decrypted")
+            .field("metadata", &self.metadata)
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Opening<St> {
+    source: St,
+    buf: BytesMut,
+    next_index: u64,
+}
+
+/// The sizes of an encrypted dataset: block size, ciphertext size and block count.
+fn layout(manifest: &Manifest) -> Result<(usize, u64, u64)> {
+    let block_size = manifest.block_size as usize;
+    let size = manifest.original_size();
+    let count = size.div_ceil(block_size as u64);
+    let last = size - (count.saturating_sub(1)) * block_size as u64;
+    if block_size < MIN_BLOCK_SIZE || count == 0 {
+        return Err(Error::Format(format!(
+            "{size} bytes in blocks of {block_size} cannot be an encrypted dataset"
+        )));
+    }
+    if last < TAG_LEN as u64 {
+        return Err(Error::Format(format!(
+            "its last block has {last} bytes, less than a tag"
+        )));
+    }
+    Ok((block_size, size, count))
+}
+
+/// Reads the next block's ciphertext (`block_size` bytes, fewer for the last) into
+/// a batch of up to [`BATCH`] blocks.
+async fn gather<St, E>(
+    s: &mut Opening<St>,
+    block_size: usize,
+    size: u64,
+    count: u64,
+) -> Result<(u64, Bytes)>
+where
+    St: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let first = s.next_index;
+    let n = (count - first).min(BATCH as u64);
+    let end = ((first + n) * block_size as u64).min(size);
+    let want = (end - first * block_size as u64) as usize;
+    while s.buf.len() < want {
+        match s.source.next().await {
+            Some(chunk) => s.buf.extend_from_slice(&chunk.map_err(source_error)?),
+            None => {
+                return Err(Error::Truncated {
+                    got: first + (s.buf.len() / block_size) as u64,
+                });
+            }
+        }
+    }
+    let batch = s.buf.split_to(want).freeze();
+    if first + n == count && !s.buf.is_empty() {
+        return Err(Error::Format(
+            "more bytes than the manifest's dataset size".into(),
+        ));
+    }
+    s.next_index += n;
+    Ok((first, batch))
+}
+
+fn open_batch(
+    cipher: &Cipher,
+    first: u64,
+    count: u64,
+    block_size: usize,
+    batch: &[u8],
+) -> Result<Bytes> {
+    let mut out = BytesMut::with_capacity(batch.len());
+    for (i, block) in batch.chunks(block_size).enumerate() {
+        cipher.open_into(first + i as u64, count, block, &mut out)?;
+    }
+    Ok(out.freeze())
+}
+
+/// Decrypts the ciphertext of an encrypted dataset (the bytes a dataset reader yields,
+/// in order) described by `manifest`. The first block is opened before this returns,
+/// so a wrong key or a damaged first block is an error here, before any plaintext.
+///
+/// # Errors
+/// [`Error::NotEncrypted`], [`Error::Format`] for sizes that no encrypted dataset has,
+/// and the first block's errors; the stream yields each later block's error
+/// ([`Error::Tampered`], [`Error::Misplaced`], [`Error::Truncated`], [`Error::Source`]).
+pub async fn decrypt<St, E>(
+    source: St,
+    cipher: Arc<Cipher>,
+    manifest: &Manifest,
+) -> Result<Decrypted>
+where
+    St: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    if manifest.encryption.is_none() {
+        return Err(Error::NotEncrypted);
+    }
+    let (block_size, size, count) = layout(manifest)?;
+    let mut state = Opening {
+        source,
+        buf: BytesMut::new(),
+        next_index: 0,
+    };
+    // The first block alone: the metadata, and an early answer on a bad key or block.
+    let first_len = (block_size as u64).min(size) as usize;
+    while state.buf.len() < first_len {
+        match state.source.next().await {
+            Some(chunk) => state.buf.extend_from_slice(&chunk.map_err(source_error)?),
+            None => return Err(Error::Truncated { got: 0 }),
+        }
+    }
+    let block0 = state.buf.split_to(first_len).freeze();
+    state.next_index = 1;
+    if count == 1 && !state.buf.is_empty() {
+        return Err(Error::Format(
+            "more bytes than the manifest's dataset size".into(),
+        ));
+    }
+    let c = Arc::clone(&cipher);
+    let mut plain0 = blocking(move || open_batch(&c, 0, count, block_size, &block0)).await??;
+    let (metadata, header) = Metadata::decode(&plain0)?;
+    plain0.advance(header);
+    let plaintext_total = size - count * TAG_LEN as u64;
+    let file_size = plaintext_total - header as u64;
+
+    let rest = stream::try_unfold(state, move |mut s| {
+        let cipher = Arc::clone(&cipher);
+        async move {
+            if s.next_index >= count {
+                return Ok(None);
+            }
+            let (first, batch) = gather(&mut s, block_size, size, count).await?;
+            let plain =
+                blocking(move || open_batch(&cipher, first, count, block_size, &batch)).await??;
+            Ok(Some((plain, s)))
+        }
+    });
+    let head = (!plain0.is_empty()).then_some(Ok(plain0));
+    Ok(Decrypted {
+        metadata,
+        size: file_size,
+        stream: stream::iter(head).chain(rest).boxed(),
+    })
+}
