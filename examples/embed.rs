@@ -1,7 +1,8 @@
 //! The SDK embedded in an app: two nodes in this process, on loopback, without HTTP,
 //! driven through the typed API ([`codex::node::Handle`]). The first adds some bytes;
 //! the second fetches them over libp2p (block exchange, every block checked against the
-//! dataset's tree), reads them back, lists and deletes them.
+//! dataset's tree), reads them back, lists and deletes them. Then A adds a file
+//! encrypted: B holds and serves only ciphertext, and the key alone reads it.
 //!
 //! ```text
 //! cargo run --example embed
@@ -40,7 +41,7 @@ async fn main() -> anyhow::Result<()> {
     let options = codex::node::UploadOptions {
         filename: Some("hello.txt".into()),
         mimetype: Some("text/plain".into()),
-        block_size: None,
+        ..Default::default()
     };
     let added = a.add(source, options).await?;
     println!(
@@ -79,6 +80,36 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "B listed the dataset, deleted it, and holds {} blocks",
         b.space().await?.total_blocks
+    );
+
+    // Encrypted: A keeps no key (it returns it once); B fetches ciphertext.
+    let secret = Bytes::from("the plans for next year\n".repeat(1000));
+    let source = futures::stream::iter([Ok::<_, std::io::Error>(secret.clone())]);
+    let options = codex::node::UploadOptions {
+        filename: Some("plans.txt".into()),
+        ..Default::default()
+    };
+    let (sealed, key) = a
+        .add_encrypted(source, options, codex::crypto::NewKey::Random)
+        .await?;
+    b.fetch(sealed.cid).await?;
+    let held: Vec<Bytes> = b.read(sealed.cid).await?.stream.try_collect().await?;
+    anyhow::ensure!(
+        !held.concat().windows(9).any(|w| w == b"the plans"),
+        "B holds plaintext"
+    );
+    let opened = b
+        .decrypt(b.read(sealed.cid).await?, codex::crypto::Secret::Key(key))
+        .await?;
+    let name = opened.metadata.as_ref().and_then(|m| m.filename.clone());
+    let read: Vec<Bytes> = opened.stream.try_collect().await?;
+    anyhow::ensure!(read.concat() == secret, "decrypted bytes differ");
+    println!(
+        "B fetched the encrypted {} ({} bytes of ciphertext) and, with the key, read {:?}: {} bytes",
+        sealed.cid,
+        sealed.manifest.dataset_size,
+        name.unwrap_or_default(),
+        secret.len()
     );
 
     b.shutdown().await?;

@@ -66,6 +66,27 @@ pub enum Error {
     /// A blocking task panicked.
     #[error("worker task failed: {0}")]
     Task(String),
+    /// Encrypting or decrypting a dataset failed: a wrong key, a block that fails
+    /// authentication (named by its index), a dataset that is not encrypted.
+    #[error(transparent)]
+    Crypto(codex_crypto::Error),
+    /// Decryption with a kept key was asked for, and the node keeps none for the
+    /// dataset (it runs without `--keep-keys`, or the key was never given to it).
+    #[error("this node keeps no key for the dataset: give the key")]
+    NoKeptKey,
+}
+
+impl From<codex_crypto::Error> for Error {
+    /// A source error that carries one of ours is given back as it was.
+    fn from(e: codex_crypto::Error) -> Self {
+        match e {
+            codex_crypto::Error::Source(inner) => match inner.downcast::<Error>() {
+                Ok(ours) => *ours,
+                Err(other) => Error::Crypto(codex_crypto::Error::Source(other)),
+            },
+            other => Error::Crypto(other),
+        }
+    }
 }
 
 impl From<tokio::task::JoinError> for Error {

@@ -11,6 +11,8 @@ pub use crate::node::{Node, NodeConfig};
 /// Content addressing: CIDs and codecs, chunker, Merkle trees, manifests, the
 /// `BlockStore` trait. Always present.
 pub use codex_core as core;
+/// End-to-end encryption of datasets (`codex-crypto`).
+pub use codex_crypto as crypto;
 /// Reed-Solomon erasure coding in Codex's stepped layout: encode, decode, repair.
 /// Always present.
 pub use codex_erasure as erasure;

@@ -2,7 +2,7 @@
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -21,6 +21,11 @@ mod net;
 
 /// The API's base path.
 pub const BASE: &str = "/api/codex/v1";
+
+/// Request header carrying a dataset's key, 64 hex digits (ours: encryption).
+pub const KEY_HEADER: &str = "x-codex-key";
+/// Request header carrying the passphrase a dataset is encrypted with (ours).
+pub const PASSPHRASE_HEADER: &str = "x-codex-passphrase";
 
 /// Shared state of the handlers: the node's typed API, which they translate to.
 pub(crate) type ApiState = crate::node::Handle;
@@ -99,6 +104,8 @@ impl From<Error> for ApiError {
             Error::NoNetwork | Error::NoMarketplace => StatusCode::SERVICE_UNAVAILABLE,
             Error::InvalidRequest(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::InvalidKey(_) => StatusCode::BAD_REQUEST,
+            Error::NoKeptKey => StatusCode::BAD_REQUEST,
+            Error::Crypto(c) => crypto_status(c),
             #[cfg(feature = "net")]
             Error::Net(codex_net::Error::Unavailable(_)) => StatusCode::NOT_FOUND,
             #[cfg(feature = "net")]
@@ -120,6 +127,16 @@ impl From<Error> for ApiError {
             tracing::error!(error = %e, "request failed");
         }
         ApiError(status, e.to_string())
+    }
+}
+
+fn crypto_status(e: &codex_crypto::Error) -> StatusCode {
+    use codex_crypto::Error as C;
+    match e {
+        C::WrongKey => StatusCode::FORBIDDEN,
+        C::NotEncrypted | C::InvalidKey(_) | C::NeedsKey => StatusCode::BAD_REQUEST,
+        C::Kdf(_) | C::BlockSize(_) | C::NameTooLong(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -186,11 +203,68 @@ fn valid_mime(value: &str) -> bool {
     matches!(essence.split_once('/'), Some((t, s)) if token(t) && token(s))
 }
 
+/// Query of `POST /data` and of the downloads (ours: encryption).
+#[derive(Debug, Default, serde::Deserialize)]
+pub(crate) struct DataQuery {
+    /// Upload: encrypt the body; the answer is JSON with the CID and the key.
+    #[serde(default)]
+    encrypt: bool,
+    /// Download: decrypt with the key the node kept (`--keep-keys`).
+    #[serde(default)]
+    decrypt: bool,
+}
+
+/// The key or passphrase a request carries, if any.
+fn secret(headers: &HeaderMap) -> Result<Option<codex_crypto::Secret>, ApiError> {
+    if let Some(v) = headers.get(KEY_HEADER) {
+        let key = codex_crypto::Key::from_hex(v.to_str().unwrap_or(""))
+            .map_err(|e| ApiError::from(Error::from(e)))?;
+        return Ok(Some(codex_crypto::Secret::Key(key)));
+    }
+    if let Some(v) = headers.get(PASSPHRASE_HEADER) {
+        let text = String::from_utf8(v.as_bytes().to_vec()).map_err(|_| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("the {PASSPHRASE_HEADER} header is not UTF-8"),
+            )
+        })?;
+        return Ok(Some(codex_crypto::Secret::Passphrase(text)));
+    }
+    Ok(None)
+}
+
+/// The dataset decrypted when the request asks for it (a key or passphrase header, or
+/// `?decrypt=true` with a kept key), else as it is.
+pub(crate) async fn decrypt_if_asked(
+    st: &ApiState,
+    dataset: data::Dataset,
+    headers: &HeaderMap,
+    query: &DataQuery,
+) -> Result<data::Dataset, ApiError> {
+    let secret = match secret(headers)? {
+        Some(s) => s,
+        None if query.decrypt => {
+            let manifest = dataset
+                .manifest
+                .as_ref()
+                .ok_or(Error::Crypto(codex_crypto::Error::NotEncrypted))?;
+            if manifest.encryption.is_none() {
+                return Err(Error::Crypto(codex_crypto::Error::NotEncrypted).into());
+            }
+            let key = st.kept_key(manifest).await?.ok_or(Error::NoKeptKey)?;
+            codex_crypto::Secret::Key(key)
+        }
+        None => return Ok(dataset),
+    };
+    Ok(st.decrypt(dataset, secret).await?)
+}
+
 async fn upload(
     State(st): State<ApiState>,
+    Query(query): Query<DataQuery>,
     headers: HeaderMap,
     body: Body,
-) -> Result<String, ApiError> {
+) -> Result<Response, ApiError> {
     let mimetype = match headers.get(header::CONTENT_TYPE) {
         None => None,
         Some(v) => {
@@ -211,11 +285,26 @@ async fn upload(
     let options = UploadOptions {
         filename,
         mimetype,
-        block_size: None,
+        ..UploadOptions::default()
     };
-    let cid = st.add(body.into_data_stream(), options).await?.cid;
-    tracing::info!(%cid, "stored an upload");
-    Ok(cid.to_string())
+    if !query.encrypt {
+        let cid = st.add(body.into_data_stream(), options).await?.cid;
+        tracing::info!(%cid, "stored an upload");
+        return Ok(cid.to_string().into_response());
+    }
+    let new_key = match secret(&headers)? {
+        None => codex_crypto::NewKey::Random,
+        Some(codex_crypto::Secret::Key(k)) => codex_crypto::NewKey::Given(k),
+        Some(codex_crypto::Secret::Passphrase(passphrase)) => codex_crypto::NewKey::Passphrase {
+            passphrase,
+            params: codex_crypto::KdfParams::default(),
+        },
+    };
+    let (added, key) = st
+        .add_encrypted(body.into_data_stream(), options, new_key)
+        .await?;
+    tracing::info!(cid = %added.cid, "stored an encrypted upload");
+    Ok(axum::Json(json!({ "cid": added.cid.to_string(), "key": key.to_hex() })).into_response())
 }
 
 fn manifest_json(m: &Manifest) -> Value {
@@ -278,23 +367,28 @@ async fn list(State(st): State<ApiState>) -> Result<axum::Json<Value>, ApiError>
 async fn download(
     State(st): State<ApiState>,
     Path(cid): Path<String>,
+    Query(query): Query<DataQuery>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let cid = parse_cid(&cid)?;
     let dataset = st.read(cid).await?;
+    let dataset = decrypt_if_asked(&st, dataset, &headers, &query).await?;
     Ok(dataset_response(dataset))
 }
 
 fn dataset_response(dataset: data::Dataset) -> Response {
     let mut headers = HeaderMap::new();
-    let mime = dataset
-        .manifest
-        .as_ref()
-        .and_then(|m| m.mimetype.clone())
-        .unwrap_or_else(|| "application/octet-stream".into());
-    if let Ok(v) = HeaderValue::from_str(&mime) {
+    // A decrypted stream's name and type are in its encrypted metadata.
+    let (filename, mimetype) = match (&dataset.metadata, &dataset.manifest) {
+        (Some(meta), _) => (meta.filename.as_ref(), meta.mimetype.as_ref()),
+        (None, Some(m)) => (m.filename.as_ref(), m.mimetype.as_ref()),
+        (None, None) => (None, None),
+    };
+    let mime = mimetype.map_or("application/octet-stream", |m| m.as_str());
+    if let Ok(v) = HeaderValue::from_str(mime) {
         headers.insert(header::CONTENT_TYPE, v);
     }
-    if let Some(name) = dataset.manifest.as_ref().and_then(|m| m.filename.as_ref()) {
+    if let Some(name) = filename {
         let escaped = name.replace('\\', "\\\\").replace('"', "\\\"");
         if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{escaped}\"")) {
             headers.insert(header::CONTENT_DISPOSITION, v);

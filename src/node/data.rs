@@ -97,6 +97,9 @@ pub struct Dataset {
     pub size: u64,
     /// The bytes, in order: the original file for a manifest, the block otherwise.
     pub stream: BoxStream<'static, Result<Bytes>>,
+    /// For a stream decrypted by [`crate::node::Handle::decrypt`]: the file name and
+    /// MIME type kept in the encrypted metadata (the manifest has none).
+    pub metadata: Option<codex_crypto::Metadata>,
 }
 
 impl std::fmt::Debug for Dataset {
@@ -104,6 +107,7 @@ impl std::fmt::Debug for Dataset {
         f.debug_struct("Dataset")
             .field("manifest", &self.manifest)
             .field("size", &self.size)
+            .field("metadata", &self.metadata)
             .finish_non_exhaustive()
     }
 }
@@ -123,5 +127,6 @@ pub async fn open(store: Arc<dyn BlockStore>, cid: Cid) -> Result<Dataset> {
         manifest: reader.manifest().cloned(),
         size: reader.size(),
         stream: reader.map_err(from_dataset_error).boxed(),
+        metadata: None,
     })
 }

@@ -6,9 +6,8 @@ use bytes::Bytes;
 use codex_core::prelude::*;
 use codex_core::{Cid, Manifest, Space, codec};
 use codex_store::dataset::Added;
-use futures::Stream;
+use futures::{Stream, StreamExt, TryStreamExt};
 
-#[cfg(any(feature = "net", feature = "market"))]
 use crate::error::Error;
 use crate::error::Result;
 use crate::node::data::{self, Dataset, UploadOptions};
@@ -29,6 +28,8 @@ pub struct Handle {
     /// Work a call leaves running (announcing, a download the API started), stopped
     /// with the node.
     pub(crate) background: Arc<crate::node::tasks::TaskSet>,
+    /// The kept keys of encrypted uploads, with `keep_keys`.
+    pub(crate) keys: Option<Arc<crate::node::keys::KeyRing>>,
 }
 
 impl Handle {
@@ -53,6 +54,94 @@ impl Handle {
             .map_err(data::from_dataset_error)?;
         self.announce(added.cid, &added.manifest);
         Ok(added)
+    }
+
+    /// Encrypts a byte stream with [`codex_crypto`] and stores the ciphertext as a
+    /// dataset, then announces it. The file name and MIME type of `options` go into the
+    /// encrypted metadata, not the manifest; the manifest records only the public
+    /// parameters. Returns the dataset and its key: unless the node keeps keys
+    /// ([`crate::NodeConfig::keep_keys`]) this is the only time the key is seen, so the
+    /// caller must keep it. Unlike [`Handle::add`], an empty source gives a dataset.
+    ///
+    /// # Errors
+    /// [`Error::Crypto`] for a block size under [`codex_crypto::MIN_BLOCK_SIZE`], a name
+    /// too long, or passphrase parameters out of bounds; then as [`Handle::add`].
+    pub async fn add_encrypted<S, E>(
+        &self,
+        source: S,
+        mut options: UploadOptions,
+        key: codex_crypto::NewKey,
+    ) -> Result<(Added, codex_crypto::Key)>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        // A passphrase means Argon2: tens of milliseconds, on a blocking thread.
+        let (key, params) =
+            tokio::task::spawn_blocking(move || codex_crypto::new_dataset(&key)).await??;
+        let cipher = Arc::new(codex_crypto::Cipher::new(&key, &params)?);
+        let metadata = codex_crypto::Metadata {
+            filename: options.filename.take(),
+            mimetype: options.mimetype.take(),
+        };
+        let block_size = *options
+            .block_size
+            .get_or_insert(codex_core::DEFAULT_BLOCK_SIZE);
+        options.encryption = Some(params.clone());
+        let ciphertext = codex_crypto::encrypt(source, cipher, &metadata, block_size)?;
+        let added = codex_store::dataset::add_stream(&*self.store, ciphertext, options)
+            .await
+            .map_err(data::from_dataset_error)?;
+        if let Some(ring) = &self.keys {
+            ring.keep(added.cid, &params, &key).await?;
+        }
+        self.announce(added.cid, &added.manifest);
+        Ok((added, key))
+    }
+
+    /// Decrypts an encrypted dataset opened by [`Handle::read`] or
+    /// [`Handle::fetch_stream`]: checks the secret against the manifest (a wrong key is
+    /// refused before any byte), opens the first block, and decrypts the rest as it
+    /// streams; `size` and `metadata` become the plaintext's.
+    ///
+    /// # Errors
+    /// [`Error::Crypto`]: [`codex_crypto::Error::NotEncrypted`],
+    /// [`codex_crypto::Error::WrongKey`], [`codex_crypto::Error::NeedsKey`], the first
+    /// block's errors; the stream ends with a later block's error
+    /// ([`codex_crypto::Error::Tampered`] and the like, naming the block) or with the
+    /// read's own.
+    pub async fn decrypt(&self, dataset: Dataset, secret: codex_crypto::Secret) -> Result<Dataset> {
+        let manifest = dataset
+            .manifest
+            .ok_or(Error::Crypto(codex_crypto::Error::NotEncrypted))?;
+        let params = manifest
+            .encryption
+            .clone()
+            .ok_or(Error::Crypto(codex_crypto::Error::NotEncrypted))?;
+        let cipher = tokio::task::spawn_blocking(move || {
+            let key = secret.key_for(&params)?;
+            codex_crypto::Cipher::new(&key, &params)
+        })
+        .await??;
+        let opened = codex_crypto::decrypt(dataset.stream, Arc::new(cipher), &manifest).await?;
+        Ok(Dataset {
+            manifest: Some(manifest),
+            size: opened.size,
+            stream: opened.stream.map_err(Error::from).boxed(),
+            metadata: Some(opened.metadata),
+        })
+    }
+
+    /// The key this node kept for an encrypted dataset (found by the dataset's nonce, so
+    /// for its erasure-coded and verifiable versions too); `None` when it keeps none.
+    ///
+    /// # Errors
+    /// Reading the key file fails.
+    pub async fn kept_key(&self, manifest: &Manifest) -> Result<Option<codex_crypto::Key>> {
+        match (&self.keys, &manifest.encryption) {
+            (Some(ring), Some(params)) => ring.find(params).await,
+            _ => Ok(None),
+        }
     }
 
     /// Reads a stored dataset (or a single block) from this node's store; a protected

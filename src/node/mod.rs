@@ -13,6 +13,7 @@
 pub mod api;
 pub mod data;
 mod handle;
+mod keys;
 #[cfg(feature = "market")]
 pub mod market;
 #[cfg(feature = "net")]
@@ -84,6 +85,11 @@ pub struct NodeConfig {
     /// marketplace account. Needs `marketplace`. Feature `market`.
     #[cfg(feature = "market")]
     pub validator: Option<validator::ValidatorConfig>,
+    /// Keep the keys of datasets encrypted on upload (`--keep-keys`), in the file
+    /// `keys` of the data directory (mode 0600), so that `GET /data/{cid}?decrypt=true`
+    /// and [`Handle::kept_key`] find them. Off by default: the node then forgets each key
+    /// once it has returned it.
+    pub keep_keys: bool,
 }
 
 impl Default for NodeConfig {
@@ -106,6 +112,7 @@ impl Default for NodeConfig {
             marketplace: None,
             #[cfg(feature = "market")]
             validator: None,
+            keep_keys: false,
         }
     }
 }
@@ -397,6 +404,9 @@ impl NodeBuilder {
             #[cfg(feature = "market")]
             market,
             background: Arc::new(tasks::TaskSet::new(cancel.child_token())),
+            keys: config
+                .keep_keys
+                .then(|| Arc::new(keys::KeyRing::new(&config.data_dir))),
         };
 
         #[cfg(feature = "rest")]

@@ -128,5 +128,6 @@ pub async fn stream(net: &Network, store: Arc<dyn BlockStore>, cid: Cid) -> Resu
         manifest: Some(manifest),
         size,
         stream,
+        metadata: None,
     })
 }

@@ -4,14 +4,16 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
 
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiState, dataset_response, manifest_json, parse_cid};
+use super::{
+    ApiError, ApiState, DataQuery, dataset_response, decrypt_if_asked, manifest_json, parse_cid,
+};
 use crate::error::Error;
 use crate::node::network;
 
@@ -66,9 +68,12 @@ async fn network_manifest(
 async fn network_stream(
     State(st): State<ApiState>,
     Path(cid): Path<String>,
+    Query(query): Query<DataQuery>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let cid = parse_cid(&cid)?;
     let dataset = st.fetch_stream(cid).await?;
+    let dataset = decrypt_if_asked(&st, dataset, &headers, &query).await?;
     Ok(dataset_response(dataset))
 }
 
