@@ -166,7 +166,7 @@ where
 {
     let first = s.next_index;
     let n = (count - first).min(BATCH as u64);
-    let end = ((first + n) * block_size as u64).min(size);
+    let end = ((first + n).saturating_mul(block_size as u64)).min(size);
     let want = (end - first * block_size as u64) as usize;
     while s.buf.len() < want {
         match s.source.next().await {
