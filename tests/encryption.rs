@@ -263,6 +263,7 @@ async fn a_kept_key_opens_the_dataset_and_its_protected_version() -> anyhow::Res
         .await?;
     assert_eq!(res.status(), StatusCode::OK);
     assert!(res.bytes().await?[..] == data[..]);
+
     node.shutdown().await?;
     Ok(())
 }

@@ -263,6 +263,33 @@ async fn altered_swapped_foreign_and_cut_blocks_are_each_refused() -> anyhow::Re
     let (_, err) = open(&key, &manifest, blocks[..7].to_vec()).await?;
     assert!(matches!(err, Some(Error::Truncated { got: 7 })), "{err:?}");
 
+    // A block the source cannot give (a store's missing leaf): its error, as it was.
+    let params = manifest.encryption.clone().expect("encrypted");
+    let cipher = Arc::new(Cipher::new(&key, &params)?);
+    let failing = futures::stream::iter(blocks.clone().into_iter().enumerate().map(|(i, b)| {
+        if i == 6 {
+            Err(std::io::Error::other("not found: tree[6]"))
+        } else {
+            Ok(b)
+        }
+    }));
+    let opened = decrypt(failing, cipher, &manifest).await?;
+    let items: Vec<_> = opened.stream.collect().await;
+    let err = items
+        .iter()
+        .find_map(|r| r.as_ref().err())
+        .expect("an error");
+    assert!(
+        matches!(err, Error::Source(_)) && err.to_string().contains("tree[6]"),
+        "{err}"
+    );
+    let good: usize = items
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .map(Bytes::len)
+        .sum();
+    assert!(good <= 6 * seg, "nothing of block 6 or later");
+
     // Untouched, it opens.
     let (back, err) = open(&key, &manifest, blocks).await?;
     assert!(err.is_none() && back == data);
