@@ -3,7 +3,11 @@
 //! ```text
 //! codex-node --data-dir ./data --api-port 8080        # run a node
 //! codex-node upload FILE                              # store a file, print its CID
-//! codex-node download CID -o FILE                     # fetch it back
+//! codex-node download CID -o FILE                     # fetch it back (local, else the network)
+//! codex-node upload FILE --encrypt --key-file K       # encrypt it; its key goes to K (mode 0600)
+//! codex-node download CID -o FILE --key-file K        # fetch it back decrypted
+//! codex-node upload FILE --encrypt --passphrase-file P  # a key derived from a passphrase
+//! codex-node download CID -o FILE --passphrase-file P
 //! codex-node list | space                             # what the node holds
 //! ```
 
@@ -12,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand};
+use clap::{ArgGroup, Parser, Subcommand};
 use codex::{Node, NodeConfig};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -123,6 +127,12 @@ struct RunArgs {
     /// Slots watched at most.
     #[arg(long = "validator-max-slots", default_value_t = 1000)]
     validator_max_slots: usize,
+    /// Keep the key of every dataset encrypted on upload in DATA_DIR/keys (mode 0600),
+    /// so that downloads can ask the node to decrypt (`download --decrypt`,
+    /// `GET /data/{cid}?decrypt=true`). Off by default: the node returns each key once
+    /// and forgets it.
+    #[arg(long)]
+    keep_keys: bool,
     /// Log filter (`info`, `debug`, `codex=trace`, ...).
     #[arg(long, default_value = "info", env = "CODEX_LOG")]
     log_level: String,
@@ -148,22 +158,48 @@ impl std::str::FromStr for Secret {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Upload a file to a running node and print its manifest CID.
+    #[command(group(ArgGroup::new("upload_secret").args(["key_file", "passphrase_file"])))]
     Upload {
         /// The file to store.
         file: PathBuf,
-        /// MIME type to record (default: none).
+        /// MIME type to record (default: none; encrypted, it is kept in the ciphertext).
         #[arg(long)]
         mime: Option<String>,
+        /// Encrypt the file (XChaCha20-Poly1305 per block) before it is stored: the
+        /// node and the hosts keep only ciphertext. Needs --key-file or
+        /// --passphrase-file.
+        #[arg(long, requires = "upload_secret")]
+        encrypt: bool,
+        /// With --encrypt: write the dataset's new random key here (64 hex digits, mode
+        /// 0600). An existing file is refused before anything is uploaded.
+        #[arg(long = "key-file", requires = "encrypt")]
+        key_file: Option<PathBuf>,
+        /// With --encrypt: derive the key from the passphrase in this file (Argon2id;
+        /// the file's text, without its final newline) instead of a random key.
+        #[arg(long = "passphrase-file", requires = "encrypt")]
+        passphrase_file: Option<PathBuf>,
         #[arg(long, default_value = DEFAULT_API)]
         api: String,
     },
-    /// Download a dataset from a running node into a file.
+    /// Download a dataset from a running node into a file (from the network when the
+    /// node does not hold it). The file appears only once complete.
+    #[command(group(ArgGroup::new("download_secret").args(["key_file", "passphrase_file", "decrypt"])))]
     Download {
         /// The manifest CID.
         cid: String,
         /// Where to write it.
         #[arg(short, long)]
         output: PathBuf,
+        /// Decrypt with the key in this file (written by `upload --encrypt --key-file`).
+        /// Without a key the node serves the ciphertext.
+        #[arg(long = "key-file")]
+        key_file: Option<PathBuf>,
+        /// Decrypt with the passphrase in this file.
+        #[arg(long = "passphrase-file")]
+        passphrase_file: Option<PathBuf>,
+        /// Decrypt with the key the node kept (it runs with --keep-keys).
+        #[arg(long)]
+        decrypt: bool,
         #[arg(long, default_value = DEFAULT_API)]
         api: String,
     },
@@ -337,8 +373,35 @@ async fn main() -> anyhow::Result<()> {
     let http = client(token.as_deref())?;
     match cli.command {
         None => run(cli.run).await,
-        Some(Command::Upload { file, mime, api }) => upload(&http, &api, &file, mime).await,
-        Some(Command::Download { cid, output, api }) => download(&http, &api, &cid, &output).await,
+        Some(Command::Upload {
+            file,
+            mime,
+            encrypt,
+            key_file,
+            passphrase_file,
+            api,
+        }) => {
+            let encrypt = encrypt.then_some(Encrypt {
+                key_file,
+                passphrase_file,
+            });
+            interruptible(upload(&http, &api, &file, mime, encrypt)).await
+        }
+        Some(Command::Download {
+            cid,
+            output,
+            key_file,
+            passphrase_file,
+            decrypt,
+            api,
+        }) => {
+            let secret = match (key_file, passphrase_file) {
+                (Some(path), _) => Some(DownloadKey::KeyFile(path)),
+                (None, Some(path)) => Some(DownloadKey::PassphraseFile(path)),
+                (None, None) => decrypt.then_some(DownloadKey::Kept),
+            };
+            interruptible(download(&http, &api, &cid, &output, secret)).await
+        }
         Some(Command::Erasure { cid, k, m, api }) => erasure(&http, &api, &cid, k, m).await,
         Some(Command::Verifiable { cid, k, m, api }) => verifiable(&http, &api, &cid, k, m).await,
         Some(Command::ProofInput {
@@ -481,6 +544,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             net
         }),
         marketplace,
+        keep_keys: args.keep_keys,
         validator: args
             .validator
             .then(|| -> anyhow::Result<_> {
@@ -564,17 +628,187 @@ pub(crate) fn spinner(message: String) -> ProgressBar {
     spinner
 }
 
+/// The request headers of the encryption API (the node's `KEY_HEADER` and
+/// `PASSPHRASE_HEADER`).
+const KEY_HEADER: &str = "x-codex-key";
+const PASSPHRASE_HEADER: &str = "x-codex-passphrase";
+
+/// `upload --encrypt`: where the key goes, or the passphrase it derives from.
+#[derive(Debug)]
+struct Encrypt {
+    key_file: Option<PathBuf>,
+    passphrase_file: Option<PathBuf>,
+}
+
+/// What a download decrypts with.
+#[derive(Debug)]
+enum DownloadKey {
+    /// `--key-file`: 64 hex digits.
+    KeyFile(PathBuf),
+    /// `--passphrase-file`.
+    PassphraseFile(PathBuf),
+    /// `--decrypt`: the key the node kept.
+    Kept,
+}
+
+/// Runs a client command until it ends or Ctrl-C: on Ctrl-C the command is dropped, so
+/// its guards remove what it left unfinished (a partial download, a reserved key file).
+async fn interruptible(
+    work: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    tokio::select! {
+        r = work => r,
+        _ = tokio::signal::ctrl_c() => bail!("interrupted: nothing was left behind"),
+    }
+}
+
+/// Warns when others may read a file holding a secret.
+fn warn_if_readable_by_others(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                eprintln!(
+                    "warning: others may read {} (mode {mode:o}); chmod 600 it",
+                    path.display()
+                );
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
+/// The key in a key file, as the header value that carries it. Errors never show the
+/// file's text.
+fn key_header(path: &Path) -> anyhow::Result<reqwest::header::HeaderValue> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the key file {}", path.display()))?;
+    let key = codex::crypto::Key::from_hex(&text)
+        .with_context(|| format!("in the key file {}", path.display()))?;
+    warn_if_readable_by_others(path);
+    let mut value = reqwest::header::HeaderValue::from_str(&key.to_hex())?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// The passphrase in a file (without its final newline), as the header value that
+/// carries it. Errors never show it.
+fn passphrase_header(path: &Path) -> anyhow::Result<reqwest::header::HeaderValue> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read the passphrase file {}", path.display()))?;
+    let text = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+    let text = text.strip_suffix(b"\r").unwrap_or(text);
+    anyhow::ensure!(
+        !text.is_empty(),
+        "the passphrase file {} is empty",
+        path.display()
+    );
+    anyhow::ensure!(
+        std::str::from_utf8(text).is_ok(),
+        "the passphrase in {} is not UTF-8",
+        path.display()
+    );
+    warn_if_readable_by_others(path);
+    let mut value = reqwest::header::HeaderValue::from_bytes(text).map_err(|_| {
+        anyhow::anyhow!(
+            "the passphrase in {} holds control characters (a line break?): it must be one line",
+            path.display()
+        )
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// A key file created (empty, mode 0600) before the upload, so that an existing file is
+/// refused before anything is sent; removed again unless the key was written to it.
+struct KeyFileOut {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+}
+
+impl KeyFileOut {
+    fn reserve(path: &Path) -> anyhow::Result<KeyFileOut> {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options.open(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                anyhow::anyhow!(
+                    "the key file {} exists: refusing to overwrite a key (nothing was uploaded)",
+                    path.display()
+                )
+            } else {
+                anyhow::anyhow!("cannot create the key file {}: {e}", path.display())
+            }
+        })?;
+        Ok(KeyFileOut {
+            path: path.to_path_buf(),
+            file: Some(file),
+        })
+    }
+
+    /// Writes the key and its newline, and syncs it to disk.
+    fn write(mut self, key: &str) -> std::io::Result<()> {
+        use std::io::Write;
+        let Some(mut file) = self.file.take() else {
+            return Ok(());
+        };
+        let written = file
+            .write_all(format!("{key}\n").as_bytes())
+            .and_then(|()| file.sync_all());
+        if written.is_err() {
+            self.file = Some(file);
+        }
+        written
+    }
+}
+
+impl Drop for KeyFileOut {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
 async fn upload(
     http: &reqwest::Client,
     api: &str,
     file: &Path,
     mime: Option<String>,
+    encrypt: Option<Encrypt>,
 ) -> anyhow::Result<()> {
+    // Everything that can be refused locally is, before a byte is sent.
+    let mut key_out = None;
+    let mut passphrase = None;
+    if let Some(e) = &encrypt {
+        anyhow::ensure!(
+            e.key_file.is_some() != e.passphrase_file.is_some(),
+            "--encrypt needs either --key-file or --passphrase-file"
+        );
+        if let Some(path) = &e.passphrase_file {
+            passphrase = Some(passphrase_header(path)?);
+        }
+        if let Some(path) = &e.key_file {
+            key_out = Some(KeyFileOut::reserve(path)?);
+        }
+    }
     let f = tokio::fs::File::open(file)
         .await
         .with_context(|| format!("cannot open {}", file.display()))?;
     let len = f.metadata().await?.len();
-    let progress = bar(len, "uploading");
+    let progress = bar(
+        len,
+        if encrypt.is_some() {
+            "uploading (encrypted)"
+        } else {
+            "uploading"
+        },
+    );
     let p = progress.clone();
     let stream = tokio_util::io::ReaderStream::with_capacity(f, 1 << 20).inspect(move |chunk| {
         if let Ok(c) = chunk {
@@ -585,8 +819,13 @@ async fn upload(
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or("upload");
+    let url = if encrypt.is_some() {
+        format!("{api}/data?encrypt=true")
+    } else {
+        format!("{api}/data")
+    };
     let mut req = http
-        .post(format!("{api}/data"))
+        .post(url)
         .header(
             "Content-Disposition",
             format!("attachment; filename=\"{name}\""),
@@ -595,6 +834,9 @@ async fn upload(
         .body(reqwest::Body::wrap_stream(stream));
     if let Some(m) = mime {
         req = req.header("Content-Type", m);
+    }
+    if let Some(p) = passphrase {
+        req = req.header(PASSPHRASE_HEADER, p);
     }
     let started = Instant::now();
     let res = req
@@ -607,61 +849,173 @@ async fn upload(
     if !status.is_success() {
         bail!("upload refused ({status}): {text}");
     }
+    let secs = started.elapsed().as_secs_f64();
+    let Some(encrypt) = encrypt else {
+        eprintln!(
+            "stored {len} bytes in {secs:.2} s; fetch it with: codex-node download {text} -o FILE"
+        );
+        println!("{text}");
+        return Ok(());
+    };
+    let answer: serde_json::Value = serde_json::from_str(&text).with_context(|| {
+        format!("the node did not answer the encrypted upload with JSON: {text}")
+    })?;
+    let (Some(cid), Some(key)) = (answer["cid"].as_str(), answer["key"].as_str()) else {
+        bail!("the node's answer to the encrypted upload lacks the CID or the key");
+    };
+    codex::crypto::Key::from_hex(key).context("the node returned an invalid key")?;
+    let how = match (key_out, &encrypt.passphrase_file) {
+        (Some(out), _) => {
+            let path = out.path.clone();
+            if let Err(e) = out.write(key) {
+                // The node does not keep the key (unless it runs with --keep-keys): losing
+                // it would lose the file, so it goes to the terminal as the last resort.
+                eprintln!(
+                    "could not write the key to {}: {e}\nthe dataset's key, shown once; keep it secret:\n{key}",
+                    path.display()
+                );
+                println!("{cid}");
+                bail!("the key was not written to {}", path.display());
+            }
+            format!("--key-file {}", path.display())
+        }
+        (None, Some(p)) => format!("--passphrase-file {}", p.display()),
+        (None, None) => String::new(),
+    };
     eprintln!(
-        "stored {} bytes in {:.2} s; fetch it with: codex-node download {text} -o FILE",
-        len,
-        started.elapsed().as_secs_f64()
+        "stored {len} bytes encrypted in {secs:.2} s; the node keeps only ciphertext. Fetch it with: codex-node download {cid} -o FILE {how}"
     );
-    println!("{text}");
+    println!("{cid}");
     Ok(())
 }
 
+/// Downloads `cid` into `output` (decrypted with `key` when given): from the node's store,
+/// or from the network when the node does not hold it. The bytes go to a temporary file
+/// beside `output`, renamed to it once complete; on any failure (a refusal, a stream cut
+/// off, Ctrl-C) the temporary file is removed and `output` is untouched.
 async fn download(
     http: &reqwest::Client,
     api: &str,
     cid: &str,
     output: &Path,
+    key: Option<DownloadKey>,
 ) -> anyhow::Result<()> {
-    let mut res = http
-        .get(format!("{api}/data/{cid}"))
+    let secret = match &key {
+        Some(DownloadKey::KeyFile(path)) => Some((KEY_HEADER, key_header(path)?)),
+        Some(DownloadKey::PassphraseFile(path)) => {
+            Some((PASSPHRASE_HEADER, passphrase_header(path)?))
+        }
+        Some(DownloadKey::Kept) | None => None,
+    };
+    let query = if matches!(key, Some(DownloadKey::Kept)) {
+        "?decrypt=true"
+    } else {
+        ""
+    };
+    let name = output
+        .file_name()
+        .and_then(|n| n.to_str())
+        .with_context(|| format!("{} does not name a file", output.display()))?;
+    let dir = match output.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let get = |url: String| {
+        let mut req = http.get(url);
+        if let Some((header, value)) = &secret {
+            req = req.header(*header, value.clone());
+        }
+        req
+    };
+    let mut res = get(format!("{api}/data/{cid}{query}"))
         .send()
         .await
         .with_context(|| format!("cannot reach the node at {api}"))?;
     if res.status() == reqwest::StatusCode::NOT_FOUND {
         eprintln!("{cid} is not stored locally: fetching it from the network");
-        res = http
-            .get(format!("{api}/data/{cid}/network/stream"))
+        res = get(format!("{api}/data/{cid}/network/stream{query}"))
             .send()
-            .await?;
+            .await
+            .with_context(|| format!("cannot reach the node at {api}"))?;
     }
     let status = res.status();
     if !status.is_success() {
         bail!("download refused ({status}): {}", res.text().await?);
     }
-    let len = res.content_length().unwrap_or(0);
-    let progress = bar(len, "downloading");
-    // Write beside the target and rename at the end: no half-written file on failure.
-    let partial = output.with_extension("partial");
-    let mut file = tokio::fs::File::create(&partial)
-        .await
-        .with_context(|| format!("cannot create {}", partial.display()))?;
+    let len = res.content_length();
+    let filename = res
+        .headers()
+        .get(reqwest::header::CONTENT_DISPOSITION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once("filename=\""))
+        .and_then(|(_, rest)| rest.strip_suffix('"'))
+        .map(str::to_string);
+    // A decrypted file is for its owner's eyes: mode 0600. Otherwise the usual 0666 less
+    // the umask, as a file the shell creates.
+    #[cfg(unix)]
+    let mode = {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::Permissions::from_mode(if key.is_some() { 0o600 } else { 0o666 })
+    };
+    let prefix = format!(".{name}.");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(".partial");
+    #[cfg(unix)]
+    builder.permissions(mode);
+    // Removed when dropped: on every early return below, and on Ctrl-C.
+    let partial = builder
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    let mut file = tokio::fs::File::from_std(partial.as_file().try_clone()?);
+    let progress = bar(len.unwrap_or(0), "downloading");
     let mut body = res.bytes_stream();
     let mut written = 0u64;
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.context("the download was cut off")?;
-        file.write_all(&chunk).await?;
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                progress.finish_and_clear();
+                let of = len.map_or(String::new(), |n| format!(" of {n}"));
+                let why = if key.is_some() {
+                    "; a block that fails authentication (altered, or from another dataset) ends the stream, and the node's log names it"
+                } else {
+                    ""
+                };
+                bail!(
+                    "the node cut the download off after {written}{of} bytes ({e}){why}; nothing was written to {}",
+                    output.display()
+                );
+            }
+        };
+        file.write_all(&chunk)
+            .await
+            .with_context(|| format!("cannot write beside {}", output.display()))?;
         written += chunk.len() as u64;
         progress.inc(chunk.len() as u64);
     }
     file.flush().await?;
     drop(file);
     progress.finish_and_clear();
-    if len != 0 && written != len {
-        let _ = tokio::fs::remove_file(&partial).await;
-        bail!("the node sent {written} of {len} bytes");
+    if let Some(n) = len
+        && written != n
+    {
+        bail!(
+            "the node sent {written} of {n} bytes; nothing was written to {}",
+            output.display()
+        );
     }
-    tokio::fs::rename(&partial, output).await?;
-    eprintln!("wrote {written} bytes to {}", output.display());
+    partial
+        .persist(output)
+        .map_err(|e| e.error)
+        .with_context(|| format!("cannot rename the download to {}", output.display()))?;
+    match (&key, filename) {
+        (Some(_), Some(f)) => eprintln!(
+            "wrote {written} bytes to {} (decrypted; uploaded as {f})",
+            output.display()
+        ),
+        (Some(_), None) => eprintln!("wrote {written} bytes to {} (decrypted)", output.display()),
+        (None, _) => eprintln!("wrote {written} bytes to {}", output.display()),
+    }
     Ok(())
 }
 
@@ -852,6 +1206,56 @@ mod tests {
             );
         }
         assert!(api_token(Some(&dir.path().join("missing"))).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn encryption_flags() -> anyhow::Result<()> {
+        let cli = Cli::try_parse_from(["codex-node", "--keep-keys"])?;
+        assert!(cli.run.keep_keys);
+        let cli =
+            Cli::try_parse_from(["codex-node", "upload", "f", "--encrypt", "--key-file", "k"])?;
+        assert!(matches!(
+            cli.command,
+            Some(Command::Upload { encrypt: true, .. })
+        ));
+        for refused in [
+            &["codex-node", "upload", "f", "--encrypt"][..],
+            &["codex-node", "upload", "f", "--key-file", "k"],
+            &[
+                "codex-node",
+                "upload",
+                "f",
+                "--encrypt",
+                "--key-file",
+                "k",
+                "--passphrase-file",
+                "p",
+            ],
+            &[
+                "codex-node",
+                "download",
+                "c",
+                "-o",
+                "o",
+                "--key-file",
+                "k",
+                "--decrypt",
+            ],
+            &[
+                "codex-node",
+                "download",
+                "c",
+                "-o",
+                "o",
+                "--key-file",
+                "k",
+                "--passphrase-file",
+                "p",
+            ],
+        ] {
+            assert!(Cli::try_parse_from(refused).is_err(), "{refused:?}");
+        }
         Ok(())
     }
 

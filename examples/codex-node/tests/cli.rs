@@ -389,3 +389,276 @@ async fn a_config_file_sets_flags_and_the_command_line_wins() -> anyhow::Result<
     );
     Ok(())
 }
+
+/// A node process killed when dropped, so that a failed assertion leaves none behind.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs the CLI; its exit status and stderr, with stdout trimmed.
+fn cli(args: &[&str]) -> anyhow::Result<(bool, String, String)> {
+    let out = Command::new(BIN).args(args).output()?;
+    Ok((
+        out.status.success(),
+        String::from_utf8(out.stdout)?.trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+fn datasets(url: &str) -> anyhow::Result<usize> {
+    let (ok, out, err) = cli(&["list", "--api", url])?;
+    anyhow::ensure!(ok, "list failed: {err}");
+    let list: serde_json::Value = serde_json::from_str(&out)?;
+    Ok(list["content"].as_array().map_or(0, Vec::len))
+}
+
+/// The names in a directory, sorted.
+fn names(dir: &Path) -> anyhow::Result<Vec<String>> {
+    let mut names = std::fs::read_dir(dir)?
+        .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    names.sort();
+    Ok(names)
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> anyhow::Result<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    Ok(std::fs::metadata(path)?.permissions().mode() & 0o777)
+}
+
+/// `upload --encrypt --key-file K` and `download --key-file K` (and with a passphrase,
+/// and with the key the node kept): the key file is written once with mode 0600 and
+/// never overwritten (refused before anything is uploaded); a wrong key is refused as
+/// such; a dataset with an altered block is cut off mid-stream; a failed download leaves
+/// no file behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_encrypts_and_decrypts_and_leaves_nothing_partial() -> anyhow::Result<()> {
+    use codex::crypto::{Cipher, Metadata, NewKey, encrypt, new_dataset};
+    use futures::TryStreamExt;
+
+    let dir = tempfile::tempdir()?;
+    let node_dir = dir.path().join("node");
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir_all(&out_dir)?;
+    let path = |name: &str| out_dir.join(name).display().to_string();
+
+    // A dataset with an altered block, put in the node's store before it starts: the
+    // altered block's checksum is its own (the store serves it), only its tag is wrong.
+    let (bad_key, params) = new_dataset(&NewKey::Random)?;
+    let cipher = std::sync::Arc::new(Cipher::new(&bad_key, &params)?);
+    let source = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(data(
+        9,
+        5 * 65536,
+    )))]);
+    let sealed: Vec<bytes::Bytes> = encrypt(source, cipher, &Metadata::default(), 65536)?
+        .try_collect()
+        .await?;
+    let mut sealed = sealed.concat();
+    sealed[3 * 65536 + 100] ^= 1;
+    let tampered = {
+        let store = SledStore::open(node_dir.join("repo"), StoreConfig::default())?;
+        let added = codex_store::dataset::add_stream(
+            &store,
+            futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(sealed))]),
+            codex_store::dataset::AddOptions {
+                encryption: Some(params),
+                ..Default::default()
+            },
+        )
+        .await?;
+        added.cid.to_string()
+    };
+    std::fs::write(
+        dir.path().join("bad.key"),
+        format!("{}\n", bad_key.to_hex()),
+    )?;
+
+    let (child, url) = spawn_node_with(&node_dir, &["--keep-keys"])?;
+    let _node = Running(child);
+    let input = dir.path().join("secret.bin");
+    let bytes = data(43, 3 * 65536 + 17);
+    std::fs::write(&input, &bytes)?;
+    let input = input.display().to_string();
+    let key_file = dir.path().join("secret.key");
+    let key_arg = key_file.display().to_string();
+
+    let (ok, cid, err) = cli(&[
+        "upload",
+        &input,
+        "--encrypt",
+        "--key-file",
+        &key_arg,
+        "--api",
+        &url,
+    ])?;
+    assert!(ok, "upload failed: {err}");
+    assert!(cid.starts_with("zDvZRwz"), "{cid}");
+    let key = std::fs::read_to_string(&key_file)?;
+    assert!(
+        key.trim().len() == 64 && key.trim().chars().all(|c| c.is_ascii_hexdigit()),
+        "the key file holds 64 hex digits"
+    );
+    #[cfg(unix)]
+    assert_eq!(mode(&key_file)?, 0o600);
+    #[cfg(unix)]
+    assert_eq!(
+        mode(&node_dir.join("keys"))?,
+        0o600,
+        "--keep-keys keeps them 0600"
+    );
+    let held = datasets(&url)?;
+
+    // The key file exists: refused before uploading, and left as it was.
+    let (ok, _, err) = cli(&[
+        "upload",
+        &input,
+        "--encrypt",
+        "--key-file",
+        &key_arg,
+        "--api",
+        &url,
+    ])?;
+    assert!(!ok && err.contains("exists"), "{err}");
+    assert_eq!(datasets(&url)?, held, "nothing was uploaded");
+    assert_eq!(std::fs::read_to_string(&key_file)?, key);
+    // --encrypt alone is refused by the parser, before anything is uploaded.
+    let (ok, _, _) = cli(&["upload", &input, "--encrypt", "--api", &url])?;
+    assert!(!ok);
+    assert_eq!(datasets(&url)?, held);
+
+    let (ok, _, err) = cli(&[
+        "download",
+        &cid,
+        "-o",
+        &path("plain.bin"),
+        "--key-file",
+        &key_arg,
+        "--api",
+        &url,
+    ])?;
+    assert!(ok, "download failed: {err}");
+    assert_eq!(std::fs::read(out_dir.join("plain.bin"))?, bytes);
+    assert!(err.contains("uploaded as secret.bin"), "{err}");
+    #[cfg(unix)]
+    assert_eq!(
+        mode(&out_dir.join("plain.bin"))?,
+        0o600,
+        "decrypted files are the owner's"
+    );
+    // The key the node kept opens it too.
+    let (ok, _, err) = cli(&[
+        "download",
+        &cid,
+        "-o",
+        &path("kept.bin"),
+        "--decrypt",
+        "--api",
+        &url,
+    ])?;
+    assert!(ok, "download --decrypt failed: {err}");
+    assert_eq!(std::fs::read(out_dir.join("kept.bin"))?, bytes);
+    // Without a key: the ciphertext.
+    let (ok, _, err) = cli(&["download", &cid, "-o", &path("cipher.bin"), "--api", &url])?;
+    assert!(ok, "{err}");
+    let cipher = std::fs::read(out_dir.join("cipher.bin"))?;
+    assert!(cipher.len() > bytes.len() && !cipher.windows(64).any(|w| w == &bytes[..64]));
+
+    // A wrong key: refused as such, and no file.
+    let before = names(&out_dir)?;
+    let wrong = dir.path().join("wrong.key");
+    std::fs::write(&wrong, format!("{}\n", "ab".repeat(32)))?;
+    let (ok, _, err) = cli(&[
+        "download",
+        &cid,
+        "-o",
+        &path("wrong.bin"),
+        "--key-file",
+        &wrong.display().to_string(),
+        "--api",
+        &url,
+    ])?;
+    assert!(
+        !ok && err.contains("403") && err.contains("wrong key"),
+        "{err}"
+    );
+    // A block that fails authentication mid-way: the stream is cut, nothing is left.
+    let (ok, _, err) = cli(&[
+        "download",
+        &tampered,
+        "-o",
+        &path("tampered.bin"),
+        "--key-file",
+        &dir.path().join("bad.key").display().to_string(),
+        "--api",
+        &url,
+    ])?;
+    assert!(!ok && err.contains("cut the download off"), "{err}");
+    // Not a key at all: refused before asking the node, without echoing it.
+    std::fs::write(&wrong, "not-a-key-at-all")?;
+    let (ok, _, err) = cli(&[
+        "download",
+        &cid,
+        "-o",
+        &path("x.bin"),
+        "--key-file",
+        &wrong.display().to_string(),
+        "--api",
+        &url,
+    ])?;
+    assert!(
+        !ok && err.contains("invalid key") && !err.contains("not-a-key"),
+        "{err}"
+    );
+    assert_eq!(
+        names(&out_dir)?,
+        before,
+        "no file and no temporary file left"
+    );
+
+    // A passphrase instead of a key file.
+    let pass = dir.path().join("pass");
+    std::fs::write(&pass, "correct horse battery staple\n")?;
+    let pass_arg = pass.display().to_string();
+    let (ok, cid, err) = cli(&[
+        "upload",
+        &input,
+        "--encrypt",
+        "--passphrase-file",
+        &pass_arg,
+        "--api",
+        &url,
+    ])?;
+    assert!(ok, "upload with a passphrase failed: {err}");
+    let (ok, _, err) = cli(&[
+        "download",
+        &cid,
+        "-o",
+        &path("pass.bin"),
+        "--passphrase-file",
+        &pass_arg,
+        "--api",
+        &url,
+    ])?;
+    assert!(ok, "download with a passphrase failed: {err}");
+    assert_eq!(std::fs::read(out_dir.join("pass.bin"))?, bytes);
+    std::fs::write(&pass, "wrong horse\n")?;
+    let (ok, _, err) = cli(&[
+        "download",
+        &cid,
+        "-o",
+        &path("pass2.bin"),
+        "--passphrase-file",
+        &pass_arg,
+        "--api",
+        &url,
+    ])?;
+    assert!(!ok && err.contains("wrong key"), "{err}");
+    assert!(!out_dir.join("pass2.bin").exists());
+    Ok(())
+}
