@@ -11,7 +11,12 @@ POWER="${POWER:-19}"
 WORK="${WORK:-$(mktemp -d /dev/shm/codex-setup.XXXXXX 2>/dev/null || mktemp -d)}"
 trap 'rm -rf "$WORK"' EXIT
 command -v /usr/bin/time >/dev/null || { echo "GNU time is required (apt-get install time)" >&2; exit 1; }
-flock /tmp/cargo.lock cargo build --release --locked -p codex-node
+# halo2curves' assembly where the CPU has BMI2 and ADX (ASM=0 to measure without).
+FEATURES=()
+if [ "${ASM:-1}" = 1 ] && grep -qw adx /proc/cpuinfo && grep -qw bmi2 /proc/cpuinfo; then
+    FEATURES=(--features codex/asm)
+fi
+flock /tmp/cargo.lock cargo build --release --locked -p codex-node "${FEATURES[@]}"
 BIN=target/release/codex-node
 
 step() {
@@ -22,7 +27,7 @@ step() {
     printf '%-40s %8.1f s %8d MiB\n' "$name" "$secs" "$((kib / 1024))"
 }
 
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); build: ${FEATURES[*]:-no asm}"
 printf '%-40s %10s %12s\n' "step (power $POWER)" "wall" "peak RSS"
 step "ceremony new" ceremony new --power "$POWER" -o "$WORK/c0.ptau"
 step "ceremony contribute" ceremony contribute "$WORK/c0.ptau" "$WORK/c1.ptau" --name bench
