@@ -3,13 +3,16 @@
 //! anvil runs our marketplace with the Solidity verifier generated from the halo2
 //! verifying key, mining a block a second. On loopback run a client, `hosts` hosts, a
 //! spare host and a validator, each a [`codex::Node`] in this process with its own store,
-//! libp2p swarm, REST API and account. The client uploads a file and requests storage
-//! (K, M) through the REST API; each host fills a slot with a real proof; proofs are
-//! submitted over several periods; the client drops its own copy; one host is killed;
-//! the validator marks its missing proofs until the contract frees the slot; the spare
-//! host rebuilds that slot from the surviving ones (lazy repair), proves and refills it;
-//! the client downloads the file from the network and checks it byte for byte; the clock
-//! is moved to the request's end, the hosts are paid and the client withdraws.
+//! libp2p swarm, REST API and account. The client encrypts a file as it uploads it
+//! ([`codex::node::Handle::add_encrypted`]: the hosts only ever see ciphertext) and
+//! requests storage (K, M) through the REST API; each host fills a slot with a real
+//! proof over the ciphertext; proofs are submitted over several periods; the client
+//! drops its own copy; one host is killed; the validator marks its missing proofs until
+//! the contract frees the slot; the spare host rebuilds that slot from the surviving
+//! ones (lazy repair), proves and refills it; the client downloads the file from the
+//! network, decrypts it with its key and checks it byte for byte (and that without the
+//! key the node serves ciphertext that holds none of the file's text); the clock is
+//! moved to the request's end, the hosts are paid and the client withdraws.
 //!
 //! Every step is checked: [`run`] returns an error naming the first that failed.
 
@@ -17,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
+use codex::crypto::{NewKey, Secret};
 use codex::market::alloy::primitives::{Address, U256};
 use codex::market::deploy::{mint, signing_provider};
 use codex::market::{
@@ -28,9 +32,15 @@ use codex::node::validator::ValidatorConfig;
 use codex::proofs::prover::compile_verifier;
 use codex::proofs::{Prover, Srs};
 use codex::{Node, NodeConfig};
+use futures::TryStreamExt;
 use rand::{RngCore, SeedableRng, rngs::StdRng};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+
+/// Written through the file every [`MARKER_EVERY`] bytes: found in no byte the network
+/// serves without the key.
+const MARKER: &[u8] = b"codex-devnet-plaintext-marker";
+const MARKER_EVERY: usize = 50_000;
 
 /// What the devnet runs.
 #[derive(Clone, Debug)]
@@ -339,21 +349,33 @@ pub async fn run(opts: &Options, out: &(dyn Fn(&str) + Sync)) -> anyhow::Result<
     ));
     tl.phase("nodes");
 
-    // --- Upload and request.
+    // --- Upload (encrypted by the client's node) and request.
     let mut file = vec![0u8; opts.file_size];
     StdRng::seed_from_u64(2026).fill_bytes(&mut file);
+    // A marker through the file, to look for in what the network serves without the key.
+    for at in (0..file.len().saturating_sub(MARKER.len())).step_by(MARKER_EVERY) {
+        file[at..at + MARKER.len()].copy_from_slice(MARKER);
+    }
     let sha = Sha256::digest(&file);
     let client_api = people[0].api.clone();
-    let r = http
-        .post(format!("{client_api}/data"))
-        .header("content-type", "application/octet-stream")
-        .body(file.clone())
-        .send()
-        .await?;
-    ensure!(r.status().is_success(), "upload: {}", r.status());
-    let cid = r.text().await?;
+    let client = people[0]
+        .node
+        .as_ref()
+        .context("the client is not running")?;
+    let source = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(file.clone()))]);
+    let options = codex::node::data::UploadOptions {
+        filename: Some("devnet-secret.bin".into()),
+        mimetype: Some("application/octet-stream".into()),
+        ..Default::default()
+    };
+    let (added, key) = client
+        .add_encrypted(source, options, NewKey::Random)
+        .await
+        .context("encrypted upload")?;
+    let cid = added.cid.to_string();
+    let ciphertext_size = added.manifest.dataset_size;
     tl.say(format!(
-        "client uploaded {} bytes (sha256 {:x}): {cid}",
+        "client encrypted and uploaded {} bytes (sha256 {:x}) as {ciphertext_size} bytes of ciphertext: {cid}; the key stays with the client",
         file.len(),
         sha
     ));
@@ -578,23 +600,73 @@ pub async fn run(opts: &Options, out: &(dyn Fn(&str) + Sync)) -> anyhow::Result<
     );
     tl.phase("repair");
 
-    // --- The client downloads the file from the network.
+    // --- The client downloads the file from the network and decrypts it.
+    let client = people[0]
+        .node
+        .as_ref()
+        .context("the client is not running")?;
+    let verifiable_cid: codex::core::Cid = verifiable.parse()?;
+    let fetched = client
+        .fetch_stream(verifiable_cid)
+        .await
+        .context("fetching the dataset from the hosts")?;
+    let opened = client
+        .decrypt(fetched, Secret::Key(key.clone()))
+        .await
+        .context("decrypting the dataset")?;
+    let name = opened.metadata.as_ref().and_then(|m| m.filename.clone());
+    let parts: Vec<bytes::Bytes> = opened
+        .stream
+        .try_collect()
+        .await
+        .context("decrypting the dataset's blocks")?;
+    let got = parts.concat();
+    ensure!(
+        got.len() == file.len() && got == file,
+        "the downloaded and decrypted file differs ({} bytes, sha256 {:x})",
+        got.len(),
+        Sha256::digest(&got)
+    );
+    ensure!(
+        name.as_deref() == Some("devnet-secret.bin"),
+        "the file's name was not kept in the ciphertext: {name:?}"
+    );
+    tl.say(format!(
+        "client downloaded the ciphertext from the hosts and decrypted it: {} bytes, sha256 {:x}, named {}: identical",
+        got.len(),
+        Sha256::digest(&got),
+        name.as_deref().unwrap_or_default()
+    ));
+    // Without the key the node serves the ciphertext; with it (REST), the file.
     let r = http
         .get(format!("{client_api}/data/{verifiable}/network/stream"))
         .send()
         .await?;
     ensure!(r.status().is_success(), "download: {}", r.status());
-    let got = r.bytes().await?;
+    let served = r.bytes().await?;
     ensure!(
-        got.len() == file.len() && got == file,
-        "the downloaded file differs ({} bytes, sha256 {:x})",
-        got.len(),
-        Sha256::digest(&got)
+        served.len() as u64 == ciphertext_size
+            && !served.windows(MARKER.len()).any(|w| w == MARKER),
+        "without the key the node should serve {ciphertext_size} bytes of ciphertext without the file's marker ({} bytes served)",
+        served.len()
+    );
+    let r = http
+        .get(format!("{client_api}/data/{verifiable}/network/stream"))
+        .header("X-Codex-Key", key.to_hex())
+        .send()
+        .await?;
+    ensure!(
+        r.status().is_success(),
+        "download with the key: {}",
+        r.status()
+    );
+    ensure!(
+        r.bytes().await? == file,
+        "GET with X-Codex-Key did not give the file back"
     );
     tl.say(format!(
-        "client downloaded the file from the hosts: {} bytes, sha256 {:x}: identical",
-        got.len(),
-        Sha256::digest(&got)
+        "without the key the client's node serves the {} bytes of ciphertext (none of the file's markers); with X-Codex-Key, the file",
+        served.len()
     ));
     tl.phase("download");
 

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use clap::Parser;
 
 /// Runs anvil, deploys the contracts, and runs a client, hosts, a spare host and a
-/// validator on loopback through upload, request, proofs, a killed host, slashing,
-/// repair, download and payout.
+/// validator on loopback through an encrypted upload, request, proofs, a killed host,
+/// slashing, repair, download and decryption, and payout.
 #[derive(Debug, Parser)]
 #[command(name = "codex-devnet")]
 struct Args {
@@ -21,7 +21,7 @@ struct Args {
     /// Parity slots.
     #[arg(long, default_value_t = 2)]
     m: u64,
-    /// Size of the file uploaded, in bytes.
+    /// Size of the file uploaded (encrypted), in bytes.
     #[arg(long, default_value_t = 4 << 20)]
     file_size: usize,
     /// Seconds per proof period.

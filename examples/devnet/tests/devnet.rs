@@ -1,8 +1,9 @@
-//! The devnet's scenario in the test suite, with a smaller file: upload, request with
-//! K = 3, M = 2, five hosts fill their slots with real proofs, proofs over two periods,
-//! a host killed, its missed proofs marked by the validator until the slot is freed,
-//! the spare host repairs and refills it, the client downloads the file from the
-//! network byte for byte, payouts and the client's withdrawal.
+//! The devnet's scenario in the test suite, with a smaller file: an encrypted upload,
+//! request with K = 3, M = 2, five hosts fill their slots with real proofs over the
+//! ciphertext, proofs over two periods, a host killed, its missed proofs marked by the
+//! validator until the slot is freed, the spare host repairs and refills it, the client
+//! downloads the ciphertext from the network and decrypts it byte for byte, payouts and
+//! the client's withdrawal.
 
 use std::path::PathBuf;
 
