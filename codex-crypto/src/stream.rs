@@ -152,20 +152,21 @@ fn layout(manifest: &Manifest) -> Result<(usize, u64, u64)> {
     Ok((block_size, size, count))
 }
 
-/// Reads the next block's ciphertext (`block_size` bytes, fewer for the last) into
-/// a batch of up to [`BATCH`] blocks.
+/// Reads the next blocks' ciphertext (`block_size` bytes each, fewer for the last), at
+/// most `max` of them; returns the first one's index and the bytes.
 async fn gather<St, E>(
     s: &mut Opening<St>,
     block_size: usize,
     size: u64,
     count: u64,
+    max: u64,
 ) -> Result<(u64, Bytes)>
 where
     St: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let first = s.next_index;
-    let n = (count - first).min(BATCH as u64);
+    let n = (count - first).min(max);
     let end = ((first + n).saturating_mul(block_size as u64)).min(size);
     let want = (end - first * block_size as u64) as usize;
     while s.buf.len() < want {
@@ -229,20 +230,7 @@ where
         next_index: 0,
     };
     // The first block alone: the metadata, and an early answer on a bad key or block.
-    let first_len = (block_size as u64).min(size) as usize;
-    while state.buf.len() < first_len {
-        match state.source.next().await {
-            Some(chunk) => state.buf.extend_from_slice(&chunk.map_err(source_error)?),
-            None => return Err(Error::Truncated { got: 0 }),
-        }
-    }
-    let block0 = state.buf.split_to(first_len).freeze();
-    state.next_index = 1;
-    if count == 1 && !state.buf.is_empty() {
-        return Err(Error::Format(
-            "more bytes than the manifest's dataset size".into(),
-        ));
-    }
+    let (_, block0) = gather(&mut state, block_size, size, count, 1).await?;
     let c = Arc::clone(&cipher);
     let mut plain0 = blocking(move || open_batch(&c, 0, count, block_size, &block0)).await??;
     let (metadata, header) = Metadata::decode(&plain0)?;
@@ -256,7 +244,7 @@ where
             if s.next_index >= count {
                 return Ok(None);
             }
-            let (first, batch) = gather(&mut s, block_size, size, count).await?;
+            let (first, batch) = gather(&mut s, block_size, size, count, BATCH as u64).await?;
             let plain =
                 blocking(move || open_batch(&cipher, first, count, block_size, &batch)).await??;
             Ok(Some((plain, s)))
