@@ -16,6 +16,10 @@ use codex_erasure::Layout;
 use codex_store::{SledStore, StoreConfig};
 use futures::StreamExt;
 
+#[path = "support/proc.rs"]
+mod proc;
+use proc::cpu_secs;
+
 fn peak_rss_mib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -27,20 +31,6 @@ fn peak_rss_mib() -> u64 {
         })
         .map(|kb| kb / 1024)
         .unwrap_or(0)
-}
-
-/// CPU time (user and system) the process has used, in seconds.
-fn cpu_secs() -> f64 {
-    std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            // Fields after the command name (which ends with the last ')'): utime is the
-            // 12th, stime the 13th, in clock ticks (100 per second here).
-            let rest = s.rsplit_once(')')?.1;
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
-        })
-        .unwrap_or(0.0)
 }
 
 fn reset_peak() {

@@ -108,7 +108,7 @@ async fn hosts_hold_only_ciphertext_and_the_key_alone_reads_it() -> anyhow::Resu
 
     // Nothing of the plaintext, its name or the key is on disk.
     node.shutdown().await?;
-    let key_bytes = hex_bytes(&key);
+    let key_bytes = codex::crypto::Key::from_hex(&key)?.as_bytes().to_vec();
     for (path, bytes) in files(dir.path())? {
         assert!(!contains(&bytes, MARKER), "marker in {}", path.display());
         assert!(
@@ -214,13 +214,6 @@ async fn hosts_hold_only_ciphertext_and_the_key_alone_reads_it() -> anyhow::Resu
     assert!(res.bytes().await?.is_empty());
     node.shutdown().await?;
     Ok(())
-}
-
-fn hex_bytes(text: &str) -> Vec<u8> {
-    (0..text.len())
-        .step_by(2)
-        .filter_map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

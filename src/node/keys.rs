@@ -43,7 +43,7 @@ impl KeyRing {
         enc: &Encryption,
         key: &Key,
     ) -> Result<()> {
-        let line = format!("{} {} {cid}\n", hex(&enc.nonce), key.to_hex());
+        let line = format!("{} {} {cid}\n", hex::encode(enc.nonce), key.to_hex());
         self.task(move |ring| {
             let _guard = ring
                 .lock
@@ -63,7 +63,7 @@ impl KeyRing {
 
     /// The kept key of a dataset with these parameters.
     pub(crate) async fn find(self: &Arc<Self>, enc: &Encryption) -> Result<Option<Key>> {
-        let nonce = hex(&enc.nonce);
+        let nonce = hex::encode(enc.nonce);
         self.task(move |ring| {
             let text = match std::fs::read_to_string(&ring.path) {
                 Ok(t) => t,
@@ -82,8 +82,4 @@ impl KeyRing {
         })
         .await
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

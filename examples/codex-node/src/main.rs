@@ -630,8 +630,7 @@ pub(crate) fn spinner(message: String) -> ProgressBar {
 
 /// The request headers of the encryption API (the node's `KEY_HEADER` and
 /// `PASSPHRASE_HEADER`).
-const KEY_HEADER: &str = "x-codex-key";
-const PASSPHRASE_HEADER: &str = "x-codex-passphrase";
+use codex::node::api::{KEY_HEADER, PASSPHRASE_HEADER};
 
 /// `upload --encrypt`: where the key goes, or the passphrase it derives from.
 #[derive(Debug)]
