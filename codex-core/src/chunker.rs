@@ -45,6 +45,18 @@ impl ChunkBuffer {
         }
     }
 
+    /// Adds `data` like [`ChunkBuffer::push`], without copying the whole blocks it
+    /// holds when no partial block is pending: they are slices of `data`.
+    pub fn push_bytes(&mut self, mut data: Bytes, out: &mut Vec<Bytes>) {
+        if self.partial.is_empty() {
+            while data.len() >= self.block_size {
+                self.total += self.block_size as u64;
+                out.push(data.split_to(self.block_size));
+            }
+        }
+        self.push(&data, out);
+    }
+
     /// The bytes pushed so far: the manifest's `datasetSize`.
     pub fn total(&self) -> u64 {
         self.total
@@ -154,6 +166,32 @@ mod tests {
             out.extend(push.finish());
             assert_eq!(out, blocks, "push and pull chunkers agree for {len}");
             assert_eq!(push.total(), len as u64);
+
+            // Pieces of every size, some holding whole blocks: the same blocks, and
+            // whole blocks taken as slices of their piece.
+            let mut sliced = ChunkBuffer::new(100);
+            let mut out = Vec::new();
+            let mut rest = Bytes::from(data.clone());
+            for size in [230usize, 7, 100, 93, 301].iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let piece = rest.split_to((*size).min(rest.len()));
+                sliced.push_bytes(piece, &mut out);
+            }
+            out.extend(sliced.finish());
+            assert_eq!(out, blocks, "push_bytes agrees for {len}");
+            assert_eq!(sliced.total(), len as u64);
         }
+        let whole = Bytes::from(vec![5u8; 300]);
+        let mut c = ChunkBuffer::new(100);
+        let mut out = Vec::new();
+        c.push_bytes(whole.clone(), &mut out);
+        assert_eq!(out.len(), 3);
+        assert_eq!(
+            out[1].as_ptr(),
+            whole[100..].as_ptr(),
+            "a slice, not a copy"
+        );
     }
 }

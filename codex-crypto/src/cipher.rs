@@ -91,13 +91,23 @@ impl Cipher {
     pub fn seal_into(&self, index: u64, last: bool, plaintext: &[u8], out: &mut BytesMut) {
         let start = out.len();
         out.put_slice(plaintext);
+        out.put_bytes(0, TAG_LEN);
+        self.seal_in_place(index, last, &mut out[start..]);
+    }
+
+    /// Seals block `index` where it lies: `block` is the plaintext followed by
+    /// [`TAG_LEN`] bytes of room, which receive the tag.
+    ///
+    /// # Panics
+    /// If `block` is shorter than [`TAG_LEN`].
+    pub fn seal_in_place(&self, index: u64, last: bool, block: &mut [u8]) {
+        let (plaintext, room) = block.split_at_mut(block.len() - TAG_LEN);
         // Encryption fails only past 256 GiB per block, far beyond any block size.
-        if let Ok(tag) = self.aead.encrypt_in_place_detached(
-            &nonce(&self.prefix, index),
-            &ad(last),
-            &mut out[start..],
-        ) {
-            out.put_slice(&tag);
+        if let Ok(tag) =
+            self.aead
+                .encrypt_in_place_detached(&nonce(&self.prefix, index), &ad(last), plaintext)
+        {
+            room.copy_from_slice(&tag);
         }
     }
 

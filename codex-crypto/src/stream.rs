@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use codex_core::Manifest;
 use futures::stream::{self, BoxStream};
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 
 use crate::cipher::{Cipher, MIN_BLOCK_SIZE, Metadata, TAG_LEN};
 use crate::error::{Error, Result};
@@ -24,12 +24,35 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         .map_err(|e| Error::Task(e.to_string()))
 }
 
+/// Batches sealed at once: one is gathered while the one before is sealed.
+const SEALING_AHEAD: usize = 2;
+
+/// The plaintext gathered for sealing, laid out as the ciphertext will be: each
+/// segment followed by room for its tag, so blocks are sealed where they lie and the
+/// ciphertext is never copied.
 struct Sealing<St> {
     source: St,
     ended: bool,
     finished: bool,
-    pending: BytesMut,
+    buf: BytesMut,
+    /// Bytes of the unfinished segment at `buf`'s end.
+    partial: usize,
     next_index: u64,
+}
+
+impl<St> Sealing<St> {
+    fn push(&mut self, mut data: &[u8], segment: usize) {
+        while !data.is_empty() {
+            let take = (segment - self.partial).min(data.len());
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            self.partial += take;
+            if self.partial == segment {
+                self.buf.put_bytes(0, TAG_LEN);
+                self.partial = 0;
+            }
+        }
+    }
 }
 
 /// Encrypts a byte stream into the ciphertext of a dataset with blocks of
@@ -38,6 +61,10 @@ struct Sealing<St> {
 /// Feed the result to `codex_store::dataset::add_stream` with the same block size and
 /// the encryption parameters in its options. An empty source gives a dataset too (its
 /// one block holds the metadata).
+///
+/// Batches of 16 blocks are sealed on blocking threads, the next one gathered while one
+/// is sealed; each item of the stream is a batch of whole blocks (the last item ends
+/// with the shorter last block).
 ///
 /// # Errors
 /// [`Error::BlockSize`] below [`MIN_BLOCK_SIZE`], [`Error::NameTooLong`]; the stream
@@ -56,55 +83,61 @@ where
         return Err(Error::BlockSize(block_size));
     }
     let segment = block_size - TAG_LEN;
-    let mut pending = BytesMut::with_capacity(segment * (BATCH + 1));
-    pending.extend_from_slice(&metadata.encode()?);
-    let state = Sealing {
+    let batch_bytes = BATCH * block_size;
+    let mut state = Sealing {
         source,
         ended: false,
         finished: false,
-        pending,
+        buf: BytesMut::with_capacity(batch_bytes + block_size),
+        partial: 0,
         next_index: 0,
     };
-    let stream = stream::try_unfold(state, move |mut s| {
-        let cipher = Arc::clone(&cipher);
-        async move {
-            if s.finished {
-                return Ok(None);
-            }
-            // Gather more than a batch so that the batch's last segment is known not to
-            // be the dataset's last, or gather to the end.
-            while !s.ended && s.pending.len() <= BATCH * segment {
-                match s.source.next().await {
-                    Some(chunk) => s.pending.extend_from_slice(&chunk.map_err(source_error)?),
-                    None => s.ended = true,
-                }
-            }
-            let (take, last) = if s.ended {
-                (s.pending.len(), true)
-            } else {
-                (BATCH * segment, false)
-            };
-            let plain = s.pending.split_to(take).freeze();
-            let first = s.next_index;
-            let count = plain.len().div_ceil(segment).max(1) as u64;
-            s.next_index += count;
-            s.finished = last;
-            let sealed = blocking(move || {
-                let mut out = BytesMut::with_capacity(plain.len() + count as usize * TAG_LEN);
-                let mut chunks = plain.chunks(segment).peekable();
-                let mut index = first;
-                while let Some(chunk) = chunks.next() {
-                    let is_last = last && chunks.peek().is_none();
-                    cipher.seal_into(index, is_last, chunk, &mut out);
-                    index += 1;
-                }
-                out.freeze()
-            })
-            .await?;
-            Ok(Some((sealed, s)))
+    state.push(&metadata.encode()?, segment);
+    // Gathering: batches of whole blocks, with the index of their first block and
+    // whether the batch ends the dataset.
+    let batches = stream::try_unfold(state, move |mut s| async move {
+        if s.finished {
+            return Ok(None);
         }
+        // Gather more than a batch, so that the batch's last block is known not to be
+        // the dataset's last, or gather to the end.
+        while !s.ended && s.buf.len() <= batch_bytes {
+            match s.source.next().await {
+                Some(chunk) => s.push(&chunk.map_err(source_error)?, segment),
+                None => s.ended = true,
+            }
+        }
+        let (batch, last) = if s.ended {
+            if s.partial > 0 {
+                s.buf.put_bytes(0, TAG_LEN);
+            }
+            (s.buf.split(), true)
+        } else {
+            let rest = BytesMut::with_capacity(batch_bytes + block_size);
+            let batch = s.buf.split_to(batch_bytes);
+            let tail = std::mem::replace(&mut s.buf, rest);
+            s.buf.extend_from_slice(&tail);
+            (batch, false)
+        };
+        let first = s.next_index;
+        s.next_index += batch.len().div_ceil(block_size) as u64;
+        s.finished = last;
+        Ok(Some(((first, last, batch), s)))
     });
-    Ok(stream.boxed())
+    let sealed = batches
+        .map_ok(move |(first, last, mut batch)| {
+            let cipher = Arc::clone(&cipher);
+            blocking(move || {
+                let count = batch.len().div_ceil(block_size);
+                for (i, block) in batch.chunks_mut(block_size).enumerate() {
+                    let is_last = last && i + 1 == count;
+                    cipher.seal_in_place(first + i as u64, is_last, block);
+                }
+                batch.freeze()
+            })
+        })
+        .try_buffered(SEALING_AHEAD);
+    Ok(sealed.boxed())
 }
 
 /// An encrypted dataset opened for reading.

@@ -155,7 +155,7 @@ where
         let mut pending = Vec::with_capacity(BATCH_BLOCKS + 1);
         while let Some(piece) = source.next().await {
             let piece = piece.map_err(|e| Error::Source(e.into()))?;
-            chunker.push(&piece, &mut pending);
+            chunker.push_bytes(piece, &mut pending);
             if pending.len() >= BATCH_BLOCKS && tx.send(std::mem::take(&mut pending)).await.is_err()
             {
                 break;
