@@ -11,13 +11,10 @@ use crate::bindings::Marketplace::{self as abi, MarketplaceEvents, MarketplaceIn
 use crate::bindings::TestToken::{self, TestTokenInstance};
 use crate::deploy::signing_provider;
 use crate::error::{Error, Result, Target};
+use crate::txman::{TxConfig, TxManager};
 use crate::types::{
     Ask, MarketplaceConfig, RequestId, RequestState, SlotId, SlotState, StorageRequest,
 };
-
-/// How long a call waits for its transaction to be mined before it gives up
-/// with [`Error::Rpc`].
-pub const RECEIPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// What a mined transaction cost.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,14 +129,17 @@ pub struct LoggedEvent {
     pub event: MarketEvent,
 }
 
-/// A marketplace as seen by one account: every call is sent from it.
+/// A marketplace as seen by one account: every call is sent from it, through one
+/// [`TxManager`] that its clones share (nonces in order, fee bumps, confirmations).
 ///
-/// Cheap to clone. Calls that pull tokens (`requestStorage`, `fillSlot`) approve
-/// exactly the amount first, in a separate transaction.
+/// Cheap to clone. Calls that pull tokens (`requestStorage`, `fillSlot`) first approve
+/// what they and every other pull still pending need, unless the allowance covers it,
+/// in a separate transaction.
 #[derive(Clone, Debug)]
 pub struct MarketplaceClient {
     provider: DynProvider,
     account: Address,
+    txs: std::sync::Arc<TxManager>,
     contract: MarketplaceInstance<DynProvider>,
     token: TestTokenInstance<DynProvider>,
     config: MarketplaceConfig,
@@ -147,6 +147,13 @@ pub struct MarketplaceClient {
 
 fn target_request(id: RequestId) -> Target {
     Target::Request(id)
+}
+
+fn fill_target(request: RequestId, index: u64) -> Target {
+    Target::Slot {
+        slot: SlotId::new(request, index),
+        index: Some(index),
+    }
 }
 
 fn target_slot(slot: SlotId) -> Target {
@@ -164,10 +171,24 @@ impl MarketplaceClient {
         signer: &PrivateKeySigner,
         marketplace: Address,
     ) -> Result<Self> {
-        Self::with_provider(
+        Self::connect_with(rpc_url, signer, marketplace, TxConfig::default()).await
+    }
+
+    /// As [`MarketplaceClient::connect`], sending with the settings `txs`.
+    ///
+    /// # Errors
+    /// As [`MarketplaceClient::connect`].
+    pub async fn connect_with(
+        rpc_url: &str,
+        signer: &PrivateKeySigner,
+        marketplace: Address,
+        txs: TxConfig,
+    ) -> Result<Self> {
+        Self::with_provider_and(
             signing_provider(rpc_url, signer)?,
             signer.address(),
             marketplace,
+            txs,
         )
         .await
     }
@@ -180,6 +201,19 @@ impl MarketplaceClient {
         provider: DynProvider,
         account: Address,
         marketplace: Address,
+    ) -> Result<Self> {
+        Self::with_provider_and(provider, account, marketplace, TxConfig::default()).await
+    }
+
+    /// As [`MarketplaceClient::with_provider`], sending with the settings `txs`.
+    ///
+    /// # Errors
+    /// [`Error::Rpc`] when the contract cannot be read.
+    pub async fn with_provider_and(
+        provider: DynProvider,
+        account: Address,
+        marketplace: Address,
+        txs: TxConfig,
     ) -> Result<Self> {
         let contract = MarketplaceInstance::new(marketplace, provider.clone());
         let token = contract
@@ -194,6 +228,7 @@ impl MarketplaceClient {
             .map_err(|e| Error::rpc("configuration()", e))?;
         Ok(MarketplaceClient {
             token: TestToken::new(token, provider.clone()),
+            txs: std::sync::Arc::new(TxManager::new(provider.clone(), account, txs)),
             provider,
             account,
             contract,
@@ -226,6 +261,11 @@ impl MarketplaceClient {
         &self.provider
     }
 
+    /// The transaction manager every call of this client (and its clones) goes through.
+    pub fn transactions(&self) -> &TxManager {
+        &self.txs
+    }
+
     /// The raw bindings, for what this client does not wrap.
     pub fn contract(&self) -> &MarketplaceInstance<DynProvider> {
         &self.contract
@@ -237,27 +277,9 @@ impl MarketplaceClient {
         target: Target,
         builder: CallBuilder<&DynProvider, std::marker::PhantomData<C>>,
     ) -> Result<TxReceipt> {
-        let pending = builder
-            .from(self.account)
-            .send()
+        self.txs
+            .send(call, target, builder.into_transaction_request())
             .await
-            .map_err(|e| Error::from_contract(call, target, e))?;
-        let receipt = pending
-            .get_receipt()
-            .await
-            .map_err(|e| Error::rpc(format!("{call} receipt"), e))?;
-        if !receipt.status() {
-            return Err(Error::Failed {
-                call,
-                target,
-                tx: receipt.transaction_hash,
-            });
-        }
-        Ok(TxReceipt {
-            hash: receipt.transaction_hash,
-            block_number: receipt.block_number.unwrap_or_default(),
-            gas_used: receipt.gas_used,
-        })
     }
 
     async fn view<C: SolCall>(
@@ -295,27 +317,22 @@ impl MarketplaceClient {
         self.balance_of(self.account).await
     }
 
-    /// Lets the marketplace take `amount` from this account (ERC-20 `approve`).
+    /// Lets the marketplace take `amount` from this account (ERC-20 `approve`): sets
+    /// the allowance, whatever it was. The calls that pull tokens approve by
+    /// themselves; a concurrent `approve` can undo what they approved.
     ///
     /// # Errors
-    /// [`Error::Reverted`] or [`Error::Rpc`].
+    /// [`Error::Reverted`], [`Error::Failed`] or [`Error::Rpc`].
     pub async fn approve(&self, amount: U256) -> Result<TxReceipt> {
-        let pending = self
-            .token
-            .approve(self.address(), amount)
-            .from(self.account)
-            .send()
+        self.txs
+            .send(
+                "approve",
+                Target::Contract("token"),
+                self.token
+                    .approve(self.address(), amount)
+                    .into_transaction_request(),
+            )
             .await
-            .map_err(|e| Error::from_contract("approve", Target::Contract("token"), e))?;
-        let receipt = pending
-            .get_receipt()
-            .await
-            .map_err(|e| Error::rpc("approve receipt", e))?;
-        Ok(TxReceipt {
-            hash: receipt.transaction_hash,
-            block_number: receipt.block_number.unwrap_or_default(),
-            gas_used: receipt.gas_used,
-        })
     }
 
     /// What the marketplace may still take from this account.
@@ -330,15 +347,36 @@ impl MarketplaceClient {
             .map_err(|e| Error::rpc("allowance", e))
     }
 
-    /// Approves `amount` unless the allowance already covers it.
+    /// Makes the allowance cover a pull of `amount` for `target` on top of every other
+    /// pull still pending from this account (approving their sum when it does not);
+    /// the pull counts until [`MarketplaceClient::pull_done`]. Approvals go out one at
+    /// a time, through the account's transaction queue.
     ///
     /// # Errors
-    /// [`Error::Reverted`] or [`Error::Rpc`].
-    pub async fn ensure_allowance(&self, amount: U256) -> Result<Option<TxReceipt>> {
-        if self.allowance().await? >= amount {
-            return Ok(None);
+    /// [`Error::Reverted`], [`Error::Failed`] or [`Error::Rpc`].
+    pub async fn ensure_allowance(
+        &self,
+        target: Target,
+        amount: U256,
+    ) -> Result<Option<TxReceipt>> {
+        let _one_at_a_time = self.txs.approving().await;
+        let current = self.allowance().await?;
+        match self.txs.approval_for(target, amount, current) {
+            None => Ok(None),
+            Some(needed) => match self.approve(needed).await {
+                Ok(r) => Ok(Some(r)),
+                Err(e) => {
+                    self.txs.pull_done(target);
+                    Err(e)
+                }
+            },
         }
-        self.approve(amount).await.map(Some)
+    }
+
+    /// The pull for `target` was sent and mined (or will not be): the allowance need
+    /// not cover it any more.
+    pub fn pull_done(&self, target: Target) {
+        self.txs.pull_done(target);
     }
 
     /// Approves the collateral that filling slot `index` takes.
@@ -351,7 +389,8 @@ impl MarketplaceClient {
         index: u64,
     ) -> Result<Option<TxReceipt>> {
         let amount = self.collateral_to_fill(request, index).await?;
-        self.ensure_allowance(amount).await
+        self.ensure_allowance(fill_target(request, index), amount)
+            .await
     }
 
     // ------------------------------------------------------------ client calls
@@ -366,15 +405,18 @@ impl MarketplaceClient {
         request: &StorageRequest,
     ) -> Result<(RequestId, TxReceipt)> {
         let id = request.id();
-        self.ensure_allowance(request.ask.max_price()).await?;
-        let receipt = self
+        let target = target_request(id);
+        self.ensure_allowance(target, request.ask.max_price())
+            .await?;
+        let sent = self
             .send(
                 "requestStorage",
-                target_request(id),
+                target,
                 self.contract.requestStorage(request.to_abi()),
             )
-            .await?;
-        Ok((id, receipt))
+            .await;
+        self.pull_done(target);
+        Ok((id, sent?))
     }
 
     /// Withdraws the client's funds of a Cancelled, Failed or Finished request.
@@ -440,20 +482,19 @@ impl MarketplaceClient {
         index: u64,
         proof: &[u8],
     ) -> Result<TxReceipt> {
-        let slot = SlotId::new(request, index);
-        let target = Target::Slot {
-            slot,
-            index: Some(index),
-        };
+        let target = fill_target(request, index);
         let collateral = self.collateral_to_fill(request, index).await?;
-        self.ensure_allowance(collateral).await?;
-        self.send(
-            "fillSlot",
-            target,
-            self.contract
-                .fillSlot(request.0, index, Bytes::copy_from_slice(proof)),
-        )
-        .await
+        self.ensure_allowance(target, collateral).await?;
+        let sent = self
+            .send(
+                "fillSlot",
+                target,
+                self.contract
+                    .fillSlot(request.0, index, Bytes::copy_from_slice(proof)),
+            )
+            .await;
+        self.pull_done(target);
+        sent
     }
 
     /// Fills a reserved slot with a proof made for the right challenge: approves

@@ -108,6 +108,9 @@ fn signing_provider_timed(
     }
 }
 
+/// How long a deployment waits for each of its transactions to be mined.
+pub const RECEIPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// How long a JSON-RPC request to the chain may take, connecting included.
 pub const RPC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// How long connecting to the chain's JSON-RPC endpoint may take.
@@ -278,7 +281,7 @@ pub async fn mint(
         .send()
         .await
         .map_err(|e| Error::from_contract("mint", Target::Contract("TestToken"), e))?
-        .with_timeout(Some(crate::client::RECEIPT_TIMEOUT))
+        .with_timeout(Some(RECEIPT_TIMEOUT))
         .get_receipt()
         .await
         .map_err(|e| Error::rpc("mint receipt", e))?;
@@ -302,7 +305,7 @@ pub async fn set_refusing(provider: &DynProvider, token: Address, refusing: bool
         .send()
         .await
         .map_err(|e| Error::from_contract("setRefusing", Target::Contract("RefusingToken"), e))?
-        .with_timeout(Some(crate::client::RECEIPT_TIMEOUT))
+        .with_timeout(Some(RECEIPT_TIMEOUT))
         .get_receipt()
         .await
         .map_err(|e| Error::rpc("setRefusing receipt", e))?;

@@ -38,6 +38,30 @@ pub enum Error {
         /// The transaction hash.
         tx: alloy::primitives::B256,
     },
+    /// A transaction was not mined in time, replacements with higher fees included
+    /// (see [`crate::TxConfig::give_up_after`]). It may still be mined.
+    #[error("{call} transaction {tx} (nonce {nonce}) not mined in time ({target})")]
+    Stuck {
+        /// The contract function.
+        call: &'static str,
+        /// The request or slot it was about.
+        target: Target,
+        /// Its nonce.
+        nonce: u64,
+        /// The hash of the last attempt.
+        tx: alloy::primitives::B256,
+    },
+    /// A transaction of another sender took the nonce given to this one (the account
+    /// is used by another program too); the call was not made.
+    #[error("{call}: nonce {nonce} was used by a transaction not sent here ({target})")]
+    NonceTaken {
+        /// The contract function.
+        call: &'static str,
+        /// The request or slot it was about.
+        target: Target,
+        /// The nonce.
+        nonce: u64,
+    },
     /// The node could not be reached or answered with an error.
     #[error("rpc error during {context}")]
     Rpc {
@@ -107,7 +131,10 @@ impl Error {
     /// The request or slot a revert was about.
     pub fn target(&self) -> Option<Target> {
         match self {
-            Error::Reverted { target, .. } | Error::Failed { target, .. } => Some(*target),
+            Error::Reverted { target, .. }
+            | Error::Failed { target, .. }
+            | Error::Stuck { target, .. }
+            | Error::NonceTaken { target, .. } => Some(*target),
             _ => None,
         }
     }
@@ -137,7 +164,7 @@ impl Error {
 }
 
 /// What a call was about, for error messages and matching.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Target {
     /// A storage request.

@@ -12,3 +12,4 @@ mod lifecycle;
 mod outcomes;
 mod proofs;
 mod reverts;
+mod transactions;

@@ -1,0 +1,535 @@
+//! The transaction manager: every transaction of one account goes through it.
+//!
+//! A chain that is not a local anvil drops transactions, lets them sit in the pool
+//! while the base fee climbs, and answers late. The manager:
+//! - assigns nonces itself, in one ordered queue, so the node's concurrent tasks never
+//!   take the same nonce; after a send fails it reads the account's nonce again;
+//! - estimates gas before it takes a nonce, so a call that would revert costs nothing
+//!   and reports the contract's custom error;
+//! - waits for each receipt with a deadline: a transaction still unmined at the
+//!   deadline is replaced (same nonce) with fees raised by [`TxConfig::fee_bump_percent`]
+//!   (EIP-1559, never above [`TxConfig::max_fee_per_gas`]); one the node no longer knows
+//!   (dropped from its pool) is sent again at once;
+//! - counts a receipt after [`TxConfig::confirmations`] blocks and follows it if a
+//!   reorganisation moves or removes it;
+//! - decodes a failed receipt into the custom error it reverted with (the call replayed
+//!   on the state after its block);
+//! - tracks the allowance that calls pulling tokens still need, so that approvals made
+//!   by concurrent tasks add up instead of overwriting each other
+//!   ([`TxManager::approval_for`]).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use alloy::eips::BlockId;
+use alloy::network::TransactionBuilder;
+use alloy::primitives::{Address, B256, U256};
+use alloy::providers::{DynProvider, Provider};
+use alloy::rpc::types::{TransactionReceipt, TransactionRequest};
+use tokio::sync::Mutex;
+
+use crate::client::TxReceipt;
+use crate::error::{Error, Result, Target};
+
+/// Gas added to every limit beyond the margin: one storage slot set from zero.
+const EXTRA_GAS: u64 = 25_000;
+
+/// Settings of a [`TxManager`].
+#[derive(Clone, Debug)]
+pub struct TxConfig {
+    /// How long a transaction may stay unmined before it is replaced with higher fees.
+    pub receipt_timeout: Duration,
+    /// How long a call waits in all, replacements included, before it gives up with
+    /// [`Error::Stuck`].
+    pub give_up_after: Duration,
+    /// How much each replacement raises both fees, in percent (nodes want at least 10).
+    pub fee_bump_percent: u64,
+    /// The highest `maxFeePerGas` ever offered, in wei; `None` for no cap.
+    pub max_fee_per_gas: Option<u128>,
+    /// Blocks a receipt needs (1: mined) before a call returns it.
+    pub confirmations: u64,
+    /// How often pending transactions are looked for.
+    pub poll_interval: Duration,
+    /// Gas limit over the estimate, in percent: the state may change between the
+    /// estimate and the block.
+    pub gas_margin_percent: u64,
+}
+
+impl Default for TxConfig {
+    fn default() -> Self {
+        TxConfig {
+            receipt_timeout: Duration::from_secs(30),
+            give_up_after: Duration::from_secs(600),
+            fee_bump_percent: 25,
+            max_fee_per_gas: None,
+            confirmations: 1,
+            poll_interval: Duration::from_millis(500),
+            gas_margin_percent: 20,
+        }
+    }
+}
+
+/// Fees of one attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Fees {
+    max_fee: u128,
+    priority: u128,
+}
+
+/// Sends the transactions of one account, in order. Share it (`Arc`) between every task
+/// that sends from the account.
+#[derive(Debug)]
+pub struct TxManager {
+    provider: DynProvider,
+    account: Address,
+    config: TxConfig,
+    /// The next nonce to use; `None` until read from the chain, and after a send failed.
+    /// Held while a transaction is given its nonce and sent: the queue.
+    nonce: Mutex<Option<u64>>,
+    /// Token amounts that calls about to pull them (fills, requests) still need from
+    /// the allowance, by what they are for.
+    pulls: std::sync::Mutex<HashMap<Target, U256>>,
+    /// Held while an approval is decided and sent.
+    approving: Mutex<()>,
+}
+
+/// What sending an attempt again did.
+enum Resent {
+    /// The node took it: its hash.
+    Sent(B256),
+    /// The node already has it, or a transaction with its nonce that pays as much.
+    Pending,
+    /// A mined transaction has its nonce.
+    NonceUsed,
+    /// Its fees are below what the node takes now.
+    Underpriced,
+}
+
+/// Whether a send failed for its nonce.
+fn is_nonce_error(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("nonce too low")
+        || m.contains("nonce too high")
+        || m.contains("invalid nonce")
+        || m.contains("nonce has already been used")
+}
+
+/// Whether a send failed for fees below what the node takes now.
+fn is_fee_error(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("base fee") || m.contains("basefee") || m.contains("underpriced")
+}
+
+fn is_known(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("already known") || m.contains("already imported") || m.contains("known transaction")
+}
+
+fn bump(v: u128, percent: u64) -> u128 {
+    v.saturating_mul(100 + u128::from(percent)) / 100 + 1
+}
+
+impl TxManager {
+    /// A manager sending from `account` through `provider` (which signs for it).
+    pub fn new(provider: DynProvider, account: Address, config: TxConfig) -> Self {
+        TxManager {
+            provider,
+            account,
+            config,
+            nonce: Mutex::new(None),
+            pulls: std::sync::Mutex::new(HashMap::new()),
+            approving: Mutex::new(()),
+        }
+    }
+
+    /// The account.
+    pub fn account(&self) -> Address {
+        self.account
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &TxConfig {
+        &self.config
+    }
+
+    /// The fees of a first attempt: the node's EIP-1559 estimate, capped.
+    async fn fees(&self, call: &'static str) -> Result<Fees> {
+        let est = self
+            .provider
+            .estimate_eip1559_fees()
+            .await
+            .map_err(|e| Error::rpc(format!("{call}: fee estimate"), e))?;
+        Ok(self.capped(Fees {
+            max_fee: est.max_fee_per_gas,
+            priority: est.max_priority_fee_per_gas,
+        }))
+    }
+
+    fn capped(&self, f: Fees) -> Fees {
+        match self.config.max_fee_per_gas {
+            Some(cap) => Fees {
+                max_fee: f.max_fee.min(cap),
+                priority: f.priority.min(cap),
+            },
+            None => f,
+        }
+    }
+
+    /// The fees of a replacement: both raised by the bump, and at least the current
+    /// estimate (a base fee that climbed), capped.
+    async fn bumped(&self, call: &'static str, old: Fees) -> Fees {
+        let mut next = Fees {
+            max_fee: bump(old.max_fee, self.config.fee_bump_percent),
+            priority: bump(old.priority, self.config.fee_bump_percent),
+        };
+        if let Ok(now) = self.fees(call).await {
+            next.max_fee = next.max_fee.max(now.max_fee);
+            next.priority = next.priority.max(now.priority);
+        }
+        next.priority = next.priority.min(next.max_fee);
+        self.capped(next)
+    }
+
+    async fn chain_nonce(&self, call: &'static str) -> Result<u64> {
+        self.provider
+            .get_transaction_count(self.account)
+            .pending()
+            .await
+            .map_err(|e| Error::rpc(format!("{call}: eth_getTransactionCount"), e))
+    }
+
+    /// Sends `tx` (its `to`, `input` and `value`) from the account and waits for its
+    /// receipt, as described in the [module docs](self). `call` and `target` name it in
+    /// errors.
+    ///
+    /// # Errors
+    /// [`Error::Reverted`] when the estimate or the mined transaction reverts,
+    /// [`Error::Failed`] for a failed receipt without revert data, [`Error::Stuck`]
+    /// when it is not mined within [`TxConfig::give_up_after`], [`Error::Rpc`].
+    ///
+    /// # Cancel safety
+    /// A transaction dropped after it was sent may still be mined; its nonce is spent
+    /// either way.
+    pub async fn send(
+        &self,
+        call: &'static str,
+        target: Target,
+        tx: TransactionRequest,
+    ) -> Result<TxReceipt> {
+        let tx = tx.with_from(self.account);
+        let gas = self
+            .provider
+            .estimate_gas(tx.clone())
+            .await
+            .map_err(|e| Error::from_contract(call, target, alloy::contract::Error::from(e)))?;
+        // A margin, and room for a storage slot that is zero by the time the
+        // transaction runs (an allowance spent meanwhile costs 20 000 gas to set).
+        let tx = tx.with_gas_limit(
+            gas.saturating_mul(100 + self.config.gas_margin_percent) / 100 + EXTRA_GAS,
+        );
+        let (nonce, first, mut fees) = self.submit(call, &tx, self.fees(call).await?).await?;
+        let started = Instant::now();
+        let mut sent = vec![first];
+        let mut last_send = Instant::now();
+        loop {
+            if let Some(receipt) = self.find_receipt(call, &sent).await? {
+                match self.confirmed(call, receipt).await? {
+                    Some(receipt) => return self.outcome(call, target, &tx, receipt).await,
+                    // Reorganised away: wait for it (or a replacement) again.
+                    None => last_send = Instant::now(),
+                }
+                continue;
+            }
+            if started.elapsed() >= self.config.give_up_after {
+                return Err(Error::Stuck {
+                    call,
+                    target,
+                    nonce,
+                    tx: sent.last().copied().unwrap_or_default(),
+                });
+            }
+            let dropped = self.is_dropped(&sent).await;
+            if dropped || last_send.elapsed() >= self.config.receipt_timeout {
+                if !dropped {
+                    fees = self.bumped(call, fees).await;
+                }
+                match self.resend(call, &tx, nonce, fees).await {
+                    Ok(Resent::Sent(hash)) => {
+                        if !sent.contains(&hash) {
+                            tracing::info!(
+                                call,
+                                %target,
+                                nonce,
+                                max_fee = fees.max_fee,
+                                priority = fees.priority,
+                                %hash,
+                                dropped,
+                                "sent a transaction again"
+                            );
+                            sent.push(hash);
+                        }
+                    }
+                    // The same transaction, or one the node prefers, is in its pool.
+                    Ok(Resent::Pending) => {}
+                    // The nonce is used: one of ours was mined, or another sender took it.
+                    Ok(Resent::NonceUsed) => {
+                        if self.latest_nonce(call).await? > nonce {
+                            match self.find_receipt(call, &sent).await? {
+                                Some(receipt) => {
+                                    if let Some(receipt) = self.confirmed(call, receipt).await? {
+                                        return self.outcome(call, target, &tx, receipt).await;
+                                    }
+                                }
+                                None => {
+                                    *self.nonce.lock().await = None;
+                                    return Err(Error::NonceTaken {
+                                        call,
+                                        target,
+                                        nonce,
+                                    });
+                                }
+                            }
+                        }
+                    }
+                    // Below the base fee now: more next time, soon.
+                    Ok(Resent::Underpriced) => {
+                        fees = self.bumped(call, fees).await;
+                        last_send = Instant::now() - self.config.receipt_timeout;
+                        tokio::time::sleep(self.config.poll_interval).await;
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(call, %target, nonce, error = %e, "could not send again")
+                    }
+                }
+                last_send = Instant::now();
+            }
+            tokio::time::sleep(self.config.poll_interval).await;
+        }
+    }
+
+    /// The account's nonce after the latest block (mined transactions only).
+    async fn latest_nonce(&self, call: &'static str) -> Result<u64> {
+        self.provider
+            .get_transaction_count(self.account)
+            .latest()
+            .await
+            .map_err(|e| Error::rpc(format!("{call}: eth_getTransactionCount"), e))
+    }
+
+    fn request(tx: &TransactionRequest, nonce: u64, fees: Fees) -> TransactionRequest {
+        tx.clone()
+            .with_nonce(nonce)
+            .with_max_fee_per_gas(fees.max_fee)
+            .with_max_priority_fee_per_gas(fees.priority)
+    }
+
+    /// Takes the next nonce and sends the first attempt: the queue. Reads the nonce
+    /// again when the node refuses it, and raises the fees when the node finds them
+    /// below its base fee; three tries. Returns the nonce, the hash and the fees sent.
+    async fn submit(
+        &self,
+        call: &'static str,
+        tx: &TransactionRequest,
+        mut fees: Fees,
+    ) -> Result<(u64, B256, Fees)> {
+        let mut next = self.nonce.lock().await;
+        let mut last = None;
+        for _ in 0..3 {
+            let nonce = match *next {
+                Some(n) => n,
+                None => self.chain_nonce(call).await?,
+            };
+            match self
+                .provider
+                .send_transaction(Self::request(tx, nonce, fees))
+                .await
+            {
+                Ok(pending) => {
+                    *next = Some(nonce + 1);
+                    return Ok((nonce, *pending.tx_hash(), fees));
+                }
+                Err(e) => {
+                    *next = None;
+                    let message = e.to_string();
+                    if is_nonce_error(&message) {
+                        tracing::info!(call, nonce, error = %e, "nonce refused; reading it again");
+                    } else if is_fee_error(&message) {
+                        fees = self.bumped(call, fees).await;
+                        tracing::info!(call, nonce, error = %e, max_fee = fees.max_fee, "fees refused; raised");
+                    } else {
+                        return Err(Error::rpc(format!("{call}: send"), e));
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        Err(match last {
+            Some(e) => Error::rpc(format!("{call}: send (3 tries)"), e),
+            None => Error::rpc(format!("{call}: send"), "not sent"),
+        })
+    }
+
+    /// Sends an attempt with `nonce` again.
+    async fn resend(
+        &self,
+        call: &'static str,
+        tx: &TransactionRequest,
+        nonce: u64,
+        fees: Fees,
+    ) -> Result<Resent> {
+        match self
+            .provider
+            .send_transaction(Self::request(tx, nonce, fees))
+            .await
+        {
+            Ok(pending) => Ok(Resent::Sent(*pending.tx_hash())),
+            Err(e) => {
+                let message = e.to_string();
+                let lower = message.to_ascii_lowercase();
+                if is_known(&message) || lower.contains("replacement transaction underpriced") {
+                    Ok(Resent::Pending)
+                } else if is_fee_error(&message) {
+                    Ok(Resent::Underpriced)
+                } else if lower.contains("nonce too low") {
+                    Ok(Resent::NonceUsed)
+                } else {
+                    Err(Error::rpc(format!("{call}: send again"), e))
+                }
+            }
+        }
+    }
+
+    /// The receipt of whichever of `sent` was mined, if one was.
+    async fn find_receipt(
+        &self,
+        call: &'static str,
+        sent: &[B256],
+    ) -> Result<Option<TransactionReceipt>> {
+        for hash in sent.iter().rev() {
+            let receipt = self
+                .provider
+                .get_transaction_receipt(*hash)
+                .await
+                .map_err(|e| Error::rpc(format!("{call}: eth_getTransactionReceipt"), e))?;
+            if receipt.is_some() {
+                return Ok(receipt);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether the node knows none of `sent` any more (dropped from its pool).
+    async fn is_dropped(&self, sent: &[B256]) -> bool {
+        for hash in sent {
+            match self.provider.get_transaction_by_hash(*hash).await {
+                Ok(None) => {}
+                // Known, or the node cannot tell: not dropped.
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// Waits until `receipt` has its confirmations; `None` when a reorganisation
+    /// removed it meanwhile.
+    async fn confirmed(
+        &self,
+        call: &'static str,
+        receipt: TransactionReceipt,
+    ) -> Result<Option<TransactionReceipt>> {
+        let mut receipt = receipt;
+        loop {
+            let block = receipt.block_number.unwrap_or_default();
+            let latest = self
+                .provider
+                .get_block_number()
+                .await
+                .map_err(|e| Error::rpc(format!("{call}: eth_blockNumber"), e))?;
+            if latest + 1 >= block + self.config.confirmations {
+                if self.config.confirmations <= 1 {
+                    return Ok(Some(receipt));
+                }
+                // Still where it was once deep enough?
+                return self
+                    .provider
+                    .get_transaction_receipt(receipt.transaction_hash)
+                    .await
+                    .map_err(|e| Error::rpc(format!("{call}: eth_getTransactionReceipt"), e))
+                    .map(|again| again.filter(|r| r.block_hash == receipt.block_hash));
+            }
+            tokio::time::sleep(self.config.poll_interval).await;
+            match self
+                .provider
+                .get_transaction_receipt(receipt.transaction_hash)
+                .await
+                .map_err(|e| Error::rpc(format!("{call}: eth_getTransactionReceipt"), e))?
+            {
+                Some(r) => receipt = r,
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// The call's result from its mined receipt: the receipt, or the custom error it
+    /// reverted with (replayed on the state its block left: a failed transaction
+    /// changes nothing, and what made it fail is there).
+    async fn outcome(
+        &self,
+        call: &'static str,
+        target: Target,
+        tx: &TransactionRequest,
+        receipt: TransactionReceipt,
+    ) -> Result<TxReceipt> {
+        let block = receipt.block_number.unwrap_or_default();
+        if receipt.status() {
+            return Ok(TxReceipt {
+                hash: receipt.transaction_hash,
+                block_number: block,
+                gas_used: receipt.gas_used,
+            });
+        }
+        let replay = self
+            .provider
+            .call(tx.clone())
+            .block(BlockId::number(block))
+            .await;
+        if let Err(e) = replay {
+            let e = alloy::contract::Error::from(e);
+            if e.as_revert_data().is_some() {
+                return Err(Error::from_contract(call, target, e));
+            }
+        }
+        Err(Error::Failed {
+            call,
+            target,
+            tx: receipt.transaction_hash,
+        })
+    }
+
+    // ------------------------------------------------------------ allowances
+
+    /// The allowance to approve so that a call pulling `amount` for `target` and every
+    /// other pull still pending get what they need, given the allowance `current`;
+    /// `None` when `current` covers them. Registers the pull until
+    /// [`TxManager::pull_done`].
+    pub(crate) fn approval_for(&self, target: Target, amount: U256, current: U256) -> Option<U256> {
+        let mut pulls = self.pulls.lock().unwrap_or_else(|p| p.into_inner());
+        pulls.insert(target, amount);
+        let needed = pulls.values().fold(U256::ZERO, |a, b| a.saturating_add(*b));
+        (current < needed).then_some(needed)
+    }
+
+    /// The pull for `target` was mined (or given up): it no longer needs the allowance.
+    pub(crate) fn pull_done(&self, target: Target) {
+        self.pulls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&target);
+    }
+
+    /// Held while an approval is decided and sent, so approvals go out one at a time.
+    pub(crate) async fn approving(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.approving.lock().await
+    }
+}
