@@ -285,7 +285,7 @@ fn mul_wide(a: &[u64; 4], b: &[u64; 4]) -> [u64; 8] {
 
 /// `(|k1|, k1 < 0, |k2|, k2 < 0)` with `k = k1 - ζ·k2`; `None` if a half does not fit
 /// 128 bits (it always does; the caller then falls back to a plain NAF).
-fn decompose(k: &Fr) -> Option<(u128, bool, u128, bool)> {
+pub(crate) fn decompose(k: &Fr) -> Option<(u128, bool, u128, bool)> {
     use halo2curves_axiom::ff::WithSmallOrderMulGroup;
     let limbs = bytes_to_limbs(&k.to_repr());
     let top = |w: [u64; 8]| [w[4], w[5], w[6], w[7]];

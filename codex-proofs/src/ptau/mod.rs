@@ -39,6 +39,7 @@ mod chacha;
 mod contribute;
 mod curve;
 mod file;
+mod lagrange;
 mod params;
 mod verify;
 
