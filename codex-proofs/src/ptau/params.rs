@@ -9,8 +9,7 @@ use halo2_proofs::poly::EvaluationDomain;
 use halo2_proofs::poly::commitment::{Params, ParamsProver};
 use halo2_proofs::poly::kzg::commitment::ParamsKZG;
 use halo2curves_axiom::CurveAffine;
-use halo2curves_axiom::bn256::{Bn256, Fr, G1, G1Affine, G2Affine};
-use halo2curves_axiom::ff::{Field, PrimeField};
+use halo2curves_axiom::bn256::{Bn256, Fr, G1Affine, G2Affine};
 use halo2curves_axiom::group::Curve;
 use halo2curves_axiom::group::prime::PrimeCurveAffine;
 use halo2curves_axiom::serde::SerdeObject;
@@ -338,6 +337,7 @@ pub fn verify_params(params: &ParamsKZG<Bn256>) -> Result<()> {
 mod tests {
     use super::*;
     use halo2_proofs::arithmetic::g_to_lagrange;
+    use halo2curves_axiom::ff::{Field, PrimeField};
 
     #[test]
     fn lagrange_basis_matches_halo2() {
