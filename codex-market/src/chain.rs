@@ -103,7 +103,23 @@ impl LocalChain {
         Ok(chain)
     }
 
+    /// Starts anvil with a genesis block numbered `history` (as a chain with that many
+    /// blocks behind it looks to a client: queries from block 0 span them all; their
+    /// logs are empty) and mines [`READY_BLOCKS`] blocks.
+    ///
+    /// # Errors
+    /// As [`LocalChain::start`].
+    pub async fn start_with_history(history: u64) -> Result<Self> {
+        let chain = Self::start_at(None, Some(history)).await?;
+        chain.mine(READY_BLOCKS).await?;
+        Ok(chain)
+    }
+
     async fn start_empty_with(block_time: Option<u64>) -> Result<Self> {
+        Self::start_at(block_time, None).await
+    }
+
+    async fn start_at(block_time: Option<u64>, genesis_number: Option<u64>) -> Result<Self> {
         let path = anvil_path();
         if !path.exists() {
             return Err(Error::AnvilNotFound { path });
@@ -112,7 +128,7 @@ impl LocalChain {
         // The port is free when chosen; another process may take it before anvil
         // binds it, so try a few.
         for _ in 0..3 {
-            match Self::spawn(&path, block_time).await {
+            match Self::spawn(&path, block_time, genesis_number).await {
                 Ok(chain) => return Ok(chain),
                 Err(e) => last = Some(e),
             }
@@ -123,19 +139,70 @@ impl LocalChain {
         }))
     }
 
-    async fn spawn(path: &Path, block_time: Option<u64>) -> Result<Self> {
+    async fn spawn(
+        path: &Path,
+        block_time: Option<u64>,
+        genesis_number: Option<u64>,
+    ) -> Result<Self> {
         let port = free_port()?;
         let port_arg = port.to_string();
         let block_time_arg = block_time.map(|s| s.to_string());
+        // A genesis file for a chain that starts past block 0; anvil reads it at start
+        // (removed once anvil answers, or fails).
+        let genesis = match genesis_number {
+            Some(n) => {
+                let file = std::env::temp_dir().join(format!(
+                    "codex-anvil-genesis-{}-{port}.json",
+                    std::process::id()
+                ));
+                let json = serde_json::json!({
+                    "config": {"chainId": 31337},
+                    "number": format!("{n:#x}"),
+                    "timestamp": "0x0",
+                    "gasLimit": "0x1c9c380",
+                    "difficulty": "0x0",
+                    "baseFeePerGas": "0x3b9aca00",
+                    "alloc": {},
+                });
+                std::fs::write(&file, json.to_string()).map_err(|e| Error::LocalChain {
+                    message: format!("cannot write {}", file.display()),
+                    source: Some(Box::new(e)),
+                })?;
+                Some(file)
+            }
+            None => None,
+        };
+        let genesis_arg = genesis.as_ref().map(|f| f.display().to_string());
+        let result = Self::spawn_with(path, port, &port_arg, block_time_arg, genesis_arg).await;
+        if let Some(f) = genesis {
+            let _ = std::fs::remove_file(f);
+        }
+        result
+    }
+
+    async fn spawn_with(
+        path: &Path,
+        port: u16,
+        port_arg: &str,
+        block_time_arg: Option<String>,
+        genesis_arg: Option<String>,
+    ) -> Result<Self> {
         let mut args = vec![
             "--host",
             "127.0.0.1",
             "--port",
-            port_arg.as_str(),
+            port_arg,
             "--quiet",
+            // States past the ones kept in memory are dropped, not written under
+            // ~/.foundry (a killed anvil leaves them there: gigabytes per long chain).
+            "--max-persisted-states",
+            "0",
         ];
         if let Some(b) = &block_time_arg {
             args.extend(["--block-time", b.as_str()]);
+        }
+        if let Some(g) = &genesis_arg {
+            args.extend(["--init", g.as_str()]);
         }
         let child = anvil_command(path, &args)
             .spawn()

@@ -140,6 +140,7 @@ pub struct MarketplaceClient {
     provider: DynProvider,
     account: Address,
     txs: std::sync::Arc<TxManager>,
+    log_range: std::sync::Arc<std::sync::atomic::AtomicU64>,
     contract: MarketplaceInstance<DynProvider>,
     token: TestTokenInstance<DynProvider>,
     config: MarketplaceConfig,
@@ -147,6 +148,25 @@ pub struct MarketplaceClient {
 
 fn target_request(id: RequestId) -> Target {
     Target::Request(id)
+}
+
+/// The block range of one `eth_getLogs` unless set: what most hosted endpoints take.
+pub const DEFAULT_LOG_RANGE: u64 = 500;
+
+/// Whether a node refused an `eth_getLogs` for its range or its result's size (the
+/// wordings of hosted endpoints and of geth: "block range too large", "query returned
+/// more than 10000 results", "Log response size exceeded", ...).
+pub(crate) fn is_range_refusal(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    [
+        "range",
+        "more than",
+        "too many results",
+        "response size",
+        "too large",
+    ]
+    .iter()
+    .any(|k| m.contains(k))
 }
 
 fn fill_target(request: RequestId, index: u64) -> Target {
@@ -229,6 +249,7 @@ impl MarketplaceClient {
         Ok(MarketplaceClient {
             token: TestToken::new(token, provider.clone()),
             txs: std::sync::Arc::new(TxManager::new(provider.clone(), account, txs)),
+            log_range: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(DEFAULT_LOG_RANGE)),
             provider,
             account,
             contract,
@@ -1008,70 +1029,75 @@ impl MarketplaceClient {
 
     // ------------------------------------------------------------ events
 
-    /// The marketplace's events in blocks `from..=to`.
+    /// The marketplace's events in blocks `from..=to`, read in ranges of at most
+    /// [`MarketplaceClient::log_range`] blocks (hosted endpoints refuse wide ones): a
+    /// range the node refuses is halved and read again, down to one block, and the
+    /// smaller range is kept for later reads.
     ///
     /// # Errors
-    /// [`Error::Rpc`]; logs that do not decode are skipped.
+    /// [`Error::Rpc`] (a one-block range refused too); logs that do not decode are
+    /// skipped.
     pub async fn events(&self, from: u64, to: u64) -> Result<Vec<LoggedEvent>> {
-        let filter = Filter::new()
-            .address(self.address())
-            .from_block(from)
-            .to_block(to);
-        let logs = self
-            .provider
-            .get_logs(&filter)
-            .await
-            .map_err(|e| Error::rpc("eth_getLogs", e))?;
-        Ok(logs
-            .into_iter()
-            .filter_map(|log| {
-                let decoded = MarketplaceEvents::decode_log(&log.inner).ok()?;
-                Some(LoggedEvent {
-                    block_number: log.block_number.unwrap_or_default(),
-                    tx: log.transaction_hash.unwrap_or_default(),
-                    event: MarketEvent::from_abi(decoded.data),
-                })
-            })
-            .collect())
-    }
-
-    /// A poller that returns the events of blocks after `from_block` each time it is polled.
-    pub fn subscribe(&self, from_block: u64) -> EventPoller {
-        EventPoller {
-            client: self.clone(),
-            next_block: from_block,
+        use std::sync::atomic::Ordering;
+        let mut out = Vec::new();
+        let mut start = from;
+        while start <= to {
+            let range = self.log_range.load(Ordering::Relaxed).max(1);
+            let end = to.min(start.saturating_add(range - 1));
+            let filter = Filter::new()
+                .address(self.address())
+                .from_block(start)
+                .to_block(end);
+            match self.provider.get_logs(&filter).await {
+                Ok(logs) => {
+                    out.extend(logs.into_iter().filter_map(|log| {
+                        let decoded = MarketplaceEvents::decode_log(&log.inner).ok()?;
+                        Some(LoggedEvent {
+                            block_number: log.block_number.unwrap_or_default(),
+                            tx: log.transaction_hash.unwrap_or_default(),
+                            event: MarketEvent::from_abi(decoded.data),
+                        })
+                    }));
+                    if end == u64::MAX {
+                        break;
+                    }
+                    start = end + 1;
+                }
+                Err(e) if end > start && is_range_refusal(&e.to_string()) => {
+                    let half = (end - start).div_ceil(2).max(1);
+                    tracing::debug!(start, end, half, error = %e, "eth_getLogs range refused; halved");
+                    self.log_range.fetch_min(half, Ordering::Relaxed);
+                }
+                Err(e) => return Err(Error::rpc(format!("eth_getLogs {start}..={end}"), e)),
+            }
         }
+        Ok(out)
     }
-}
 
-/// Polls the marketplace for new events (the node's "subscription").
-#[derive(Clone, Debug)]
-pub struct EventPoller {
-    client: MarketplaceClient,
-    next_block: u64,
-}
+    /// The widest block range one `eth_getLogs` asks for now: the configured one
+    /// ([`DEFAULT_LOG_RANGE`] unless set), or less once the node refused it.
+    pub fn log_range(&self) -> u64 {
+        self.log_range.load(std::sync::atomic::Ordering::Relaxed)
+    }
 
-impl EventPoller {
-    /// The events of the blocks mined since the last poll, oldest first.
+    /// Sets the widest block range one `eth_getLogs` asks for (at least 1); the
+    /// client's clones share it.
+    pub fn set_log_range(&self, blocks: u64) {
+        self.log_range
+            .store(blocks.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The hash of block `number`, `None` past the chain's head.
     ///
     /// # Errors
-    /// [`Error::Rpc`]; the next poll retries the same blocks.
-    ///
-    /// # Cancel safety
-    /// Cancel safe: the position only moves when the events were returned.
-    pub async fn poll(&mut self) -> Result<Vec<LoggedEvent>> {
-        let latest = self.client.block_number().await?;
-        if latest < self.next_block {
-            return Ok(Vec::new());
-        }
-        let events = self.client.events(self.next_block, latest).await?;
-        self.next_block = latest + 1;
-        Ok(events)
-    }
-
-    /// The first block the next poll reads.
-    pub fn next_block(&self) -> u64 {
-        self.next_block
+    /// [`Error::Rpc`].
+    pub async fn block_hash(&self, number: u64) -> Result<Option<B256>> {
+        Ok(self
+            .provider
+            .get_block_by_number(number.into())
+            .await
+            .map_err(|e| Error::rpc("eth_getBlockByNumber", e))?
+            .map(|b| b.header.hash))
     }
 }
 

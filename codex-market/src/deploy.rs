@@ -5,6 +5,7 @@ use alloy::network::EthereumWallet;
 use alloy::primitives::{Address, Bytes, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::signers::local::PrivateKeySigner;
+use alloy::transports::layers::{RateLimitRetryPolicy, RetryBackoffLayer, RetryPolicy};
 
 use crate::bindings::{
     EchoProofCheck, Halo2Verifier, Marketplace, RefusingToken, TestToken, TestVerifier,
@@ -60,7 +61,8 @@ pub struct Deployment {
     pub config: MarketplaceConfig,
 }
 
-/// A provider that signs with `signer`, over plain HTTP.
+/// A provider that signs with `signer`, over plain HTTP; rate-limited requests are
+/// retried with back-off.
 ///
 /// It estimates gas and fees, and asks the node for the account's pending nonce
 /// before each transaction (instead of counting locally): a call that fails its
@@ -98,13 +100,44 @@ fn signing_provider_timed(
     // A chain node that accepts connections and never answers must not hang the
     // caller: every request gets a deadline (then it is an `Error::Rpc`, retried by
     // the node's loops like a refused connection).
-    match alloy::transports::http::reqwest::Client::builder()
+    let http = alloy::transports::http::reqwest::Client::builder()
         .connect_timeout(RPC_CONNECT_TIMEOUT.min(timeout))
         .timeout(timeout)
         .build()
-    {
-        Ok(client) => builder.connect_reqwest(client, url).erased(),
-        Err(_) => builder.connect_http(url).erased(),
+        .unwrap_or_default();
+    // Rate limits (HTTP 429, -32005 and the like) are retried with back-off; a
+    // refused log range is not (the client halves it instead).
+    let client = alloy::rpc::client::ClientBuilder::default()
+        .layer(RetryBackoffLayer::new_with_policy(
+            RATE_LIMIT_RETRIES,
+            RATE_LIMIT_BACKOFF_MS,
+            u64::MAX,
+            RetryUnlessRangeRefused,
+        ))
+        .http_with_client(http, url);
+    builder.connect_client(client).erased()
+}
+
+/// Retries after a rate limit, at most this many times per request.
+pub const RATE_LIMIT_RETRIES: u32 = 8;
+/// The first back-off after a rate limit, in milliseconds (unless the node hints one).
+const RATE_LIMIT_BACKOFF_MS: u64 = 250;
+
+/// alloy's rate-limit policy, except for an `eth_getLogs` refused for its range.
+#[derive(Clone, Copy, Debug)]
+struct RetryUnlessRangeRefused;
+
+impl RetryPolicy for RetryUnlessRangeRefused {
+    fn should_retry(&self, error: &alloy::transports::TransportError) -> bool {
+        !crate::client::is_range_refusal(&error.to_string())
+            && RateLimitRetryPolicy::default().should_retry(error)
+    }
+
+    fn backoff_hint(
+        &self,
+        error: &alloy::transports::TransportError,
+    ) -> Option<std::time::Duration> {
+        RateLimitRetryPolicy::default().backoff_hint(error)
     }
 }
 

@@ -13,7 +13,7 @@ pub mod types;
 
 pub use alloy;
 pub use chain::LocalChain;
-pub use client::{EventPoller, LoggedEvent, MarketEvent, MarketplaceClient, TxReceipt};
+pub use client::{LoggedEvent, MarketEvent, MarketplaceClient, TxReceipt};
 pub use deploy::{Deployment, TokenSource, VerifierSource, deploy};
 pub use error::{Error, MarketplaceError, Result, Revert, Target, TokenError};
 pub use market::{Events, Marketplace};

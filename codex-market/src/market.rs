@@ -173,6 +173,9 @@ pub trait Marketplace: Send + Sync + std::fmt::Debug {
     /// The marketplace's events in blocks `from..=to`, oldest first.
     async fn events(&self, from: u64, to: u64) -> Result<Vec<LoggedEvent>>;
 
+    /// The hash of block `number`, `None` past the head.
+    async fn block_hash(&self, number: u64) -> Result<Option<alloy::primitives::B256>>;
+
     /// The events from block `from` on, and the block to read from next time.
     async fn events_since(&self, from: u64) -> Result<(Vec<LoggedEvent>, u64)> {
         let latest = self.block_number().await?;
@@ -183,11 +186,31 @@ pub trait Marketplace: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// Hashes of handled blocks an [`Events`] keeps, to find where a reorganisation forked.
+const KEPT_HASHES: usize = 64;
+
+/// Blocks one [`Events::poll`] reads at most, so a poller far behind catches up in
+/// steps and its caller stays responsive.
+pub const MAX_BLOCKS_PER_POLL: u64 = 10_000;
+
 /// A position in the marketplace's events: each [`Events::poll`] returns the events
 /// of the blocks mined since the last one (the roles' "subscription").
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+///
+/// It reads only blocks with [`Events::with_confirmations`] blocks on top, and keeps
+/// the hashes of the last blocks it handled: when the chain no longer has one of them
+/// (a reorganisation), the next poll reads again from where the chains forked and
+/// counts it in [`Events::reorgs`]. Serialize it (serde) to continue after a restart
+/// from the last block handled.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Events {
     next_block: u64,
+    #[serde(default)]
+    confirmations: u64,
+    /// `(number, hash)` of the last handled blocks, oldest first.
+    #[serde(default)]
+    recent: std::collections::VecDeque<(u64, alloy::primitives::B256)>,
+    #[serde(skip)]
+    reorgs: u64,
 }
 
 impl Events {
@@ -195,10 +218,24 @@ impl Events {
     pub fn from_block(from_block: u64) -> Self {
         Events {
             next_block: from_block,
+            confirmations: 0,
+            recent: std::collections::VecDeque::new(),
+            reorgs: 0,
         }
     }
 
-    /// The events of the blocks mined since the last poll, oldest first.
+    /// Reads only blocks with `n` blocks on top of them (0: up to the latest).
+    #[must_use]
+    pub fn with_confirmations(mut self, n: u64) -> Self {
+        self.confirmations = n;
+        self
+    }
+
+    /// The events of the blocks mined (and confirmed) since the last poll, oldest
+    /// first; at most [`MAX_BLOCKS_PER_POLL`] blocks' worth. After a reorganisation,
+    /// the events of the blocks since the fork, as the chain has them now (events
+    /// returned before from the abandoned blocks may be among them again or gone:
+    /// handle events idempotently and read the state when it matters).
     ///
     /// # Errors
     /// As [`Marketplace::events`]; the next poll reads the same blocks again.
@@ -206,14 +243,66 @@ impl Events {
     /// # Cancel safety
     /// Cancel safe: the position only moves when the events are returned.
     pub async fn poll<M: Marketplace + ?Sized>(&mut self, market: &M) -> Result<Vec<LoggedEvent>> {
-        let (events, next) = market.events_since(self.next_block).await?;
-        self.next_block = next;
+        if let Some(&(number, hash)) = self.recent.back()
+            && market.block_hash(number).await? != Some(hash)
+        {
+            self.rewind(market).await?;
+        }
+        let latest = market.block_number().await?;
+        let safe = latest.saturating_sub(self.confirmations);
+        if safe < self.next_block {
+            return Ok(Vec::new());
+        }
+        let to = safe.min(self.next_block.saturating_add(MAX_BLOCKS_PER_POLL - 1));
+        // The hash first: if the chain reorganises while the logs are read, the next
+        // poll finds this hash gone and reads again.
+        let hash = market.block_hash(to).await?;
+        let events = market.events(self.next_block, to).await?;
+        if let Some(hash) = hash {
+            self.recent.push_back((to, hash));
+            while self.recent.len() > KEPT_HASHES {
+                self.recent.pop_front();
+            }
+        }
+        self.next_block = to + 1;
         Ok(events)
+    }
+
+    /// Goes back to the newest kept block the chain still has (or the oldest kept).
+    async fn rewind<M: Marketplace + ?Sized>(&mut self, market: &M) -> Result<()> {
+        self.reorgs += 1;
+        while let Some(&(number, hash)) = self.recent.back() {
+            if market.block_hash(number).await? == Some(hash) {
+                self.next_block = number + 1;
+                tracing::warn!(
+                    fork = number,
+                    "the chain reorganised: reading its blocks again"
+                );
+                return Ok(());
+            }
+            self.next_block = number;
+            self.recent.pop_back();
+        }
+        tracing::warn!(
+            from = self.next_block,
+            "the chain reorganised deeper than the blocks kept: reading again"
+        );
+        Ok(())
     }
 
     /// The first block the next poll reads.
     pub fn next_block(&self) -> u64 {
         self.next_block
+    }
+
+    /// The confirmations a block needs before it is read.
+    pub fn confirmations(&self) -> u64 {
+        self.confirmations
+    }
+
+    /// Reorganisations seen since this position was made or loaded.
+    pub fn reorgs(&self) -> u64 {
+        self.reorgs
     }
 }
 
@@ -369,6 +458,10 @@ impl Marketplace for MarketplaceClient {
 
     async fn events(&self, from: u64, to: u64) -> Result<Vec<LoggedEvent>> {
         MarketplaceClient::events(self, from, to).await
+    }
+
+    async fn block_hash(&self, number: u64) -> Result<Option<alloy::primitives::B256>> {
+        MarketplaceClient::block_hash(self, number).await
     }
 }
 
@@ -529,5 +622,9 @@ impl<T: Marketplace + ?Sized> Marketplace for std::sync::Arc<T> {
 
     async fn events_since(&self, from: u64) -> Result<(Vec<LoggedEvent>, u64)> {
         (**self).events_since(from).await
+    }
+
+    async fn block_hash(&self, number: u64) -> Result<Option<alloy::primitives::B256>> {
+        (**self).block_hash(number).await
     }
 }

@@ -1499,6 +1499,10 @@ impl Marketplace for MemoryMarketplace {
             .cloned()
             .collect())
     }
+
+    async fn block_hash(&self, number: u64) -> Result<Option<B256>> {
+        Ok((number <= self.lock().height).then(|| block_hash(number)))
+    }
 }
 
 #[cfg(test)]

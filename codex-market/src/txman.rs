@@ -227,7 +227,7 @@ impl TxManager {
         let tx = tx.with_gas_limit(
             gas.saturating_mul(100 + self.config.gas_margin_percent) / 100 + EXTRA_GAS,
         );
-        let (nonce, first, mut fees) = self.submit(call, &tx, self.fees(call).await?).await?;
+        let (mut nonce, first, mut fees) = self.submit(call, &tx, self.fees(call).await?).await?;
         let started = Instant::now();
         let mut sent = vec![first];
         let mut last_send = Instant::now();
@@ -249,6 +249,24 @@ impl TxManager {
                 });
             }
             let dropped = self.is_dropped(&sent).await;
+            if last_send.elapsed() >= self.config.receipt_timeout
+                && self.chain_nonce(call).await? < nonce
+            {
+                // The node knows no transaction before this one's nonce (they were
+                // dropped, or a reorganisation took them): it can never land. Send
+                // it again with the nonce the chain expects.
+                {
+                    let mut next = self.nonce.lock().await;
+                    *next = None;
+                }
+                let (renonced, hash, f) = self.submit(call, &tx, fees).await?;
+                tracing::warn!(call, %target, old = nonce, new = renonced, %hash, "nonce gap: sent again with a new nonce");
+                nonce = renonced;
+                fees = f;
+                sent.push(hash);
+                last_send = Instant::now();
+                continue;
+            }
             if dropped || last_send.elapsed() >= self.config.receipt_timeout {
                 if !dropped {
                     fees = self.bumped(call, fees).await;

@@ -28,7 +28,24 @@ impl Market {
         token: TokenSource,
         verifier: VerifierSource,
     ) -> Result<Self> {
-        let chain = LocalChain::start().await?;
+        Self::start_on_with(LocalChain::start().await?, config, token, verifier).await
+    }
+
+    /// A deployment on `chain`.
+    pub async fn start_on(
+        chain: LocalChain,
+        config: MarketplaceConfig,
+        verifier: VerifierSource,
+    ) -> Result<Self> {
+        Self::start_on_with(chain, config, TokenSource::TestToken, verifier).await
+    }
+
+    async fn start_on_with(
+        chain: LocalChain,
+        config: MarketplaceConfig,
+        token: TokenSource,
+        verifier: VerifierSource,
+    ) -> Result<Self> {
         let deployer = chain.account(0).await?;
         let provider = chain.provider_for(&deployer);
         let deployment = deploy(&provider, &config, token, verifier).await?;

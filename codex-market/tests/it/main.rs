@@ -8,8 +8,10 @@
 
 mod artifacts;
 mod common;
+mod events;
 mod lifecycle;
 mod outcomes;
 mod proofs;
+mod proxy;
 mod reverts;
 mod transactions;

@@ -170,17 +170,27 @@ async fn poller_returns_each_event_once() -> Result<()> {
     let m = Market::start(MarketplaceConfig::default(), VerifierSource::Test).await?;
     let client = m.account(1).await?;
     let host = m.account(2).await?;
-    let mut poller = client.subscribe(client.block_number().await? + 1);
-    assert_eq!(poller.poll().await?, vec![]);
+    let mut poller = Events::from_block(client.block_number().await? + 1);
+    assert_eq!(poller.poll(&client).await?, vec![]);
     let request = request(client.account(), 1, 3600, 600, 23);
     let (id, _) = client.request_storage(&request).await?;
-    let events: Vec<_> = poller.poll().await?.into_iter().map(|e| e.event).collect();
+    let events: Vec<_> = poller
+        .poll(&client)
+        .await?
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
     assert!(
         matches!(events.as_slice(), [MarketEvent::StorageRequested { request, .. }] if *request == id)
     );
     host.reserve_slot(id, 0).await?;
     host.fill_slot(id, 0, ANY_PROOF).await?;
-    let events: Vec<_> = poller.poll().await?.into_iter().map(|e| e.event).collect();
+    let events: Vec<_> = poller
+        .poll(&client)
+        .await?
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
     assert_eq!(
         events,
         vec![
@@ -194,7 +204,7 @@ async fn poller_returns_each_event_once() -> Result<()> {
             MarketEvent::RequestFulfilled { request: id },
         ]
     );
-    assert_eq!(poller.poll().await?, vec![]);
+    assert_eq!(poller.poll(&client).await?, vec![]);
     Ok(())
 }
 
