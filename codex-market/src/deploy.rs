@@ -64,10 +64,9 @@ pub struct Deployment {
 /// A provider that signs with `signer`, over plain HTTP; rate-limited requests are
 /// retried with back-off.
 ///
-/// It estimates gas and fees, and asks the node for the account's pending nonce
-/// before each transaction (instead of counting locally): a call that fails its
-/// gas estimate (a revert) then leaves no gap, and several clients of the same
-/// account stay in step, as long as they do not send at the same moment.
+/// Sent through it directly (as [`deploy()`] does), a transaction gets its gas and fees
+/// estimated and the account's pending nonce from the node; a [`crate::MarketplaceClient`]
+/// over it sets all three itself, through its [`crate::TxManager`].
 ///
 /// # Errors
 /// [`Error::InvalidInput`] for a malformed URL.
