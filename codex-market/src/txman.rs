@@ -190,10 +190,20 @@ impl TxManager {
         self.capped(next)
     }
 
+    /// The account's nonce counting the node's pending transactions.
     async fn chain_nonce(&self, call: &'static str) -> Result<u64> {
+        self.nonce_at(call, BlockId::pending()).await
+    }
+
+    /// The account's nonce after the latest block (mined transactions only).
+    async fn latest_nonce(&self, call: &'static str) -> Result<u64> {
+        self.nonce_at(call, BlockId::latest()).await
+    }
+
+    async fn nonce_at(&self, call: &'static str, block: BlockId) -> Result<u64> {
         self.provider
             .get_transaction_count(self.account)
-            .pending()
+            .block_id(block)
             .await
             .map_err(|e| Error::rpc(format!("{call}: eth_getTransactionCount"), e))
     }
@@ -324,15 +334,6 @@ impl TxManager {
             }
             tokio::time::sleep(self.config.poll_interval).await;
         }
-    }
-
-    /// The account's nonce after the latest block (mined transactions only).
-    async fn latest_nonce(&self, call: &'static str) -> Result<u64> {
-        self.provider
-            .get_transaction_count(self.account)
-            .latest()
-            .await
-            .map_err(|e| Error::rpc(format!("{call}: eth_getTransactionCount"), e))
     }
 
     fn request(tx: &TransactionRequest, nonce: u64, fees: Fees) -> TransactionRequest {

@@ -170,27 +170,18 @@ async fn poller_returns_each_event_once() -> Result<()> {
     let m = Market::start(MarketplaceConfig::default(), VerifierSource::Test).await?;
     let client = m.account(1).await?;
     let host = m.account(2).await?;
+    let kinds = |v: Vec<LoggedEvent>| v.into_iter().map(|e| e.event).collect::<Vec<_>>();
     let mut poller = Events::from_block(client.block_number().await? + 1);
     assert_eq!(poller.poll(&client).await?, vec![]);
     let request = request(client.account(), 1, 3600, 600, 23);
     let (id, _) = client.request_storage(&request).await?;
-    let events: Vec<_> = poller
-        .poll(&client)
-        .await?
-        .into_iter()
-        .map(|e| e.event)
-        .collect();
+    let events = kinds(poller.poll(&client).await?);
     assert!(
         matches!(events.as_slice(), [MarketEvent::StorageRequested { request, .. }] if *request == id)
     );
     host.reserve_slot(id, 0).await?;
     host.fill_slot(id, 0, ANY_PROOF).await?;
-    let events: Vec<_> = poller
-        .poll(&client)
-        .await?
-        .into_iter()
-        .map(|e| e.event)
-        .collect();
+    let events = kinds(poller.poll(&client).await?);
     assert_eq!(
         events,
         vec![
