@@ -26,7 +26,15 @@ pub struct ValidatorConfig {
     pub group_index: u64,
     /// Slots watched at most (Codex's default 1000).
     pub max_slots: usize,
+    /// The first block whose `SlotFilled` events the validator reads; `None`: recent
+    /// ones, the last [`RECENT_BLOCKS`] blocks before it starts. Never genesis by
+    /// default: on a long chain that is millions of blocks of logs.
+    pub from_block: Option<u64>,
 }
+
+/// Blocks before its start that a validator without [`ValidatorConfig::from_block`]
+/// reads for filled slots (about 33 hours of 12-second blocks).
+pub const RECENT_BLOCKS: u64 = 10_000;
 
 impl Default for ValidatorConfig {
     fn default() -> Self {
@@ -34,6 +42,7 @@ impl Default for ValidatorConfig {
             groups: None,
             group_index: 0,
             max_slots: 1000,
+            from_block: None,
         }
     }
 }
@@ -147,9 +156,22 @@ impl<M: Marketplace> Validator<M> {
     async fn validate(&self) {
         let (market, state, config) = (&self.market, &*self.state, &self.config);
         let timeout = market.config().proofs.timeout;
-        // Codex restores from past `SlotFilled` events; a local chain is short, so read
-        // it all.
-        let mut events = Events::from_block(0);
+        // Codex restores from past `SlotFilled` events: from the configured block, or
+        // the recent ones.
+        let from = match config.from_block {
+            Some(b) => b,
+            None => loop {
+                match market.block_number().await {
+                    Ok(latest) => break latest.saturating_sub(RECENT_BLOCKS),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "validator: cannot read the chain");
+                        tokio::time::sleep(self.poll_interval).await;
+                    }
+                }
+            },
+        };
+        tracing::info!(from_block = from, "validator: following filled slots");
+        let mut events = Events::from_block(from);
         // (slot, period) pairs settled: marked, proved, or past the marking window.
         let mut settled: BTreeSet<(SlotId, u64)> = BTreeSet::new();
         let mut last_period = None;
@@ -332,6 +354,12 @@ mod tests {
         };
         let (mine, stop, task) = start(7, ValidatorConfig::default());
         let (theirs, stop_theirs, task_theirs) = start(8, other_group);
+        // One that starts reading after the fill does not know the slot.
+        let later = ValidatorConfig {
+            from_block: Some(chain.block_number().await? + 1),
+            ..ValidatorConfig::default()
+        };
+        let (late, stop_late, task_late) = start(9, later);
 
         // the host proves nothing in the next period; once it ended, it is marked
         let p = config.period_of(chain.now()) + 1;
@@ -345,12 +373,17 @@ mod tests {
         assert_eq!(mine.marked(), vec![MarkedProof { slot, period: p }]);
         assert_eq!(mine.slots(), vec![slot]);
         assert!(theirs.slots().is_empty() && theirs.marked().is_empty());
+        assert!(late.slots().is_empty() && late.marked().is_empty());
         assert_eq!(chain.missing_proofs(slot).await?, 1);
         assert_eq!(
             chain.balance_of(Address::with_last_byte(7)).await?,
             config.validator_reward(&request.ask)
         );
-        for (stop, task) in [(stop, task), (stop_theirs, task_theirs)] {
+        for (stop, task) in [
+            (stop, task),
+            (stop_theirs, task_theirs),
+            (stop_late, task_late),
+        ] {
             stop.cancel();
             task.await?;
         }

@@ -127,6 +127,10 @@ struct RunArgs {
     /// Slots watched at most.
     #[arg(long = "validator-max-slots", default_value_t = 1000)]
     validator_max_slots: usize,
+    /// The first block whose filled slots the validator follows (ours); default: the
+    /// last 10 000 blocks before it starts, never genesis.
+    #[arg(long = "validator-from-block", requires = "validator")]
+    validator_from_block: Option<u64>,
     /// Keep the key of every dataset encrypted on upload in DATA_DIR/keys (mode 0600),
     /// so that downloads can ask the node to decrypt (`download --decrypt`,
     /// `GET /data/{cid}?decrypt=true`). Off by default: the node returns each key once
@@ -558,6 +562,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                     groups: args.validator_groups,
                     group_index: args.validator_group_index,
                     max_slots: args.validator_max_slots,
+                    from_block: args.validator_from_block,
                 })
             })
             .transpose()?,
