@@ -299,30 +299,26 @@ impl TxManager {
                     }
                     // The same transaction, or one the node prefers, is in its pool.
                     Ok(Resent::Pending) => {}
-                    // The nonce is used: one of ours was mined, or another sender took it.
+                    // The nonce is used: one of ours was mined (the loop's next round
+                    // finds it), or another sender took it.
                     Ok(Resent::NonceUsed) => {
-                        if self.latest_nonce(call).await? > nonce {
-                            match self.find_receipt(call, &sent).await? {
-                                Some(receipt) => {
-                                    if let Some(receipt) = self.confirmed(call, receipt).await? {
-                                        return self.outcome(call, target, &tx, receipt).await;
-                                    }
-                                }
-                                None => {
-                                    *self.nonce.lock().await = None;
-                                    return Err(Error::NonceTaken {
-                                        call,
-                                        target,
-                                        nonce,
-                                    });
-                                }
-                            }
+                        if self.latest_nonce(call).await? > nonce
+                            && self.find_receipt(call, &sent).await?.is_none()
+                        {
+                            *self.nonce.lock().await = None;
+                            return Err(Error::NonceTaken {
+                                call,
+                                target,
+                                nonce,
+                            });
                         }
                     }
                     // Below the base fee now: more next time, soon.
                     Ok(Resent::Underpriced) => {
                         fees = self.bumped(call, fees).await;
-                        last_send = Instant::now() - self.config.receipt_timeout;
+                        last_send = Instant::now()
+                            .checked_sub(self.config.receipt_timeout)
+                            .unwrap_or(last_send);
                         tokio::time::sleep(self.config.poll_interval).await;
                         continue;
                     }
@@ -426,16 +422,18 @@ impl TxManager {
         sent: &[B256],
     ) -> Result<Option<TransactionReceipt>> {
         for hash in sent.iter().rev() {
-            let receipt = self
-                .provider
-                .get_transaction_receipt(*hash)
-                .await
-                .map_err(|e| Error::rpc(format!("{call}: eth_getTransactionReceipt"), e))?;
-            if receipt.is_some() {
-                return Ok(receipt);
+            if let Some(receipt) = self.receipt(call, *hash).await? {
+                return Ok(Some(receipt));
             }
         }
         Ok(None)
+    }
+
+    async fn receipt(&self, call: &'static str, hash: B256) -> Result<Option<TransactionReceipt>> {
+        self.provider
+            .get_transaction_receipt(hash)
+            .await
+            .map_err(|e| Error::rpc(format!("{call}: eth_getTransactionReceipt"), e))
     }
 
     /// Whether the node knows none of `sent` any more (dropped from its pool).
@@ -450,14 +448,13 @@ impl TxManager {
         true
     }
 
-    /// Waits until `receipt` has its confirmations; `None` when a reorganisation
-    /// removed it meanwhile.
+    /// Waits until `receipt` has its confirmations, reading it again each round (it
+    /// moves with a reorganisation); `None` when a reorganisation removed it.
     async fn confirmed(
         &self,
         call: &'static str,
-        receipt: TransactionReceipt,
+        mut receipt: TransactionReceipt,
     ) -> Result<Option<TransactionReceipt>> {
-        let mut receipt = receipt;
         loop {
             let block = receipt.block_number.unwrap_or_default();
             let latest = self
@@ -466,24 +463,10 @@ impl TxManager {
                 .await
                 .map_err(|e| Error::rpc(format!("{call}: eth_blockNumber"), e))?;
             if latest + 1 >= block + self.config.confirmations {
-                if self.config.confirmations <= 1 {
-                    return Ok(Some(receipt));
-                }
-                // Still where it was once deep enough?
-                return self
-                    .provider
-                    .get_transaction_receipt(receipt.transaction_hash)
-                    .await
-                    .map_err(|e| Error::rpc(format!("{call}: eth_getTransactionReceipt"), e))
-                    .map(|again| again.filter(|r| r.block_hash == receipt.block_hash));
+                return Ok(Some(receipt));
             }
             tokio::time::sleep(self.config.poll_interval).await;
-            match self
-                .provider
-                .get_transaction_receipt(receipt.transaction_hash)
-                .await
-                .map_err(|e| Error::rpc(format!("{call}: eth_getTransactionReceipt"), e))?
-            {
+            match self.receipt(call, receipt.transaction_hash).await? {
                 Some(r) => receipt = r,
                 None => return Ok(None),
             }
