@@ -362,7 +362,7 @@ pub(crate) fn mul<C: CurveExt<ScalarExt = Fr>>(p: &C, k: &Fr) -> C {
 }
 
 /// The width-5 NAF digits of `v`, least significant first, and how many there are.
-fn wnaf5(mut v: [u64; 4]) -> ([i8; 258], usize) {
+pub(crate) fn wnaf5(mut v: [u64; 4]) -> ([i8; 258], usize) {
     let mut out = [0i8; 258];
     let mut i = 0;
     while v.iter().any(|&l| l != 0) && i < out.len() {

@@ -274,22 +274,15 @@ impl Recoded {
     }
 }
 
-/// Writes the width-5 NAF of `v` times `sign` into `out`; `None` if it overflows.
-fn wnaf5(mut v: u128, sign: i8, out: &mut [i8; DIGITS]) -> Option<()> {
-    let mut i = 0;
-    while v != 0 {
-        if v & 1 == 1 {
-            let m = (v & 31) as i8;
-            let d = if m >= 16 { m - 32 } else { m };
-            *out.get_mut(i)? = d * sign;
-            v = if d > 0 {
-                v - d as u128
-            } else {
-                v.checked_add(u128::from(d.unsigned_abs()))?
-            };
-        }
-        v >>= 1;
-        i += 1;
+/// Writes the width-5 NAF of `v` ([`curve::wnaf5`]) times `sign` into `out`; `None`
+/// if it has more than [`DIGITS`] digits.
+fn wnaf5(v: u128, sign: i8, out: &mut [i8; DIGITS]) -> Option<()> {
+    let (digits, len) = curve::wnaf5([v as u64, (v >> 64) as u64, 0, 0]);
+    for (o, d) in out
+        .iter_mut()
+        .zip(digits.get(..len).filter(|_| len <= DIGITS)?)
+    {
+        *o = d * sign;
     }
     Some(())
 }
