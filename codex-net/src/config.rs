@@ -256,6 +256,12 @@ impl ExchangeConfig {
         if self.request_timeout.is_zero() {
             return Err(zero("exchange.request_timeout", "the request timeout"));
         }
+        if self.ban_duration.is_zero() {
+            return Err(zero("exchange.ban_duration", "the ban duration"));
+        }
+        if self.max_banned_peers == 0 {
+            return Err(zero("exchange.max_banned_peers", "the ban list's size"));
+        }
         Ok(())
     }
 }
@@ -439,6 +445,14 @@ mod tests {
         check(
             &|c| c.exchange.request_timeout = Duration::ZERO,
             "exchange.request_timeout",
+        );
+        check(
+            &|c| c.exchange.ban_duration = Duration::ZERO,
+            "exchange.ban_duration",
+        );
+        check(
+            &|c| c.exchange.max_banned_peers = 0,
+            "exchange.max_banned_peers",
         );
     }
 

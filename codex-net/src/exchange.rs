@@ -26,10 +26,10 @@
 //!
 //! [`Network`]: crate::Network
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use codex_core::{Block, BlockAddress, BlockRead, Cid, CodexProof, Error as CoreError, Manifest};
 use futures::StreamExt;
@@ -37,6 +37,7 @@ use futures::stream::FuturesUnordered;
 use libp2p::{PeerId, StreamProtocol};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use crate::ban::BanList;
 use crate::error::{Error, Result};
 use crate::message::{
     Delivery, Entry, Message, PROTOCOL, Presence, PresenceType, WantList, WantType, read_message,
@@ -58,6 +59,11 @@ pub struct ExchangeConfig {
     /// Wants of one peer waiting to be served; more is a flood and the peer is dropped
     /// (default 4096).
     pub max_queued_wants_per_peer: usize,
+    /// How long a peer dropped for misbehaving stays banned: its streams are refused
+    /// and it is not asked for blocks (default 10 minutes).
+    pub ban_duration: Duration,
+    /// Most peers banned at once; banning one more lifts the oldest ban (default 1024).
+    pub max_banned_peers: usize,
     /// How long a request for a block waits for its delivery, opening the stream
     /// included (default 15 s).
     pub request_timeout: Duration,
@@ -70,6 +76,8 @@ impl Default for ExchangeConfig {
             max_entries_per_message: 1024,
             serve_concurrency_per_peer: 32,
             max_queued_wants_per_peer: 4096,
+            ban_duration: Duration::from_secs(10 * 60),
+            max_banned_peers: 1024,
             request_timeout: Duration::from_secs(15),
         }
     }
@@ -113,7 +121,7 @@ pub struct Exchange {
     outbound: Mutex<HashMap<PeerId, mpsc::Sender<Message>>>,
     pending: Mutex<HashMap<(PeerId, BlockAddress), Waiter>>,
     serving: Mutex<HashMap<PeerId, Arc<Serving>>>,
-    banned: Mutex<HashSet<PeerId>>,
+    banned: Mutex<BanList>,
     /// Counters.
     pub stats: ExchangeStats,
 }
@@ -171,13 +179,13 @@ impl Exchange {
         let ex = Arc::new(Exchange {
             control: Mutex::new(control.clone()),
             store,
-            config,
             commands,
             outbound: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
             serving: Mutex::new(HashMap::new()),
-            banned: Mutex::new(HashSet::new()),
+            banned: Mutex::new(BanList::new(config.ban_duration, config.max_banned_peers)),
             stats: ExchangeStats::default(),
+            config,
         });
         let mut control = control;
         match control.accept(protocol()) {
@@ -186,7 +194,7 @@ impl Exchange {
                 tokio::spawn(async move {
                     while let Some((peer, stream)) = incoming.next().await {
                         let Some(ex) = weak.upgrade() else { break };
-                        if lock(&ex.banned).contains(&peer) {
+                        if ex.is_banned(&peer) {
                             continue;
                         }
                         tokio::spawn(ex.read_loop(peer, stream));
@@ -227,9 +235,10 @@ impl Exchange {
         }
     }
 
-    /// Drops a misbehaving peer: its requests fail, it is disconnected and not served again.
+    /// Drops a misbehaving peer: its requests fail, it is disconnected and not served
+    /// again for [`ExchangeConfig::ban_duration`].
     fn punish(&self, peer: PeerId, reason: &str) {
-        if !lock(&self.banned).insert(peer) {
+        if !lock(&self.banned).ban(peer, Instant::now()) {
             return; // dropped already
         }
         tracing::warn!(%peer, reason, "dropping a misbehaving peer");
@@ -240,9 +249,16 @@ impl Exchange {
         self.peer_disconnected(peer);
     }
 
-    /// Whether `peer` was dropped for misbehaving.
+    /// Whether `peer` was dropped for misbehaving, less than
+    /// [`ExchangeConfig::ban_duration`] ago.
     pub fn is_banned(&self, peer: &PeerId) -> bool {
-        lock(&self.banned).contains(peer)
+        lock(&self.banned).is_banned(peer, Instant::now())
+    }
+
+    /// How many peers are banned (at most [`ExchangeConfig::max_banned_peers`]; expired
+    /// bans count until the next ban clears them).
+    pub fn banned_count(&self) -> usize {
+        lock(&self.banned).len()
     }
 
     /// Forgets a peer whose connections are all closed: its outstanding requests fail

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+mod ban;
 mod builder;
 mod config;
 pub mod download;
