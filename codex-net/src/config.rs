@@ -53,7 +53,8 @@ pub struct NetConfig {
     /// [`Timeouts::default`].
     pub timeouts: Timeouts,
     /// Limits of the block exchange: message size, want-list length, serving
-    /// concurrency, request timeout. Default [`ExchangeConfig::default`].
+    /// concurrency, wants and bytes queued per peer and in all, write and request
+    /// timeouts, bans. Default [`ExchangeConfig::default`].
     pub exchange: ExchangeConfig,
 }
 
@@ -226,41 +227,90 @@ fn transport_of(addr: &Multiaddr) -> Option<Needs> {
 }
 
 impl ExchangeConfig {
-    /// Checks that every limit can be met: none is zero.
+    /// Checks that every limit can be met: none is zero, and the node's want limit
+    /// holds at least one message's wants.
     ///
     /// # Errors
-    /// [`Error::InvalidOption`] naming the first field that is zero.
+    /// [`Error::InvalidOption`] naming the first field that is wrong.
     pub fn validate(&self) -> Result<()> {
         let zero = |option, what: &str| invalid(option, format!("{what} must be more than 0"));
-        if self.max_message_bytes == 0 {
-            return Err(zero("exchange.max_message_bytes", "the message size limit"));
-        }
-        if self.max_entries_per_message == 0 {
-            return Err(zero(
+        let limits = [
+            (
+                "exchange.max_message_bytes",
+                "the message size limit",
+                self.max_message_bytes,
+            ),
+            (
                 "exchange.max_entries_per_message",
                 "the want-list length limit",
-            ));
-        }
-        if self.serve_concurrency_per_peer == 0 {
-            return Err(zero(
+                self.max_entries_per_message,
+            ),
+            (
                 "exchange.serve_concurrency_per_peer",
                 "the serving concurrency",
-            ));
-        }
-        if self.max_queued_wants_per_peer == 0 {
-            return Err(zero(
+                self.serve_concurrency_per_peer,
+            ),
+            (
                 "exchange.max_queued_wants_per_peer",
                 "the want queue length",
+                self.max_queued_wants_per_peer,
+            ),
+            (
+                "exchange.max_queued_wants_total",
+                "the node's want queue length",
+                self.max_queued_wants_total,
+            ),
+            (
+                "exchange.max_queued_bytes_per_peer",
+                "the queued bytes limit",
+                self.max_queued_bytes_per_peer,
+            ),
+            (
+                "exchange.max_queued_bytes_total",
+                "the node's queued bytes limit",
+                self.max_queued_bytes_total,
+            ),
+            (
+                "exchange.max_banned_peers",
+                "the ban list's size",
+                self.max_banned_peers,
+            ),
+        ];
+        for (option, what, limit) in limits {
+            if limit == 0 {
+                return Err(zero(option, what));
+            }
+        }
+        if self.max_queued_wants_total < self.max_entries_per_message {
+            return Err(invalid(
+                "exchange.max_queued_wants_total",
+                format!(
+                    "{} is less than one message's wants (max_entries_per_message {})",
+                    self.max_queued_wants_total, self.max_entries_per_message
+                ),
             ));
         }
-        if self.request_timeout.is_zero() {
-            return Err(zero("exchange.request_timeout", "the request timeout"));
-        }
-        if self.ban_duration.is_zero() {
-            return Err(zero("exchange.ban_duration", "the ban duration"));
-        }
-        if self.max_banned_peers == 0 {
-            return Err(zero("exchange.max_banned_peers", "the ban list's size"));
+        let durations = [
+            (
+                "exchange.request_timeout",
+                "the request timeout",
+                self.request_timeout,
+            ),
+            (
+                "exchange.write_timeout",
+                "the write timeout",
+                self.write_timeout,
+            ),
+            (
+                "exchange.ban_duration",
+                "the ban duration",
+                self.ban_duration,
+            ),
+        ];
+        for (option, what, duration) in durations {
+            if duration.is_zero() {
+                return Err(zero(option, what));
+            }
         }
         Ok(())
     }
@@ -447,12 +497,24 @@ mod tests {
             "exchange.request_timeout",
         );
         check(
+            &|c| c.exchange.write_timeout = Duration::ZERO,
+            "exchange.write_timeout",
+        );
+        check(
             &|c| c.exchange.ban_duration = Duration::ZERO,
             "exchange.ban_duration",
         );
         check(
+            &|c| c.exchange.max_queued_bytes_per_peer = 0,
+            "exchange.max_queued_bytes_per_peer",
+        );
+        check(
             &|c| c.exchange.max_banned_peers = 0,
             "exchange.max_banned_peers",
+        );
+        check(
+            &|c| c.exchange.max_queued_wants_total = 1023,
+            "exchange.max_queued_wants_total",
         );
     }
 

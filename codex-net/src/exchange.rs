@@ -28,14 +28,14 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use codex_core::{Block, BlockAddress, BlockRead, Cid, CodexProof, Error as CoreError, Manifest};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use libp2p::{PeerId, StreamProtocol};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::ban::BanList;
 use crate::error::{Error, Result};
@@ -47,6 +47,13 @@ use crate::network::{CommandSender, disconnect_command};
 
 /// Limits of the block exchange. Each must be more than zero
 /// ([`ExchangeConfig::validate`]).
+///
+/// What one peer can make the node hold, whatever it sends and however slowly it reads:
+/// `max_queued_wants_per_peer` wants (a few hundred bytes each) and
+/// `max_queued_bytes_per_peer` bytes of answers (blocks read from the store, not yet
+/// written to its stream), plus the one message being written; a write that makes no
+/// progress for `write_timeout` drops the peer and frees all of it. All peers together
+/// are held to `max_queued_wants_total` wants and `max_queued_bytes_total` bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExchangeConfig {
     /// Largest message read from a peer (Codex allows 100 MiB; default 16 MiB).
@@ -54,11 +61,28 @@ pub struct ExchangeConfig {
     /// Most want-list entries in one message; a peer that sends more is dropped
     /// (default 1024, as Codex batches).
     pub max_entries_per_message: usize,
-    /// Blocks served to one peer at the same time (default 32).
+    /// Blocks read from the store for one peer at the same time (default 32).
     pub serve_concurrency_per_peer: usize,
-    /// Wants of one peer waiting to be served; more is a flood and the peer is dropped
-    /// (default 4096).
+    /// Wants of one peer taken and not yet answered on its stream (waiting, being read,
+    /// or queued for writing); more is a flood and the peer is dropped (default 4096).
     pub max_queued_wants_per_peer: usize,
+    /// Wants of all peers taken and not yet answered. At the limit the node stops
+    /// reading want-lists until some are answered: no peer is dropped for it. At least
+    /// `max_entries_per_message` (default 16384).
+    pub max_queued_wants_total: usize,
+    /// Bytes of answers queued for one peer: blocks read for it and not yet written to
+    /// its stream. A block is read only once its room is reserved (a block's size is
+    /// guessed from the largest answer so far, 65 KiB at first); a peer that does not
+    /// read keeps its wants waiting for room, not holding blocks (default 4 MiB, at most
+    /// 4 GiB; a block larger than this takes the whole of it).
+    pub max_queued_bytes_per_peer: usize,
+    /// Bytes of answers queued for all peers; at the limit answers wait for room
+    /// (default 256 MiB, at most 4 GiB).
+    pub max_queued_bytes_total: usize,
+    /// How long writing one message to a peer may take. A peer that does not read its
+    /// stream for this long is dropped: disconnected and banned, everything queued for
+    /// it freed (default 20 s).
+    pub write_timeout: Duration,
     /// How long a peer dropped for misbehaving stays banned: its streams are refused
     /// and it is not asked for blocks (default 10 minutes).
     pub ban_duration: Duration,
@@ -76,6 +100,10 @@ impl Default for ExchangeConfig {
             max_entries_per_message: 1024,
             serve_concurrency_per_peer: 32,
             max_queued_wants_per_peer: 4096,
+            max_queued_wants_total: 16384,
+            max_queued_bytes_per_peer: 4 << 20,
+            max_queued_bytes_total: 256 << 20,
+            write_timeout: Duration::from_secs(20),
             ban_duration: Duration::from_secs(10 * 60),
             max_banned_peers: 1024,
             request_timeout: Duration::from_secs(15),
@@ -99,31 +127,285 @@ pub struct ExchangeStats {
     pub rejected: AtomicU64,
     /// Peers dropped for misbehaving.
     pub dropped_peers: AtomicU64,
+    /// Peers dropped because a write to them took longer than
+    /// [`ExchangeConfig::write_timeout`].
+    pub write_timeouts: AtomicU64,
+    /// Wants of all peers taken and not yet answered, now.
+    pub queued_wants: AtomicU64,
+    /// Bytes of answers queued for all peers (room reserved, block read, or being
+    /// written), now.
+    pub queued_bytes: AtomicU64,
+    /// The most bytes ever queued for one peer at once (at most
+    /// [`ExchangeConfig::max_queued_bytes_per_peer`]).
+    pub peak_queued_bytes_per_peer: AtomicU64,
 }
 
+/// What is queued for one peer now ([`Exchange::queued`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerQueue {
+    /// Its wants taken and not yet answered on its stream.
+    pub wants: u64,
+    /// Bytes of answers queued for it: room reserved, block read, or being written.
+    pub bytes: u64,
+}
+
+/// The room a want's answer reserves before its block is read, until the largest
+/// answer so far is known: a 64 KiB block with its proof, CIDs and framing.
+const FIRST_GUESS: u64 = 65 << 10;
+/// What a presence answer, or the CIDs and framing of a delivery, count for.
+const SMALL_ANSWER: u64 = 128;
+
+/// About how many bytes `msg` takes: its blocks' bytes, their proofs, and
+/// [`SMALL_ANSWER`] for each delivery's and presence's CIDs and framing.
+fn cost(msg: &Message) -> u64 {
+    let deliveries: u64 = msg
+        .payload
+        .iter()
+        .map(|d| {
+            let proof = d.proof.as_ref().map_or(0, |p| 32 * p.path.len() as u64);
+            d.data.len() as u64 + proof + SMALL_ANSWER
+        })
+        .sum();
+    deliveries + SMALL_ANSWER * msg.presences.len() as u64
+}
+
+/// Serving one peer: its wants and the room its answers take.
 struct Serving {
-    slots: Arc<Semaphore>,
-    queued: AtomicU64,
+    /// Blocks read for it at once.
+    slots: Semaphore,
+    /// Its budget of queued bytes, one permit a byte.
+    room: Arc<Semaphore>,
+    wants: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Serving {
+    /// Ends the serving of a dropped or departed peer: answers waiting for a slot or
+    /// room give up.
+    fn close(&self) {
+        self.slots.close();
+        self.room.close();
+    }
+}
+
+/// What a want's answer holds until it is written to its peer's stream, or dropped:
+/// its place among the node's wants and its room in the peer's and the node's byte
+/// budgets. Dropping it gives all of them back.
+struct Held {
+    serving: Arc<Serving>,
+    stats: Arc<ExchangeStats>,
+    _place: OwnedSemaphorePermit,
+    /// The room in the peer's budget and in the node's.
+    room: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
+}
+
+impl Held {
+    fn new(serving: Arc<Serving>, stats: Arc<ExchangeStats>, place: OwnedSemaphorePermit) -> Self {
+        stats.queued_wants.fetch_add(1, Ordering::Relaxed);
+        Held {
+            serving,
+            stats,
+            _place: place,
+            room: None,
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        self.room
+            .as_ref()
+            .map_or(0, |(p, _)| p.num_permits() as u64)
+    }
+
+    fn count(&self, old: u64, new: u64) {
+        if new >= old {
+            let more = new - old;
+            let now = self.serving.bytes.fetch_add(more, Ordering::Relaxed) + more;
+            self.stats.queued_bytes.fetch_add(more, Ordering::Relaxed);
+            self.stats
+                .peak_queued_bytes_per_peer
+                .fetch_max(now, Ordering::Relaxed);
+        } else {
+            let less = old - new;
+            self.serving.bytes.fetch_sub(less, Ordering::Relaxed);
+            self.stats.queued_bytes.fetch_sub(less, Ordering::Relaxed);
+        }
+    }
+
+    /// Makes the room held `bytes` (at most `cap`). Shrinking gives the rest back at
+    /// once; growing gives back what is held and waits for the whole, so that no answer
+    /// waits while it holds part of a budget.
+    ///
+    /// # Errors
+    /// When the peer's budget is closed: the peer was dropped or left.
+    async fn reserve(
+        &mut self,
+        bytes: u64,
+        cap: u32,
+        node: &Arc<Semaphore>,
+    ) -> std::result::Result<(), AcquireError> {
+        let want = u32::try_from(bytes).unwrap_or(u32::MAX).min(cap);
+        let held = self.bytes();
+        if u64::from(want) <= held {
+            let less = (held - u64::from(want)) as usize;
+            if let Some((peer, node)) = &mut self.room {
+                drop(peer.split(less));
+                drop(node.split(less));
+            }
+            self.count(held, u64::from(want));
+            return Ok(());
+        }
+        self.room = None;
+        self.count(held, 0);
+        let peer = Arc::clone(&self.serving.room)
+            .acquire_many_owned(want)
+            .await?;
+        let node = Arc::clone(node).acquire_many_owned(want).await?;
+        self.room = Some((peer, node));
+        self.count(0, u64::from(want));
+        Ok(())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.count(self.bytes(), 0);
+        self.serving.wants.fetch_sub(1, Ordering::Relaxed);
+        self.stats.queued_wants.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A message for a peer's stream, with what it holds until it is written.
+struct Outgoing {
+    msg: Message,
+    _held: Option<Held>,
+}
+
+/// Why a stream's writer stopped.
+enum WriteEnd {
+    /// A write or flush took longer than the write timeout: the peer does not read.
+    TimedOut,
+    /// The stream failed.
+    Failed(Error),
+}
+
+/// `write` bounded by `deadline`.
+async fn timed(
+    deadline: Duration,
+    write: impl std::future::Future<Output = Result<()>>,
+) -> std::result::Result<(), WriteEnd> {
+    match tokio::time::timeout(deadline, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(WriteEnd::Failed(e)),
+        Err(_) => Err(WriteEnd::TimedOut),
+    }
+}
+
+/// Writes what is queued for a peer, flushing once the queue is empty; each write and
+/// flush is bounded by `deadline`. Returns when the queue closes, or at the first
+/// failure.
+async fn write_queued(
+    stream: &mut libp2p::Stream,
+    queue: &mut mpsc::Receiver<Outgoing>,
+    deadline: Duration,
+) -> std::result::Result<(), WriteEnd> {
+    while let Some(first) = queue.recv().await {
+        let mut next = Some(first);
+        while let Some(out) = next.take() {
+            timed(deadline, write_message(stream, &out.msg, false)).await?;
+            // `out` is dropped here: once written, its room is free.
+            next = queue.try_recv().ok();
+        }
+        let flush = async {
+            futures::AsyncWriteExt::flush(stream)
+                .await
+                .map_err(Error::from)
+        };
+        timed(deadline, flush).await?;
+    }
+    Ok(())
+}
+
+/// The writer of our stream to `peer`: opens it (within the request timeout), then
+/// writes what is queued. A peer that does not read is dropped; when the stream cannot
+/// be opened the requests to the peer fail at once. Whatever is still queued is dropped
+/// with the writer, and its room freed.
+async fn writer(
+    me: Weak<Exchange>,
+    mut control: libp2p_stream::Control,
+    peer: PeerId,
+    mut queue: mpsc::Receiver<Outgoing>,
+    config: ExchangeConfig,
+) {
+    let open = tokio::time::timeout(
+        config.request_timeout,
+        control.open_stream(peer, protocol()),
+    );
+    let mut stream = match open.await {
+        Ok(Ok(stream)) => stream,
+        failed => {
+            let reason = match failed {
+                Ok(Err(e)) => e.to_string(),
+                _ => format!("no stream after {:?}", config.request_timeout),
+            };
+            tracing::debug!(%peer, %reason, "cannot open a block-exchange stream");
+            // Closed first: a request queued from now on fails when it is sent.
+            queue.close();
+            if let Some(ex) = me.upgrade() {
+                ex.fail_requests(peer, |_| {
+                    Error::Libp2p(format!(
+                        "cannot open a block-exchange stream to {peer}: {reason}"
+                    ))
+                });
+            }
+            return;
+        }
+    };
+    match write_queued(&mut stream, &mut queue, config.write_timeout).await {
+        Ok(()) => {}
+        Err(WriteEnd::TimedOut) => {
+            if let Some(ex) = me.upgrade() {
+                let reason = format!("a write did not complete in {:?}", config.write_timeout);
+                if ex.punish(peer, &reason) {
+                    ex.stats.write_timeouts.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        Err(WriteEnd::Failed(e)) => {
+            tracing::debug!(%peer, error = %e, "block-exchange write failed");
+        }
+    }
 }
 
 /// The block exchange of one node: serves the blocks of its store to peers that want
 /// them, and asks peers for blocks ([`Exchange::request`], and [`Download`] for whole
 /// datasets).
 ///
+/// What it holds for each peer is bounded (see [`ExchangeConfig`]), and a peer that
+/// does not read what it asked for is dropped after [`ExchangeConfig::write_timeout`].
+///
 /// [`Download`]: crate::Download
 pub struct Exchange {
+    me: Weak<Exchange>,
     control: Mutex<libp2p_stream::Control>,
     store: Arc<dyn BlockRead>,
     config: ExchangeConfig,
     /// The swarm's command channel, to disconnect misbehaving peers (none when mounted
     /// on an app's swarm).
     commands: Option<CommandSender>,
-    outbound: Mutex<HashMap<PeerId, mpsc::Sender<Message>>>,
+    outbound: Mutex<HashMap<PeerId, mpsc::Sender<Outgoing>>>,
     pending: Mutex<HashMap<(PeerId, BlockAddress), Waiter>>,
     serving: Mutex<HashMap<PeerId, Arc<Serving>>>,
+    /// The node's wants, one permit each.
+    places: Arc<Semaphore>,
+    /// The node's budget of queued bytes, one permit a byte.
+    room: Arc<Semaphore>,
+    /// The room one answer may take: the smaller of the peer's and the node's budget.
+    room_cap: u32,
+    /// The largest answer so far: the room a block's answer reserves before it is read.
+    largest_answer: AtomicU64,
     banned: Mutex<BanList>,
     /// Counters.
-    pub stats: ExchangeStats,
+    pub stats: Arc<ExchangeStats>,
 }
 
 impl std::fmt::Debug for Exchange {
@@ -140,6 +422,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn protocol() -> StreamProtocol {
     StreamProtocol::new(PROTOCOL)
+}
+
+/// A byte budget as semaphore permits (at most `u32::MAX`, what one acquire takes).
+fn budget(bytes: usize) -> u32 {
+    u32::try_from(bytes).unwrap_or(u32::MAX)
 }
 
 impl Exchange {
@@ -176,15 +463,24 @@ impl Exchange {
         commands: Option<CommandSender>,
     ) -> Result<Arc<Self>> {
         config.validate()?;
-        let ex = Arc::new(Exchange {
+        let node_room = budget(config.max_queued_bytes_total);
+        let room_cap = budget(config.max_queued_bytes_per_peer).min(node_room);
+        let ex = Arc::new_cyclic(|me| Exchange {
+            me: me.clone(),
             control: Mutex::new(control.clone()),
             store,
             commands,
             outbound: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
             serving: Mutex::new(HashMap::new()),
+            places: Arc::new(Semaphore::new(
+                config.max_queued_wants_total.min(Semaphore::MAX_PERMITS),
+            )),
+            room: Arc::new(Semaphore::new(node_room as usize)),
+            room_cap,
+            largest_answer: AtomicU64::new(FIRST_GUESS),
             banned: Mutex::new(BanList::new(config.ban_duration, config.max_banned_peers)),
-            stats: ExchangeStats::default(),
+            stats: Arc::new(ExchangeStats::default()),
             config,
         });
         let mut control = control;
@@ -214,7 +510,7 @@ impl Exchange {
         loop {
             match read_message(&mut stream, self.config.max_message_bytes).await {
                 Ok(Some(msg)) => {
-                    if let Err(e) = self.on_message(peer, msg) {
+                    if let Err(e) = self.on_message(peer, msg).await {
                         self.punish(peer, &e.to_string());
                         break;
                     }
@@ -236,10 +532,10 @@ impl Exchange {
     }
 
     /// Drops a misbehaving peer: its requests fail, it is disconnected and not served
-    /// again for [`ExchangeConfig::ban_duration`].
-    fn punish(&self, peer: PeerId, reason: &str) {
+    /// again for [`ExchangeConfig::ban_duration`]. False when it was dropped already.
+    fn punish(&self, peer: PeerId, reason: &str) -> bool {
         if !lock(&self.banned).ban(peer, Instant::now()) {
-            return; // dropped already
+            return false; // dropped already
         }
         tracing::warn!(%peer, reason, "dropping a misbehaving peer");
         self.stats.dropped_peers.fetch_add(1, Ordering::Relaxed);
@@ -247,6 +543,7 @@ impl Exchange {
             let _ = commands.try_send(disconnect_command(peer));
         }
         self.peer_disconnected(peer);
+        true
     }
 
     /// Whether `peer` was dropped for misbehaving, less than
@@ -261,6 +558,19 @@ impl Exchange {
         lock(&self.banned).len()
     }
 
+    /// What is queued for `peer` now: wants taken and not yet answered, and bytes of
+    /// answers (at most [`ExchangeConfig::max_queued_wants_per_peer`] and
+    /// [`ExchangeConfig::max_queued_bytes_per_peer`]). Zero for a peer that is not being
+    /// served; the node's totals are in [`Exchange::stats`].
+    pub fn queued(&self, peer: &PeerId) -> PeerQueue {
+        lock(&self.serving)
+            .get(peer)
+            .map_or_else(PeerQueue::default, |s| PeerQueue {
+                wants: s.wants.load(Ordering::Relaxed),
+                bytes: s.bytes.load(Ordering::Relaxed),
+            })
+    }
+
     /// Forgets a peer whose connections are all closed: its outstanding requests fail
     /// now, its stream and serving state are dropped. A node's [`Network`] calls it
     /// itself; an app that mounted the exchange calls it on
@@ -269,31 +579,17 @@ impl Exchange {
     /// [`Network`]: crate::Network
     pub fn peer_disconnected(&self, peer: PeerId) {
         lock(&self.outbound).remove(&peer);
-        lock(&self.serving).remove(&peer);
-        let mut pending = lock(&self.pending);
-        let keys: Vec<_> = pending
-            .keys()
-            .filter(|(p, _)| *p == peer)
-            .copied()
-            .collect();
-        for k in keys {
-            if let Some(w) = pending.remove(&k) {
-                let _ = w.send(Err(Error::Unavailable(format!(
-                    "{} (peer {peer} left)",
-                    k.1
-                ))));
-            }
+        if let Some(serving) = lock(&self.serving).remove(&peer) {
+            serving.close();
         }
+        self.fail_requests(peer, |address| {
+            Error::Unavailable(format!("{address} (peer {peer} left)"))
+        });
     }
 
-    fn on_message(self: &Arc<Self>, peer: PeerId, msg: Message) -> Result<()> {
+    async fn on_message(self: &Arc<Self>, peer: PeerId, msg: Message) -> Result<()> {
         if msg.wantlist.entries.len() > self.config.max_entries_per_message {
             return Err(Error::Malformed("want-list longer than allowed"));
-        }
-        for entry in msg.wantlist.entries {
-            if !entry.cancel {
-                self.want(peer, entry)?;
-            }
         }
         for d in msg.payload {
             self.delivered(peer, d);
@@ -308,34 +604,95 @@ impl Exchange {
                 ))));
             }
         }
+        let wants: Vec<Entry> = msg
+            .wantlist
+            .entries
+            .into_iter()
+            .filter(|e| !e.cancel)
+            .collect();
+        if wants.is_empty() {
+            return Ok(());
+        }
+        // At the node's limit of wants, this peer's stream is not read on until some
+        // are answered (the limit is at least one message's worth: this ends).
+        let count = u32::try_from(wants.len())
+            .map_err(|_| Error::Malformed("want-list longer than allowed"))?;
+        let Ok(mut places) = Arc::clone(&self.places).acquire_many_owned(count).await else {
+            return Err(Error::Stopped);
+        };
+        if self.is_banned(&peer) {
+            return Ok(()); // dropped while it waited
+        }
+        for entry in wants {
+            let Some(place) = places.split(1) else { break };
+            self.want(peer, entry, place)?;
+        }
         Ok(())
     }
 
-    fn want(self: &Arc<Self>, peer: PeerId, entry: Entry) -> Result<()> {
+    fn want(
+        self: &Arc<Self>,
+        peer: PeerId,
+        entry: Entry,
+        place: OwnedSemaphorePermit,
+    ) -> Result<()> {
         let serving = Arc::clone(lock(&self.serving).entry(peer).or_insert_with(|| {
             Arc::new(Serving {
-                slots: Arc::new(Semaphore::new(self.config.serve_concurrency_per_peer)),
-                queued: AtomicU64::new(0),
+                slots: Semaphore::new(self.config.serve_concurrency_per_peer),
+                room: Arc::new(Semaphore::new(
+                    budget(self.config.max_queued_bytes_per_peer) as usize,
+                )),
+                wants: AtomicU64::new(0),
+                bytes: AtomicU64::new(0),
             })
         }));
-        if serving.queued.fetch_add(1, Ordering::Relaxed)
+        if serving.wants.fetch_add(1, Ordering::Relaxed)
             >= self.config.max_queued_wants_per_peer as u64
         {
+            serving.wants.fetch_sub(1, Ordering::Relaxed);
             return Err(Error::Malformed("want-list flood"));
         }
-        let ex = Arc::clone(self);
-        tokio::spawn(async move {
-            let permit = serving.slots.clone().acquire_owned().await;
-            let answer = ex.answer(&entry).await;
-            drop(permit);
-            serving.queued.fetch_sub(1, Ordering::Relaxed);
-            if let Some(msg) = answer
-                && let Err(e) = ex.send(peer, msg).await
-            {
-                tracing::debug!(%peer, error = %e, "cannot answer a want");
-            }
-        });
+        let held = Held::new(Arc::clone(&serving), Arc::clone(&self.stats), place);
+        tokio::spawn(Arc::clone(self).serve(peer, serving, entry, held));
         Ok(())
+    }
+
+    /// Answers one want. Room for the answer is reserved before its block is read, so
+    /// that the wants of a peer that does not read wait here without holding blocks; it
+    /// is held until the answer is written.
+    async fn serve(
+        self: Arc<Self>,
+        peer: PeerId,
+        serving: Arc<Serving>,
+        entry: Entry,
+        mut held: Held,
+    ) {
+        let guess = match entry.want_type {
+            WantType::WantBlock => self.largest_answer.load(Ordering::Relaxed),
+            WantType::WantHave => SMALL_ANSWER,
+        };
+        if held
+            .reserve(guess, self.room_cap, &self.room)
+            .await
+            .is_err()
+        {
+            return; // the peer was dropped or left
+        }
+        let answer = {
+            let Ok(_slot) = serving.slots.acquire().await else {
+                return;
+            };
+            self.answer(&entry).await
+        };
+        let Some(msg) = answer else { return };
+        let cost = cost(&msg);
+        self.largest_answer.fetch_max(cost, Ordering::Relaxed);
+        if held.reserve(cost, self.room_cap, &self.room).await.is_err() {
+            return;
+        }
+        if let Err(e) = self.send(peer, msg, Some(held)).await {
+            tracing::debug!(%peer, error = %e, "cannot answer a want");
+        }
     }
 
     async fn answer(&self, entry: &Entry) -> Option<Message> {
@@ -428,56 +785,54 @@ impl Exchange {
         });
     }
 
-    /// The sending side of our stream to `peer`, opened on first use.
-    async fn sender(&self, peer: PeerId) -> Result<mpsc::Sender<Message>> {
-        if let Some(tx) = lock(&self.outbound).get(&peer).filter(|tx| !tx.is_closed()) {
+    /// The queue of our stream to `peer`. The first use starts its writer, which opens
+    /// the stream (one per peer however many answers and requests come at once) and
+    /// drops the peer when a write takes longer than [`ExchangeConfig::write_timeout`].
+    fn sender(&self, peer: PeerId) -> Result<mpsc::Sender<Outgoing>> {
+        if self.is_banned(&peer) {
+            return Err(Error::Unavailable(format!("peer {peer} is banned")));
+        }
+        let mut outbound = lock(&self.outbound);
+        if let Some(tx) = outbound.get(&peer).filter(|tx| !tx.is_closed()) {
             return Ok(tx.clone());
         }
-        let mut control = lock(&self.control).clone();
-        let mut stream = control.open_stream(peer, protocol()).await.map_err(|e| {
-            Error::Libp2p(format!(
-                "cannot open a block-exchange stream to {peer}: {e}"
-            ))
-        })?;
-        let (tx, mut rx) = mpsc::channel::<Message>(64);
-        tokio::spawn(async move {
-            while let Some(msg) = rx.recv().await {
-                // Write what is queued, flush once the queue is empty.
-                let mut next = Some(msg);
-                let mut result = Ok(());
-                while let Some(m) = next.take() {
-                    result = write_message(&mut stream, &m, false).await;
-                    if result.is_err() {
-                        break;
-                    }
-                    next = rx.try_recv().ok();
-                }
-                if result.is_ok() {
-                    result = futures::AsyncWriteExt::flush(&mut stream)
-                        .await
-                        .map_err(Error::from);
-                }
-                if let Err(e) = result {
-                    tracing::debug!(%peer, error = %e, "block-exchange write failed");
-                    break;
-                }
-            }
-        });
-        let mut outbound = lock(&self.outbound);
-        let tx = match outbound.get(&peer).filter(|t| !t.is_closed()) {
-            Some(existing) => existing.clone(),
-            None => {
-                outbound.insert(peer, tx.clone());
-                tx
-            }
-        };
+        let (tx, rx) = mpsc::channel::<Outgoing>(64);
+        outbound.insert(peer, tx.clone());
+        let control = lock(&self.control).clone();
+        tokio::spawn(writer(
+            self.me.clone(),
+            control,
+            peer,
+            rx,
+            self.config.clone(),
+        ));
         Ok(tx)
     }
 
-    async fn send(&self, peer: PeerId, msg: Message) -> Result<()> {
-        let tx = self.sender(peer).await?;
-        tx.send(msg).await.map_err(|_| {
-            lock(&self.outbound).remove(&peer);
+    /// Fails every outstanding request to `peer` with `error`.
+    fn fail_requests(&self, peer: PeerId, error: impl Fn(BlockAddress) -> Error) {
+        let mut pending = lock(&self.pending);
+        let keys: Vec<_> = pending
+            .keys()
+            .filter(|(p, _)| *p == peer)
+            .copied()
+            .collect();
+        for k in keys {
+            if let Some(w) = pending.remove(&k) {
+                let _ = w.send(Err(error(k.1)));
+            }
+        }
+    }
+
+    /// Queues `msg` on our stream to `peer`, with what it holds until written.
+    async fn send(&self, peer: PeerId, msg: Message, held: Option<Held>) -> Result<()> {
+        let tx = self.sender(peer)?;
+        let out = Outgoing { msg, _held: held };
+        tx.send(out).await.map_err(|_| {
+            let mut outbound = lock(&self.outbound);
+            if outbound.get(&peer).is_some_and(mpsc::Sender::is_closed) {
+                outbound.remove(&peer);
+            }
             Error::Libp2p(format!("stream to {peer} closed"))
         })
     }
@@ -542,7 +897,7 @@ impl Exchange {
         };
         // The whole exchange, opening the stream included, is bounded by the timeout.
         let result = tokio::time::timeout(self.config.request_timeout, async {
-            self.send(peer, want).await?;
+            self.send(peer, want, None).await?;
             rx.await
                 .map_err(|_| Error::Unavailable(address.to_string()))?
         })
