@@ -141,6 +141,8 @@ pub struct MarketplaceClient {
     account: Address,
     txs: std::sync::Arc<TxManager>,
     log_range: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The block time measured from the latest blocks read.
+    blocks: std::sync::Arc<std::sync::Mutex<crate::types::BlockTimer>>,
     contract: MarketplaceInstance<DynProvider>,
     token: TestTokenInstance<DynProvider>,
     config: MarketplaceConfig,
@@ -250,6 +252,7 @@ impl MarketplaceClient {
             token: TestToken::new(token, provider.clone()),
             txs: std::sync::Arc::new(TxManager::new(provider.clone(), account, txs)),
             log_range: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(DEFAULT_LOG_RANGE)),
+            blocks: std::sync::Arc::default(),
             provider,
             account,
             contract,
@@ -1007,14 +1010,24 @@ impl MarketplaceClient {
                 value: "none".into(),
             })?;
         let (number, timestamp) = (latest.header.number, latest.header.timestamp);
+        let block_secs = {
+            let mut blocks = self
+                .blocks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            blocks.observe(number, timestamp);
+            blocks.block_secs()
+        };
         // A block's time is after its parent's: when blocks came faster than one a
-        // second, the chain's clock runs ahead of the pending block's.
+        // second, the chain's clock runs ahead of the pending block's. A node that
+        // keeps no pending block (most hosted ones answer with the latest, or null):
+        // the next block comes a block time after the latest.
         Ok(match pending {
-            Ok(v) => (
+            Ok(v) if field(&v, "timestamp").is_some_and(|t| t > timestamp) => (
                 field(&v, "number").unwrap_or(0).max(number + 1),
                 field(&v, "timestamp").unwrap_or(0).max(timestamp + 1),
             ),
-            Err(_) => (number + 1, timestamp + 1),
+            _ => (number + 1, timestamp + block_secs),
         })
     }
 

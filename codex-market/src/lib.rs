@@ -8,6 +8,7 @@ pub mod deploy;
 pub mod error;
 pub mod market;
 pub mod memory;
+pub mod metered;
 pub mod txman;
 pub mod types;
 
@@ -18,9 +19,10 @@ pub use deploy::{Deployment, TokenSource, VerifierSource, deploy};
 pub use error::{Error, MarketplaceError, Result, Revert, Target, TokenError};
 pub use market::{Events, Marketplace};
 pub use memory::MemoryMarketplace;
+pub use metered::{CallCounts, Metered};
 pub use txman::{TxConfig, TxManager};
 pub use types::{
-    Ask, CollateralConfig, Content, MarketplaceConfig, ProofConfig, RequestId, RequestState,
-    SlotId, SlotState, StorageRequest, challenge_from_block_hash, challenge_to_field, echo_proof,
-    pointer, public_inputs, root_to_field,
+    Ask, BlockTimer, CollateralConfig, Content, MarketplaceConfig, ProofConfig, RequestId,
+    RequestState, SlotId, SlotState, StorageRequest, challenge_from_block_hash, challenge_to_field,
+    echo_proof, pointer, public_inputs, root_to_field,
 };

@@ -243,12 +243,17 @@ impl Events {
     /// # Cancel safety
     /// Cancel safe: the position only moves when the events are returned.
     pub async fn poll<M: Marketplace + ?Sized>(&mut self, market: &M) -> Result<Vec<LoggedEvent>> {
+        // No new block, one call: a reorganisation that replaced the latest block
+        // without a new one on top is found with the next block.
+        let latest = market.block_number().await?;
+        if latest.saturating_sub(self.confirmations) < self.next_block {
+            return Ok(Vec::new());
+        }
         if let Some(&(number, hash)) = self.recent.back()
             && market.block_hash(number).await? != Some(hash)
         {
             self.rewind(market).await?;
         }
-        let latest = market.block_number().await?;
         let safe = latest.saturating_sub(self.confirmations);
         if safe < self.next_block {
             return Ok(Vec::new());

@@ -471,3 +471,81 @@ mod tests {
         assert_eq!(pointer(256, 1, 67, slot), 11);
     }
 }
+
+/// The chain's block time, measured from the blocks seen: over the last
+/// [`BlockTimer::KEPT`] block numbers observed, the seconds between the oldest and the
+/// newest over the blocks between them. Pure: feed it `(number, timestamp)` pairs.
+#[derive(Clone, Debug, Default)]
+pub struct BlockTimer {
+    /// `(number, timestamp)`, oldest first, numbers increasing.
+    seen: std::collections::VecDeque<(u64, u64)>,
+}
+
+impl BlockTimer {
+    /// Block numbers kept.
+    pub const KEPT: usize = 32;
+
+    /// Block `number` has time `timestamp`. A number seen before is ignored; a number
+    /// below the newest (a reorganisation, another node behind a balancer) starts the
+    /// measurement again.
+    pub fn observe(&mut self, number: u64, timestamp: u64) {
+        match self.seen.back() {
+            Some(&(n, _)) if n == number => return,
+            Some(&(n, t)) if n > number || t > timestamp => self.seen.clear(),
+            _ => {}
+        }
+        self.seen.push_back((number, timestamp));
+        while self.seen.len() > Self::KEPT {
+            self.seen.pop_front();
+        }
+    }
+
+    /// Seconds per block, `None` before two blocks were seen.
+    pub fn block_time(&self) -> Option<f64> {
+        let (&(n0, t0), &(n1, t1)) = (self.seen.front()?, self.seen.back()?);
+        (n1 > n0).then(|| (t1 - t0) as f64 / (n1 - n0) as f64)
+    }
+
+    /// Whole seconds per block, rounded up, at least 1 (1 before it is measured).
+    pub fn block_secs(&self) -> u64 {
+        self.block_time().map_or(1, |s| s.ceil() as u64).max(1)
+    }
+}
+
+#[cfg(test)]
+mod block_timer_tests {
+    use super::BlockTimer;
+
+    #[test]
+    fn block_time_is_measured_over_the_blocks_seen() {
+        let mut t = BlockTimer::default();
+        assert_eq!(t.block_time(), None);
+        assert_eq!(t.block_secs(), 1);
+        t.observe(100, 1_000);
+        t.observe(100, 1_005); // seen: ignored
+        assert_eq!(t.block_time(), None);
+        t.observe(101, 1_012);
+        t.observe(103, 1_036);
+        assert_eq!(t.block_time(), Some(12.0));
+        assert_eq!(t.block_secs(), 12);
+        // Sub-second blocks (an L2): 2 blocks a second still rounds up to 1.
+        let mut fast = BlockTimer::default();
+        for n in 0..10 {
+            fast.observe(n, 500 + n / 2);
+        }
+        assert!(fast.block_time().is_some_and(|s| s < 1.0));
+        assert_eq!(fast.block_secs(), 1);
+        // Only the last KEPT numbers count: the chain slowed from 2 s to 6 s blocks.
+        let mut slowed = BlockTimer::default();
+        for n in 0..100 {
+            slowed.observe(n, n * 2);
+        }
+        for n in 100..200 {
+            slowed.observe(n, 200 + (n - 100) * 6);
+        }
+        assert_eq!(slowed.block_time(), Some(6.0));
+        // Going back (a reorganisation) starts again.
+        slowed.observe(150, 10_000);
+        assert_eq!(slowed.block_time(), None);
+    }
+}

@@ -124,6 +124,11 @@ async fn a_reorganisation_is_found_and_the_blocks_read_again() -> Result<()> {
         )
         .await?;
     assert!(client.get_request(id).await.is_err(), "the request is gone");
+    // A poll with no new block costs one call and looks no further; the next block
+    // shows the reorganisation.
+    assert_eq!(requested(&events.poll(&client).await?), vec![]);
+    assert_eq!(events.reorgs(), 0);
+    market.chain.mine(1).await?;
     let again = events.poll(&client).await?;
     assert_eq!(events.reorgs(), 1);
     assert!(events.next_block() > handled - 3);
