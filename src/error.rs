@@ -48,6 +48,15 @@ pub enum Error {
     /// A storage request or availability with parameters the node refuses.
     #[error("{0}")]
     InvalidRequest(String),
+    /// A storage request whose dataset is not what it says (slot size, slot count or
+    /// verify root): a host never fills it.
+    #[error("the request does not match its dataset {cid}: {what}")]
+    RequestMismatch {
+        /// The dataset the request names.
+        cid: codex_core::Cid,
+        /// What differs.
+        what: String,
+    },
     /// The node runs without a network.
     #[error("this node runs without a network")]
     NoNetwork,

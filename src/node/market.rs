@@ -116,15 +116,24 @@ pub struct MarketConfig {
     pub srs: Srs,
     /// Samples per proof; must match the verifier deployed with the marketplace.
     pub proof_samples: usize,
-    /// How often the chain is polled for events and the proof clock.
+    /// How often the chain is polled for events and the proof clock (`--eth-poll-interval`).
     pub poll_interval: std::time::Duration,
+    /// Blocks on top of a block before the roles read its events
+    /// (`--eth-confirmations`; 0: up to the latest, reorganisations followed by block
+    /// hash).
+    pub confirmations: u64,
+    /// How transactions are sent: the receipt deadline before a replacement with
+    /// higher fees (`--eth-receipt-timeout`), the fee cap (`--eth-max-fee-gwei`), the
+    /// confirmations a receipt needs.
+    pub tx: codex_market::TxConfig,
     /// Where proving parameters and keys are cached (default: `proof-keys` in the data
     /// directory); nodes of one machine may share it.
     pub proof_cache_dir: Option<PathBuf>,
 }
 
 impl MarketConfig {
-    /// Settings with the proving parameters `srs`, 5 samples and a 1 s poll. There is
+    /// Settings with the proving parameters `srs`, 5 samples, a 1 s poll, events read
+    /// up to the latest block and [`codex_market::TxConfig::default`]. There is
     /// no default for `srs`: [`Srs::Development`] makes proofs that anyone can forge, so
     /// a caller chooses it explicitly.
     pub fn new(
@@ -140,6 +149,8 @@ impl MarketConfig {
             srs,
             proof_samples: 5,
             poll_interval: std::time::Duration::from_secs(1),
+            confirmations: 0,
+            tx: codex_market::TxConfig::default(),
             proof_cache_dir: None,
         }
     }
@@ -230,6 +241,7 @@ pub use crate::node::tasks::TaskSet;
 pub struct Market<M = Arc<dyn Marketplace>> {
     pub(crate) client: M,
     pub(crate) poll_interval: Duration,
+    pub(crate) confirmations: u64,
     pub(crate) prover: Arc<ProverSetup>,
     pub(crate) purchases: Arc<crate::node::purchasing::Purchases>,
     pub(crate) sales: Arc<crate::node::sales::Sales>,
@@ -243,10 +255,11 @@ impl Market {
     /// # Errors
     /// [`Error::Market`] when the chain or the contract cannot be reached.
     pub async fn connect(config: MarketConfig, data_dir: &Path) -> Result<Self> {
-        let client = MarketplaceClient::connect(
+        let client = MarketplaceClient::connect_with(
             &config.eth_provider,
             config.eth_private_key.signer(),
             config.marketplace_address,
+            config.tx.clone(),
         )
         .await?;
         tracing::info!(
@@ -268,7 +281,8 @@ impl Market {
             ProverSetup::new(config.srs, config.proof_samples, key_dir),
             crate::node::sales::Sales::open(data_dir.join("sales").join("state.json")),
             config.poll_interval,
-        ))
+        )
+        .confirmations(config.confirmations))
     }
 }
 
@@ -285,12 +299,20 @@ impl<M: Marketplace + Clone + 'static> Market<M> {
         Market {
             client: marketplace,
             poll_interval,
+            confirmations: 0,
             prover: Arc::new(prover),
             purchases: Default::default(),
             sales: Arc::new(sales),
             validation: Default::default(),
             tasks: TaskSet::default(),
         }
+    }
+
+    /// The roles read events only of blocks with `n` blocks on top (default 0).
+    #[must_use]
+    pub fn confirmations(mut self, n: u64) -> Self {
+        self.confirmations = n;
+        self
     }
 
     /// The marketplace (on chain: the client signing for the node's account).

@@ -109,6 +109,7 @@ pub struct Validator<M> {
     state: Arc<Validation>,
     config: ValidatorConfig,
     poll_interval: Duration,
+    confirmations: u64,
 }
 
 impl<M: Marketplace> Validator<M> {
@@ -120,7 +121,16 @@ impl<M: Marketplace> Validator<M> {
             state: Arc::default(),
             config,
             poll_interval: Duration::from_secs(1),
+            confirmations: 0,
         }
+    }
+
+    /// Reads events only of blocks with `n` blocks on top (default 0: up to the
+    /// latest, reorganisations followed by block hash).
+    #[must_use]
+    pub fn confirmations(mut self, n: u64) -> Self {
+        self.confirmations = n;
+        self
     }
 
     /// Records in `state` (e.g. the one the API shows).
@@ -171,7 +181,7 @@ impl<M: Marketplace> Validator<M> {
             },
         };
         tracing::info!(from_block = from, "validator: following filled slots");
-        let mut events = Events::from_block(from);
+        let mut events = Events::from_block(from).with_confirmations(self.confirmations);
         // (slot, period) pairs settled: marked, proved, or past the marking window.
         let mut settled: BTreeSet<(SlotId, u64)> = BTreeSet::new();
         let mut last_period = None;
@@ -272,7 +282,8 @@ impl<M: Marketplace> Validator<M> {
 pub(crate) async fn run(market: Arc<Market>, config: ValidatorConfig, cancel: CancellationToken) {
     let validator = Validator::new(market.client.clone(), config)
         .state(Arc::clone(&market.validation))
-        .poll_interval(market.poll_interval);
+        .poll_interval(market.poll_interval)
+        .confirmations(market.confirmations);
     drop(market);
     validator.run(cancel).await;
 }

@@ -97,6 +97,23 @@ struct RunArgs {
         hide_env_values = true
     )]
     eth_private_key: Option<Secret>,
+    /// How often the chain is polled, in seconds (one poll of the next block drives
+    /// every held slot; events are read at the same pace).
+    #[arg(long = "eth-poll-interval", default_value_t = 1.0, value_parser = positive_secs)]
+    eth_poll_interval: f64,
+    /// Blocks on top of a block before its events are acted on (0: up to the latest;
+    /// reorganisations are followed by block hash either way) and a transaction's
+    /// receipt counts (at least 1).
+    #[arg(long = "eth-confirmations", default_value_t = 0)]
+    eth_confirmations: u64,
+    /// Seconds a transaction may stay unmined before it is sent again with fees raised
+    /// by 25%.
+    #[arg(long = "eth-receipt-timeout", default_value_t = 30.0, value_parser = positive_secs)]
+    eth_receipt_timeout: f64,
+    /// The highest fee per gas (EIP-1559 `maxFeePerGas`) ever offered, in gwei;
+    /// default: no cap.
+    #[arg(long = "eth-max-fee-gwei")]
+    eth_max_fee_gwei: Option<f64>,
     /// The proving parameters for the marketplace's storage proofs: a powers-of-tau
     /// ceremony file (snarkjs `.ptau`; imported and checked on first use, then cached
     /// in the data directory) or parameters from `codex-node params import`. They must
@@ -259,6 +276,17 @@ enum Command {
         #[arg(long, default_value = DEFAULT_API)]
         api: String,
     },
+}
+
+/// A positive number of seconds, at most a day (clap's parser for the `--eth-*`
+/// intervals).
+fn positive_secs(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Ok(s),
+        _ => Err(format!(
+            "{text:?} is not a number of seconds between 0 and 86400"
+        )),
+    }
 }
 
 /// The proving parameters from `--circuit-params FILE` or `--dev-params`; an error
@@ -522,12 +550,29 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         args.marketplace_address,
         &args.eth_private_key,
     ) {
-        (Some(url), Some(address), Some(key)) => Some(codex::node::market::MarketConfig::new(
-            url.clone(),
-            address,
-            codex::node::market::EthKey::parse(&key.0)?,
-            srs(args.circuit_params.clone(), args.dev_params)?,
-        )),
+        (Some(url), Some(address), Some(key)) => {
+            let mut config = codex::node::market::MarketConfig::new(
+                url.clone(),
+                address,
+                codex::node::market::EthKey::parse(&key.0)?,
+                srs(args.circuit_params.clone(), args.dev_params)?,
+            );
+            config.poll_interval = Duration::from_secs_f64(args.eth_poll_interval);
+            config.confirmations = args.eth_confirmations;
+            config.tx.confirmations = args.eth_confirmations.max(1);
+            config.tx.receipt_timeout = Duration::from_secs_f64(args.eth_receipt_timeout);
+            config.tx.max_fee_per_gas = args
+                .eth_max_fee_gwei
+                .map(|g| {
+                    anyhow::ensure!(
+                        g.is_finite() && g > 0.0,
+                        "--eth-max-fee-gwei must be a positive number"
+                    );
+                    Ok((g * 1e9) as u128)
+                })
+                .transpose()?;
+            Some(config)
+        }
         _ => None,
     };
     let node = Node::start(NodeConfig {

@@ -6,15 +6,16 @@
 //! attempting a slot (before the fill) at once. [`Seller::run`] returns when its
 //! cancellation token is cancelled, after stopping every sale.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use codex_core::Cid;
 use codex_market::{
-    Events, MarketEvent, Marketplace, MarketplaceConfig, SlotId, SlotState, StorageRequest,
+    BlockTimer, Events, MarketEvent, Marketplace, MarketplaceConfig, RequestId, SlotId, SlotState,
+    StorageRequest,
 };
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -81,6 +82,10 @@ pub struct SellerConfig {
     pub workers: usize,
     /// Attempts at one slot before it is given up.
     pub max_attempts: u32,
+    /// Blocks on top of a block before its events are read (reorganisations of that
+    /// depth are then never seen); 0 reads up to the latest, and events of blocks that
+    /// a reorganisation removed are read again from the fork.
+    pub confirmations: u64,
 }
 
 impl Default for SellerConfig {
@@ -90,6 +95,7 @@ impl Default for SellerConfig {
             poll_interval: Duration::from_secs(1),
             workers: 3,
             max_attempts: 6,
+            confirmations: 0,
         }
     }
 }
@@ -107,7 +113,30 @@ struct Shared<M, H> {
     sales: Arc<Sales>,
     config: SellerConfig,
     from_block: Option<u64>,
+    /// The next block as the seller's one clock poll last read it: every sale waits
+    /// on it rather than polling the chain itself.
+    clock: watch::Sender<Option<Tick>>,
 }
+
+/// What the clock poll read: the block a transaction sent now lands in, and the
+/// chain's measured block time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Tick {
+    number: u64,
+    time: u64,
+    block_secs: u64,
+}
+
+/// A held slot's state is read again after this many poll intervals and
+/// [`STATE_EVERY_BLOCKS`] blocks even within a period (a request that fails or is
+/// cancelled); otherwise once a period, and when the pointer wraps.
+const STATE_EVERY_POLLS: u32 = 10;
+/// See [`STATE_EVERY_POLLS`].
+const STATE_EVERY_BLOCKS: u64 = 4;
+
+/// The seller's position in the events is saved when events came, or after this many
+/// blocks without: a restarted node reads at most that many blocks again.
+const SAVE_EVERY_BLOCKS: u64 = 100;
 
 /// An attempt at a queued slot is over: the slot was filled, or it may be queued again.
 #[derive(Debug)]
@@ -129,11 +158,13 @@ where
             sales,
             config: SellerConfig::default(),
             from_block: None,
+            clock: watch::Sender::new(None),
         })
     }
 
-    /// Reads the marketplace's events from block `number` on (default: from the latest
-    /// block when it starts).
+    /// Reads the marketplace's events from block `number` on (default: from where the
+    /// [`Sales`] book's saved position says this host stopped, or from the latest block
+    /// on a first start).
     pub fn from_block(mut self, number: u64) -> Self {
         self.0.from_block = Some(number);
         self
@@ -159,8 +190,38 @@ where
             biased;
             _ = cancel.cancelled() => {}
             _ = sell(&shared, &mut tasks) => {}
+            _ = tick(&shared) => {}
         }
         tasks.shutdown().await;
+    }
+}
+
+/// The clock poll: reads the next block once a poll interval, measures the block
+/// time, and tells the sales waiting on [`Shared::clock`] when it moved.
+async fn tick<M, H>(shared: &Shared<M, H>)
+where
+    M: Marketplace + Clone + 'static,
+    H: SlotHost,
+{
+    let mut timer = BlockTimer::default();
+    loop {
+        match shared.market.next_block().await {
+            Ok((number, time)) => {
+                timer.observe(number, time);
+                let tick = Tick {
+                    number,
+                    time,
+                    block_secs: timer.block_secs(),
+                };
+                shared.clock.send_if_modified(|c| {
+                    let moved = *c != Some(tick);
+                    *c = Some(tick);
+                    moved
+                });
+            }
+            Err(e) => tracing::debug!(error = %e, "sales: cannot read the chain's clock"),
+        }
+        tokio::time::sleep(shared.config.poll_interval).await;
     }
 }
 
@@ -171,18 +232,26 @@ where
     H: SlotHost,
 {
     let (market, sales, poll) = (&shared.market, &shared.sales, shared.config.poll_interval);
-    let from = loop {
-        if let Some(from) = shared.from_block {
-            break from;
+    let mut events = match (shared.from_block, sales.events_position()) {
+        (Some(from), _) => Events::from_block(from),
+        (None, Some(saved)) => {
+            tracing::info!(
+                from = saved.next_block(),
+                "sales: reading the marketplace's events from where this node stopped"
+            );
+            saved
         }
-        match market.block_number().await {
-            Ok(b) => break b,
-            Err(e) => {
-                tracing::warn!(error = %e, "sales: cannot read the chain");
-                tokio::time::sleep(poll).await;
+        (None, None) => loop {
+            match market.block_number().await {
+                Ok(b) => break Events::from_block(b),
+                Err(e) => {
+                    tracing::warn!(error = %e, "sales: cannot read the chain");
+                    tokio::time::sleep(poll).await;
+                }
             }
-        }
-    };
+        },
+    }
+    .with_confirmations(shared.config.confirmations);
     // Proofs made with keys other than the verifier's are rejected on chain, after
     // collateral and gas are spent: check before anything is reserved.
     if let Err(e) = shared.host.check(market.config()).await {
@@ -194,7 +263,11 @@ where
     let (report, mut reports) = mpsc::unbounded_channel::<Attempted>();
     let workers = Arc::new(Semaphore::new(shared.config.workers.max(1)));
     let mut busy = HashSet::new();
-    let mut events = Events::from_block(from);
+    // Requests queued or being attempted, by the block they were seen in: the position
+    // saved stays before the oldest, so a node stopped before it tried them sees them
+    // again.
+    let mut unhandled = BTreeMap::<RequestId, u64>::new();
+    let mut saved_at = None;
     loop {
         while let Ok(done) = reports.try_recv() {
             busy.remove(&done.item.request.id());
@@ -204,8 +277,9 @@ where
         }
         while tasks.try_join_next().is_some() {}
         match events.poll(market).await {
-            Ok(events) => {
-                for e in events {
+            Ok(polled) => {
+                let any = !polled.is_empty();
+                for e in polled {
                     let (request, index) = match e.event {
                         MarketEvent::StorageRequested { request, .. } => (request, None),
                         MarketEvent::SlotFreed {
@@ -227,12 +301,28 @@ where
                                 );
                                 sales.push(item);
                             }
+                            unhandled.entry(request).or_insert(e.block_number);
                         }
                         Err(e) => {
                             tracing::warn!(%request, error = %e, "sales: cannot read the request");
                         }
                     }
                 }
+                let queued: HashSet<RequestId> = sales.queued().into_iter().map(|q| q.0).collect();
+                unhandled.retain(|r, _| queued.contains(r) || busy.contains(r));
+                let position = match unhandled.values().min() {
+                    Some(&oldest) => {
+                        Events::from_block(oldest).with_confirmations(events.confirmations())
+                    }
+                    None => events.clone(),
+                };
+                let at = position.next_block();
+                let save =
+                    any || saved_at.is_none_or(|s: u64| at < s || at >= s + SAVE_EVERY_BLOCKS);
+                if save {
+                    saved_at = Some(at);
+                }
+                sales.set_events_position(position, save);
             }
             Err(e) => tracing::warn!(error = %e, "sales: cannot poll events"),
         }
@@ -361,9 +451,10 @@ async fn run_sale<M, H>(
     // The sale's record is this sale's once it took space (a resumed sale has); before
     // that it may be an earlier attempt's, which stays as it ended.
     let mut recorded = attempt.is_none();
+    let mut watching = Watching::default();
     loop {
         let action = machine.action().clone();
-        let event = perform(shared, &action, request, index, attempts).await;
+        let event = perform(shared, &action, request, index, attempts, &mut watching).await;
         if let Event::Failed { message, .. } = &event
             && !matches!(action, Action::Watch | Action::CheckProofDue { .. })
         {
@@ -401,6 +492,7 @@ async fn perform<M, H>(
     request: &StorageRequest,
     index: u64,
     attempts: u32,
+    watching: &mut Watching,
 ) -> Event
 where
     M: Marketplace + Clone + 'static,
@@ -440,22 +532,22 @@ where
             Ok(()) => Event::Downloaded,
             Err(e) => match e {
                 crate::Error::Market(m) => market_error(m),
+                unfit @ crate::Error::RequestMismatch { .. } => {
+                    tracing::warn!(request = %request_id, index, error = %unfit, "sales: skipping a request that does not match its dataset");
+                    Event::failed(unfit.to_string(), FailureKind::Unfit)
+                }
                 other => Event::failed(other.to_string(), FailureKind::Other),
             },
         },
         Action::Fill => fill(shared, request, index).await,
         Action::Watch => {
-            tokio::time::sleep(shared.config.poll_interval).await;
-            let state = match market.slot_state(slot).await {
-                Ok(s) => s,
+            let period = watching.wait(shared, slot).await;
+            match market.slot_state(slot).await {
+                Ok(state) => Event::Watched { state, period },
                 Err(e) => {
                     tracing::warn!(%slot, error = %e, "sales: cannot read the slot");
-                    return market_error(e);
+                    market_error(e)
                 }
-            };
-            match market.next_period().await {
-                Ok(period) => Event::Watched { state, period },
-                Err(e) => market_error(e),
             }
         }
         Action::CheckProofDue { .. } => {
@@ -503,40 +595,87 @@ where
     Ok(())
 }
 
+/// Where a held slot's watch stands: when its state was last read, and what the
+/// clock showed then.
+#[derive(Debug, Default)]
+struct Watching {
+    /// The period and the block the challenge refers to at the last read: while both
+    /// stay, neither a proof nor the slot's state is due.
+    key: Option<(u64, u64)>,
+    read_at: Option<(Instant, u64)>,
+}
+
+impl Watching {
+    /// Waits on the seller's clock until the slot's state is worth reading: a new
+    /// period, the pointer wrapped (a new challenge), or [`STATE_EVERY_POLLS`] and
+    /// [`STATE_EVERY_BLOCKS`] since the last read. Makes no call: one clock poll
+    /// serves every held slot. Returns the period of the next block.
+    async fn wait<M, H>(&mut self, shared: &Shared<M, H>, slot: SlotId) -> u64
+    where
+        M: Marketplace + Clone + 'static,
+        H: SlotHost,
+    {
+        let config = shared.market.config();
+        let poll = shared.config.poll_interval;
+        let mut clock = shared.clock.subscribe();
+        loop {
+            let tick = *clock.borrow_and_update();
+            if let Some(t) = tick {
+                let period = config.period_of(t.time);
+                let pointer =
+                    codex_market::pointer(t.number, period, config.proofs.downtime_product, slot);
+                let key = (period, t.number.saturating_sub(1 + u64::from(pointer)));
+                let stale = self.read_at.is_none_or(|(at, number)| {
+                    at.elapsed() >= poll * STATE_EVERY_POLLS
+                        && t.number >= number + STATE_EVERY_BLOCKS
+                });
+                if self.key != Some(key) || stale {
+                    self.key = Some(key);
+                    self.read_at = Some((Instant::now(), t.number));
+                    return period;
+                }
+            }
+            if let Ok(Err(_)) =
+                tokio::time::timeout(poll * STATE_EVERY_POLLS, clock.changed()).await
+            {
+                // The clock is gone (the seller is stopping).
+                tokio::time::sleep(poll).await;
+            }
+        }
+    }
+}
+
 /// Waits until a proof started now will land under the challenge it is made for
-/// (see [`super::machine::challenge_is_stable`]); time is the next block's. Gives up
-/// after three periods' worth of polls (a prover slower than a period), leaving it to
-/// the contract.
+/// (see [`super::machine::challenge_is_stable`]), on the seller's clock; time is the
+/// next block's. Gives up when the clock stands still for three poll intervals (an
+/// in-memory chain between a test's steps) or after three periods' worth of clock
+/// moves (a prover slower than a period), leaving it to the contract.
 async fn wait_for_stable_challenge<M, H>(shared: &Shared<M, H>, slot: SlotId)
 where
     M: Marketplace + Clone + 'static,
     H: SlotHost,
 {
-    let market = &shared.market;
-    let period = market.config().proofs.period.max(1);
-    let need = super::machine::proof_margin(shared.host.last_prove_ms(), period);
-    let pause = shared.config.poll_interval.min(Duration::from_secs(1));
-    let (mut last, mut still) = (None, 0);
+    let config = shared.market.config();
+    let period = config.proofs.period.max(1);
+    let mut clock = shared.clock.subscribe();
     for _ in 0..period * 3 {
-        let (Ok(next), Ok(pointer)) = (market.next_block().await, market.pointer(slot).await)
-        else {
-            return;
-        };
-        if super::machine::challenge_is_stable(next.1, period, pointer, need) {
-            return;
+        if let Some(t) = *clock.borrow_and_update() {
+            let need =
+                super::machine::proof_margin(shared.host.last_prove_ms(), period, t.block_secs);
+            let pointer = codex_market::pointer(
+                t.number,
+                config.period_of(t.time),
+                config.proofs.downtime_product,
+                slot,
+            );
+            if super::machine::challenge_is_stable(t.time, period, pointer, need, t.block_secs) {
+                return;
+            }
         }
-        // A chain whose clock and blocks stand still (an in-memory one between a
-        // test's steps) will not make the challenge stable by waiting.
-        still = if last == Some((next, pointer)) {
-            still + 1
-        } else {
-            0
-        };
-        if still >= 3 {
-            return;
+        match tokio::time::timeout(shared.config.poll_interval * 3, clock.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) | Err(_) => return,
         }
-        last = Some((next, pointer));
-        tokio::time::sleep(pause).await;
     }
 }
 

@@ -76,6 +76,8 @@ pub enum FailureKind {
     SlotLost,
     /// The reservation is gone (the slot was filled and freed since).
     NotReserved,
+    /// The request is not worth filling: its dataset is not what it says.
+    Unfit,
     /// Anything else (a peer away, a challenge that moved, an unreachable chain).
     Other,
 }
@@ -265,7 +267,7 @@ impl SaleMachine {
         if kind == FailureKind::NotReserved {
             self.reserved = false;
         }
-        let lost = kind == FailureKind::SlotLost;
+        let lost = matches!(kind, FailureKind::SlotLost | FailureKind::Unfit);
         Action::End(End::Over {
             state: if lost {
                 SaleState::Ignored
@@ -396,23 +398,25 @@ impl SaleMachine {
 
 /// Whether a proof started now lands under the challenge it is made for (Codex's
 /// "stable challenge"): the challenge changes with the period and when the slot's
-/// pointer wraps past 255, so neither may come within `need` seconds (about a block
-/// a second). `now` is the next block's time.
-pub fn challenge_is_stable(now: u64, period: u64, pointer: u8, need: u64) -> bool {
+/// pointer wraps past 255 (one step a block), so neither may come within `need`
+/// seconds. `now` is the next block's time, `block_secs` the chain's block time.
+pub fn challenge_is_stable(now: u64, period: u64, pointer: u8, need: u64, block_secs: u64) -> bool {
     let period = period.max(1);
     let left = period - now % period;
-    left > need && u64::from(pointer) + need < 256
+    let blocks_to_wrap = 256 - u64::from(pointer);
+    left > need && blocks_to_wrap * block_secs.max(1) > need
 }
 
 /// The seconds a proof needs, with a margin: the last proof's time (10 s before the
-/// first), and at most two thirds of a period (a slower proof starts at the period's
-/// start).
-pub fn proof_margin(last_prove_ms: Option<u64>, period: u64) -> u64 {
-    match last_prove_ms {
+/// first) and two blocks (the block it lands in, and one more for a replacement with
+/// a higher fee), at most two thirds of a period (a slower proof starts at the
+/// period's start).
+pub fn proof_margin(last_prove_ms: Option<u64>, period: u64, block_secs: u64) -> u64 {
+    let prove = match last_prove_ms {
         None => 10,
         Some(ms) => ms.div_ceil(1000) * 6 / 5 + 1,
-    }
-    .min(period * 2 / 3)
+    };
+    (prove + 2 * block_secs).min(period * 2 / 3)
 }
 
 #[cfg(test)]
@@ -652,17 +656,25 @@ mod tests {
 
     #[test]
     fn stable_challenges() {
-        assert!(challenge_is_stable(1000 * 120 + 10, 120, 100, 10));
+        assert!(challenge_is_stable(1000 * 120 + 10, 120, 100, 10, 1));
         assert!(
-            !challenge_is_stable(1000 * 120 + 115, 120, 100, 10),
+            !challenge_is_stable(1000 * 120 + 115, 120, 100, 10, 1),
             "period ends"
         );
         assert!(
-            !challenge_is_stable(1000 * 120 + 10, 120, 250, 10),
+            !challenge_is_stable(1000 * 120 + 10, 120, 250, 10, 1),
             "pointer wraps"
         );
-        assert_eq!(proof_margin(None, 120), 10);
-        assert_eq!(proof_margin(Some(2500), 120), 4);
-        assert_eq!(proof_margin(Some(200_000), 120), 80);
+        // On 12-second blocks six pointer steps are 72 s: no wrap within 10 s.
+        assert!(challenge_is_stable(1000 * 120 + 10, 120, 250, 10, 12));
+        assert!(
+            !challenge_is_stable(1000 * 120 + 10, 120, 255, 13, 12),
+            "one block to the wrap"
+        );
+        // The margin: the proof's time plus two blocks.
+        assert_eq!(proof_margin(None, 120, 1), 12);
+        assert_eq!(proof_margin(Some(2500), 120, 1), 6);
+        assert_eq!(proof_margin(Some(2500), 120, 12), 28);
+        assert_eq!(proof_margin(Some(200_000), 120, 2), 80);
     }
 }

@@ -198,6 +198,8 @@ pub struct Sales {
     /// Why this host refuses to sell (its verifying key does not match the
     /// marketplace's, or its prover cannot be set up); `None` while it sells.
     refusal: Mutex<Option<String>>,
+    /// Where the seller is in the marketplace's events (saved with the book).
+    events: Mutex<Option<codex_market::Events>>,
     /// Where the book is saved (`None`: memory only).
     file: Option<StateFile>,
 }
@@ -226,6 +228,7 @@ impl Sales {
             ),
             taken_on_restart: Mutex::new(saved.slots),
             owned_on_restart: Mutex::new(saved.owned_data),
+            events: Mutex::new(saved.events),
             file: Some(StateFile::new(path)),
             ..Sales::default()
         }
@@ -460,6 +463,21 @@ impl Sales {
             availabilities: self.availabilities(),
             slots,
             owned_data,
+            events: lock(&self.events).clone(),
+        }
+    }
+
+    /// Where the seller is in the marketplace's events, as last saved (`None` before
+    /// the first poll).
+    pub fn events_position(&self) -> Option<codex_market::Events> {
+        lock(&self.events).clone()
+    }
+
+    /// Records the seller's position in the events; saves the book when `save`.
+    pub(crate) fn set_events_position(&self, position: codex_market::Events, save: bool) {
+        *lock(&self.events) = Some(position);
+        if save {
+            self.save();
         }
     }
 
@@ -503,6 +521,7 @@ pub(crate) async fn run(ctx: Ctx, cancel: tokio_util::sync::CancellationToken) {
     )
     .config(SellerConfig {
         poll_interval: market.poll_interval,
+        confirmations: market.confirmations,
         ..SellerConfig::default()
     });
     drop(market);

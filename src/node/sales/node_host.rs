@@ -99,6 +99,57 @@ impl NodeHost {
     }
 }
 
+/// Checks that `manifest` (of dataset `cid`) is what `request` asks hosts to store:
+/// a verifiable manifest with as many slots as the request, slots of the request's
+/// size, slot roots whose verify tree has the request's root. A client whose request
+/// disagrees would have its hosts' proofs fail on chain, and their collateral slashed.
+///
+/// # Errors
+/// [`Error::RequestMismatch`] naming the first difference.
+pub(crate) fn check_request(request: &StorageRequest, cid: Cid, manifest: &Manifest) -> Result<()> {
+    let mismatch = |what: String| Error::RequestMismatch { cid, what };
+    let verification = manifest
+        .protection
+        .as_ref()
+        .and_then(|p| p.verification.as_ref())
+        .ok_or_else(|| mismatch("not a verifiable manifest".into()))?;
+    let slots = verification.slot_roots.len() as u64;
+    if slots != request.ask.slots {
+        return Err(mismatch(format!(
+            "the request has {} slots, the dataset {slots}",
+            request.ask.slots
+        )));
+    }
+    let geometry = SlotGeometry::new(manifest)?;
+    if geometry.slot_bytes() != request.ask.slot_size {
+        return Err(mismatch(format!(
+            "the request's slots have {} bytes, the dataset's {}",
+            request.ask.slot_size,
+            geometry.slot_bytes()
+        )));
+    }
+    let roots = verification
+        .slot_roots
+        .iter()
+        .map(codex_proofs::slot::cid_element)
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let root = codex_proofs::MerkleTree::new(roots)?.root().to_le_bytes();
+    let named = verification.verify_root.digest32();
+    if named != Some(root) {
+        return Err(mismatch(
+            "its slot roots do not give its verify root".into(),
+        ));
+    }
+    if root != request.content.merkle_root {
+        return Err(mismatch(format!(
+            "the request's root is 0x{}, the dataset's 0x{}",
+            hex::encode(request.content.merkle_root),
+            hex::encode(root)
+        )));
+    }
+    Ok(())
+}
+
 /// Builds slot `index`'s tree from the stored blocks and checks its root against the
 /// verifiable manifest.
 async fn check_slot(
@@ -157,6 +208,7 @@ impl SlotHost for NodeHost {
         let cid = Cid::from_bytes(&request.content.cid)?;
         let block = codex_net::fetch_manifest_block(&self.network, &self.store, cid).await?;
         let manifest = Manifest::decode(block.data())?;
+        check_request(request, cid, &manifest)?;
         // The manifest first: what is fetched is then a dataset of the store, listed,
         // and deleted with it if the sale fails.
         self.store.put_block(block).await?;
@@ -248,5 +300,90 @@ impl SlotHost for NodeHost {
 
     async fn delete_dataset(&self, cid: &Cid) -> Result<()> {
         Ok(self.store.delete_dataset(cid).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use codex_market::alloy::primitives::U256;
+    use codex_market::{Ask, Content};
+    use codex_store::{MemoryStore, StoreConfig};
+
+    /// A verifiable dataset of 3 slots (K = 2, M = 1) and the request its client
+    /// would make for it.
+    async fn dataset() -> anyhow::Result<(Cid, Manifest, StorageRequest)> {
+        let store: Arc<dyn BlockStore> = Arc::new(MemoryStore::new(StoreConfig::default()));
+        let bytes: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let cid = crate::node::data::store_stream(
+            Arc::clone(&store),
+            futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from(bytes))]),
+            Default::default(),
+        )
+        .await?;
+        let (cid, manifest, root) =
+            crate::node::data::make_verifiable(&*store, cid, Some((2, 1))).await?;
+        let geometry = SlotGeometry::new(&manifest)?;
+        let request = StorageRequest {
+            client: Default::default(),
+            ask: Ask {
+                proof_probability: U256::from(1),
+                price_per_byte_per_second: U256::from(1),
+                collateral_per_byte: U256::from(1),
+                slots: 3,
+                slot_size: geometry.slot_bytes(),
+                duration: 3600,
+                max_slot_loss: 1,
+            },
+            content: Content {
+                cid: cid.to_bytes(),
+                merkle_root: root.digest32().ok_or_else(|| anyhow::anyhow!("a root"))?,
+            },
+            expiry: 600,
+            nonce: [1; 32],
+        };
+        Ok((cid, manifest, request))
+    }
+
+    #[tokio::test]
+    async fn a_request_is_checked_against_its_manifest() -> anyhow::Result<()> {
+        let (cid, manifest, request) = dataset().await?;
+        check_request(&request, cid, &manifest)?;
+        let refused = |r: &StorageRequest, m: &Manifest| match check_request(r, cid, m) {
+            Err(Error::RequestMismatch { what, .. }) => what,
+            other => format!("not refused: {other:?}"),
+        };
+        let mut r = request.clone();
+        r.ask.slots = 4;
+        assert_eq!(
+            refused(&r, &manifest),
+            "the request has 4 slots, the dataset 3"
+        );
+        let mut r = request.clone();
+        r.ask.slot_size /= 2;
+        assert!(
+            refused(&r, &manifest).contains("slots have"),
+            "{}",
+            refused(&r, &manifest)
+        );
+        let mut r = request.clone();
+        r.content.merkle_root[0] ^= 1;
+        assert!(refused(&r, &manifest).contains("the request's root is 0x"));
+        // A manifest whose slot roots do not give its verify root.
+        let mut m = manifest.clone();
+        if let Some(v) = m.protection.as_mut().and_then(|p| p.verification.as_mut()) {
+            v.slot_roots.swap(0, 1);
+        }
+        assert_eq!(
+            refused(&request, &m),
+            "its slot roots do not give its verify root"
+        );
+        // A manifest that is not verifiable.
+        let mut m = manifest.clone();
+        if let Some(p) = m.protection.as_mut() {
+            p.verification = None;
+        }
+        assert_eq!(refused(&request, &m), "not a verifiable manifest");
+        Ok(())
     }
 }

@@ -25,6 +25,9 @@ pub(crate) struct SavedState {
     pub(crate) slots: BTreeMap<SlotId, String>,
     /// Datasets fetched by sales, by the slot whose sale fetched them.
     pub(crate) owned_data: BTreeMap<SlotId, Cid>,
+    /// Where the seller is in the marketplace's events: a restarted node reads on
+    /// from there, so requests made while it was down are seen.
+    pub(crate) events: Option<codex_market::Events>,
 }
 
 fn availability_to_json(a: &Availability) -> Value {
@@ -77,6 +80,7 @@ impl SavedState {
             "availabilities": self.availabilities.iter().map(availability_to_json).collect::<Vec<_>>(),
             "slots": slots,
             "ownedData": owned,
+            "events": self.events.as_ref().and_then(|e| serde_json::to_value(e).ok()),
         })
     }
 
@@ -89,6 +93,9 @@ impl SavedState {
                 .flatten()
                 .filter_map(availability_from_json)
                 .collect(),
+            events: v
+                .get("events")
+                .and_then(|e| serde_json::from_value(e.clone()).ok()),
             ..SavedState::default()
         };
         for (slot, a) in v["slots"].as_object().into_iter().flatten() {
@@ -206,6 +213,7 @@ mod tests {
             slot,
             "zDvZRwzkwbhyRWn7A5uoSvU4qe2ERHkv7pgtchsgqwm356Q6DAVe".parse()?,
         );
+        state.events = Some(codex_market::Events::from_block(1234).with_confirmations(3));
         let file = StateFile::new(path.clone());
         if let Some(h) = file.save(&state) {
             h.await?;

@@ -12,8 +12,8 @@ use codex_core::{Cid, codec};
 use codex_market::alloy::primitives::{Address, U256};
 use codex_market::memory::{EchoVerifier, MemoryMarketplace, ProofVerifier};
 use codex_market::{
-    Ask, Content, Marketplace, MarketplaceConfig, RequestId, RequestState, SlotId, StorageRequest,
-    echo_proof, public_inputs,
+    Ask, Content, Marketplace, MarketplaceConfig, RequestId, RequestState, SlotId, SlotState,
+    StorageRequest, echo_proof, public_inputs,
 };
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -38,6 +38,8 @@ struct TestHost {
     fetched: Mutex<Vec<(SlotId, bool)>>,
     datasets: Mutex<HashSet<Cid>>,
     deleted: Mutex<Vec<Cid>>,
+    /// Datasets that do not match their requests (as `NodeHost::fetch` finds them).
+    unfit: Mutex<HashSet<Cid>>,
 }
 
 #[async_trait::async_trait]
@@ -52,7 +54,14 @@ impl SlotHost for TestHost {
 
     async fn fetch(&self, request: &StorageRequest, index: u64, repair: bool) -> Result<Fetched> {
         lock(&self.fetched).push((request.slot_id(index), repair));
-        lock(&self.datasets).insert(Cid::from_bytes(&request.content.cid)?);
+        let cid = Cid::from_bytes(&request.content.cid)?;
+        if lock(&self.unfit).contains(&cid) {
+            return Err(crate::Error::RequestMismatch {
+                cid,
+                what: "the request has 1 slots, the dataset 3".into(),
+            });
+        }
+        lock(&self.datasets).insert(cid);
         Ok(Fetched {
             rebuilt: repair,
             timings: vec![(if repair { "repair" } else { "download" }, Duration::ZERO)],
@@ -193,14 +202,7 @@ impl Host {
 
     /// A host offering room for a few slots of 1 KiB.
     async fn offering(market: MemoryMarketplace, sales: Sales) -> anyhow::Result<Self> {
-        let a = Availability::new(
-            format!("{}", market.account()),
-            100 * 1024,
-            7200,
-            u(1),
-            u(TOKENS / 2),
-        )?;
-        sales.add_availability(a).await;
+        offer(&market, &sales).await?;
         Host::start(market, Arc::new(sales), Arc::default()).await
     }
 
@@ -220,6 +222,34 @@ impl Host {
             .filter(|s| s.request == request)
             .max_by_key(|s| (!s.state.is_over(), s.proofs))
     }
+}
+
+/// `sales` offers room for a few slots of 1 KiB, as `market`'s account.
+async fn offer(market: &impl Marketplace, sales: &Sales) -> anyhow::Result<()> {
+    let a = Availability::new(
+        format!("{}", market.account()),
+        100 * 1024,
+        7200,
+        u(1),
+        u(TOKENS / 2),
+    )?;
+    sales.add_availability(a).await;
+    Ok(())
+}
+
+/// A seller over any marketplace (e.g. a counted one), reading events from where its
+/// book says it stopped, or from the latest block.
+fn sell<M: Marketplace + Clone + 'static>(
+    market: M,
+    sales: &Arc<Sales>,
+    data: &Arc<TestHost>,
+) -> (CancellationToken, JoinHandle<()>) {
+    let stop = CancellationToken::new();
+    let seller = Seller::new(market, Arc::clone(data), Arc::clone(sales)).config(SellerConfig {
+        poll_interval: POLL,
+        ..SellerConfig::default()
+    });
+    (stop.clone(), tokio::spawn(seller.run(stop)))
 }
 
 /// The proofs of [`TestHost`] for the slot and dataset they are for, whatever the
@@ -677,5 +707,190 @@ async fn availabilities_survive_a_restart_and_a_corrupt_file_is_set_aside() -> T
     std::fs::write(&path, b"{ not json")?;
     assert!(Sales::open(path.clone()).availabilities().is_empty());
     assert!(path.with_extension("corrupt").exists());
+    Ok(())
+}
+
+/// One clock poll drives every held slot: over three periods of one-second blocks, a
+/// host holding three slots spends under half a marketplace call per slot per block
+/// on them (besides its own clock and event polls, at most 6 a block whatever it
+/// holds), and proves each slot in every period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_slots_cost_less_than_one_call_per_slot_per_block() -> TestResult {
+    let net = Net::new(slot_proofs, false)?;
+    let period = net.config.proofs.period;
+    let client = net.account(1);
+    let market = codex_market::Metered::new(net.account(2));
+    let sales = Arc::new(Sales::in_memory());
+    offer(&market, &sales).await?;
+    let (stop, task) = sell(market.clone(), &sales, &Arc::default());
+    wait_for("the seller's first poll", || sales.events_position()).await;
+
+    let p0 = net.config.period_of(net.chain.now()) + 1;
+    net.at(net.period_start(p0) + 10)?;
+    let purchases = Arc::new(Purchases::default());
+    let mut ids = Vec::new();
+    for n in 0..3u8 {
+        let mut r = request(client.account(), 1, 0, 12 * period, 600);
+        r.nonce = [n; 32];
+        let (pid, r, _) = buy(&client, &purchases, r);
+        wait_for("the request to start", || {
+            (purchase_state(&purchases, &pid) == Some(PurchaseState::Started)).then_some(())
+        })
+        .await;
+        ids.push(r.id());
+    }
+    let proving = |id: RequestId| {
+        sales
+            .sales()
+            .into_iter()
+            .find(|s| s.request == id && s.state == SaleState::Proving)
+    };
+    for id in &ids {
+        wait_for("every slot proving", || proving(*id)).await;
+    }
+
+    // Three periods of one-second blocks, each seen by the clock poll.
+    let before = market.counts().calls();
+    let node_before: u64 = ["next_block", "block_number", "block_hash", "events"]
+        .iter()
+        .filter_map(|m| market.counts().by_method().get(m).copied())
+        .sum();
+    let blocks = 3 * period;
+    let first = net.period_start(p0 + 1);
+    for t in first..first + blocks {
+        net.at(t)?;
+        tokio::time::sleep(POLL + Duration::from_millis(2)).await;
+    }
+    let calls = market.counts().calls() - before;
+    let by_method = market.counts().by_method();
+    // The node's own polls (the clock and the events), whatever it holds; what is
+    // left is what the held slots cost.
+    let node: u64 = ["next_block", "block_number", "block_hash", "events"]
+        .iter()
+        .filter_map(|m| by_method.get(m))
+        .sum::<u64>()
+        - node_before;
+    let per_slot_block = (calls - node) as f64 / (3 * blocks) as f64;
+    eprintln!(
+        "{calls} calls over {blocks} blocks: the node's polls {node} ({:.2} a block), the 3 slots {} ({per_slot_block:.2} a slot a block): {by_method:?}",
+        node as f64 / blocks as f64,
+        calls - node,
+    );
+    for id in &ids {
+        let sale = proving(*id).ok_or_else(|| anyhow::anyhow!("a sale stopped"))?;
+        for p in p0 + 1..p0 + 3 {
+            assert!(
+                sale.proof_periods.contains(&p),
+                "{id}: no proof in period {p}: {:?}",
+                sale.proof_periods
+            );
+        }
+    }
+    assert!(
+        per_slot_block < 0.5,
+        "held slots cost {per_slot_block:.2} calls a slot a block"
+    );
+    assert!(
+        node <= 6 * blocks,
+        "the node's polls cost {node} calls over {blocks} blocks"
+    );
+    stop.cancel();
+    task.await?;
+    net.shutdown().await?;
+    Ok(())
+}
+
+/// A host down for three periods while a request is made sees it after its restart
+/// (the book keeps its position in the events) and fills a slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_down_when_a_request_is_made_fills_it_after_a_restart() -> TestResult {
+    let net = Net::new(slot_proofs, true)?;
+    let period = net.config.proofs.period;
+    let client = net.account(1);
+    let host = net.account(2);
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("state.json");
+    let data = Arc::new(TestHost::default());
+    let sales = Arc::new(Sales::open(path.clone()));
+    offer(&host, &sales).await?;
+    let (stop, task) = sell(host.clone(), &sales, &data);
+    let seen = wait_for("the seller's first poll", || sales.events_position()).await;
+    stop.cancel();
+    task.await?;
+
+    // While it is down: a request, and three periods.
+    net.at(net.chain.now() + 5)?;
+    let purchases = Arc::new(Purchases::default());
+    let (pid, r, _) = buy(
+        &client,
+        &purchases,
+        request(client.account(), 1, 0, 12 * period, 600),
+    );
+    wait_for("the request on chain", || {
+        (purchase_state(&purchases, &pid) == Some(PurchaseState::Submitted)).then_some(())
+    })
+    .await;
+    net.at(net.chain.now() + 3 * period)?;
+
+    let sales = Arc::new(Sales::open(path));
+    let position = sales.events_position().map(|e| e.next_block());
+    assert!(
+        position.is_some_and(|p| p >= seen.next_block()),
+        "the position is kept: {position:?}"
+    );
+    let (stop, task) = sell(host.clone(), &sales, &data);
+    let sale = wait_for("the restarted host fills the slot", || {
+        sales
+            .sales()
+            .into_iter()
+            .find(|s| s.request == r.id() && s.state == SaleState::Proving)
+    })
+    .await;
+    assert_eq!(host.get_host(sale.slot).await?, Some(host.account()));
+    stop.cancel();
+    task.await?;
+    net.shutdown().await?;
+    Ok(())
+}
+
+/// A request whose dataset does not match it (the host's fetch finds out) is skipped:
+/// never filled, never attempted again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_does_not_match_its_dataset_is_never_filled() -> TestResult {
+    let net = Net::new(slot_proofs, true)?;
+    let period = net.config.proofs.period;
+    let client = net.account(1);
+    let host = net.account(2);
+    let data = Arc::new(TestHost::default());
+    let r = request(client.account(), 1, 0, 12 * period, 600);
+    lock(&data.unfit).insert(Cid::from_bytes(&r.content.cid)?);
+    let sales = Arc::new(Sales::in_memory());
+    offer(&host, &sales).await?;
+    let (stop, task) = sell(host.clone(), &sales, &data);
+    wait_for("the seller's first poll", || sales.events_position()).await;
+    let purchases = Arc::new(Purchases::default());
+    let (_, r, _) = buy(&client, &purchases, r);
+    let sale = wait_for("the attempt over", || {
+        sales
+            .sales()
+            .into_iter()
+            .find(|s| s.request == r.id() && s.state.is_over())
+    })
+    .await;
+    assert_eq!(sale.state, SaleState::Ignored);
+    assert!(
+        sale.error
+            .as_deref()
+            .is_some_and(|e| e.contains("does not match")),
+        "{:?}",
+        sale.error
+    );
+    tokio::time::sleep(POLL * 20).await;
+    assert_eq!(lock(&data.fetched).len(), 1, "not attempted again");
+    assert_eq!(host.slot_state(r.slot_id(0)).await?, SlotState::Free);
+    assert!(sales.queued().is_empty());
+    stop.cancel();
+    task.await?;
+    net.shutdown().await?;
     Ok(())
 }
