@@ -94,7 +94,8 @@ impl EthKey {
         self.0.address()
     }
 
-    pub(crate) fn signer(&self) -> &PrivateKeySigner {
+    /// The signer (the key itself: never log it).
+    pub fn signer(&self) -> &PrivateKeySigner {
         &self.0
     }
 }

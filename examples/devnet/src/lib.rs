@@ -63,6 +63,31 @@ pub struct Options {
     pub work_dir: Option<PathBuf>,
     /// Where proving keys and the compiled verifier are cached between runs.
     pub proof_cache: PathBuf,
+    /// The chain: anvil started here (default), or one the user runs.
+    pub chain: ChainSource,
+}
+
+/// Where the devnet's chain comes from.
+#[derive(Clone, Debug, Default)]
+pub enum ChainSource {
+    /// anvil, started by the devnet with a block a second; its accounts pay.
+    #[default]
+    Anvil,
+    /// A chain the user runs (`--eth-provider URL --eth-private-key KEY`): the
+    /// contracts are deployed there from `key`'s account, which also gives every
+    /// node's fresh account [`ChainSource::NODE_ETHER_WEI`] for gas. The devnet's
+    /// periods assume blocks of a few seconds at most (`--period` for slower chains).
+    External {
+        /// JSON-RPC URL.
+        url: String,
+        /// The funding account's key (hex, or a file holding it with mode 0600).
+        key: EthKey,
+    },
+}
+
+impl ChainSource {
+    /// What a node's account is given for gas on an external chain: 0.1 ether.
+    pub const NODE_ETHER_WEI: u128 = 100_000_000_000_000_000;
 }
 
 impl Default for Options {
@@ -77,6 +102,7 @@ impl Default for Options {
             periods_before_kill: 2,
             work_dir: None,
             proof_cache: PathBuf::from("target/devnet-proof-keys"),
+            chain: ChainSource::Anvil,
         }
     }
 }
@@ -180,6 +206,28 @@ fn tokens(v: U256) -> String {
     out
 }
 
+/// Sends `to` [`ChainSource::NODE_ETHER_WEI`] from `funder`'s account and waits for
+/// the receipt.
+async fn fund(
+    funder: &codex::market::alloy::providers::DynProvider,
+    to: Address,
+) -> anyhow::Result<()> {
+    use codex::market::alloy::network::TransactionBuilder;
+    use codex::market::alloy::providers::Provider;
+    let tx = codex::market::alloy::rpc::types::TransactionRequest::default()
+        .with_to(to)
+        .with_value(U256::from(ChainSource::NODE_ETHER_WEI));
+    let receipt = funder
+        .send_transaction(tx)
+        .await
+        .context("funding a node's account")?
+        .get_receipt()
+        .await
+        .context("funding a node's account")?;
+    ensure!(receipt.status(), "the transfer to {to} failed");
+    Ok(())
+}
+
 async fn balances(
     tl: &mut Timeline<'_>,
     market: &dyn Marketplace,
@@ -239,15 +287,23 @@ pub async fn run(opts: &Options, out: &(dyn Fn(&str) + Sync)) -> anyhow::Result<
     ));
 
     // --- The chain.
-    let chain = LocalChain::start_with_block_time(1).await?;
-    let deployer = chain.account(0).await?;
+    let (anvil, url, deployer) = match &opts.chain {
+        ChainSource::Anvil => {
+            let chain = LocalChain::start_with_block_time(1).await?;
+            let deployer = chain.account(0).await?;
+            let url = chain.url().to_string();
+            (Some(chain), url, deployer)
+        }
+        ChainSource::External { url, key } => (None, url.clone(), key.signer().clone()),
+    };
+    let funder = signing_provider(&url, &deployer)?;
     let mut config = MarketplaceConfig::default();
     config.proofs.zkey_hash = zkey_hash;
     config.proofs.period = opts.period;
     config.proofs.timeout = opts.timeout;
     config.proofs.downtime = 16;
     let d = deploy(
-        &chain.provider_for(&deployer),
+        &funder,
         &config,
         TokenSource::TestToken,
         VerifierSource::Halo2Bytecode(bytecode),
@@ -255,8 +311,9 @@ pub async fn run(opts: &Options, out: &(dyn Fn(&str) + Sync)) -> anyhow::Result<
     .await
     .context("deploying the contracts")?;
     tl.say(format!(
-        "anvil on {} (a block a second); marketplace {} (periods of {} s, timeout {} s, {} slashes free a slot), token {}, verifier {}",
-        chain.url(),
+        "{} on {}; marketplace {} (periods of {} s, timeout {} s, {} slashes free a slot), token {}, verifier {}",
+        if anvil.is_some() { "anvil (a block a second)" } else { "the chain" },
+        url,
         d.marketplace,
         opts.period,
         opts.timeout,
@@ -274,12 +331,19 @@ pub async fn run(opts: &Options, out: &(dyn Fn(&str) + Sync)) -> anyhow::Result<
     let mut people: Vec<Participant> = Vec::new();
     let mut boot = Vec::new();
     for (i, name) in names.iter().enumerate() {
-        let signer = chain.account(1 + i as u64).await?;
+        let signer = match &anvil {
+            Some(chain) => chain.account(1 + i as u64).await?,
+            None => {
+                let signer = codex::market::alloy::signers::local::PrivateKeySigner::random();
+                fund(&funder, signer.address()).await?;
+                signer
+            }
+        };
         let account = signer.address();
-        let p = signing_provider(chain.url(), &signer)?;
+        let p = signing_provider(&url, &signer)?;
         mint(&p, d.token, account, U256::from(10u64).pow(U256::from(15))).await?;
         let mut mc = MarketConfig::new(
-            chain.url(),
+            url.clone(),
             d.marketplace,
             EthKey::from_signer(signer),
             Srs::Development,
@@ -673,8 +737,31 @@ pub async fn run(opts: &Options, out: &(dyn Fn(&str) + Sync)) -> anyhow::Result<
     // --- The end of the request: payouts and the client's withdrawal.
     let end = market.request_end(request_id).await?;
     let now = market.timestamp().await?;
-    chain.increase_time(end.saturating_sub(now) + 1).await?;
-    tl.say("clock moved to the request's end");
+    let moved = match &anvil {
+        Some(chain) => chain
+            .increase_time(end.saturating_sub(now) + 1)
+            .await
+            .is_ok(),
+        // A development chain (anvil, hardhat) moves its clock when asked.
+        None => codex::market::alloy::providers::Provider::raw_request::<_, Value>(
+            &funder,
+            "evm_increaseTime".into(),
+            (end.saturating_sub(now) + 1,),
+        )
+        .await
+        .is_ok(),
+    };
+    if moved {
+        tl.say("clock moved to the request's end");
+    } else {
+        tl.say(format!(
+            "the chain does not move its clock: waiting {} s for the request's end",
+            end.saturating_sub(now)
+        ));
+        while market.timestamp().await? <= end {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
     holder[0] = spare;
     let deadline = Deadline::new("every host to be paid", Duration::from_secs(120));
     for &i in &holder {
@@ -732,7 +819,7 @@ pub async fn run(opts: &Options, out: &(dyn Fn(&str) + Sync)) -> anyhow::Result<
         }
     }
     tl.say("devnet finished: every step checked");
-    drop(chain);
+    drop(anvil);
     Ok(Report {
         phases: tl.phases,
         timeline: tl.lines,

@@ -33,6 +33,18 @@ struct Args {
     /// Keep the nodes' stores here (a temporary directory otherwise).
     #[arg(long)]
     work_dir: Option<PathBuf>,
+    /// Run on this chain (JSON-RPC URL) instead of starting anvil: the contracts are
+    /// deployed there and every node's fresh account funded from --eth-private-key.
+    #[arg(long = "eth-provider", requires = "eth_private_key")]
+    eth_provider: Option<String>,
+    /// The key of the account that deploys and funds (hex, or a file holding it with
+    /// mode 0600); it needs about 0.1 ether per node plus the deployment's gas.
+    #[arg(
+        long = "eth-private-key",
+        requires = "eth_provider",
+        hide_env_values = true
+    )]
+    eth_private_key: Option<String>,
     /// Log filter for the nodes (`warn`, `info`, `codex=debug`, ...).
     #[arg(long, default_value = "warn", env = "CODEX_LOG")]
     log_level: String,
@@ -54,6 +66,13 @@ async fn main() -> anyhow::Result<()> {
         timeout: (args.period / 2).max(1),
         work_dir: args.work_dir,
         proof_cache: args.proof_cache,
+        chain: match (args.eth_provider, args.eth_private_key) {
+            (Some(url), Some(key)) => codex_devnet::ChainSource::External {
+                url,
+                key: codex::node::market::EthKey::parse(&key)?,
+            },
+            _ => codex_devnet::ChainSource::Anvil,
+        },
         ..codex_devnet::Options::default()
     };
     let report = codex_devnet::run(&opts, &|line| println!("{line}")).await;

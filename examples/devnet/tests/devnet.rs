@@ -3,7 +3,9 @@
 //! ciphertext, proofs over two periods, a host killed, its missed proofs marked by the
 //! validator until the slot is freed, the spare host repairs and refills it, the client
 //! downloads the ciphertext from the network and decrypts it byte for byte, payouts and
-//! the client's withdrawal.
+//! the client's withdrawal. The chain is one the test runs (anvil, a block a second),
+//! given to the devnet as a user's chain (`--eth-provider`, `--eth-private-key`): the
+//! devnet deploys there and funds fresh accounts from the key.
 
 use std::path::PathBuf;
 
@@ -17,7 +19,13 @@ async fn the_devnet_scenario_runs_end_to_end() -> anyhow::Result<()> {
         )
         .with_test_writer()
         .try_init();
+    let chain = codex::market::LocalChain::start_with_block_time(1).await?;
+    let funder = chain.account(0).await?;
     let opts = codex_devnet::Options {
+        chain: codex_devnet::ChainSource::External {
+            url: chain.url().to_string(),
+            key: codex::node::market::EthKey::from_signer(funder),
+        },
         file_size: 700_000,
         // Debug builds prove in seconds, not the release build's 1.7 s, and the five
         // hosts prove at once on two cores: periods long enough for that.
