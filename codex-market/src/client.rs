@@ -9,7 +9,6 @@ use alloy::sol_types::{SolCall, SolEventInterface};
 
 use crate::bindings::Marketplace::{self as abi, MarketplaceEvents, MarketplaceInstance};
 use crate::bindings::TestToken::{self, TestTokenInstance};
-use crate::deploy::signing_provider;
 use crate::error::{Error, Result, Target};
 use crate::txman::{TxConfig, TxManager};
 use crate::types::{
@@ -207,7 +206,7 @@ impl MarketplaceClient {
         txs: TxConfig,
     ) -> Result<Self> {
         Self::with_provider_and(
-            signing_provider(rpc_url, signer)?,
+            crate::deploy::connect_signing_provider(rpc_url, signer).await?,
             signer.address(),
             marketplace,
             txs,

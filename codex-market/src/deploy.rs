@@ -61,21 +61,124 @@ pub struct Deployment {
     pub config: MarketplaceConfig,
 }
 
-/// A provider that signs with `signer`, over plain HTTP; rate-limited requests are
-/// retried with back-off.
+/// A provider that signs with `signer`, over HTTP(S); rate-limited requests are
+/// retried with back-off, and every request has a deadline ([`RPC_TIMEOUT`]).
 ///
 /// Sent through it directly (as [`deploy()`] does), a transaction gets its gas and fees
 /// estimated and the account's pending nonce from the node; a [`crate::MarketplaceClient`]
 /// over it sets all three itself, through its [`crate::TxManager`].
 ///
 /// # Errors
-/// [`Error::InvalidInput`] for a malformed URL.
+/// [`Error::InvalidInput`] for a malformed URL, or a WebSocket one (`ws://`, `wss://`:
+/// connect with [`connect_signing_provider`]).
 pub fn signing_provider(rpc_url: &str, signer: &PrivateKeySigner) -> Result<DynProvider> {
-    let url = rpc_url.parse().map_err(|e| Error::InvalidInput {
-        what: "rpc url",
-        message: format!("{rpc_url}: {e}"),
-    })?;
-    Ok(signing_provider_at(url, signer))
+    let url: alloy::transports::http::reqwest::Url =
+        rpc_url.parse().map_err(|e| Error::InvalidInput {
+            what: "rpc url",
+            message: format!("{rpc_url}: {e}"),
+        })?;
+    match url.scheme() {
+        "http" | "https" => Ok(signing_provider_at(url, signer)),
+        "ws" | "wss" => Err(Error::InvalidInput {
+            what: "rpc url",
+            message: format!("{rpc_url}: a WebSocket URL needs connect_signing_provider"),
+        }),
+        other => Err(Error::InvalidInput {
+            what: "rpc url",
+            message: format!("{rpc_url}: scheme {other} is neither http(s) nor ws(s)"),
+        }),
+    }
+}
+
+/// As [`signing_provider`], over HTTP(S) or a WebSocket (`ws://`, `wss://`: Codex's
+/// default scheme), whose connection this opens (and alloy reopens when it drops).
+///
+/// # Errors
+/// [`Error::InvalidInput`] for a malformed URL; [`Error::Rpc`] when a WebSocket
+/// cannot be opened.
+pub async fn connect_signing_provider(
+    rpc_url: &str,
+    signer: &PrivateKeySigner,
+) -> Result<DynProvider> {
+    let url: alloy::transports::http::reqwest::Url =
+        rpc_url.parse().map_err(|e| Error::InvalidInput {
+            what: "rpc url",
+            message: format!("{rpc_url}: {e}"),
+        })?;
+    if !matches!(url.scheme(), "ws" | "wss") {
+        return signing_provider(rpc_url, signer);
+    }
+    let connect = alloy::rpc::client::ClientBuilder::default()
+        .layer(retry_layer())
+        .layer(Deadline(RPC_TIMEOUT))
+        .ws(alloy::providers::WsConnect::new(url.as_str()));
+    let client = tokio::time::timeout(RPC_CONNECT_TIMEOUT, connect)
+        .await
+        .map_err(|_| {
+            Error::rpc(
+                format!("connecting to {rpc_url}"),
+                format!("no WebSocket within {RPC_CONNECT_TIMEOUT:?}"),
+            )
+        })?
+        .map_err(|e| Error::rpc(format!("connecting to {rpc_url}"), e))?;
+    Ok(with_signer(signer, client))
+}
+
+/// Every request through the service it wraps answered within the duration, or failed
+/// (a WebSocket has no deadline of its own: a node that stops answering would hang
+/// its callers).
+#[derive(Clone, Copy, Debug)]
+struct Deadline(std::time::Duration);
+
+impl<S> tower::Layer<S> for Deadline {
+    type Service = DeadlineService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        DeadlineService {
+            inner,
+            after: self.0,
+        }
+    }
+}
+
+/// See [`Deadline`].
+#[derive(Clone, Debug)]
+struct DeadlineService<S> {
+    inner: S,
+    after: std::time::Duration,
+}
+
+impl<S> tower::Service<alloy::rpc::json_rpc::RequestPacket> for DeadlineService<S>
+where
+    S: tower::Service<
+            alloy::rpc::json_rpc::RequestPacket,
+            Response = alloy::rpc::json_rpc::ResponsePacket,
+            Error = alloy::transports::TransportError,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = alloy::rpc::json_rpc::ResponsePacket;
+    type Error = alloy::transports::TransportError;
+    type Future = alloy::transports::TransportFut<'static>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::result::Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: alloy::rpc::json_rpc::RequestPacket) -> Self::Future {
+        let (call, after) = (self.inner.call(request), self.after);
+        Box::pin(async move {
+            tokio::time::timeout(after, call).await.map_err(|_| {
+                alloy::transports::TransportErrorKind::custom_str(&format!(
+                    "no answer within {after:?}"
+                ))
+            })?
+        })
+    }
 }
 
 pub(crate) fn signing_provider_at(
@@ -90,12 +193,6 @@ fn signing_provider_timed(
     signer: &PrivateKeySigner,
     timeout: std::time::Duration,
 ) -> DynProvider {
-    let builder = ProviderBuilder::new()
-        .disable_recommended_fillers()
-        .with_gas_estimation()
-        .with_simple_nonce_management()
-        .fetch_chain_id()
-        .wallet(EthereumWallet::from(signer.clone()));
     // A chain node that accepts connections and never answers must not hang the
     // caller: every request gets a deadline (then it is an `Error::Rpc`, retried by
     // the node's loops like a refused connection).
@@ -104,17 +201,34 @@ fn signing_provider_timed(
         .timeout(timeout)
         .build()
         .unwrap_or_default();
-    // Rate limits (HTTP 429, -32005 and the like) are retried with back-off; a
-    // refused log range is not (the client halves it instead).
     let client = alloy::rpc::client::ClientBuilder::default()
-        .layer(RetryBackoffLayer::new_with_policy(
-            RATE_LIMIT_RETRIES,
-            RATE_LIMIT_BACKOFF_MS,
-            u64::MAX,
-            RetryUnlessRangeRefused,
-        ))
+        .layer(retry_layer())
         .http_with_client(http, url);
-    builder.connect_client(client).erased()
+    with_signer(signer, client)
+}
+
+/// A provider over `client` whose fillers estimate gas, count nonces locally, read
+/// the chain id once and sign with `signer`.
+fn with_signer(signer: &PrivateKeySigner, client: alloy::rpc::client::RpcClient) -> DynProvider {
+    ProviderBuilder::new()
+        .disable_recommended_fillers()
+        .with_gas_estimation()
+        .with_simple_nonce_management()
+        .fetch_chain_id()
+        .wallet(EthereumWallet::from(signer.clone()))
+        .connect_client(client)
+        .erased()
+}
+
+/// Rate limits (HTTP 429, -32005 and the like) are retried with back-off; a refused
+/// log range is not (the client halves it instead).
+fn retry_layer() -> RetryBackoffLayer<RetryUnlessRangeRefused> {
+    RetryBackoffLayer::new_with_policy(
+        RATE_LIMIT_RETRIES,
+        RATE_LIMIT_BACKOFF_MS,
+        u64::MAX,
+        RetryUnlessRangeRefused,
+    )
 }
 
 /// Retries after a rate limit, at most this many times per request.

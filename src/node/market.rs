@@ -103,8 +103,8 @@ impl EthKey {
 /// The marketplace settings of a node.
 #[derive(Clone, Debug)]
 pub struct MarketConfig {
-    /// JSON-RPC URL of the chain (`--eth-provider`, Codex's default `ws://localhost:8545`;
-    /// we speak HTTP).
+    /// JSON-RPC URL of the chain (`--eth-provider`): `http(s)://` or `ws(s)://`
+    /// (Codex's default is `ws://localhost:8545`).
     pub eth_provider: String,
     /// The marketplace contract (`--marketplace-address`).
     pub marketplace_address: Address,

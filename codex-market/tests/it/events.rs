@@ -148,3 +148,49 @@ async fn a_reorganisation_is_found_and_the_blocks_read_again() -> Result<()> {
     assert_eq!(requested(&events.poll(&client).await?), vec![id]);
     Ok(())
 }
+
+/// Codex's default provider scheme: a client over `ws://` sends (its request lands,
+/// the allowance and nonces through the same transaction manager), reads views and
+/// polls events; a URL of another scheme is refused with a clear error.
+#[tokio::test]
+async fn a_client_over_a_websocket_requests_and_reads_events() -> Result<()> {
+    let market = Market::start(MarketplaceConfig::default(), VerifierSource::Test).await?;
+    market.account(1).await?; // funded with tokens
+    let signer = market.chain.account(1).await?;
+    let ws = market.chain.url().replacen("http://", "ws://", 1);
+    assert!(ws.starts_with("ws://"), "{ws}");
+    let client = MarketplaceClient::connect(&ws, &signer, market.deployment.marketplace).await?;
+    let mut events = Events::from_block(client.block_number().await? + 1);
+    let (id, receipt) = client
+        .request_storage(&request(client.account(), 1, 3600, 600, 7))
+        .await?;
+    assert!(receipt.block_number > 0);
+    assert_eq!(client.request_state(id).await?, RequestState::New);
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        seen.extend(requested(&events.poll(&client).await?));
+        if !seen.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(seen, vec![id]);
+
+    let refused =
+        MarketplaceClient::connect("ftp://127.0.0.1:1", &signer, market.deployment.marketplace)
+            .await
+            .err()
+            .map(|e| e.to_string());
+    assert!(
+        refused
+            .as_deref()
+            .is_some_and(|e| e.contains("neither http(s) nor ws(s)")),
+        "{refused:?}"
+    );
+    // Nothing listens: a clear error, not a hang.
+    let closed =
+        MarketplaceClient::connect("ws://127.0.0.1:9", &signer, market.deployment.marketplace)
+            .await;
+    assert!(closed.is_err());
+    Ok(())
+}

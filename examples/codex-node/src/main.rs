@@ -83,7 +83,8 @@ struct RunArgs {
     /// (repeatable).
     #[arg(long = "bootstrap-node")]
     bootstrap_nodes: Vec<codex::net::Multiaddr>,
-    /// JSON-RPC URL of the chain the marketplace runs on (e.g. http://127.0.0.1:8545).
+    /// JSON-RPC URL of the chain the marketplace runs on: http(s):// or ws(s)://
+    /// (e.g. ws://127.0.0.1:8545, Codex's default scheme).
     #[arg(long = "eth-provider", requires_all = ["marketplace_address", "eth_private_key"])]
     eth_provider: Option<String>,
     /// Address of the marketplace contract.
