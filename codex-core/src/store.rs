@@ -149,6 +149,14 @@ pub trait BlockWrite: Send + Sync {
     /// Deletes a dataset: its manifest, the leaves of its tree, and every block no other
     /// dataset refers to.
     async fn delete_dataset(&self, manifest: &Cid) -> Result<()>;
+
+    /// Deletes the leaves `range` of `tree` that are stored, and the blocks only they
+    /// referred to (a host that rebuilt one slot keeps that slot alone); returns how
+    /// many leaves went. The default keeps them: they go with their dataset.
+    async fn delete_leaves(&self, tree: &Cid, range: std::ops::Range<u64>) -> Result<u64> {
+        let _ = (tree, range);
+        Ok(0)
+    }
 }
 
 /// Write sessions: writes that belong together become permanent at once or not at all.
@@ -301,6 +309,13 @@ macro_rules! forward_store_traits {
             }
             async fn delete_dataset(&self, manifest: &Cid) -> Result<()> {
                 (**self).delete_dataset(manifest).await
+            }
+            async fn delete_leaves(
+                &self,
+                tree: &Cid,
+                range: std::ops::Range<u64>,
+            ) -> Result<u64> {
+                (**self).delete_leaves(tree, range).await
             }
         }
 

@@ -766,6 +766,37 @@ impl<K: Kv> Inner<K> {
         })
     }
 
+    /// Removes the stored leaves `range` of `tree` and the blocks only they referred
+    /// to, in batches (a crash between two leaves none of the others: what is left is
+    /// still a consistent, smaller set).
+    fn delete_leaves(
+        &self,
+        st: &mut State,
+        tree: &Cid,
+        range: std::ops::Range<u64>,
+    ) -> CoreResult<u64> {
+        if range.is_empty() {
+            return Ok(0);
+        }
+        let (from, to) = (keys::leaf(tree, range.start), keys::leaf(tree, range.end));
+        let mut deleted = 0;
+        loop {
+            let batch = self.kv.range(&from, &to, CHUNK)?;
+            if batch.is_empty() {
+                return Ok(deleted);
+            }
+            self.write(st, |t| {
+                for (key, v) in &batch {
+                    let (cid, _) = decode_leaf(key, v)?;
+                    t.del(key.clone());
+                    t.unref(&cid, true)?;
+                }
+                Ok(())
+            })?;
+            deleted += batch.len() as u64;
+        }
+    }
+
     fn manifest_cids(&self) -> CoreResult<Vec<Cid>> {
         let prefix = [keys::MANIFEST];
         self.kv
@@ -1089,6 +1120,15 @@ impl<K: Kv> BlockWrite for Repo<K> {
         self.blocking(move |s| {
             let mut st = s.lock();
             s.delete_dataset(&mut st, &cid)
+        })
+        .await
+    }
+
+    async fn delete_leaves(&self, tree: &Cid, range: std::ops::Range<u64>) -> CoreResult<u64> {
+        let tree = *tree;
+        self.blocking(move |s| {
+            let mut st = s.lock();
+            s.delete_leaves(&mut st, &tree, range)
         })
         .await
     }

@@ -297,3 +297,58 @@ fn memory_store_is_usable_without_a_runtime_for_sweeps() {
     let store = MemoryStore::new(config(1000));
     assert_eq!(store.sweep_expired(now(), 10).expect("sweep"), 0);
 }
+
+/// A host that rebuilt one slot keeps that slot alone: the other leaves go, with the
+/// blocks and the space only they held; what stays reads back, and the dataset still
+/// deletes whole afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_of_leaves_is_deleted() -> anyhow::Result<()> {
+    for dir in [None, Some(tempfile::tempdir()?)] {
+        match &dir {
+            None => leaves_deleted_in(&MemoryStore::new(config(1 << 30))).await?,
+            Some(d) => leaves_deleted_in(&SledStore::open(d.path(), config(1 << 30))?).await?,
+        }
+    }
+    Ok(())
+}
+
+async fn leaves_deleted_in<K: codex_store::Kv>(store: &Repo<K>) -> anyhow::Result<()> {
+    let blocks = random_blocks(21, 9, 256);
+    let (cid, manifest) = store_dataset(store, &blocks).await?;
+    let tree = manifest.tree_cid;
+    let used = store.space().await?.quota_used_bytes;
+    // Keep leaves 3..6: delete before and after.
+    assert_eq!(store.delete_leaves(&tree, 0..3).await?, 3);
+    assert_eq!(store.delete_leaves(&tree, 6..u64::MAX).await?, 3);
+    assert_eq!(store.delete_leaves(&tree, 0..3).await?, 0, "already gone");
+    assert_eq!(store.delete_leaves(&tree, 4..4).await?, 0, "an empty range");
+    for i in 0..9u64 {
+        let kept = (3..6).contains(&i);
+        assert_eq!(store.has_leaf(&tree, i).await?, kept, "leaf {i}");
+        assert_eq!(
+            store.has_block(blocks[i as usize].cid()).await?,
+            kept,
+            "block {i}"
+        );
+    }
+    for i in 3..6u64 {
+        assert_eq!(
+            store.get_leaf(&tree, i).await?.0.data(),
+            blocks[i as usize].data()
+        );
+    }
+    assert_eq!(store.space().await?.quota_used_bytes, used - 6 * 256);
+    assert!(store.has_block(&cid).await?, "the manifest stays");
+    // The dataset is partial now (as a host's fetched slot is): nothing else is off.
+    let problems = store.check()?;
+    assert!(
+        problems
+            .iter()
+            .all(|p| p.ends_with("of its tree is missing")),
+        "{problems:#?}"
+    );
+    store.delete_dataset(&cid).await?;
+    assert_eq!(store.space().await?.quota_used_bytes, 0);
+    assert_consistent(store);
+    Ok(())
+}

@@ -27,6 +27,9 @@ struct SlotData {
     geometry: SlotGeometry,
     tree: Arc<SlotTree>,
     roots: Arc<Vec<codex_proofs::Fe>>,
+    /// The slot was rebuilt from the other slots' blocks, fetched for it into a store
+    /// that did not hold the dataset: once the fill proved the slot, they go.
+    prune: bool,
 }
 
 /// The node's slots: its store, its network and its prover.
@@ -190,6 +193,7 @@ async fn check_slot(
         geometry,
         tree: Arc::new(tree),
         roots: Arc::new(roots),
+        prune: false,
     })
 }
 
@@ -209,6 +213,7 @@ impl SlotHost for NodeHost {
         let block = codex_net::fetch_manifest_block(&self.network, &self.store, cid).await?;
         let manifest = Manifest::decode(block.data())?;
         check_request(request, cid, &manifest)?;
+        let had = self.store.has_block(&cid).await.unwrap_or(true);
         // The manifest first: what is fetched is then a dataset of the store, listed,
         // and deleted with it if the sale fails.
         self.store.put_block(block).await?;
@@ -218,7 +223,8 @@ impl SlotHost for NodeHost {
             .await?;
         let download = t.elapsed();
         let t = Instant::now();
-        let data = check_slot(&self.store, cid, manifest, index).await?;
+        let mut data = check_slot(&self.store, cid, manifest, index).await?;
+        data.prune = rebuilt && !had;
         let slot_root = t.elapsed();
         lock(&self.slots).insert(request.slot_id(index), Arc::new(data));
         Ok(Fetched {
@@ -290,6 +296,23 @@ impl SlotHost for NodeHost {
     async fn filled(&self, request: &StorageRequest, index: u64) {
         let data = lock(&self.slots).get(&request.slot_id(index)).cloned();
         if let Some(data) = data {
+            if data.prune {
+                // Lazy repair fetched the other slots' blocks to rebuild this one; the
+                // fill proved it, and the host is paid for this slot alone.
+                let g = &data.geometry;
+                let (start, end) = (g.block_index(index, 0), g.block_index(index, g.slot_blocks));
+                let tree = data.manifest.tree_cid;
+                let mut deleted = 0;
+                for range in [0..start, end..u64::MAX] {
+                    match self.store.delete_leaves(&tree, range).await {
+                        Ok(n) => deleted += n,
+                        Err(e) => {
+                            tracing::warn!(cid = %data.cid, error = %e, "cannot delete the other slots' blocks")
+                        }
+                    }
+                }
+                tracing::info!(cid = %data.cid, index, deleted, "repaired slot filled: the other slots' blocks deleted");
+            }
             crate::node::network::announce(&self.network, data.cid, &data.manifest).await;
         }
     }
