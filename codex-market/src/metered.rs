@@ -19,6 +19,7 @@ pub struct CallCounts {
     calls: AtomicU64,
     errors: AtomicU64,
     by_method: Mutex<BTreeMap<&'static str, u64>>,
+    errors_by_method: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl CallCounts {
@@ -40,10 +41,24 @@ impl CallCounts {
             .clone()
     }
 
+    /// Calls that returned an error, by method name.
+    pub fn errors_by_method(&self) -> BTreeMap<&'static str, u64> {
+        self.errors_by_method
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     fn record(&self, method: &'static str, ok: bool) {
         self.calls.fetch_add(1, Ordering::Relaxed);
         if !ok {
             self.errors.fetch_add(1, Ordering::Relaxed);
+            *self
+                .errors_by_method
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .entry(method)
+                .or_default() += 1;
         }
         *self
             .by_method

@@ -662,6 +662,31 @@ pub async fn run(opts: &Options, out: &(dyn Fn(&str) + Sync)) -> anyhow::Result<
         market.get_host(slot0).await? == Some(people[spare].account),
         "slot 0 is not the spare's"
     );
+    // Lazy repair fetched the other slots to rebuild slot 0; once the fill proved it
+    // the spare keeps slot 0 alone, as much as a host of one slot.
+    let used = |i: usize| {
+        let handle = people[i].node.as_ref().map(|n| n.handle());
+        async move {
+            anyhow::Ok(
+                handle
+                    .context("a running node")?
+                    .space()
+                    .await?
+                    .quota_used_bytes,
+            )
+        }
+    };
+    let deadline = Deadline::new("the spare to keep slot 0 alone", Duration::from_secs(60));
+    let (kept, one_slot) = loop {
+        let (kept, one_slot) = (used(spare).await?, used(holder[1]).await?);
+        if kept <= one_slot * 3 / 2 {
+            break (kept, one_slot);
+        }
+        deadline.tick().await?;
+    };
+    tl.say(format!(
+        "the spare deleted the other slots' blocks: it stores {kept} bytes, a host of one slot {one_slot}"
+    ));
     tl.phase("repair");
 
     // --- The client downloads the file from the network and decrypts it.

@@ -399,12 +399,16 @@ impl SaleMachine {
 /// Whether a proof started now lands under the challenge it is made for (Codex's
 /// "stable challenge"): the challenge changes with the period and when the slot's
 /// pointer wraps past 255 (one step a block), so neither may come within `need`
-/// seconds. `now` is the next block's time, `block_secs` the chain's block time.
+/// seconds. Nor does a proof start in a period's first block time (at most a quarter
+/// period): the latest block is then still in the period before, and a node
+/// estimating the transaction on it finds that period's proof already submitted.
+/// `now` is the next block's time, `block_secs` the chain's block time.
 pub fn challenge_is_stable(now: u64, period: u64, pointer: u8, need: u64, block_secs: u64) -> bool {
     let period = period.max(1);
-    let left = period - now % period;
+    let block_secs = block_secs.max(1);
+    let (into, left) = (now % period, period - now % period);
     let blocks_to_wrap = 256 - u64::from(pointer);
-    left > need && blocks_to_wrap * block_secs.max(1) > need
+    into >= block_secs.min(period / 4) && left > need && blocks_to_wrap * block_secs > need
 }
 
 /// The seconds a proof needs, with a margin: the last proof's time (10 s before the
@@ -666,10 +670,17 @@ mod tests {
             "pointer wraps"
         );
         // On 12-second blocks six pointer steps are 72 s: no wrap within 10 s.
-        assert!(challenge_is_stable(1000 * 120 + 10, 120, 250, 10, 12));
+        assert!(challenge_is_stable(1000 * 120 + 12, 120, 250, 10, 12));
         assert!(
-            !challenge_is_stable(1000 * 120 + 10, 120, 255, 13, 12),
+            !challenge_is_stable(1000 * 120 + 12, 120, 255, 13, 12),
             "one block to the wrap"
+        );
+        // Not in the period's first block: the latest block is still in the last one.
+        assert!(!challenge_is_stable(1000 * 120 + 1, 120, 100, 10, 2));
+        assert!(challenge_is_stable(1000 * 120 + 2, 120, 100, 10, 2));
+        assert!(
+            challenge_is_stable(1000 * 120 + 30, 120, 100, 10, 300),
+            "at most a quarter period"
         );
         // The margin: the proof's time plus two blocks.
         assert_eq!(proof_margin(None, 120, 1), 12);

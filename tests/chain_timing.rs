@@ -1,0 +1,237 @@
+//! Proof timing on a chain with real block times: anvil mines a block every
+//! `CODEX_BLOCK_TIME` seconds (2 by default; `scripts/chain-timing.sh` runs 12), a
+//! host's [`Seller`] holds a slot and proves every period through the chain's own
+//! clock, with a proof that takes a second. Every period from the fill to the end
+//! must have exactly one `ProofSubmitted` landing in it (read from the chain's events
+//! and block times, not from the host's book), and the host's marketplace calls per
+//! block are counted.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use codex::market::alloy::primitives::U256;
+use codex::market::alloy::providers::Provider;
+use codex::market::deploy::{mint, signing_provider};
+use codex::market::{
+    Ask, Content, LocalChain, MarketEvent, MarketplaceClient, MarketplaceConfig, Metered, SlotId,
+    StorageRequest, TokenSource, VerifierSource, deploy,
+};
+use codex::node::sales::{Availability, Fetched, SaleState, Sales, Seller, SellerConfig, SlotHost};
+use codex_core::Cid;
+use tokio_util::sync::CancellationToken;
+
+/// A host whose proofs `TestVerifier` accepts, taking a second each.
+#[derive(Debug)]
+struct SlowProver;
+
+#[async_trait::async_trait]
+impl SlotHost for SlowProver {
+    async fn check(&self, _: &MarketplaceConfig) -> codex::Result<()> {
+        Ok(())
+    }
+    async fn has_dataset(&self, _: &Cid) -> bool {
+        false
+    }
+    async fn fetch(&self, _: &StorageRequest, _: u64, _: bool) -> codex::Result<Fetched> {
+        Ok(Fetched::default())
+    }
+    async fn load(&self, _: &StorageRequest, _: u64) -> codex::Result<()> {
+        Ok(())
+    }
+    async fn prove(&self, _: &StorageRequest, _: u64, _: [u8; 32]) -> codex::Result<Vec<u8>> {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Ok(vec![1; 64])
+    }
+    fn last_prove_ms(&self) -> Option<u64> {
+        Some(1000)
+    }
+    async fn filled(&self, _: &StorageRequest, _: u64) {}
+    async fn forget(&self, _: SlotId) {}
+    async fn delete_dataset(&self, _: &Cid) -> codex::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_proof_lands_in_its_period_on_a_chain_with_real_block_times() -> anyhow::Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CODEX_LOG")
+                .unwrap_or_else(|_| "warn,codex=info".into()),
+        )
+        .with_test_writer()
+        .try_init();
+    let block_time: u64 = std::env::var("CODEX_BLOCK_TIME")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
+    let periods: u64 = std::env::var("CODEX_PERIODS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4);
+    // Ten blocks a period at least, and room for a proof and two blocks.
+    let period = (10 * block_time).max(20);
+    let chain = LocalChain::start_with_block_time(block_time).await?;
+    let deployer = chain.account(0).await?;
+    let mut config = MarketplaceConfig::default();
+    config.proofs.period = period;
+    config.proofs.timeout = period / 2;
+    config.proofs.downtime = 16;
+    let d = deploy(
+        &chain.provider_for(&deployer),
+        &config,
+        TokenSource::TestToken,
+        VerifierSource::Test,
+    )
+    .await
+    .context("deploying")?;
+    let account = |i: u64| {
+        let (chain, d) = (&chain, &d);
+        async move {
+            let signer = chain.account(i).await?;
+            let p = signing_provider(chain.url(), &signer)?;
+            mint(
+                &p,
+                d.token,
+                signer.address(),
+                U256::from(10u64).pow(U256::from(18)),
+            )
+            .await?;
+            anyhow::Ok(MarketplaceClient::connect(chain.url(), &signer, d.marketplace).await?)
+        }
+    };
+    let client = account(1).await?;
+    let host = Metered::new(account(2).await?);
+
+    let sales = Arc::new(Sales::in_memory());
+    sales
+        .add_availability(Availability::new(
+            "a".into(),
+            1 << 20,
+            100 * period,
+            U256::from(1),
+            U256::from(10u64).pow(U256::from(12)),
+        )?)
+        .await;
+    let stop = CancellationToken::new();
+    let seller =
+        Seller::new(host.clone(), Arc::new(SlowProver), Arc::clone(&sales)).config(SellerConfig {
+            poll_interval: Duration::from_secs(1),
+            ..SellerConfig::default()
+        });
+    let task = tokio::spawn(seller.run(stop.clone()));
+
+    let from = client.block_number().await?;
+    let request = StorageRequest {
+        client: client.account(),
+        ask: Ask {
+            proof_probability: U256::from(1),
+            price_per_byte_per_second: U256::from(1),
+            collateral_per_byte: U256::from(1),
+            slots: 1,
+            slot_size: 1024,
+            duration: (periods + 3) * period,
+            max_slot_loss: 0,
+        },
+        content: Content {
+            cid: Cid::for_manifest(b"timing").to_bytes(),
+            merkle_root: [3; 32],
+        },
+        expiry: 4 * period,
+        nonce: [9; 32],
+    };
+    let (id, _) = client.request_storage(&request).await?;
+    let slot = request.slot_id(0);
+    // Filled, then `periods` whole periods after the fill's.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs((periods + 6) * period);
+    let filled_in = loop {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the slot was not filled"
+        );
+        if let Some(s) = sales.sales().into_iter().find(|s| s.request == id)
+            && s.state == SaleState::Proving
+        {
+            break config.period_of(client.timestamp().await?);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    const NODE_POLLS: [&str; 4] = ["next_block", "block_number", "block_hash", "events"];
+    let node_calls = || -> u64 {
+        let by = host.counts().by_method();
+        NODE_POLLS.iter().filter_map(|m| by.get(m)).sum()
+    };
+    let blocks_from = client.block_number().await?;
+    let calls_from = host.counts().calls();
+    let node_from = node_calls();
+    let last = filled_in + periods;
+    while config.period_of(client.timestamp().await?) <= last {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the periods did not pass"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let calls = host.counts().calls() - calls_from;
+    let node = node_calls() - node_from;
+    let blocks = client.block_number().await? - blocks_from;
+    stop.cancel();
+    task.await?;
+
+    // The periods the proofs landed in, from the chain.
+    let mut landed = Vec::new();
+    for e in client.events(from, client.block_number().await?).await? {
+        if matches!(e.event, MarketEvent::ProofSubmitted { slot: s } if s == slot) {
+            let block = chain
+                .provider()
+                .get_block_by_number(e.block_number.into())
+                .await?
+                .context("a mined block")?;
+            landed.push(config.period_of(block.header.timestamp));
+        }
+    }
+    let sale = sales
+        .sales()
+        .into_iter()
+        .find(|s| s.request == id)
+        .context("the sale")?;
+    println!(
+        "{block_time} s blocks, {period} s periods: filled in period {filled_in}; proofs landed in {landed:?}; \
+         the host meant {:?}; over {blocks} blocks the host's own polls made {node} calls ({:.2} a block), \
+         its slot {} ({:.2} a block): {:?}",
+        sale.proof_periods,
+        node as f64 / blocks.max(1) as f64,
+        calls - node,
+        (calls - node) as f64 / blocks.max(1) as f64,
+        host.counts().by_method()
+    );
+    // The fill's proof (the fill itself) counts for its period; each later one lands
+    // in the period it was made for, once.
+    let expected: Vec<u64> = (filled_in + 1..=last).collect();
+    let mut after_fill: Vec<u64> = landed.iter().copied().filter(|p| *p > filled_in).collect();
+    after_fill.retain(|p| *p <= last);
+    assert_eq!(
+        after_fill, expected,
+        "a proof in each period, in that period"
+    );
+    for p in &expected {
+        assert!(
+            sale.proof_periods.contains(p),
+            "the host's book: {:?}",
+            sale.proof_periods
+        );
+    }
+    assert!(
+        calls - node <= blocks,
+        "the slot cost {} calls over {blocks} blocks",
+        calls - node
+    );
+    assert_eq!(
+        host.counts().errors(),
+        0,
+        "no call failed: {:?}",
+        host.counts().by_method()
+    );
+    Ok(())
+}
