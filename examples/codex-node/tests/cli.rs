@@ -662,3 +662,38 @@ async fn cli_encrypts_and_decrypts_and_leaves_nothing_partial() -> anyhow::Resul
     assert!(!out_dir.join("pass2.bin").exists());
     Ok(())
 }
+
+/// The chain flags refuse what no chain can use, naming the flag, before anything
+/// starts: a zero or absurd poll interval or receipt timeout, a fee cap that is not a
+/// positive number, a provider URL of another scheme.
+#[test]
+fn chain_flags_refuse_bad_values() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let key = "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+    let run = |extra: &[&str]| -> anyhow::Result<String> {
+        let out = Command::new(BIN)
+            .args([
+                "--data-dir",
+                &dir.path().display().to_string(),
+                "--no-network",
+            ])
+            .args(["--eth-provider", "http://127.0.0.1:9"])
+            .args([
+                "--marketplace-address",
+                "0x5FbDB2315678afecb367f032d93F642f64180aa3",
+            ])
+            .args(["--eth-private-key", key, "--dev-params"])
+            .args(extra)
+            .output()?;
+        assert!(!out.status.success(), "{extra:?} was accepted");
+        Ok(String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    assert!(run(&["--eth-poll-interval", "0"])?.contains("--eth-poll-interval"));
+    assert!(run(&["--eth-poll-interval", "1e9"])?.contains("--eth-poll-interval"));
+    assert!(run(&["--eth-receipt-timeout=-3"])?.contains("--eth-receipt-timeout"));
+    assert!(run(&["--eth-receipt-timeout", "NaN"])?.contains("--eth-receipt-timeout"));
+    assert!(run(&["--eth-max-fee-gwei", "0"])?.contains("--eth-max-fee-gwei"));
+    let e = run(&["--eth-provider", "ftp://127.0.0.1:9"])?;
+    assert!(e.contains("neither http(s) nor ws(s)"), "{e}");
+    Ok(())
+}
