@@ -188,10 +188,12 @@ impl Network {
                 kad.set_mode(Some(kad::Mode::Server));
                 Behaviour {
                     limits: connection_limits::Behaviour::new(limits),
-                    identify: identify::Behaviour::new(identify::Config::new(
-                        "/codex/1.0.0".into(),
-                        key.public(),
-                    )),
+                    // Listen addresses added later (a second transport, a new
+                    // interface) are pushed to connected peers.
+                    identify: identify::Behaviour::new(
+                        identify::Config::new("/codex/1.0.0".into(), key.public())
+                            .with_push_listen_addr_updates(true),
+                    ),
                     ping: ping::Behaviour::new(ping::Config::new()),
                     kad,
                     autonat: autonat::Behaviour::new(
@@ -212,15 +214,6 @@ impl Network {
                 .listen_on(addr.clone())
                 .map_err(|e| Error::Libp2p(format!("cannot listen on {addr}: {e}")))?;
         }
-        for addr in &config.bootstrap {
-            // Checked: every bootstrap address ends in /p2p/<peer id>.
-            if let Some(libp2p::multiaddr::Protocol::P2p(peer)) = addr.iter().last() {
-                swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
-                if let Err(e) = swarm.dial(addr.clone()) {
-                    tracing::warn!(%addr, error = %e, "cannot dial a bootstrap node");
-                }
-            }
-        }
         let control = swarm.behaviour().stream.new_control();
         let (tx, rx) = mpsc::channel(256);
         let exchange = Exchange::start(control, store, config.exchange.clone(), Some(tx.clone()))?;
@@ -239,6 +232,19 @@ impl Network {
                 match tokio::time::timeout_at(deadline, task.swarm.select_next_some()).await {
                     Ok(event) => task.on_event(event),
                     Err(_) => break,
+                }
+            }
+        }
+        // Dialed once we listen: identify tells a peer our listen addresses when the
+        // connection opens, and a bootstrap node that learns none cannot route to us
+        // (nor name us as a provider).
+        for addr in &config.bootstrap {
+            // Checked: every bootstrap address ends in /p2p/<peer id>.
+            if let Some(libp2p::multiaddr::Protocol::P2p(peer)) = addr.iter().last() {
+                let swarm = &mut task.swarm;
+                swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+                if let Err(e) = swarm.dial(addr.clone()) {
+                    tracing::warn!(%addr, error = %e, "cannot dial a bootstrap node");
                 }
             }
         }
