@@ -4,11 +4,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use codex_core::BlockRead;
+use codex_core::{BlockRead, Cid};
 use libp2p::Multiaddr;
 use libp2p::identity::Keypair;
 
-use crate::config::{Limits, NetConfig, Timeouts, Transports, default_listen_addrs};
+use crate::config::{
+    Limits, NetConfig, ProviderConfig, Timeouts, Transports, default_listen_addrs,
+};
 use crate::error::{Error, Result};
 use crate::exchange::ExchangeConfig;
 use crate::network::{Network, load_or_create_key};
@@ -52,6 +54,7 @@ pub struct NetworkBuilder {
     store: Arc<dyn BlockRead>,
     key: KeySource,
     config: NetConfig,
+    provided: Vec<Cid>,
 }
 
 impl std::fmt::Debug for NetworkBuilder {
@@ -64,6 +67,7 @@ impl std::fmt::Debug for NetworkBuilder {
         f.debug_struct("NetworkBuilder")
             .field("key", &key)
             .field("config", &self.config)
+            .field("provided", &self.provided.len())
             .finish_non_exhaustive()
     }
 }
@@ -74,6 +78,7 @@ impl NetworkBuilder {
             store,
             key: KeySource::Fresh,
             config: NetConfig::default(),
+            provided: Vec::new(),
         }
     }
 
@@ -159,9 +164,28 @@ impl NetworkBuilder {
         self
     }
 
-    /// How often our provider records are published again. Default 30 minutes.
+    /// How often each of our provider records is announced again. Default 12 hours
+    /// ([`ProviderConfig::reprovide_interval`]).
     pub fn reprovide_interval(mut self, interval: Duration) -> Self {
-        self.config.reprovide_interval = interval;
+        self.config.providers.reprovide_interval = interval;
+        self
+    }
+
+    /// Our provider records and other peers': reprovide interval, record TTL,
+    /// announce rate and burst, announcements at once, retry delay, records held.
+    /// Default [`ProviderConfig::default`]: 12 h, 48 h, 20 a second in bursts of 20,
+    /// 64 at once, 1 minute, 131 072 records and 20 providers a key.
+    pub fn providers(mut self, providers: ProviderConfig) -> Self {
+        self.config.providers = providers;
+        self
+    }
+
+    /// Keys we provide from the start (added to those given before), as
+    /// [`Network::provide_many`] would add them: the set
+    /// [`Network::provided`] listed before the last stop, which the caller keeps.
+    /// They are answered for at once and announced at the announce rate. Default none.
+    pub fn provided(mut self, cids: impl IntoIterator<Item = Cid>) -> Self {
+        self.provided.extend(cids);
         self
     }
 
@@ -186,6 +210,6 @@ impl NetworkBuilder {
                 .await
                 .map_err(|e| Error::Libp2p(format!("loading the node key failed: {e}")))??,
         };
-        Network::launch(key, self.config, self.store).await
+        Network::launch(key, self.config, self.store, self.provided).await
     }
 }

@@ -42,9 +42,9 @@ pub struct NetConfig {
     /// ([`DEFAULT_KAD_PROTOCOL`]); Logos Storage and other libp2p networks use
     /// `/ipfs/kad/1.0.0`. Nodes with different names do not see each other's records.
     pub kad_protocol: String,
-    /// How often our provider records are published again. Default 30 minutes, as in
-    /// Codex.
-    pub reprovide_interval: Duration,
+    /// Our provider records (announced at a bounded rate, again on a schedule) and
+    /// other peers' (a bounded store, expiring). Default [`ProviderConfig::default`].
+    pub providers: ProviderConfig,
     /// The transports that carry connections. Default both TCP and QUIC.
     pub transports: Transports,
     /// How many connections the node keeps. Default [`Limits::default`].
@@ -64,12 +64,138 @@ impl Default for NetConfig {
             listen_addrs: default_listen_addrs(Transports::ALL),
             bootstrap: Vec::new(),
             kad_protocol: DEFAULT_KAD_PROTOCOL.into(),
-            reprovide_interval: Duration::from_secs(30 * 60),
+            providers: ProviderConfig::default(),
             transports: Transports::ALL,
             limits: Limits::default(),
             timeouts: Timeouts::default(),
             exchange: ExchangeConfig::default(),
         }
+    }
+}
+
+/// Provider records: the node's own, kept in a set the node owns (no limit but memory)
+/// and announced again every [`reprovide_interval`](Self::reprovide_interval) at no
+/// more than [`announce_rate`](Self::announce_rate) per second; and other peers', kept
+/// in a bounded store until they expire.
+///
+/// An announcement is a Kademlia `start_providing`: a walk to the 20 peers closest to
+/// the key, then the record sent to each. A new key (from
+/// [`Network::provide`](crate::Network::provide)) is announced before keys due again;
+/// one whose announcement reached no peer is tried again after
+/// [`retry_after`](Self::retry_after). While the routing table is empty nothing is
+/// announced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ProviderConfig {
+    /// How long after its last announcement each of our keys is announced again.
+    /// Default 12 h (libp2p Kademlia's), a quarter of [`record_ttl`](Self::record_ttl).
+    pub reprovide_interval: Duration,
+    /// How long a provider record lives: other peers' are dropped this long after they
+    /// were last announced to us. Default 48 h (libp2p Kademlia's). Must be longer
+    /// than the reprovide interval.
+    pub record_ttl: Duration,
+    /// Announcements started per second, at most (on average). Default 20: 100 000
+    /// keys take about 85 minutes of every reprovide interval.
+    pub announce_rate: u32,
+    /// Announcements that may start at once after a quiet time (the rate limit's
+    /// bucket). Default 20.
+    pub announce_burst: u32,
+    /// Announcements under way at once, at most: when peers answer slowly, the rate
+    /// drops below `announce_rate`. Default 64.
+    pub max_announcing: usize,
+    /// An announcement that reached no peer (or timed out) is tried again after this
+    /// long. Default 1 minute.
+    pub retry_after: Duration,
+    /// Provider records of other peers kept, at most; over it, records for new keys
+    /// or providers are refused until some expire. Default 131 072 (about 25 MiB at
+    /// 2 addresses a record; a record keeps at most 8 addresses of at most 256 bytes).
+    pub max_records: usize,
+    /// Providers kept per key, at most; more are ignored (the first ones stay, as in
+    /// libp2p's store, so that a flood of fake providers cannot push out real ones).
+    /// Default 20 (Kademlia's replication factor).
+    pub max_providers_per_key: usize,
+}
+
+impl Default for ProviderConfig {
+    fn default() -> Self {
+        ProviderConfig {
+            reprovide_interval: Duration::from_secs(12 * 60 * 60),
+            record_ttl: Duration::from_secs(48 * 60 * 60),
+            announce_rate: 20,
+            announce_burst: 20,
+            max_announcing: 64,
+            retry_after: Duration::from_secs(60),
+            max_records: 1 << 17,
+            max_providers_per_key: 20,
+        }
+    }
+}
+
+impl ProviderConfig {
+    /// Checks that the settings can work: no zero, and records that outlive the
+    /// reprovide interval.
+    ///
+    /// # Errors
+    /// [`Error::InvalidOption`] naming the first field that is wrong
+    /// (`"providers.announce_rate"`, ...).
+    pub fn validate(&self) -> Result<()> {
+        let zero = |option, what: &str| invalid(option, format!("{what} must be more than 0"));
+        let counts = [
+            (
+                "providers.announce_rate",
+                "the announce rate",
+                self.announce_rate as usize,
+            ),
+            (
+                "providers.announce_burst",
+                "the announce burst",
+                self.announce_burst as usize,
+            ),
+            (
+                "providers.max_announcing",
+                "the number of announcements at once",
+                self.max_announcing,
+            ),
+            (
+                "providers.max_records",
+                "the provider record limit",
+                self.max_records,
+            ),
+            (
+                "providers.max_providers_per_key",
+                "the providers per key limit",
+                self.max_providers_per_key,
+            ),
+        ];
+        for (option, what, count) in counts {
+            if count == 0 {
+                return Err(zero(option, what));
+            }
+        }
+        let durations = [
+            (
+                "providers.reprovide_interval",
+                "the reprovide interval",
+                self.reprovide_interval,
+            ),
+            ("providers.record_ttl", "the record TTL", self.record_ttl),
+            ("providers.retry_after", "the retry delay", self.retry_after),
+        ];
+        for (option, what, duration) in durations {
+            if duration.is_zero() {
+                return Err(zero(option, what));
+            }
+        }
+        if self.record_ttl <= self.reprovide_interval {
+            return Err(invalid(
+                "providers.record_ttl",
+                format!(
+                    "{:?} does not outlive the reprovide interval ({:?}): records would \
+                     expire before they are announced again",
+                    self.record_ttl, self.reprovide_interval
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -320,7 +446,8 @@ impl NetConfig {
     /// Checks the settings without binding or dialing anything: at least one transport;
     /// every listen address a TCP or QUIC address of an enabled transport; every
     /// bootstrap address ending in `/p2p/<peer id>`; a Kademlia protocol name starting
-    /// with `/`; no limit, interval or timeout of zero.
+    /// with `/`; no limit, interval or timeout of zero; provider records that outlive
+    /// the reprovide interval.
     ///
     /// # Errors
     /// [`Error::InvalidOption`] naming the first setting that is wrong, and why.
@@ -366,12 +493,7 @@ impl NetConfig {
                 ));
             }
         }
-        if self.reprovide_interval.is_zero() {
-            return Err(invalid(
-                "reprovide_interval",
-                "the reprovide interval must be more than 0",
-            ));
-        }
+        self.providers.validate()?;
         let limits = [
             ("limits.max_connections", self.limits.max_connections),
             (
@@ -480,9 +602,22 @@ mod tests {
             "bootstrap",
         );
         check(
-            &|c| c.reprovide_interval = Duration::ZERO,
-            "reprovide_interval",
+            &|c| c.providers.reprovide_interval = Duration::ZERO,
+            "providers.reprovide_interval",
         );
+        check(
+            &|c| c.providers.record_ttl = c.providers.reprovide_interval,
+            "providers.record_ttl",
+        );
+        check(
+            &|c| c.providers.announce_rate = 0,
+            "providers.announce_rate",
+        );
+        check(
+            &|c| c.providers.max_announcing = 0,
+            "providers.max_announcing",
+        );
+        check(&|c| c.providers.max_records = 0, "providers.max_records");
         check(
             &|c| c.limits.max_connections_per_peer = Some(0),
             "limits.max_connections_per_peer",

@@ -9,15 +9,19 @@ mod error;
 pub mod exchange;
 pub mod message;
 mod network;
+mod providers;
 
 pub use crate::builder::NetworkBuilder;
-pub use crate::config::{DEFAULT_KAD_PROTOCOL, Limits, NetConfig, Timeouts, Transports};
+pub use crate::config::{
+    DEFAULT_KAD_PROTOCOL, Limits, NetConfig, ProviderConfig, Timeouts, Transports,
+};
 pub use crate::download::{
     Download, DownloadStream, FetchOptions, FetchReport, fetch_manifest, fetch_manifest_block,
 };
 pub use crate::error::{Error, Result};
 pub use crate::exchange::{Exchange, ExchangeConfig};
 pub use crate::network::{NetInfo, Network, load_or_create_key, provider_key};
+pub use crate::providers::ProviderStats;
 pub use libp2p::identity::Keypair;
 pub use libp2p::multiaddr::Protocol;
 pub use libp2p::{Multiaddr, PeerId};

@@ -3,8 +3,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use codex_core::{BlockRead, Cid};
 use futures::StreamExt;
@@ -12,7 +13,7 @@ use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::core::transport::Boxed;
 use libp2p::core::upgrade::Version;
 use libp2p::identity::Keypair;
-use libp2p::kad::{self, GetProvidersOk, QueryId, QueryResult, RecordKey};
+use libp2p::kad::{self, GetProvidersOk, ProviderRecord, QueryId, QueryResult, RecordKey};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
     Multiaddr, PeerId, Swarm, Transport, autonat, connection_limits, dcutr, identify, noise, ping,
@@ -24,6 +25,9 @@ use crate::builder::NetworkBuilder;
 use crate::config::{NetConfig, Transports};
 use crate::error::{Error, Result};
 use crate::exchange::Exchange;
+use crate::providers::ProviderStats;
+use crate::providers::schedule::Schedule;
+use crate::providers::store::ProviderStore;
 
 /// Loads the node key from `path`, or creates one there (mode 0600).
 pub fn load_or_create_key(path: &Path) -> Result<Keypair> {
@@ -63,7 +67,7 @@ struct Behaviour {
     limits: connection_limits::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
-    kad: kad::Behaviour<kad::store::MemoryStore>,
+    kad: kad::Behaviour<ProviderStore>,
     autonat: autonat::Behaviour,
     relay: relay::client::Behaviour,
     dcutr: dcutr::Behaviour,
@@ -71,8 +75,10 @@ struct Behaviour {
 }
 
 pub(crate) enum Command {
-    Provide(Cid),
+    Provide(Vec<Cid>),
     Unprovide(Cid),
+    Provided(oneshot::Sender<Vec<Cid>>),
+    ProviderStats(oneshot::Sender<ProviderStats>),
     FindProviders(Cid, oneshot::Sender<Vec<PeerId>>),
     Dial(PeerId, Vec<Multiaddr>, oneshot::Sender<Result<()>>),
     Disconnect(PeerId),
@@ -163,10 +169,11 @@ impl Network {
         key: Keypair,
         config: NetConfig,
         store: Arc<dyn BlockRead>,
+        provided: Vec<Cid>,
     ) -> Result<Network> {
         let peer_id = key.public().to_peer_id();
         let kad_protocol = config.kad_stream_protocol()?;
-        let reprovide = config.reprovide_interval;
+        let providing = config.providers;
         let timeouts = config.timeouts;
         let limits = config.limits.to_libp2p();
         let transports = config.transports;
@@ -178,11 +185,19 @@ impl Network {
             .map_err(|e| Error::Libp2p(e.to_string()))?
             .with_behaviour(|key, relay| {
                 let mut kad_config = kad::Config::new(kad_protocol);
-                kad_config.set_provider_publication_interval(Some(reprovide));
+                // Our records are announced by our own schedule (`Schedule`): Kademlia's
+                // job would announce them all at once.
+                kad_config.set_provider_publication_interval(None);
+                kad_config.set_provider_record_ttl(Some(providing.record_ttl));
                 kad_config.set_query_timeout(timeouts.kad_query);
+                let local = key.public().to_peer_id();
                 let mut kad = kad::Behaviour::with_config(
-                    key.public().to_peer_id(),
-                    kad::store::MemoryStore::new(key.public().to_peer_id()),
+                    local,
+                    ProviderStore::new(
+                        local,
+                        providing.max_records,
+                        providing.max_providers_per_key,
+                    ),
                     kad_config,
                 );
                 kad.set_mode(Some(kad::Mode::Server));
@@ -223,7 +238,12 @@ impl Network {
             providers: HashMap::new(),
             dials: HashMap::new(),
             exchange: Arc::clone(&exchange),
+            schedule: Schedule::new(&providing),
+            announcing: HashMap::new(),
+            wake: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            wake_armed: false,
         };
+        task.add_provided(provided);
         // Wait (at most 5 s) for the first listen address, so that callers can print it
         // and hand it to other nodes at once.
         if !config.listen_addrs.is_empty() {
@@ -297,8 +317,11 @@ impl Network {
         self.commands.send(c).await.map_err(|_| Error::Stopped)
     }
 
-    /// Announces in the DHT that we provide `cid`; the record is published again every
-    /// [`NetConfig::reprovide_interval`].
+    /// Adds `cid` to the keys we provide: we answer for it at once, announce it in the
+    /// DHT before keys due again (within the announce rate), and again every
+    /// [`ProviderConfig::reprovide_interval`](crate::ProviderConfig::reprovide_interval).
+    /// A key provided already stays as it is. Returns when the network task has the
+    /// key, before it is announced ([`provider_stats`](Self::provider_stats) tells).
     ///
     /// # Errors
     /// [`Error::Stopped`] when the network task has stopped.
@@ -306,10 +329,50 @@ impl Network {
     /// # Cancel safety
     /// Cancel safe: a command already sent is carried out, its answer dropped.
     pub async fn provide(&self, cid: Cid) -> Result<()> {
-        self.send(Command::Provide(cid)).await
+        self.send(Command::Provide(vec![cid])).await
     }
 
-    /// Withdraws our provider record for `cid`.
+    /// [`provide`](Self::provide) for many keys in one command.
+    ///
+    /// # Errors
+    /// [`Error::Stopped`] when the network task has stopped.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a command already sent is carried out, its answer dropped.
+    pub async fn provide_many(&self, cids: Vec<Cid>) -> Result<()> {
+        self.send(Command::Provide(cids)).await
+    }
+
+    /// The keys we provide, in no order: what the caller saves to hand to
+    /// [`NetworkBuilder::provided`] at the next start.
+    ///
+    /// # Errors
+    /// [`Error::Stopped`] when the network task has stopped.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a command already sent is carried out, its answer dropped.
+    pub async fn provided(&self) -> Result<Vec<Cid>> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Provided(tx)).await?;
+        rx.await.map_err(|_| Error::Stopped)
+    }
+
+    /// What our provider records are doing: keys provided, not yet announced,
+    /// announcements under way, done and failed; other peers' records held.
+    ///
+    /// # Errors
+    /// [`Error::Stopped`] when the network task has stopped.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a command already sent is carried out, its answer dropped.
+    pub async fn provider_stats(&self) -> Result<ProviderStats> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::ProviderStats(tx)).await?;
+        rx.await.map_err(|_| Error::Stopped)
+    }
+
+    /// Removes `cid` from the keys we provide: it is no longer announced, and we no
+    /// longer answer for it (records at other peers live until they expire).
     ///
     /// # Errors
     /// [`Error::Stopped`] when the network task has stopped.
@@ -436,10 +499,18 @@ struct SwarmTask {
     providers: HashMap<QueryId, (HashSet<PeerId>, oneshot::Sender<Vec<PeerId>>)>,
     dials: HashMap<PeerId, Vec<oneshot::Sender<Result<()>>>>,
     exchange: Arc<Exchange>,
+    /// When each of our keys is announced.
+    schedule: Schedule<Cid>,
+    /// Our announcements under way: the key and its generation in the schedule.
+    announcing: HashMap<QueryId, (Cid, u64)>,
+    /// Wakes the task when the schedule has a key to announce.
+    wake: Pin<Box<tokio::time::Sleep>>,
+    wake_armed: bool,
 }
 
 impl SwarmTask {
     async fn run(mut self) {
+        self.announce();
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_event(event),
@@ -447,22 +518,96 @@ impl SwarmTask {
                     Some(Command::Shutdown) | None => break,
                     Some(c) => self.on_command(c),
                 },
+                () = &mut self.wake, if self.wake_armed => self.wake_armed = false,
             }
+            self.announce();
         }
         tracing::debug!("network task stopped");
     }
 
-    fn on_command(&mut self, command: Command) {
-        let kad = &mut self.swarm.behaviour_mut().kad;
-        match command {
-            Command::Provide(cid) => {
-                if let Err(e) = kad.start_providing(provider_key(&cid)) {
+    /// Adds keys to the set we provide: the store answers for them at once, the
+    /// schedule announces them.
+    fn add_provided(&mut self, cids: Vec<Cid>) {
+        let local = *self.swarm.local_peer_id();
+        for cid in cids {
+            if self.schedule.insert(cid) {
+                let record = ProviderRecord::new(provider_key(&cid), local, Vec::new());
+                // Our own records are held apart, without a limit: this cannot fail.
+                if let Err(e) = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .store_mut()
+                    .add_provider_at(record, Instant::now())
+                {
                     tracing::warn!(%cid, error = %e, "cannot provide");
                 }
             }
-            Command::Unprovide(cid) => kad.stop_providing(&provider_key(&cid)),
+        }
+    }
+
+    /// Starts the announcements the schedule allows now, and sets the timer for the
+    /// next. Nothing is announced while the routing table is empty (there is no one to
+    /// tell; a peer added wakes the task).
+    fn announce(&mut self) {
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        if kad.kbuckets().next().is_none() {
+            self.wake_armed = false;
+            return;
+        }
+        let now = Instant::now();
+        while let Some((cid, generation)) = self.schedule.next(now) {
+            match kad.start_providing(provider_key(&cid)) {
+                Ok(id) => {
+                    self.announcing.insert(id, (cid, generation));
+                }
+                Err(e) => {
+                    tracing::warn!(%cid, error = %e, "cannot provide");
+                    self.schedule.finished(cid, generation, false, now);
+                }
+            }
+        }
+        match self.schedule.wake_at(now) {
+            Some(at) => {
+                self.wake.as_mut().reset(tokio::time::Instant::from_std(at));
+                self.wake_armed = true;
+            }
+            None => self.wake_armed = false,
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Provide(cids) => self.add_provided(cids),
+            Command::Unprovide(cid) => {
+                self.schedule.remove(&cid);
+                self.swarm
+                    .behaviour_mut()
+                    .kad
+                    .stop_providing(&provider_key(&cid));
+            }
+            Command::Provided(reply) => {
+                let _ = reply.send(self.schedule.keys().copied().collect());
+            }
+            Command::ProviderStats(reply) => {
+                let c = self.schedule.counts();
+                let store = self.swarm.behaviour_mut().kad.store_mut();
+                store.expire(Instant::now());
+                let _ = reply.send(ProviderStats {
+                    provided: c.keys,
+                    never_announced: c.never_announced,
+                    announcing: c.announcing,
+                    announcements: c.announcements,
+                    failures: c.failures,
+                    records: store.others_len(),
+                });
+            }
             Command::FindProviders(cid, reply) => {
-                let id = kad.get_providers(provider_key(&cid));
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .get_providers(provider_key(&cid));
                 self.providers.insert(id, (HashSet::new(), reply));
             }
             Command::Dial(peer, addrs, reply) => {
@@ -543,6 +688,21 @@ impl SwarmTask {
                 let kad = &mut self.swarm.behaviour_mut().kad;
                 for addr in info.listen_addrs {
                     kad.add_address(&peer_id, addr);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id,
+                result: QueryResult::StartProviding(r),
+                stats,
+                ..
+            })) => {
+                if let Some((cid, generation)) = self.announcing.remove(&id) {
+                    // Kademlia reports success when the walk found no peer to tell.
+                    let ok = r.is_ok() && stats.num_successes() > 0;
+                    if !ok {
+                        tracing::debug!(%cid, result = ?r, "an announcement reached no peer");
+                    }
+                    self.schedule.finished(cid, generation, ok, Instant::now());
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
