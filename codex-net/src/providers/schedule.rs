@@ -234,6 +234,14 @@ impl<K: Clone + Eq + Hash> Schedule<K> {
             Queue::Due => self.due.pop_front().map(|(_, k, g)| (k, g))?,
             Queue::Retry => self.retry.pop_front().map(|(_, k, g)| (k, g))?,
         };
+        // A queue drained after many keys came at once gives its room back (the keys
+        // now wait in `due`).
+        if self.fresh.is_empty() && self.fresh.capacity() > 1024 {
+            self.fresh.shrink_to_fit();
+        }
+        if self.retry.is_empty() && self.retry.capacity() > 1024 {
+            self.retry.shrink_to_fit();
+        }
         if let Some(slot) = self.keys.get_mut(&key) {
             slot.announcing = true;
         }

@@ -4,7 +4,7 @@
 //! with its default limits.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, hash_map};
+use std::collections::{BTreeMap, HashMap, HashSet, hash_map, hash_set};
 use std::time::Instant;
 
 use libp2p::PeerId;
@@ -27,7 +27,9 @@ struct Held {
 pub(crate) struct ProviderStore {
     local: PeerId,
     values: MemoryStore,
-    own: HashMap<RecordKey, ProviderRecord>,
+    /// Our keys: our records have no addresses (Kademlia adds ours when it answers)
+    /// and do not expire, so the key is all there is to keep.
+    own: HashSet<RecordKey>,
     others: HashMap<RecordKey, Vec<Held>>,
     /// Other peers' records by expiry; `seq` makes entries unique.
     expiry: BTreeMap<(Instant, u64), RecordKey>,
@@ -51,7 +53,7 @@ impl ProviderStore {
         ProviderStore {
             local,
             values: MemoryStore::new(local),
-            own: HashMap::new(),
+            own: HashSet::new(),
             others: HashMap::new(),
             expiry: BTreeMap::new(),
             count: 0,
@@ -91,7 +93,7 @@ impl ProviderStore {
         now: Instant,
     ) -> store::Result<()> {
         if record.provider == self.local {
-            self.own.insert(record.key.clone(), record);
+            self.own.insert(record.key);
             return Ok(());
         }
         self.expire(now);
@@ -111,7 +113,8 @@ impl ProviderStore {
                 if full {
                     return Err(store::Error::MaxProvidedKeys);
                 }
-                e.insert(Vec::new())
+                // Most keys have one provider: no room for more until one comes.
+                e.insert(Vec::with_capacity(1))
             }
         };
         if let Some(h) = held
@@ -145,7 +148,10 @@ impl ProviderStore {
     /// [`RecordStore::providers`] at `now`: ours first, then others' that have not
     /// expired.
     pub(crate) fn providers_at(&self, key: &RecordKey, now: Instant) -> Vec<ProviderRecord> {
-        let own = self.own.get(key).cloned();
+        let own = self
+            .own
+            .contains(key)
+            .then(|| ProviderRecord::new(key.clone(), self.local, Vec::new()));
         let others = self
             .others
             .get(key)
@@ -159,10 +165,7 @@ impl ProviderStore {
 
 impl RecordStore for ProviderStore {
     type RecordsIter<'a> = <MemoryStore as RecordStore>::RecordsIter<'a>;
-    type ProvidedIter<'a> = std::iter::Map<
-        hash_map::Values<'a, RecordKey, ProviderRecord>,
-        fn(&'a ProviderRecord) -> Cow<'a, ProviderRecord>,
-    >;
+    type ProvidedIter<'a> = Provided<'a>;
 
     fn get(&self, k: &RecordKey) -> Option<Cow<'_, Record>> {
         self.values.get(k)
@@ -189,7 +192,10 @@ impl RecordStore for ProviderStore {
     }
 
     fn provided(&self) -> Self::ProvidedIter<'_> {
-        self.own.values().map(Cow::Borrowed)
+        Provided {
+            keys: self.own.iter(),
+            local: self.local,
+        }
     }
 
     fn remove_provider(&mut self, key: &RecordKey, provider: &PeerId) {
@@ -213,6 +219,25 @@ impl RecordStore for ProviderStore {
                 held.remove();
             }
         }
+    }
+}
+
+/// Our provider records, made from our keys.
+pub(crate) struct Provided<'a> {
+    keys: hash_set::Iter<'a, RecordKey>,
+    local: PeerId,
+}
+
+impl<'a> Iterator for Provided<'a> {
+    type Item = Cow<'a, ProviderRecord>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let key = self.keys.next()?;
+        Some(Cow::Owned(ProviderRecord::new(
+            key.clone(),
+            self.local,
+            Vec::new(),
+        )))
     }
 }
 
