@@ -23,8 +23,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use codex::market::alloy::primitives::U256;
-use codex::market::deploy::{mint, signing_provider};
 use codex::market::{
     LocalChain, MarketplaceClient, MarketplaceConfig, RequestState, TokenSource, VerifierSource,
     deploy,
@@ -164,15 +162,7 @@ async fn nodes_serve_data_through_a_chain_outage_and_prove_again_after_it() -> a
     let funded = |i: u64| {
         let (chain, d, cache, rpc) = (&chain, &d, &cache, proxy.url());
         async move {
-            let signer = chain.account(i).await?;
-            let p = signing_provider(chain.url(), &signer)?;
-            mint(
-                &p,
-                d.token,
-                signer.address(),
-                U256::from(10u64).pow(U256::from(18)),
-            )
-            .await?;
+            let signer = common::funded(chain, d.token, i).await?;
             let mut mc = MarketConfig::new(
                 rpc,
                 d.marketplace,

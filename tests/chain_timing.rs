@@ -12,7 +12,6 @@ use std::time::Duration;
 use anyhow::Context;
 use codex::market::alloy::primitives::U256;
 use codex::market::alloy::providers::Provider;
-use codex::market::deploy::{mint, signing_provider};
 use codex::market::{
     Ask, Content, LocalChain, MarketEvent, MarketplaceClient, MarketplaceConfig, Metered, SlotId,
     StorageRequest, TokenSource, VerifierSource, deploy,
@@ -20,6 +19,8 @@ use codex::market::{
 use codex::node::sales::{Availability, Fetched, SaleState, Sales, Seller, SellerConfig, SlotHost};
 use codex_core::Cid;
 use tokio_util::sync::CancellationToken;
+
+mod common;
 
 /// A host whose proofs `TestVerifier` accepts, taking a second each.
 #[derive(Debug)]
@@ -89,15 +90,7 @@ async fn every_proof_lands_in_its_period_on_a_chain_with_real_block_times() -> a
     let account = |i: u64| {
         let (chain, d) = (&chain, &d);
         async move {
-            let signer = chain.account(i).await?;
-            let p = signing_provider(chain.url(), &signer)?;
-            mint(
-                &p,
-                d.token,
-                signer.address(),
-                U256::from(10u64).pow(U256::from(18)),
-            )
-            .await?;
+            let signer = common::funded(chain, d.token, i).await?;
             anyhow::Ok(MarketplaceClient::connect(chain.url(), &signer, d.marketplace).await?)
         }
     };

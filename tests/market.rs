@@ -10,7 +10,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use bytes::Bytes;
 use codex::market::alloy::primitives::U256;
-use codex::market::deploy::{mint, signing_provider};
 use codex::market::{
     Ask, Content, LocalChain, MarketplaceClient, MarketplaceConfig, MarketplaceError, RequestState,
     SlotId, SlotState, StorageRequest, TokenSource, VerifierSource, deploy,
@@ -19,6 +18,8 @@ use codex::proofs::prover::compile_verifier;
 use codex::proofs::slot::{SlotGeometry, Slots};
 use codex::proofs::{ProofInput, Prover, Srs, entropy_from_challenge};
 use rand::{RngCore, SeedableRng, rngs::StdRng};
+
+mod common;
 
 const BS: usize = 65536;
 const SLOTS: u64 = 3;
@@ -123,15 +124,7 @@ async fn hosts_fill_and_prove_with_real_halo2_proofs() -> anyhow::Result<()> {
         let chain = &chain;
         let d = &d;
         async move {
-            let signer = chain.account(i).await?;
-            let p = signing_provider(chain.url(), &signer)?;
-            mint(
-                &p,
-                d.token,
-                signer.address(),
-                U256::from(10u64).pow(U256::from(18)),
-            )
-            .await?;
+            let signer = common::funded(chain, d.token, i).await?;
             anyhow::Ok(MarketplaceClient::connect(chain.url(), &signer, d.marketplace).await?)
         }
     };

@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use codex::market::alloy::primitives::U256;
-use codex::market::deploy::{mint, signing_provider};
 use codex::market::{
     LocalChain, MarketplaceConfig, RequestState, SlotState, TokenSource, VerifierSource, deploy,
 };
@@ -61,15 +59,7 @@ async fn three_hosts_fill_a_request_with_real_proofs_and_prove_again() -> anyhow
     let funded = |i: u64| {
         let (chain, d, cache) = (&chain, &d, &cache);
         async move {
-            let signer = chain.account(i).await?;
-            let p = signing_provider(chain.url(), &signer)?;
-            mint(
-                &p,
-                d.token,
-                signer.address(),
-                U256::from(10u64).pow(U256::from(18)),
-            )
-            .await?;
+            let signer = common::funded(chain, d.token, i).await?;
             let mut mc = MarketConfig::new(
                 chain.url(),
                 d.marketplace,
@@ -204,12 +194,20 @@ async fn three_hosts_fill_a_request_with_real_proofs_and_prove_again() -> anyhow
     // Each host holds one distinct slot, filled with a real proof.
     let mut indices = Vec::new();
     for (i, h) in hosts.iter().enumerate() {
-        let sales = get_json(&http, format!("{}/sales/slots", h.api_url())).await?;
-        let sale = sales
-            .as_array()
-            .and_then(|a| a.iter().find(|s| s["state"] == "SaleProving"))
-            .with_context(|| format!("host {i} proves no slot: {sales}"))?
-            .clone();
+        // The request starts when the last fill lands; that host's sale moves on once
+        // its receipt is read.
+        let url = format!("{}/sales/slots", h.api_url());
+        let sale = wait_for(
+            &format!("host {i} to prove a slot"),
+            Duration::from_secs(30),
+            || async {
+                let sales = get_json(&http, url.clone()).await?;
+                Ok(sales
+                    .as_array()
+                    .and_then(|a| a.iter().find(|s| s["state"] == "SaleProving").cloned()))
+            },
+        )
+        .await?;
         println!(
             "host {i}: slot {} timings (ms) {}",
             sale["slotIndex"], sale["timingsMs"]

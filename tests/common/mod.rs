@@ -1,5 +1,8 @@
-//! What the marketplace tests share: nodes on loopback with a marketplace, JSON over
-//! the REST API, polling, and waiting for a host's proof.
+//! What the marketplace tests share: funded accounts, nodes on loopback with a
+//! marketplace, JSON over the REST API, polling, and waiting for a host's proof.
+
+// Each test crate uses a part.
+#![allow(dead_code)]
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -9,6 +12,19 @@ use codex::market::LocalChain;
 use codex::node::market::MarketConfig;
 use codex::{Node, NodeConfig};
 use serde_json::Value;
+
+/// Anvil account `index`, with ether for gas and 10^18 of the marketplace's `token`.
+pub async fn funded(
+    chain: &LocalChain,
+    token: codex::market::alloy::primitives::Address,
+    index: u64,
+) -> anyhow::Result<codex::market::alloy::signers::local::PrivateKeySigner> {
+    let signer = chain.account(index).await?;
+    let p = codex::market::deploy::signing_provider(chain.url(), &signer)?;
+    let tokens = codex::market::alloy::primitives::U256::from(10u64).pow(18u64.try_into()?);
+    codex::market::deploy::mint(&p, token, signer.address(), tokens).await?;
+    Ok(signer)
+}
 
 pub async fn node(
     dir: &Path,
