@@ -745,29 +745,15 @@ impl<K: Kv> Inner<K> {
     /// Removes every leaf of `tree` and the blocks only it referred to, in batches; the
     /// marker written before makes `recover` finish the job after a crash.
     fn delete_tree(&self, st: &mut State, tree: &Cid) -> CoreResult<()> {
-        let prefix = keys::leaf_prefix(tree);
-        loop {
-            let batch = self.kv.range(&prefix, &keys::prefix_end(&prefix), CHUNK)?;
-            if batch.is_empty() {
-                break;
-            }
-            self.write(st, |t| {
-                for (key, v) in &batch {
-                    let (cid, _) = decode_leaf(key, v)?;
-                    t.del(key.clone());
-                    t.unref(&cid, true)?;
-                }
-                Ok(())
-            })?;
-        }
+        self.delete_leaves(st, tree, 0..u64::MAX)?;
         self.write(st, |t| {
             t.del(keys::deleting_tree(tree));
             Ok(())
         })
     }
 
-    /// Removes the stored leaves `range` of `tree` and the blocks only they referred
-    /// to, in batches (a crash between two leaves none of the others: what is left is
+    /// Removes the stored leaves `range` of `tree` (to the last one when the range ends
+    /// at `u64::MAX`) and the blocks only they referred to, in batches (a crash between two leaves none of the others: what is left is
     /// still a consistent, smaller set).
     fn delete_leaves(
         &self,
@@ -778,7 +764,13 @@ impl<K: Kv> Inner<K> {
         if range.is_empty() {
             return Ok(0);
         }
-        let (from, to) = (keys::leaf(tree, range.start), keys::leaf(tree, range.end));
+        let from = keys::leaf(tree, range.start);
+        // A range to `u64::MAX` runs to the tree's last leaf, whatever its index.
+        let to = if range.end == u64::MAX {
+            keys::prefix_end(&keys::leaf_prefix(tree))
+        } else {
+            keys::leaf(tree, range.end)
+        };
         let mut deleted = 0;
         loop {
             let batch = self.kv.range(&from, &to, CHUNK)?;
