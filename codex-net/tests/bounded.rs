@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use codex_core::{BlockAddress, Cid, Manifest};
-use codex_net::message::{Entry, Message, PROTOCOL, WantList, WantType, write_message};
-use codex_net::{Download, ExchangeConfig, Multiaddr, Network, PeerId, Transports, libp2p_stream};
+use codex_core::{Cid, Manifest};
+use codex_net::message::{PROTOCOL, write_message};
+use codex_net::{Download, ExchangeConfig, Multiaddr, Network, PeerId, libp2p_stream};
 use futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{StreamProtocol, noise, tcp, yamux};
@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 mod common;
-use common::{listen_addr, mem, put_dataset, random};
+use common::{listen_addr, mem, node, put_dataset, random, want_blocks};
 
 /// A raw libp2p client that speaks the block exchange's framing, accepts the node's
 /// streams and never reads them.
@@ -94,42 +94,12 @@ impl Hog {
             .control
             .open_stream(node, StreamProtocol::new(PROTOCOL))
             .await?;
-        let entries: Vec<Entry> = (0..manifest.blocks_count())
-            .map(|index| Entry {
-                address: BlockAddress::Leaf {
-                    tree: manifest.tree_cid,
-                    index,
-                },
-                priority: 0,
-                cancel: false,
-                want_type: WantType::WantBlock,
-                send_dont_have: false,
-            })
-            .collect();
-        let msg = Message {
-            wantlist: WantList {
-                entries,
-                full: false,
-            },
-            ..Message::default()
-        };
+        let msg = want_blocks(manifest.tree_cid, 0..manifest.blocks_count());
         for _ in 0..messages {
             write_message(&mut s, &msg, true).await?;
         }
         Ok(s)
     }
-}
-
-async fn node(
-    store: Arc<dyn codex_core::BlockStore>,
-    exchange: ExchangeConfig,
-) -> anyhow::Result<Network> {
-    Ok(Network::builder(store)
-        .transports(Transports::TCP)
-        .listen(["/ip4/127.0.0.1/tcp/0".parse()?])
-        .exchange(exchange)
-        .start()
-        .await?)
 }
 
 /// Samples what the node queues for `peer` every few milliseconds until stopped: the

@@ -13,7 +13,7 @@ use futures::{AsyncWriteExt, StreamExt};
 use libp2p::{Multiaddr, StreamProtocol};
 
 mod common;
-use common::{listen_addr, mem, put_dataset, random};
+use common::{listen_addr, mem, put_dataset, random, want_blocks};
 
 struct TestNode {
     net: Network,
@@ -217,25 +217,10 @@ async fn abusive_peers_are_dropped_and_the_node_keeps_serving() -> anyhow::Resul
         .open_stream(a.net.peer_id(), protocol)
         .await?;
     for round in 0..6u64 {
-        let entries = (0..1000u64)
-            .map(|i| Entry {
-                address: codex_core::BlockAddress::Leaf {
-                    tree: manifest.tree_cid,
-                    index: (round * 1000 + i) % 16,
-                },
-                priority: 0,
-                cancel: false,
-                want_type: WantType::WantBlock,
-                send_dont_have: false,
-            })
-            .collect();
-        let msg = Message {
-            wantlist: WantList {
-                entries,
-                full: false,
-            },
-            ..Message::default()
-        };
+        let msg = want_blocks(
+            manifest.tree_cid,
+            (0..1000u64).map(|i| (round * 1000 + i) % 16),
+        );
         if write_message(&mut s, &msg, true).await.is_err() {
             break;
         }

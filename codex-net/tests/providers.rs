@@ -9,8 +9,6 @@ use codex_net::{Multiaddr, Network, ProviderConfig, ProviderStats, Transports};
 use futures::StreamExt;
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
 
-// Shared with the other tests, which use the rest.
-#[allow(dead_code)]
 mod common;
 use common::{listen_addr, mem};
 

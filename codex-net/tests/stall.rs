@@ -7,25 +7,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use codex_core::{Block, BlockRead, BlockStore, Cid, CodexProof, LeafMeta, Manifest};
-use codex_net::{Download, Error, ExchangeConfig, FetchOptions, FetchReport, Network, Transports};
+use codex_net::{Download, Error, ExchangeConfig, FetchOptions, FetchReport, Network};
 use codex_store::{MemoryStore, StoreConfig};
 use futures::StreamExt;
 use tokio::time::Instant;
 
 mod common;
-use common::{listen_addr, mem, put_dataset, random};
-
-async fn node(
-    store: impl BlockRead + 'static,
-    exchange: ExchangeConfig,
-) -> anyhow::Result<Network> {
-    Ok(Network::builder(store)
-        .transports(Transports::TCP)
-        .listen(["/ip4/127.0.0.1/tcp/0".parse()?])
-        .exchange(exchange)
-        .start()
-        .await?)
-}
+use common::{listen_addr, mem, node, put_dataset, random};
 
 /// Fetches the whole of `manifest` through `net` into `store`, collecting the streamed
 /// bytes; the first error on the output ends the collection.

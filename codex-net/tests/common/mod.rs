@@ -1,10 +1,15 @@
-//! What the network tests share: seeded data, datasets in a store, memory stores.
+//! What the network tests share: seeded data, datasets in a store, memory stores,
+//! nodes on loopback, want-lists.
+
+// Each test crate uses a part.
+#![allow(dead_code)]
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use codex_core::{Block, BlockStore, Chunker, Cid, Manifest};
-use codex_net::{Multiaddr, Network, Protocol};
+use codex_core::{Block, BlockAddress, BlockRead, BlockStore, Chunker, Cid, Manifest};
+use codex_net::message::{Entry, Message, WantList, WantType};
+use codex_net::{ExchangeConfig, Multiaddr, Network, Protocol, Transports};
 use codex_store::{MemoryStore, StoreConfig};
 use rand::{RngCore, SeedableRng, rngs::StdRng};
 
@@ -34,4 +39,38 @@ pub async fn listen_addr(net: &Network) -> anyhow::Result<Multiaddr> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     anyhow::bail!("no listen address")
+}
+
+/// A node serving `store` over TCP on loopback, its exchange set by `exchange`.
+pub async fn node(
+    store: impl BlockRead + 'static,
+    exchange: ExchangeConfig,
+) -> anyhow::Result<Network> {
+    Ok(Network::builder(store)
+        .transports(Transports::TCP)
+        .listen(["/ip4/127.0.0.1/tcp/0".parse()?])
+        .exchange(exchange)
+        .start()
+        .await?)
+}
+
+/// A want-list message asking for the blocks at `indices` of `tree`.
+pub fn want_blocks(tree: Cid, indices: impl IntoIterator<Item = u64>) -> Message {
+    let entries = indices
+        .into_iter()
+        .map(|index| Entry {
+            address: BlockAddress::Leaf { tree, index },
+            priority: 0,
+            cancel: false,
+            want_type: WantType::WantBlock,
+            send_dont_have: false,
+        })
+        .collect();
+    Message {
+        wantlist: WantList {
+            entries,
+            full: false,
+        },
+        ..Message::default()
+    }
 }
