@@ -72,22 +72,38 @@ pub struct Deployment {
 /// [`Error::InvalidInput`] for a malformed URL, or a WebSocket one (`ws://`, `wss://`:
 /// connect with [`connect_signing_provider`]).
 pub fn signing_provider(rpc_url: &str, signer: &PrivateKeySigner) -> Result<DynProvider> {
-    let url: alloy::transports::http::reqwest::Url =
-        rpc_url.parse().map_err(|e| Error::InvalidInput {
-            what: "rpc url",
-            message: format!("{rpc_url}: {e}"),
-        })?;
+    http_signing_provider(parse_rpc_url(rpc_url)?, signer)
+}
+
+/// [`signing_provider`] of a parsed URL.
+fn http_signing_provider(
+    url: alloy::transports::http::reqwest::Url,
+    signer: &PrivateKeySigner,
+) -> Result<DynProvider> {
     match url.scheme() {
-        "http" | "https" => Ok(signing_provider_at(url, signer)),
-        "ws" | "wss" => Err(Error::InvalidInput {
-            what: "rpc url",
-            message: format!("{rpc_url}: a WebSocket URL needs connect_signing_provider"),
-        }),
-        other => Err(Error::InvalidInput {
-            what: "rpc url",
-            message: format!("{rpc_url}: scheme {other} is neither http(s) nor ws(s)"),
-        }),
+        "http" | "https" => {}
+        "ws" | "wss" => {
+            return Err(Error::InvalidInput {
+                what: "rpc url",
+                message: format!("{url}: a WebSocket URL needs connect_signing_provider"),
+            });
+        }
+        other => {
+            return Err(Error::InvalidInput {
+                what: "rpc url",
+                message: format!("{url}: scheme {other} is neither http(s) nor ws(s)"),
+            });
+        }
     }
+    Ok(signing_provider_at(url, signer))
+}
+
+/// `rpc_url` as a URL.
+fn parse_rpc_url(rpc_url: &str) -> Result<alloy::transports::http::reqwest::Url> {
+    rpc_url.parse().map_err(|e| Error::InvalidInput {
+        what: "rpc url",
+        message: format!("{rpc_url}: {e}"),
+    })
 }
 
 /// As [`signing_provider`], over HTTP(S) or a WebSocket (`ws://`, `wss://`: Codex's
@@ -100,13 +116,9 @@ pub async fn connect_signing_provider(
     rpc_url: &str,
     signer: &PrivateKeySigner,
 ) -> Result<DynProvider> {
-    let url: alloy::transports::http::reqwest::Url =
-        rpc_url.parse().map_err(|e| Error::InvalidInput {
-            what: "rpc url",
-            message: format!("{rpc_url}: {e}"),
-        })?;
+    let url = parse_rpc_url(rpc_url)?;
     if !matches!(url.scheme(), "ws" | "wss") {
-        return signing_provider(rpc_url, signer);
+        return http_signing_provider(url, signer);
     }
     let connect = alloy::rpc::client::ClientBuilder::default()
         .layer(retry_layer())

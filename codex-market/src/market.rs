@@ -246,17 +246,15 @@ impl Events {
         // No new block, one call: a reorganisation that replaced the latest block
         // without a new one on top is found with the next block.
         let latest = market.block_number().await?;
-        if latest.saturating_sub(self.confirmations) < self.next_block {
+        let safe = latest.saturating_sub(self.confirmations);
+        if safe < self.next_block {
             return Ok(Vec::new());
         }
+        // A rewind only moves the position back: `safe` stays ahead of it.
         if let Some(&(number, hash)) = self.recent.back()
             && market.block_hash(number).await? != Some(hash)
         {
             self.rewind(market).await?;
-        }
-        let safe = latest.saturating_sub(self.confirmations);
-        if safe < self.next_block {
-            return Ok(Vec::new());
         }
         let to = safe.min(self.next_block.saturating_add(MAX_BLOCKS_PER_POLL - 1));
         // The hash first: if the chain reorganises while the logs are read, the next
