@@ -36,7 +36,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 mod common;
-use common::{get_json, next_period_proved, node, wait_for};
+use common::{get_json, next_period_proved, node, proving_sale};
 
 /// A TCP proxy to one address that can be cut and restored.
 struct RpcProxy {
@@ -256,20 +256,7 @@ async fn nodes_serve_data_through_a_chain_outage_and_prove_again_after_it() -> a
         .context("no verifiable cid")?
         .to_string();
     for (i, h) in hosts.iter().enumerate() {
-        // The request starts when the last fill lands; that host's sale moves on once
-        // its receipt is read.
-        let url = format!("{}/sales/slots", h.api_url());
-        let sale = wait_for(
-            &format!("host {i} to prove a slot"),
-            Duration::from_secs(30),
-            || async {
-                let sales = get_json(&http, url.clone()).await?;
-                Ok(sales
-                    .as_array()
-                    .and_then(|a| a.iter().find(|s| s["state"] == "SaleProving").cloned()))
-            },
-        )
-        .await?;
+        let sale = proving_sale(&http, h, &format!("host {i}")).await?;
         println!(
             "host {i}: slot {} proofs in periods {}",
             sale["slotIndex"], sale["proofPeriods"]

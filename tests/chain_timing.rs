@@ -202,8 +202,11 @@ async fn every_proof_lands_in_its_period_on_a_chain_with_real_block_times() -> a
     // The fill's proof (the fill itself) counts for its period; each later one lands
     // in the period it was made for, once.
     let expected: Vec<u64> = (filled_in + 1..=last).collect();
-    let mut after_fill: Vec<u64> = landed.iter().copied().filter(|p| *p > filled_in).collect();
-    after_fill.retain(|p| *p <= last);
+    let after_fill: Vec<u64> = landed
+        .iter()
+        .copied()
+        .filter(|p| (filled_in + 1..=last).contains(p))
+        .collect();
     assert_eq!(
         after_fill, expected,
         "a proof in each period, in that period"

@@ -22,7 +22,7 @@ use rand::{RngCore, SeedableRng, rngs::StdRng};
 use serde_json::{Value, json};
 
 mod common;
-use common::{get_json, next_period_proved, node, wait_for};
+use common::{get_json, next_period_proved, node, proving_sale, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hosts_fill_a_request_with_real_proofs_and_prove_again() -> anyhow::Result<()> {
@@ -194,20 +194,7 @@ async fn three_hosts_fill_a_request_with_real_proofs_and_prove_again() -> anyhow
     // Each host holds one distinct slot, filled with a real proof.
     let mut indices = Vec::new();
     for (i, h) in hosts.iter().enumerate() {
-        // The request starts when the last fill lands; that host's sale moves on once
-        // its receipt is read.
-        let url = format!("{}/sales/slots", h.api_url());
-        let sale = wait_for(
-            &format!("host {i} to prove a slot"),
-            Duration::from_secs(30),
-            || async {
-                let sales = get_json(&http, url.clone()).await?;
-                Ok(sales
-                    .as_array()
-                    .and_then(|a| a.iter().find(|s| s["state"] == "SaleProving").cloned()))
-            },
-        )
-        .await?;
+        let sale = proving_sale(&http, h, &format!("host {i}")).await?;
         println!(
             "host {i}: slot {} timings (ms) {}",
             sale["slotIndex"], sale["timingsMs"]

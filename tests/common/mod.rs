@@ -53,6 +53,28 @@ pub async fn get_json(http: &reqwest::Client, url: String) -> anyhow::Result<Val
     Ok(serde_json::from_str(&text)?)
 }
 
+/// The sale `node` proves a slot with (`/sales/slots`, state `SaleProving`), waited
+/// for up to 30 s: a request starts when its last fill lands, and that host's sale
+/// moves on once it has read the fill's receipt.
+pub async fn proving_sale(
+    http: &reqwest::Client,
+    node: &Node,
+    name: &str,
+) -> anyhow::Result<Value> {
+    let url = format!("{}/sales/slots", node.api_url());
+    wait_for(
+        &format!("{name} to prove a slot"),
+        Duration::from_secs(30),
+        || async {
+            let sales = get_json(http, url.clone()).await?;
+            Ok(sales
+                .as_array()
+                .and_then(|a| a.iter().find(|s| s["state"] == "SaleProving").cloned()))
+        },
+    )
+    .await
+}
+
 /// Polls `f` every 500 ms until it returns `Some`, for at most `limit`.
 pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> anyhow::Result<T>
 where
