@@ -15,14 +15,20 @@
 //! moved to the request's end, the hosts are paid and the client withdraws.
 //!
 //! Every step is checked: [`run`] returns an error naming the first that failed.
+//!
+//! [`keep_running`] sets up the same network and leaves it running, without the
+//! scenario, for a user (or a test) to drive through the nodes' REST APIs; it hands
+//! over where everything is as [`Endpoints`].
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use codex::crypto::{NewKey, Secret};
-use codex::market::alloy::primitives::{Address, U256};
-use codex::market::deploy::{mint, signing_provider};
+use codex::market::alloy::primitives::{Address, B256, U256};
+use codex::market::alloy::providers::DynProvider;
+use codex::market::deploy::{Deployment, mint, signing_provider};
 use codex::market::{
     LocalChain, Marketplace, MarketplaceConfig, RequestId, SlotId, SlotState, TokenSource,
     VerifierSource, deploy,
@@ -124,7 +130,17 @@ struct Timeline<'a> {
     phase_start: Instant,
 }
 
-impl Timeline<'_> {
+impl<'a> Timeline<'a> {
+    fn new(out: &'a (dyn Fn(&str) + Sync)) -> Self {
+        Timeline {
+            start: Instant::now(),
+            lines: Vec::new(),
+            out,
+            phases: Vec::new(),
+            phase_start: Instant::now(),
+        }
+    }
+
     fn say(&mut self, text: impl AsRef<str>) {
         let line = format!(
             "[{:>6.1}s] {}",
@@ -148,7 +164,127 @@ struct Participant {
     name: String,
     node: Option<Node>,
     account: Address,
+    /// The account's private key (printed by [`keep_running`] for the user's tools).
+    secret: B256,
     api: String,
+}
+
+/// What [`set_up`] made: the chain, the contracts and the running nodes.
+struct Network {
+    /// The anvil the devnet started (none on a user's chain).
+    anvil: Option<LocalChain>,
+    chain_url: String,
+    /// A provider signing with the deploying account.
+    funder: DynProvider,
+    config: MarketplaceConfig,
+    deployment: Deployment,
+    /// The client, the hosts, the spare host and the validator, in that order.
+    people: Vec<Participant>,
+    http: reqwest::Client,
+    /// The marketplace as the client's node sees it.
+    market: Arc<dyn Marketplace>,
+    who: Vec<(String, Address)>,
+    start_balances: Vec<U256>,
+    /// What each host offers (`POST /sales/availability`).
+    availability: Value,
+    /// The nodes' stores when no work directory was given; last, so that it is removed
+    /// after everything else is dropped.
+    _temp: tempfile::TempDir,
+}
+
+impl Network {
+    fn endpoints(&self) -> Endpoints {
+        Endpoints {
+            apis: self
+                .people
+                .iter()
+                .map(|p| (p.name.clone(), p.api.clone()))
+                .collect(),
+            chain: self.chain_url.clone(),
+            marketplace: self.deployment.marketplace,
+            token: self.deployment.token,
+            keys: self
+                .people
+                .iter()
+                .map(|p| (p.name.clone(), p.account, p.secret))
+                .collect(),
+        }
+    }
+
+    /// Stops every node that still runs (each joins its tasks), then the anvil the
+    /// devnet started; the first error, once everything was stopped.
+    async fn shut_down(mut self, tl: &mut Timeline<'_>) -> anyhow::Result<()> {
+        let mut first_error = None;
+        for p in &mut self.people {
+            if let Some(node) = p.node.take()
+                && let Err(e) = node.shutdown().await
+            {
+                tl.say(format!("{} did not stop cleanly: {e}", p.name));
+                first_error
+                    .get_or_insert(anyhow::Error::from(e).context(format!("stopping {}", p.name)));
+            }
+        }
+        tl.say("every node stopped");
+        if let Some(chain) = self.anvil.take() {
+            // Dropping it stops anvil and waits for it to exit.
+            drop(chain);
+            tl.say("anvil stopped");
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Where to reach the network [`keep_running`] holds up.
+///
+/// [`Endpoints::lines`] is what `codex-devnet --keep-running` prints on stdout once the
+/// network is ready, one item a line, its fields separated by single spaces:
+///
+/// ```text
+/// api client http://127.0.0.1:41234/api/codex/v1
+/// api host0 http://127.0.0.1:41235/api/codex/v1
+/// ...
+/// api spare http://127.0.0.1:41240/api/codex/v1
+/// api validator http://127.0.0.1:41241/api/codex/v1
+/// chain http://127.0.0.1:38545
+/// marketplace 0x<address>
+/// token 0x<address>
+/// key client 0x<address> 0x<private key, 64 hex digits>
+/// ...
+/// ready
+/// ```
+#[derive(Clone, Debug)]
+pub struct Endpoints {
+    /// Each node's name and REST API base URL, in the order client, `host0`..,
+    /// spare, validator.
+    pub apis: Vec<(String, String)>,
+    /// The chain's JSON-RPC URL.
+    pub chain: String,
+    /// The marketplace contract.
+    pub marketplace: Address,
+    /// The ERC-20 token the marketplace pays in (`TestToken`: anyone may mint).
+    pub token: Address,
+    /// Each node's account: its name, address and private key (an anvil development
+    /// key, or a fresh key funded from the user's account on an external chain).
+    pub keys: Vec<(String, Address, B256)>,
+}
+
+impl Endpoints {
+    /// The lines `codex-devnet --keep-running` prints, `ready` last (see [`Endpoints`]).
+    pub fn lines(&self) -> Vec<String> {
+        let mut lines: Vec<String> = self
+            .apis
+            .iter()
+            .map(|(name, url)| format!("api {name} {url}"))
+            .collect();
+        lines.push(format!("chain {}", self.chain));
+        lines.push(format!("marketplace {}", self.marketplace));
+        lines.push(format!("token {}", self.token));
+        for (name, address, secret) in &self.keys {
+            lines.push(format!("key {name} {address} {secret}"));
+        }
+        lines.push("ready".into());
+        lines
+    }
 }
 
 async fn get_json(http: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
@@ -208,10 +344,7 @@ fn tokens(v: U256) -> String {
 
 /// Sends `to` [`ChainSource::NODE_ETHER_WEI`] from `funder`'s account and waits for
 /// the receipt.
-async fn fund(
-    funder: &codex::market::alloy::providers::DynProvider,
-    to: Address,
-) -> anyhow::Result<()> {
+async fn fund(funder: &DynProvider, to: Address) -> anyhow::Result<()> {
     use codex::market::alloy::network::TransactionBuilder;
     use codex::market::alloy::providers::Provider;
     let tx = codex::market::alloy::rpc::types::TransactionRequest::default()
@@ -251,24 +384,10 @@ async fn balances(
     Ok(now)
 }
 
-/// Runs the devnet; `out` receives each line of the timeline as it happens.
-///
-/// # Errors
-/// The first step that failed, with what was expected.
-pub async fn run(opts: &Options, out: &(dyn Fn(&str) + Sync)) -> anyhow::Result<Report> {
-    let mut tl = Timeline {
-        start: Instant::now(),
-        lines: Vec::new(),
-        out,
-        phases: Vec::new(),
-        phase_start: Instant::now(),
-    };
-    let slots = (opts.k + opts.m) as usize;
-    ensure!(
-        opts.hosts >= slots,
-        "{} hosts cannot hold K + M = {slots} slots",
-        opts.hosts
-    );
+/// Sets the network up: the proving keys and the verifier, the chain and the contracts,
+/// the nodes (each with a funded account holding test tokens), and an availability on
+/// every host but the spare. The end of phase "nodes".
+async fn set_up(opts: &Options, tl: &mut Timeline<'_>) -> anyhow::Result<Network> {
     let temp = tempfile::tempdir()?;
     let dir = opts.work_dir.clone().unwrap_or_else(|| temp.path().into());
     std::fs::create_dir_all(&opts.proof_cache)?;
@@ -340,6 +459,7 @@ pub async fn run(opts: &Options, out: &(dyn Fn(&str) + Sync)) -> anyhow::Result<
             }
         };
         let account = signer.address();
+        let secret = signer.to_bytes();
         let p = signing_provider(&url, &signer)?;
         mint(&p, d.token, account, U256::from(10u64).pow(U256::from(15))).await?;
         let mut mc = MarketConfig::new(
@@ -371,10 +491,10 @@ pub async fn run(opts: &Options, out: &(dyn Fn(&str) + Sync)) -> anyhow::Result<
             name: name.clone(),
             api: node.api_url(),
             account,
+            secret,
             node: Some(node),
         });
     }
-    let spare = opts.hosts + 1;
     let http = reqwest::Client::new();
     let market = people[0]
         .node
@@ -388,7 +508,7 @@ pub async fn run(opts: &Options, out: &(dyn Fn(&str) + Sync)) -> anyhow::Result<
         "started on loopback: a client, {} hosts, a spare host and a validator (each with a store, libp2p, REST API and account)",
         opts.hosts
     ));
-    let start_balances = balances(&mut tl, &market, &who, &[], "start").await?;
+    let start_balances = balances(tl, &market, &who, &[], "start").await?;
 
     let availability = json!({
         "totalSize": "100000000", "duration": 7200,
@@ -412,6 +532,49 @@ pub async fn run(opts: &Options, out: &(dyn Fn(&str) + Sync)) -> anyhow::Result<
         opts.hosts
     ));
     tl.phase("nodes");
+    Ok(Network {
+        anvil,
+        chain_url: url,
+        funder,
+        config,
+        deployment: d,
+        people,
+        http,
+        market,
+        who,
+        start_balances,
+        availability,
+        _temp: temp,
+    })
+}
+
+/// Runs the devnet; `out` receives each line of the timeline as it happens.
+///
+/// # Errors
+/// The first step that failed, with what was expected.
+pub async fn run(opts: &Options, out: &(dyn Fn(&str) + Sync)) -> anyhow::Result<Report> {
+    let mut tl = Timeline::new(out);
+    let slots = (opts.k + opts.m) as usize;
+    ensure!(
+        opts.hosts >= slots,
+        "{} hosts cannot hold K + M = {slots} slots",
+        opts.hosts
+    );
+    let net = set_up(opts, &mut tl).await?;
+    // The rest (the temporary directory) stays in `net`, dropped after the nodes.
+    let Network {
+        anvil,
+        funder,
+        config,
+        mut people,
+        http,
+        market,
+        who,
+        start_balances,
+        availability,
+        ..
+    } = net;
+    let spare = opts.hosts + 1;
 
     // --- Upload (encrypted by the client's node) and request.
     let mut file = vec![0u8; opts.file_size];
@@ -849,6 +1012,38 @@ pub async fn run(opts: &Options, out: &(dyn Fn(&str) + Sync)) -> anyhow::Result<
         phases: tl.phases,
         timeline: tl.lines,
     })
+}
+
+/// Sets the network up as [`run`] does (chain and contracts, nodes with funded
+/// accounts, the hosts' availabilities; the spare host offers nothing) and, instead of
+/// the scenario, keeps it up for the user to drive through the nodes' REST APIs until
+/// `stop` completes; then stops every node and the anvil it started.
+///
+/// `out` receives the timeline of the set-up; `ready` the network's [`Endpoints`] once
+/// every node answers. `opts.k`, `opts.m` and `opts.file_size` are not used (the user's
+/// requests choose their own). When `stop` completes during the set-up, what was
+/// started is stopped and an error returned.
+///
+/// # Errors
+/// The first step of the set-up that failed, or the first node that did not stop
+/// cleanly.
+pub async fn keep_running(
+    opts: &Options,
+    out: &(dyn Fn(&str) + Sync),
+    ready: &(dyn Fn(&Endpoints) + Sync),
+    stop: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let mut tl = Timeline::new(out);
+    let mut stop = std::pin::pin!(stop);
+    let net = tokio::select! {
+        net = set_up(opts, &mut tl) => net?,
+        () = &mut stop => bail!("stopped before the network was ready"),
+    };
+    ready(&net.endpoints());
+    tl.say("ready: the network runs until stopped");
+    stop.await;
+    tl.say("stopping");
+    net.shut_down(&mut tl).await
 }
 
 /// Where the devnet caches proving keys by default: `target/devnet-proof-keys` under

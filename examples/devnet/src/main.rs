@@ -1,7 +1,9 @@
 //! `cargo run --release -p codex-devnet`: the whole network on one machine, through a
 //! storage request's life (see the crate's documentation); prints a timeline and exits
-//! non-zero if any step fails.
+//! non-zero if any step fails. With `--keep-running` it sets the network up and keeps it
+//! running for the user until Ctrl-C or SIGTERM.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Parser;
@@ -9,6 +11,9 @@ use clap::Parser;
 /// Runs anvil, deploys the contracts, and runs a client, hosts, a spare host and a
 /// validator on loopback through an encrypted upload, request, proofs, a killed host,
 /// slashing, repair, download and decryption, and payout.
+///
+/// With --keep-running: sets the network up and keeps it running for you to drive
+/// through the nodes' REST APIs (with curl, say) instead of running the scenario.
 #[derive(Debug, Parser)]
 #[command(name = "codex-devnet")]
 struct Args {
@@ -45,6 +50,17 @@ struct Args {
         hide_env_values = true
     )]
     eth_private_key: Option<String>,
+    /// Set the network up (chain and contracts, nodes with funded accounts, an
+    /// availability on every host; the spare offers nothing) and keep it running,
+    /// without the scenario, until Ctrl-C or SIGTERM, which stop every node (waiting
+    /// for proofs under way; a second signal stops at once) and the anvil started
+    /// (exit code 0). Once ready it prints on stdout, one a line: `api
+    /// NAME URL` for each node (client, host0.., spare, validator), `chain URL`,
+    /// `marketplace ADDRESS`, `token ADDRESS`, `key NAME ADDRESS PRIVATE_KEY` for each
+    /// node's account, then `ready`; the timeline goes to stderr. --k, --m and
+    /// --file-size are not used.
+    #[arg(long)]
+    keep_running: bool,
     /// Log filter for the nodes (`warn`, `info`, `codex=debug`, ...).
     #[arg(long, default_value = "warn", env = "CODEX_LOG")]
     log_level: String,
@@ -75,6 +91,34 @@ async fn main() -> anyhow::Result<()> {
         },
         ..codex_devnet::Options::default()
     };
+    if args.keep_running {
+        // Installed before the set-up: a signal during it stops what was started.
+        let signals = signals()?;
+        let ready = |e: &codex_devnet::Endpoints| {
+            let mut stdout = std::io::stdout().lock();
+            for line in e.lines() {
+                // Flushed line by line, for a parent process reading a pipe.
+                let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
+            }
+        };
+        let timeline = |line: &str| eprintln!("{line}");
+        let stop = signalled(signals.clone(), 1);
+        let finished = tokio::select! {
+            r = codex_devnet::keep_running(&opts, &timeline, &ready, stop) => Some(r),
+            () = signalled(signals, 2) => None,
+        };
+        // On a second signal the network was dropped with the future: each node's tasks
+        // were told to stop and anvil was stopped; proofs under way are not waited for.
+        let Some(result) = finished else {
+            eprintln!("stopped at once");
+            std::process::exit(0);
+        };
+        if let Err(e) = result {
+            eprintln!("devnet FAILED: {e:#}");
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     let report = codex_devnet::run(&opts, &|line| println!("{line}")).await;
     match report {
         Ok(r) => {
@@ -88,5 +132,48 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("devnet FAILED: {e:#}");
             std::process::exit(1);
         }
+    }
+}
+
+/// Counts SIGINT (Ctrl-C) and SIGTERM signals; the handlers are installed at once.
+fn signals() -> anyhow::Result<tokio::sync::watch::Receiver<u32>> {
+    let (count, signals) = tokio::sync::watch::channel(0u32);
+    let bump = move || {
+        count.send_modify(|n| *n += 1);
+        if *count.borrow() == 1 {
+            eprintln!(
+                "stopping: waiting for the nodes (a proof under way takes seconds); Ctrl-C again to stop at once"
+            );
+        }
+    };
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    Some(()) = interrupt.recv() => bump(),
+                    Some(()) = terminate.recv() => bump(),
+                    else => break,
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    tokio::spawn(async move {
+        while tokio::signal::ctrl_c().await.is_ok() {
+            bump();
+        }
+    });
+    Ok(signals)
+}
+
+/// Completes once `times` signals have come.
+async fn signalled(mut signals: tokio::sync::watch::Receiver<u32>, times: u32) {
+    if signals.wait_for(|n| *n >= times).await.is_err() {
+        // No more signals can come.
+        std::future::pending::<()>().await;
     }
 }
