@@ -13,14 +13,15 @@ use crate::config::{
 };
 use crate::error::{Error, Result};
 use crate::exchange::ExchangeConfig;
-use crate::network::{Network, load_or_create_key};
+use crate::key::{KeyType, load_or_create_key_with};
+use crate::network::Network;
 
 /// Where the node's key comes from.
 enum KeySource {
-    /// A fresh Ed25519 key: a new peer id at every start.
+    /// A fresh key of the builder's key type: a new peer id at every start.
     Fresh,
-    /// The caller's.
-    Key(Keypair),
+    /// The caller's (boxed: a secp256k1 key pair is large).
+    Key(Box<Keypair>),
     /// Loaded from a file, or created there.
     File(PathBuf),
 }
@@ -53,6 +54,7 @@ enum KeySource {
 pub struct NetworkBuilder {
     store: Arc<dyn BlockRead>,
     key: KeySource,
+    key_type: KeyType,
     config: NetConfig,
     provided: Vec<Cid>,
 }
@@ -66,6 +68,7 @@ impl std::fmt::Debug for NetworkBuilder {
         };
         f.debug_struct("NetworkBuilder")
             .field("key", &key)
+            .field("key_type", &self.key_type)
             .field("config", &self.config)
             .field("provided", &self.provided.len())
             .finish_non_exhaustive()
@@ -77,6 +80,7 @@ impl NetworkBuilder {
         NetworkBuilder {
             store,
             key: KeySource::Fresh,
+            key_type: KeyType::default(),
             config: NetConfig::default(),
             provided: Vec::new(),
         }
@@ -94,17 +98,28 @@ impl NetworkBuilder {
         &self.config
     }
 
-    /// The node's key, which makes its peer id. Default: a fresh Ed25519 key, so a new
-    /// peer id at every start (see [`key_file`](Self::key_file) for one that lasts).
+    /// The node's key, which makes its peer id. Default: a fresh key of the
+    /// [`key_type`](Self::key_type) (Ed25519), so a new peer id at every start (see
+    /// [`key_file`](Self::key_file) for one that lasts).
     pub fn key(mut self, key: Keypair) -> Self {
-        self.key = KeySource::Key(key);
+        self.key = KeySource::Key(Box::new(key));
         self
     }
 
-    /// The node's key from the file at `path`, created there (mode 0600) when it does
-    /// not exist, as [`load_or_create_key`] does: the same peer id at every start.
+    /// The node's key from the file at `path` (libp2p's protobuf encoding, as Codex's
+    /// `--net-privkey` file), created there (mode 0600, of the
+    /// [`key_type`](Self::key_type)) when it does not exist, as
+    /// [`load_or_create_key_with`] does: the same peer id at every start.
     pub fn key_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.key = KeySource::File(path.into());
+        self
+    }
+
+    /// The type of a key the builder creates: a fresh one, or a new one in the
+    /// [`key_file`](Self::key_file). A key file that exists keeps its key, whatever its
+    /// type. Default [`KeyType::Ed25519`]; Codex nodes take [`KeyType::Secp256k1`] only.
+    pub fn key_type(mut self, key_type: KeyType) -> Self {
+        self.key_type = key_type;
         self
     }
 
@@ -195,20 +210,23 @@ impl NetworkBuilder {
     ///
     /// # Errors
     /// [`Error::InvalidOption`] for a setting that cannot work (nothing is started;
-    /// see [`NetConfig::validate`]); [`Error::Io`] or [`Error::Libp2p`] when the key
-    /// file cannot be read or written; [`Error::Libp2p`] when a listen address cannot
-    /// be bound.
+    /// see [`NetConfig::validate`]); [`Error::KeyFile`], [`Error::KeyMalformed`] or
+    /// [`Error::KeyUnsupported`] when the key file cannot be read or written or holds
+    /// no key the node takes; [`Error::Libp2p`] when a listen address cannot be bound.
     ///
     /// # Cancel safety
     /// Dropping the future before it returns drops the swarm: nothing keeps running.
     pub async fn start(self) -> Result<Network> {
         self.config.validate()?;
         let key = match self.key {
-            KeySource::Fresh => Keypair::generate_ed25519(),
-            KeySource::Key(key) => key,
-            KeySource::File(path) => tokio::task::spawn_blocking(move || load_or_create_key(&path))
-                .await
-                .map_err(|e| Error::Libp2p(format!("loading the node key failed: {e}")))??,
+            KeySource::Fresh => self.key_type.generate(),
+            KeySource::Key(key) => *key,
+            KeySource::File(path) => {
+                let key_type = self.key_type;
+                tokio::task::spawn_blocking(move || load_or_create_key_with(&path, key_type))
+                    .await
+                    .map_err(|e| Error::Libp2p(format!("loading the node key failed: {e}")))??
+            }
         };
         Network::launch(key, self.config, self.store, self.provided).await
     }

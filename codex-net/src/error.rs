@@ -48,7 +48,40 @@ pub enum Error {
     /// Decoding or storage.
     #[error(transparent)]
     Core(#[from] codex_core::Error),
-    /// I/O on a stream or the key file.
+    /// I/O on a stream.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// The node key file cannot be read or written (it does not exist, permissions).
+    #[error("node key file {}: {source}", .path.display())]
+    KeyFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The node key file holds no libp2p private key (not its protobuf encoding, or
+    /// key bytes that are no key of their type).
+    #[error("node key file {} is malformed: {reason}", .path.display())]
+    KeyMalformed {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The node key file holds a key of a type the node does not take: only Ed25519
+    /// and secp256k1 are (Codex nodes take secp256k1 only).
+    #[error(
+        "node key file {} holds a key of type {key_type} ({name}): only Ed25519 and secp256k1 keys are taken",
+        .path.display()
+    )]
+    KeyUnsupported {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Field 1 of libp2p's `PrivateKey` protobuf (0 RSA, 1 Ed25519, 2 secp256k1,
+        /// 3 ECDSA).
+        key_type: i32,
+        /// Its name.
+        name: &'static str,
+    },
 }

@@ -7,6 +7,7 @@ mod config;
 pub mod download;
 mod error;
 pub mod exchange;
+mod key;
 pub mod message;
 mod network;
 mod providers;
@@ -20,7 +21,8 @@ pub use crate::download::{
 };
 pub use crate::error::{Error, Result};
 pub use crate::exchange::{Exchange, ExchangeConfig};
-pub use crate::network::{NetInfo, Network, load_or_create_key, provider_key};
+pub use crate::key::{KeyType, decode_key, load_key, load_or_create_key, load_or_create_key_with};
+pub use crate::network::{NetInfo, Network, provider_key};
 pub use crate::providers::ProviderStats;
 pub use libp2p::identity::Keypair;
 pub use libp2p::multiaddr::Protocol;

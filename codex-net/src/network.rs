@@ -2,7 +2,6 @@
 //! program uses, over a bounded command channel.
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,31 +27,6 @@ use crate::exchange::Exchange;
 use crate::providers::ProviderStats;
 use crate::providers::schedule::Schedule;
 use crate::providers::store::ProviderStore;
-
-/// Loads the node key from `path`, or creates one there (mode 0600).
-pub fn load_or_create_key(path: &Path) -> Result<Keypair> {
-    if let Ok(bytes) = std::fs::read(path) {
-        return Keypair::from_protobuf_encoding(&bytes)
-            .map_err(|e| Error::Libp2p(format!("node key {} is unreadable: {e}", path.display())));
-    }
-    let key = Keypair::generate_ed25519();
-    let bytes = key
-        .to_protobuf_encoding()
-        .map_err(|e| Error::Libp2p(format!("cannot encode the node key: {e}")))?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(&bytes)?;
-    f.sync_all()?;
-    Ok(key)
-}
 
 /// The key Kademlia provider records use for a CID: its multihash bytes, as standard
 /// libp2p Kademlia peers key them.

@@ -213,7 +213,7 @@ async fn a_key_file_keeps_the_peer_id() -> anyhow::Result<()> {
     assert_ne!(fresh.peer_id(), peer);
     // A file that is not a key is an error, not a new identity.
     std::fs::write(&path, b"not a key")?;
-    assert!(matches!(start().await, Err(Error::Libp2p(_))));
+    assert!(matches!(start().await, Err(Error::KeyMalformed { .. })));
     Ok(())
 }
 
