@@ -77,6 +77,16 @@ pub struct NodeConfig {
     /// Feature `net`.
     #[cfg(feature = "net")]
     pub network: Option<codex_net::NetConfig>,
+    /// The network key's file (`--net-privkey`, default `key`), relative to `data_dir`
+    /// unless absolute: libp2p's protobuf encoding of the private key, as Codex keeps
+    /// it, mode 0600. Created when missing. Feature `net`.
+    #[cfg(feature = "net")]
+    pub net_privkey: PathBuf,
+    /// The type of a network key the node creates (`--net-key-type`, default
+    /// Ed25519); a key file that exists keeps its key. Codex nodes take secp256k1
+    /// keys only. Feature `net`.
+    #[cfg(feature = "net")]
+    pub net_key_type: codex_net::KeyType,
     /// The marketplace (`--eth-provider`, `--marketplace-address`, `--eth-private-key`);
     /// `None` runs a node that neither buys nor sells storage. Feature `market`.
     #[cfg(feature = "market")]
@@ -108,6 +118,10 @@ impl Default for NodeConfig {
             block_maintenance_batch: 1000,
             #[cfg(feature = "net")]
             network: Some(codex_net::NetConfig::default()),
+            #[cfg(feature = "net")]
+            net_privkey: PathBuf::from("key"),
+            #[cfg(feature = "net")]
+            net_key_type: codex_net::KeyType::default(),
             #[cfg(feature = "market")]
             marketplace: None,
             #[cfg(feature = "market")]
@@ -133,7 +147,9 @@ impl std::fmt::Debug for NodeConfig {
             )
             .field("block_maintenance_batch", &self.block_maintenance_batch);
         #[cfg(feature = "net")]
-        d.field("network", &self.network);
+        d.field("network", &self.network)
+            .field("net_privkey", &self.net_privkey)
+            .field("net_key_type", &self.net_key_type);
         #[cfg(feature = "market")]
         d.field("marketplace", &self.marketplace)
             .field("validator", &self.validator);
@@ -584,8 +600,8 @@ impl Drop for Node {
     }
 }
 
-/// Starts the network (the key in the data directory's `key` file) and announces the
-/// stored datasets in the background.
+/// Starts the network (its key in `net_privkey`, `key` in the data directory by
+/// default) and announces the stored datasets in the background.
 #[cfg(feature = "net")]
 async fn start_network(
     config: &NodeConfig,
@@ -596,7 +612,8 @@ async fn start_network(
 ) -> Result<codex_net::Network> {
     // Started means listening (others are told the addresses at once), or 5 s passed.
     let net = codex_net::Network::builder(Arc::clone(store))
-        .key_file(config.data_dir.join("key"))
+        .key_file(config.data_dir.join(&config.net_privkey))
+        .key_type(config.net_key_type)
         .config(net_config)
         .start()
         .await?;

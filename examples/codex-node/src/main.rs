@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use clap::builder::TypedValueParser as _;
 use clap::{ArgGroup, Parser, Subcommand};
 use codex::{Node, NodeConfig};
 use futures::StreamExt;
@@ -126,6 +127,20 @@ struct RunArgs {
     /// forged. For local development networks and tests only.
     #[arg(long = "dev-params", conflicts_with = "circuit_params")]
     dev_params: bool,
+    /// The network key's file, relative to --data-dir unless absolute: libp2p's
+    /// protobuf encoding of the private key, as Codex keeps it. Created (mode 0600) with
+    /// a key of --net-key-type when it does not exist.
+    #[arg(long = "net-privkey", default_value = "key")]
+    net_privkey: PathBuf,
+    /// The type of a network key the node creates: ed25519, or secp256k1, the only type
+    /// Codex nodes take. A key file that exists keeps its key, whatever its type.
+    #[arg(
+        long = "net-key-type",
+        default_value = "ed25519",
+        value_parser = clap::builder::PossibleValuesParser::new(["ed25519", "secp256k1"])
+            .try_map(|s| s.parse::<codex::net::KeyType>())
+    )]
+    net_key_type: codex::net::KeyType,
     /// Run without a network (local storage and API only).
     #[arg(long)]
     no_network: bool,
@@ -593,6 +608,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             net.bootstrap = args.bootstrap_nodes.clone();
             net
         }),
+        net_privkey: args.net_privkey,
+        net_key_type: args.net_key_type,
         marketplace,
         keep_keys: args.keep_keys,
         validator: args

@@ -697,3 +697,81 @@ fn chain_flags_refuse_bad_values() -> anyhow::Result<()> {
     assert!(e.contains("neither http(s) nor ws(s)"), "{e}");
     Ok(())
 }
+
+/// The peer id of a running node (`GET /peerid`).
+async fn peer_id(url: &str) -> anyhow::Result<String> {
+    Ok(reqwest::get(format!("{url}/peerid")).await?.text().await?)
+}
+
+fn stop(mut child: Child) -> anyhow::Result<()> {
+    child.kill()?;
+    child.wait()?;
+    Ok(())
+}
+
+/// `--net-privkey` and `--net-key-type`: a new secp256k1 key goes to the file named
+/// relative to the data directory (mode 0600, libp2p's protobuf: type 2 and the 32-byte
+/// secret) and gives the same peer id at the next start, without the type flag too,
+/// and from its absolute path; the default file `key` holds an Ed25519 key that lasts;
+/// a malformed key file or an unknown type stops the node with an error naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn net_key_flags_choose_the_key_file_and_its_type() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let secp = [
+        "--net-privkey",
+        "ids/node.key",
+        "--net-key-type",
+        "secp256k1",
+    ];
+    let (child, url) = spawn_node_with(&data, &secp)?;
+    let id = peer_id(&url).await?;
+    stop(child)?;
+    let key = data.join("ids/node.key");
+    assert_eq!(mode(&key)?, 0o600);
+    let bytes = std::fs::read(&key)?;
+    assert_eq!(bytes[..4], [0x08, 0x02, 0x12, 0x20]);
+    assert_eq!(bytes.len(), 36);
+    assert!(id.starts_with("16Uiu2"), "not a secp256k1 peer id: {id}");
+    assert!(!data.join("key").exists());
+
+    let (child, url) = spawn_node_with(&data, &["--net-privkey", "ids/node.key"])?;
+    assert_eq!(peer_id(&url).await?, id);
+    stop(child)?;
+    let absolute = key.display().to_string();
+    let (child, url) = spawn_node_with(&dir.path().join("other"), &["--net-privkey", &absolute])?;
+    assert_eq!(peer_id(&url).await?, id);
+    stop(child)?;
+
+    // The default: `key` in the data directory, Ed25519, kept across restarts.
+    let (child, url) = spawn_node(&data)?;
+    let ed = peer_id(&url).await?;
+    stop(child)?;
+    assert!(ed.starts_with("12D3KooW"), "not an Ed25519 peer id: {ed}");
+    assert_eq!(mode(&data.join("key"))?, 0o600);
+    let (child, url) = spawn_node(&data)?;
+    assert_eq!(peer_id(&url).await?, ed);
+    stop(child)?;
+
+    std::fs::write(data.join("bad.key"), b"not a key")?;
+    let run = |extra: &[&str]| -> anyhow::Result<(bool, String)> {
+        let out = Command::new(BIN)
+            .args(["--data-dir", &data.display().to_string(), "--api-port", "0"])
+            .args(["--listen-addrs", "/ip4/127.0.0.1/tcp/0"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .output()?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    };
+    let (ok, err) = run(&["--net-privkey", "bad.key"])?;
+    assert!(
+        !ok && err.contains("bad.key") && err.contains("malformed"),
+        "{err}"
+    );
+    let (ok, err) = run(&["--net-key-type", "rsa"])?;
+    assert!(!ok && err.contains("--net-key-type"), "{err}");
+    Ok(())
+}
