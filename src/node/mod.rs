@@ -18,6 +18,8 @@ mod keys;
 pub mod market;
 #[cfg(feature = "net")]
 pub mod network;
+#[cfg(feature = "net")]
+pub mod provided;
 #[cfg(feature = "market")]
 pub mod purchasing;
 #[cfg(feature = "market")]
@@ -172,6 +174,9 @@ pub struct Node {
     cancel: CancellationToken,
     /// The node opened its store (else the app gave it and may hold it too).
     owns_store: bool,
+    /// Keeps the provided keys in the data directory (a network the node started).
+    #[cfg(feature = "net")]
+    provided: Option<Arc<provided::Persist>>,
 }
 
 /// The REST API server of a running node.
@@ -371,12 +376,14 @@ impl NodeBuilder {
         };
 
         #[cfg(feature = "net")]
-        let network = match (given_network, config.network.clone()) {
-            (Some(net), _) => Some(net),
+        let (network, provided) = match (given_network, config.network.clone()) {
+            (Some(net), _) => (Some(net), None),
             (None, Some(net_config)) => {
-                Some(start_network(&config, net_config, &store, &mut tasks, &cancel).await?)
+                let (net, provided) =
+                    start_network(&config, net_config, &store, &mut tasks, &cancel).await?;
+                (Some(net), Some(provided))
             }
-            (None, None) => None,
+            (None, None) => (None, None),
         };
 
         #[cfg(feature = "market")]
@@ -439,6 +446,8 @@ impl NodeBuilder {
             tasks,
             cancel,
             owns_store,
+            #[cfg(feature = "net")]
+            provided,
         })
     }
 }
@@ -575,6 +584,11 @@ impl Node {
         }
         #[cfg(feature = "net")]
         if let Some(net) = self.handle.network.take() {
+            // Every announcement the node's work made is in; the next start provides
+            // these keys without reading the manifests.
+            if let Some(p) = &self.provided {
+                p.save(&net, true).await;
+            }
             net.shutdown().await;
         }
         // Work that still holds a store the node opened (a blocking task of an upload
@@ -601,7 +615,9 @@ impl Drop for Node {
 }
 
 /// Starts the network (its key in `net_privkey`, `key` in the data directory by
-/// default) and announces the stored datasets in the background.
+/// default) providing the keys saved at the last stop ([`provided`]), or, without a
+/// usable file, announcing the stored datasets in the background; then saves the
+/// provided keys every minute while they change.
 #[cfg(feature = "net")]
 async fn start_network(
     config: &NodeConfig,
@@ -609,24 +625,23 @@ async fn start_network(
     store: &Arc<dyn BlockStore>,
     tasks: &mut JoinSet<()>,
     cancel: &CancellationToken,
-) -> Result<codex_net::Network> {
+) -> Result<(codex_net::Network, Arc<provided::Persist>)> {
+    let persist = Arc::new(provided::Persist::new(&config.data_dir));
+    let (keys, announce_all) = persist.load(&**store).await;
     // Started means listening (others are told the addresses at once), or 5 s passed.
     let net = codex_net::Network::builder(Arc::clone(store))
         .key_file(config.data_dir.join(&config.net_privkey))
         .key_type(config.net_key_type)
         .config(net_config)
+        .provided(keys)
         .start()
         .await?;
-    let (n, s, stop) = (net.clone(), Arc::clone(store), cancel.clone());
-    tasks.spawn(async move {
-        tokio::select! {
-            _ = stop.cancelled() => {}
-            announced = network::announce_all(&n, &*s) => match announced {
-                Ok(count) => tracing::info!(count, "announced stored datasets"),
-                Err(e) => tracing::warn!(error = %e, "cannot announce stored datasets"),
-            },
-        }
-    });
+    tasks.spawn(Arc::clone(&persist).run(
+        net.clone(),
+        Arc::clone(store),
+        announce_all,
+        cancel.clone(),
+    ));
     tracing::info!(peer_id = %net.peer_id(), "network started");
-    Ok(net)
+    Ok((net, persist))
 }

@@ -29,7 +29,8 @@ pub async fn withdraw(net: &Network, manifest_cid: Cid, manifest: &Manifest) {
     }
 }
 
-/// Announces every dataset in the store (at start; the DHT republishes from then on).
+/// Announces every dataset in the store, reading every manifest: at start when the
+/// node has no usable file of the keys it provided ([`crate::node::provided`]).
 pub async fn announce_all(net: &Network, store: &dyn BlockStore) -> Result<usize> {
     let manifests = store.manifests().await?;
     for (cid, m) in &manifests {
