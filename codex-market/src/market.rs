@@ -43,6 +43,12 @@ pub trait Marketplace: Send + Sync + std::fmt::Debug {
     /// The marketplace's configuration.
     fn config(&self) -> &MarketplaceConfig;
 
+    /// What the account's transaction manager has done (transactions sent, replaced,
+    /// refused for their nonce...), where transactions go through one; `None` otherwise.
+    fn transaction_stats(&self) -> Option<crate::TxStats> {
+        None
+    }
+
     // ------------------------------------------------------------ token
 
     /// The token balance of `holder`.
@@ -319,6 +325,10 @@ impl Marketplace for MarketplaceClient {
         MarketplaceClient::config(self)
     }
 
+    fn transaction_stats(&self) -> Option<crate::TxStats> {
+        Some(self.transactions().stats())
+    }
+
     async fn balance_of(&self, holder: Address) -> Result<U256> {
         MarketplaceClient::balance_of(self, holder).await
     }
@@ -477,6 +487,10 @@ impl<T: Marketplace + ?Sized> Marketplace for std::sync::Arc<T> {
 
     fn config(&self) -> &MarketplaceConfig {
         (**self).config()
+    }
+
+    fn transaction_stats(&self) -> Option<crate::TxStats> {
+        (**self).transaction_stats()
     }
 
     async fn balance_of(&self, holder: Address) -> Result<U256> {

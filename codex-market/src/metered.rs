@@ -118,6 +118,10 @@ impl<M: Marketplace> Marketplace for Metered<M> {
         self.inner.config()
     }
 
+    fn transaction_stats(&self) -> Option<crate::TxStats> {
+        self.inner.transaction_stats()
+    }
+
     async fn balance_of(&self, holder: Address) -> Result<U256> {
         self.count("balance_of", self.inner.balance_of(holder))
             .await

@@ -19,6 +19,7 @@
 //!   ([`TxManager::approval_for`]).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use alloy::eips::BlockId;
@@ -91,6 +92,45 @@ pub struct TxManager {
     pulls: std::sync::Mutex<HashMap<Target, U256>>,
     /// Held while an approval is decided and sent.
     approving: Mutex<()>,
+    counts: Counts,
+}
+
+/// What a [`TxManager`] has done since it was made ([`TxManager::stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TxStats {
+    /// Transactions sent (first attempts).
+    pub sent: u64,
+    /// Attempts sent again: replacements with higher fees, and dropped ones.
+    pub resent: u64,
+    /// Transactions mined with success (and confirmed).
+    pub succeeded: u64,
+    /// Transactions mined that reverted.
+    pub reverted: u64,
+    /// Sends the node refused for their nonce (the nonce read again, the send retried).
+    pub nonce_refused: u64,
+    /// Transactions sent again under a new nonce because earlier ones vanished.
+    pub nonce_gaps: u64,
+    /// Transactions whose nonce another sender's transaction took
+    /// ([`Error::NonceTaken`]).
+    pub nonce_taken: u64,
+    /// Transactions given up unmined ([`Error::Stuck`]).
+    pub stuck: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    sent: AtomicU64,
+    resent: AtomicU64,
+    succeeded: AtomicU64,
+    reverted: AtomicU64,
+    nonce_refused: AtomicU64,
+    nonce_gaps: AtomicU64,
+    nonce_taken: AtomicU64,
+    stuck: AtomicU64,
+}
+
+fn count(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
 }
 
 /// What sending an attempt again did.
@@ -138,6 +178,7 @@ impl TxManager {
             config,
             nonce: Mutex::new(None),
             pulls: std::sync::Mutex::new(HashMap::new()),
+            counts: Counts::default(),
             approving: Mutex::new(()),
         }
     }
@@ -150,6 +191,22 @@ impl TxManager {
     /// The settings.
     pub fn config(&self) -> &TxConfig {
         &self.config
+    }
+
+    /// What this manager has done: transactions sent, replaced, mined, refused.
+    pub fn stats(&self) -> TxStats {
+        let c = &self.counts;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        TxStats {
+            sent: get(&c.sent),
+            resent: get(&c.resent),
+            succeeded: get(&c.succeeded),
+            reverted: get(&c.reverted),
+            nonce_refused: get(&c.nonce_refused),
+            nonce_gaps: get(&c.nonce_gaps),
+            nonce_taken: get(&c.nonce_taken),
+            stuck: get(&c.stuck),
+        }
     }
 
     /// The fees of a first attempt: the node's EIP-1559 estimate, capped.
@@ -251,6 +308,7 @@ impl TxManager {
                 continue;
             }
             if started.elapsed() >= self.config.give_up_after {
+                count(&self.counts.stuck);
                 return Err(Error::Stuck {
                     call,
                     target,
@@ -270,6 +328,7 @@ impl TxManager {
                     *next = None;
                 }
                 let (renonced, hash, f) = self.submit(call, &tx, fees).await?;
+                count(&self.counts.nonce_gaps);
                 tracing::warn!(call, %target, old = nonce, new = renonced, %hash, "nonce gap: sent again with a new nonce");
                 nonce = renonced;
                 fees = f;
@@ -284,6 +343,7 @@ impl TxManager {
                 match self.resend(call, &tx, nonce, fees).await {
                     Ok(Resent::Sent(hash)) => {
                         if !sent.contains(&hash) {
+                            count(&self.counts.resent);
                             tracing::info!(
                                 call,
                                 %target,
@@ -306,6 +366,7 @@ impl TxManager {
                             && self.find_receipt(call, &sent).await?.is_none()
                         {
                             *self.nonce.lock().await = None;
+                            count(&self.counts.nonce_taken);
                             return Err(Error::NonceTaken {
                                 call,
                                 target,
@@ -362,12 +423,14 @@ impl TxManager {
             {
                 Ok(pending) => {
                     *next = Some(nonce + 1);
+                    count(&self.counts.sent);
                     return Ok((nonce, *pending.tx_hash(), fees));
                 }
                 Err(e) => {
                     *next = None;
                     let message = e.to_string();
                     if is_nonce_error(&message) {
+                        count(&self.counts.nonce_refused);
                         tracing::info!(call, nonce, error = %e, "nonce refused; reading it again");
                     } else if is_fee_error(&message) {
                         fees = self.bumped(call, fees).await;
@@ -485,12 +548,14 @@ impl TxManager {
     ) -> Result<TxReceipt> {
         let block = receipt.block_number.unwrap_or_default();
         if receipt.status() {
+            count(&self.counts.succeeded);
             return Ok(TxReceipt {
                 hash: receipt.transaction_hash,
                 block_number: block,
                 gas_used: receipt.gas_used,
             });
         }
+        count(&self.counts.reverted);
         let replay = self
             .provider
             .call(tx.clone())

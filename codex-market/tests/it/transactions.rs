@@ -132,6 +132,14 @@ async fn concurrent_calls_from_one_account_take_their_own_nonces_and_allowance()
         start - paid,
         "every request paid once"
     );
+    let stats = client.transactions().stats();
+    assert_eq!(
+        (stats.nonce_refused, stats.nonce_gaps, stats.nonce_taken),
+        (0, 0, 0),
+        "{stats:?}"
+    );
+    assert_eq!(stats.sent, stats.succeeded, "{stats:?}");
+    assert!(stats.sent >= 9, "8 requests and an approval: {stats:?}");
     Ok(())
 }
 
@@ -156,6 +164,8 @@ async fn a_dropped_transaction_is_sent_again() -> Result<()> {
     let receipt = sending.await??;
     assert_eq!(receipt.hash, first[0]);
     assert_eq!(client.allowance().await?, U256::from(77));
+    let stats = client.transactions().stats();
+    assert_eq!((stats.sent, stats.succeeded), (1, 1), "{stats:?}");
     Ok(())
 }
 
@@ -232,6 +242,8 @@ async fn a_transaction_priced_out_by_a_base_fee_spike_is_replaced_and_lands() ->
         "paid the spiked base fee"
     );
     assert_eq!(client.allowance().await?, U256::from(5));
+    let stats = client.transactions().stats();
+    assert!(stats.resent >= 1, "{stats:?}");
     Ok(())
 }
 
@@ -324,6 +336,7 @@ async fn a_revert_that_happens_only_on_chain_is_decoded() -> Result<()> {
     pool_holds(&market, 2).await?;
     market.chain.mine(1).await?;
     assert_reverts(filling.await?, MarketplaceError::SlotNotFree);
+    assert_eq!(a.transactions().stats().reverted, 1);
     assert_eq!(
         b.get_host(r.slot_id(0)).await?,
         Some(b.account()),
