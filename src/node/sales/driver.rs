@@ -116,6 +116,11 @@ struct Shared<M, H> {
     /// The next block as the seller's one clock poll last read it: every sale waits
     /// on it rather than polling the chain itself.
     clock: watch::Sender<Option<Tick>>,
+    /// One proof at a time: a proof uses every core, so proofs made together only all
+    /// take longer, miss the periods they were timed for, and make the measured proof
+    /// time (what the next proof's start is timed by) wrong. Taken before the wait
+    /// for a stable challenge, so that the wait starts when the proof can.
+    proving: tokio::sync::Semaphore,
 }
 
 /// What the clock poll read: the block a transaction sent now lands in, and the
@@ -159,6 +164,7 @@ where
             config: SellerConfig::default(),
             from_block: None,
             clock: watch::Sender::new(None),
+            proving: tokio::sync::Semaphore::new(1),
         })
     }
 
@@ -692,6 +698,7 @@ where
     if let Err(e) = market.approve_collateral(request_id, index).await {
         return Event::market_error(&e);
     }
+    let proving = shared.proving.acquire().await;
     wait_for_stable_challenge(shared, slot).await;
     let (period, challenge) = match (
         market.next_period().await,
@@ -706,6 +713,7 @@ where
         Err(e) => return Event::failed(e.to_string(), FailureKind::Other),
     };
     let prove = t.elapsed();
+    drop(proving);
     let t = Instant::now();
     if let Err(e) = market.fill_slot(request_id, index, &proof).await {
         return Event::market_error(&e);
@@ -730,6 +738,7 @@ where
 {
     let (market, host) = (&shared.market, &shared.host);
     let slot = request.slot_id(index);
+    let proving = shared.proving.acquire().await;
     wait_for_stable_challenge(shared, slot).await;
     // The period the challenge is read in: a proof that lands in another period fails
     // (the challenge moves with the period), so an accepted one counts for this one.
@@ -744,6 +753,7 @@ where
         Ok(p) => p,
         Err(e) => return Event::failed(e.to_string(), FailureKind::Other),
     };
+    drop(proving);
     match market.submit_proof(slot, &proof).await {
         Ok(_) => {
             tracing::info!(%slot, period, "proof submitted");
