@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use codex_core::{Block, BlockAddress, BlockRead, BlockStore, BlockWrite, Cid, Manifest};
-use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, Stream, StreamExt};
 use libp2p::PeerId;
@@ -296,15 +295,16 @@ impl Download {
 
     /// The dataset's bytes in order (the last block cut to the dataset's size), while
     /// later blocks are still being fetched; the blocks are stored as well. Memory is
-    /// bounded by [`FetchOptions::max_ahead`] blocks. The download runs while the
-    /// stream is polled (it needs a tokio runtime); dropping the stream stops it.
+    /// bounded by [`FetchOptions::max_ahead`] blocks. The download runs as a task of
+    /// its own (it needs a tokio runtime), up to `max_ahead` blocks past what was read
+    /// even while the reader pauses; dropping the stream stops it.
     ///
     /// A block no peer provides ends the stream with [`Error::Unavailable`] after the
     /// bytes before it.
     pub fn stream(self) -> DownloadStream {
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         DownloadStream {
-            driver: Some(self.drive(Some(tx)).boxed()),
+            driver: Some(tokio::spawn(self.drive(Some(tx)))),
             rx,
             report: None,
             error: None,
@@ -352,23 +352,44 @@ impl Download {
         let mut next_emit = indices.start;
         let mut last_discovery: Option<Instant> = None;
 
+        // The block `next_emit`, cut to the dataset's size, once it can be emitted.
+        let ready = |completed: &mut BTreeMap<u64, Bytes>, sched: &Scheduler, i: u64| {
+            let cut = move |mut d: Bytes| {
+                d.truncate(size.saturating_sub(i * bs).min(bs) as usize);
+                d
+            };
+            let store = Arc::clone(&store);
+            let taken = completed.remove(&i);
+            let (is_present, missing) = (present.contains(&i), sched.is_missing(i));
+            async move {
+                Ok(match taken {
+                    Some(d) => Some(cut(d)),
+                    None if is_present => Some(cut(store.get_leaf(&tree, i).await?.0.into_data())),
+                    None if missing => {
+                        return Err(Error::Unavailable(format!("block {i} of {tree}")));
+                    }
+                    None => None,
+                })
+            }
+        };
+        let is_ready = |completed: &BTreeMap<u64, Bytes>, sched: &Scheduler, i: u64| {
+            i < indices.end
+                && (completed.contains_key(&i) || present.contains(&i) || sched.is_missing(i))
+        };
+
         loop {
-            // Emit what is ready, in order.
+            // Emit what is ready, in order, as long as the reader has room: a reader
+            // that pauses does not stop the download, which goes on up to max_ahead.
             if let Some(out) = &output {
-                while next_emit < indices.end {
-                    let mut data = if let Some(d) = completed.remove(&next_emit) {
-                        d
-                    } else if present.contains(&next_emit) {
-                        store.get_leaf(&tree, next_emit).await?.0.into_data()
-                    } else if sched.is_missing(next_emit) {
-                        return Err(Error::Unavailable(format!("block {next_emit} of {tree}")));
-                    } else {
-                        break;
+                while is_ready(&completed, &sched, next_emit) {
+                    let permit = match out.try_reserve() {
+                        Ok(permit) => permit,
+                        Err(mpsc::error::TrySendError::Full(())) => break,
+                        // The reader went away.
+                        Err(mpsc::error::TrySendError::Closed(())) => return Ok(report),
                     };
-                    let wanted = size.saturating_sub(next_emit * bs).min(bs) as usize;
-                    data.truncate(wanted);
-                    if out.send(data).await.is_err() {
-                        return Ok(report); // the reader went away
+                    if let Some(data) = ready(&mut completed, &sched, next_emit).await? {
+                        permit.send(data);
                     }
                     next_emit += 1;
                     sched.on_read(next_emit, Instant::now().into_std());
@@ -377,6 +398,8 @@ impl Download {
             if sched.is_finished() {
                 break;
             }
+            // Waiting for the reader to take what is ready (not a stall).
+            let reader_bound = output.is_some() && is_ready(&completed, &sched, next_emit);
 
             // Find peers when none is left to ask.
             if sched.peer_count() == 0
@@ -404,6 +427,10 @@ impl Download {
             }
 
             if requests.is_empty() && storing.is_empty() {
+                if reader_bound {
+                    room(output.as_ref()).await;
+                    continue;
+                }
                 if sched.stalled(now) {
                     sched.give_up();
                     continue;
@@ -425,6 +452,7 @@ impl Download {
                 Some(stored) = storing.next(), if !storing.is_empty() => Event::Stored(stored),
                 Some(done) = requests.next(), if !requests.is_empty() && !store_full => Event::Fetched(done),
                 () = sleep_until(stall_at), if stall_at.is_some() => Event::Stalled,
+                () = room(output.as_ref()), if reader_bound => continue,
                 else => continue,
             };
             let now = Instant::now().into_std();
@@ -472,6 +500,18 @@ impl Download {
                 },
             }
         }
+        // What the reader has not taken yet, now that nothing else is left to do.
+        if let Some(out) = &output {
+            while is_ready(&completed, &sched, next_emit) {
+                let Ok(permit) = out.reserve().await else {
+                    return Ok(report); // the reader went away
+                };
+                if let Some(data) = ready(&mut completed, &sched, next_emit).await? {
+                    permit.send(data);
+                }
+                next_emit += 1;
+            }
+        }
         report.missing = sched.missing().collect();
         tracing::info!(
             fetched = report.fetched,
@@ -480,6 +520,15 @@ impl Download {
             "fetch finished"
         );
         Ok(report)
+    }
+}
+
+/// Returns once the reader has room for a block (or went away; the driver finds out
+/// when it sends); never without a reader.
+async fn room(output: Option<&mpsc::Sender<Bytes>>) {
+    match output {
+        Some(out) => drop(out.reserve().await),
+        None => std::future::pending().await,
     }
 }
 
@@ -493,7 +542,8 @@ async fn sleep_until(deadline: Option<Instant>) {
 /// The bytes of a [`Download`], in order: see [`Download::stream`].
 #[must_use = "streams do nothing unless polled"]
 pub struct DownloadStream {
-    driver: Option<BoxFuture<'static, Result<FetchReport>>>,
+    /// The download's own task, aborted when the stream is dropped.
+    driver: Option<tokio::task::JoinHandle<Result<FetchReport>>>,
     rx: mpsc::Receiver<Bytes>,
     report: Option<FetchReport>,
     error: Option<Error>,
@@ -517,25 +567,41 @@ impl DownloadStream {
     }
 }
 
+impl Drop for DownloadStream {
+    fn drop(&mut self) {
+        if let Some(driver) = &self.driver {
+            driver.abort();
+        }
+    }
+}
+
 impl Stream for DownloadStream {
     type Item = Result<Bytes>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        // Drive the download first: it runs ahead of the reader as far as allowed.
-        if let Some(driver) = &mut this.driver
-            && let Poll::Ready(outcome) = driver.as_mut().poll(cx)
-        {
-            this.driver = None;
-            match outcome {
-                Ok(report) => this.report = Some(report),
-                Err(e) => this.error = Some(e),
-            }
-        }
         match this.rx.poll_recv(cx) {
             Poll::Ready(Some(bytes)) => Poll::Ready(Some(Ok(bytes))),
-            // Every sender is gone: the driver has finished and everything was read.
-            Poll::Ready(None) => Poll::Ready(this.error.take().map(Err)),
+            // Every sender is gone: the driver has returned; its outcome ends the stream.
+            Poll::Ready(None) => {
+                if let Some(driver) = &mut this.driver {
+                    let outcome = match Pin::new(driver).poll(cx) {
+                        Poll::Ready(outcome) => outcome,
+                        Poll::Pending => return Poll::Pending,
+                    };
+                    this.driver = None;
+                    match outcome {
+                        Ok(Ok(report)) => this.report = Some(report),
+                        Ok(Err(e)) => this.error = Some(e),
+                        Err(e) => {
+                            this.error = Some(Error::Unavailable(format!(
+                                "the download's task failed: {e}"
+                            )))
+                        }
+                    }
+                }
+                Poll::Ready(this.error.take().map(Err))
+            }
             Poll::Pending => Poll::Pending,
         }
     }
