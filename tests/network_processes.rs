@@ -120,7 +120,10 @@ impl NodeProcess {
         let mut cmd = Command::new(node_bin());
         cmd.args(["--data-dir", &dir.display().to_string(), "--api-port", "0"])
             .args(["--listen-addrs", "/ip4/127.0.0.1/tcp/0"])
-            .args(["--log-level", "info"])
+            .args([
+                "--log-level",
+                &std::env::var("CODEX_LOG").unwrap_or_else(|_| "info".into()),
+            ])
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -577,7 +580,8 @@ async fn resume() -> anyhow::Result<()> {
         wait_for("E to store part of the dataset", || async {
             Ok(e.total_blocks().await? >= 128)
         })
-        .await?;
+        .await
+        .map_err(|err| anyhow::anyhow!("{err}; A's log:\n{}\nE's log:\n{}", a.log(), e.log()))?;
         e.kill()?;
     }
     drop(e);
