@@ -218,10 +218,14 @@ async fn one_account_buys_sells_and_validates_at_once_for_many_periods() -> anyh
             "N: slot {} proofs in periods {}",
             sale["slotIndex"], sale["proofPeriods"]
         );
-        assert!(sale["error"].is_null(), "no sale of N failed: {sale}");
+        // A sale Ignored (another host filled the slot first) is no failure.
+        assert!(
+            !matches!(sale["state"].as_str(), Some("SaleErrored" | "SaleFailed")),
+            "no sale of N failed: {sale}"
+        );
     }
-    // A proof is required in about half the periods: H2's first missed one may come
-    // a few periods after it stopped.
+    // No proof is required in the downtime: H2's first missed one may come a period
+    // or two after it stopped.
     let missing = wait_for(
         "N's validator to mark a proof H2 missed",
         Duration::from_secs(3 * PERIOD),
