@@ -27,7 +27,6 @@ use codex::market::{
     LocalChain, MarketplaceClient, MarketplaceConfig, RequestState, TokenSource, VerifierSource,
     deploy,
 };
-use codex::node::market::{EthKey, MarketConfig};
 use codex::proofs::prover::compile_verifier;
 use codex::proofs::{Prover, Srs};
 use rand::{RngCore, SeedableRng, rngs::StdRng};
@@ -159,21 +158,8 @@ async fn nodes_serve_data_through_a_chain_outage_and_prove_again_after_it() -> a
     // The test's own view of the chain, past the proxy.
     let direct = MarketplaceClient::connect(chain.url(), &deployer, d.marketplace).await?;
     let proxy = RpcProxy::start(format!("127.0.0.1:{}", chain.port()).parse()?).await?;
-    let funded = |i: u64| {
-        let (chain, d, cache, rpc) = (&chain, &d, &cache, proxy.url());
-        async move {
-            let signer = common::funded(chain, d.token, i).await?;
-            let mut mc = MarketConfig::new(
-                rpc,
-                d.marketplace,
-                EthKey::from_signer(signer),
-                Srs::Development,
-            );
-            mc.poll_interval = Duration::from_millis(500);
-            mc.proof_cache_dir = Some(cache.clone());
-            anyhow::Ok(mc)
-        }
-    };
+    let rpc = proxy.url();
+    let funded = |i: u64| common::host_market(&chain, &d, i, (&rpc, 5, &cache));
     println!(
         "{} marketplace deployed on anvil {}, nodes use the proxy {}",
         at(),

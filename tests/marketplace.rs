@@ -15,7 +15,6 @@ use bytes::Bytes;
 use codex::market::{
     LocalChain, MarketplaceConfig, RequestState, SlotState, TokenSource, VerifierSource, deploy,
 };
-use codex::node::market::{EthKey, MarketConfig};
 use codex::proofs::prover::compile_verifier;
 use codex::proofs::{Prover, Srs};
 use rand::{RngCore, SeedableRng, rngs::StdRng};
@@ -56,21 +55,7 @@ async fn three_hosts_fill_a_request_with_real_proofs_and_prove_again() -> anyhow
     )
     .await
     .context("deploying with the generated verifier")?;
-    let funded = |i: u64| {
-        let (chain, d, cache) = (&chain, &d, &cache);
-        async move {
-            let signer = common::funded(chain, d.token, i).await?;
-            let mut mc = MarketConfig::new(
-                chain.url(),
-                d.marketplace,
-                EthKey::from_signer(signer),
-                Srs::Development,
-            );
-            mc.poll_interval = Duration::from_millis(500);
-            mc.proof_cache_dir = Some(cache.clone());
-            anyhow::Ok(mc)
-        }
-    };
+    let funded = |i: u64| common::host_market(&chain, &d, i, (chain.url(), 5, &cache));
     println!("[{:>6.1?}] marketplace deployed on anvil", t0.elapsed());
 
     let dir = tempfile::tempdir()?;

@@ -25,7 +25,6 @@ use codex::market::{
     LocalChain, MarketplaceConfig, RequestId, RequestState, SlotId, SlotState, TokenSource,
     VerifierSource, deploy,
 };
-use codex::node::market::{EthKey, MarketConfig};
 use codex::node::validator::ValidatorConfig;
 use codex::proofs::prover::compile_verifier;
 use codex::proofs::{Prover, Srs};
@@ -88,22 +87,7 @@ async fn one_account_buys_sells_and_validates_at_once_for_many_periods() -> anyh
     )
     .await
     .context("deploying with the generated verifier")?;
-    let funded = |i: u64| {
-        let (chain, d, cache) = (&chain, &d, &cache);
-        async move {
-            let signer = common::funded(chain, d.token, i).await?;
-            let mut mc = MarketConfig::new(
-                chain.url(),
-                d.marketplace,
-                EthKey::from_signer(signer),
-                Srs::Development,
-            );
-            mc.poll_interval = Duration::from_millis(500);
-            mc.proof_cache_dir = Some(cache.clone());
-            mc.proof_samples = SAMPLES;
-            anyhow::Ok(mc)
-        }
-    };
+    let funded = |i: u64| common::host_market(&chain, &d, i, (chain.url(), SAMPLES, &cache));
     println!("[{:>6.1?}] marketplace deployed", t0.elapsed());
 
     let dir = tempfile::tempdir()?;

@@ -26,6 +26,28 @@ pub async fn funded(
     Ok(signer)
 }
 
+/// A node's marketplace settings for anvil account `index` (funded as [`funded`]) on
+/// deployment `d`, reached at `rpc`: development parameters, `samples` samples, a
+/// 500 ms poll, proving keys cached in `cache`.
+pub async fn host_market(
+    chain: &LocalChain,
+    d: &codex::market::Deployment,
+    index: u64,
+    (rpc, samples, cache): (&str, usize, &Path),
+) -> anyhow::Result<MarketConfig> {
+    let signer = funded(chain, d.token, index).await?;
+    let mut mc = MarketConfig::new(
+        rpc,
+        d.marketplace,
+        codex::node::market::EthKey::from_signer(signer),
+        codex::proofs::Srs::Development,
+    );
+    mc.poll_interval = Duration::from_millis(500);
+    mc.proof_cache_dir = Some(cache.to_path_buf());
+    mc.proof_samples = samples;
+    Ok(mc)
+}
+
 pub async fn node(
     dir: &Path,
     bootstrap: Vec<codex::net::Multiaddr>,
