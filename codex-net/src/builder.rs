@@ -132,7 +132,10 @@ impl NetworkBuilder {
     }
 
     /// Bootstrap the DHT from `peers`, each address ending in `/p2p/<peer id>`; they are
-    /// dialed at start. Replaces earlier ones. Default none.
+    /// dialed at start (a peer given at several addresses once, at all of them).
+    /// Replaces earlier ones. Default none. A signed peer record (`spr:...`) gives its
+    /// peer's through [`BootstrapNode::addresses`](crate::BootstrapNode::addresses) or
+    /// [`SignedPeerRecord::dial_addresses`](crate::SignedPeerRecord::dial_addresses).
     pub fn bootstrap(mut self, peers: impl IntoIterator<Item = Multiaddr>) -> Self {
         self.config.bootstrap = peers.into_iter().collect();
         self

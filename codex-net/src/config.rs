@@ -36,7 +36,10 @@ pub struct NetConfig {
     /// dials out. Each address must be a TCP or QUIC address of an enabled transport.
     pub listen_addrs: Vec<Multiaddr>,
     /// Peers to bootstrap the DHT from (`--bootstrap-node`), each ending in
-    /// `/p2p/<peer id>`. Default: none (a node others bootstrap from).
+    /// `/p2p/<peer id>`; a signed peer record's are its
+    /// [`dial_addresses`](crate::SignedPeerRecord::dial_addresses) (see
+    /// [`BootstrapNode`](crate::BootstrapNode)). Default: none (a node others
+    /// bootstrap from).
     pub bootstrap: Vec<Multiaddr>,
     /// The Kademlia protocol name, starting with `/`. Default `/codex/kad/1.0.0`
     /// ([`DEFAULT_KAD_PROTOCOL`]); Logos Storage and other libp2p networks use

@@ -39,6 +39,24 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A signed peer record's text is not `spr:` followed by URL-safe base64.
+    #[error("malformed SPR: {0}")]
+    SprEncoding(String),
+    /// A signed peer record's bytes are no signed envelope holding a peer record (a
+    /// malformed protobuf, public key, peer id or address).
+    #[error("bad SPR envelope: {0}")]
+    SprEnvelope(String),
+    /// A signed peer record's signature does not verify over the domain
+    /// `libp2p-peer-record`, or its signer is not the peer it names.
+    #[error("bad SPR signature: the record is not signed by the peer it names")]
+    SprSignature,
+    /// A signed envelope that holds something other than a peer record (payload type
+    /// `0x0301`).
+    #[error("not a peer record: the envelope's payload type is {payload_type:02x?}, not [03, 01]")]
+    SprPayloadType {
+        /// The envelope's payload type.
+        payload_type: Vec<u8>,
+    },
     /// The network task is gone.
     #[error("the network task has stopped")]
     Stopped,

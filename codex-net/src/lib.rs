@@ -11,6 +11,7 @@ mod key;
 pub mod message;
 mod network;
 mod providers;
+mod spr;
 
 pub use crate::builder::NetworkBuilder;
 pub use crate::config::{
@@ -24,6 +25,9 @@ pub use crate::exchange::{Exchange, ExchangeConfig};
 pub use crate::key::{KeyType, decode_key, load_key, load_or_create_key, load_or_create_key_with};
 pub use crate::network::{NetInfo, Network, provider_key};
 pub use crate::providers::ProviderStats;
+pub use crate::spr::{
+    BootstrapNode, PEER_RECORD_DOMAIN, PEER_RECORD_PAYLOAD_TYPE, SPR_PREFIX, SignedPeerRecord,
+};
 pub use libp2p::identity::Keypair;
 pub use libp2p::multiaddr::Protocol;
 pub use libp2p::{Multiaddr, PeerId};

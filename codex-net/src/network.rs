@@ -27,6 +27,7 @@ use crate::exchange::Exchange;
 use crate::providers::ProviderStats;
 use crate::providers::schedule::Schedule;
 use crate::providers::store::ProviderStore;
+use crate::spr::{SignedPeerRecord, next_seq};
 
 /// The key Kademlia provider records use for a CID: its multihash bytes, as standard
 /// libp2p Kademlia peers key them.
@@ -57,6 +58,8 @@ pub(crate) enum Command {
     Dial(PeerId, Vec<Multiaddr>, oneshot::Sender<Result<()>>),
     Disconnect(PeerId),
     Info(oneshot::Sender<NetInfo>),
+    Spr(oneshot::Sender<Result<SignedPeerRecord>>),
+    AddExternalAddress(Multiaddr),
     Shutdown,
 }
 
@@ -151,6 +154,7 @@ impl Network {
         let timeouts = config.timeouts;
         let limits = config.limits.to_libp2p();
         let transports = config.transports;
+        let record_key = key.clone();
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
             .with_tokio()
             .with_other_transport(|key| transport(key, transports))
@@ -216,6 +220,8 @@ impl Network {
             announcing: HashMap::new(),
             wake: Box::pin(tokio::time::sleep(Duration::ZERO)),
             wake_armed: false,
+            key: record_key,
+            spr: None,
         };
         task.add_provided(provided);
         // Wait (at most 5 s) for the first listen address, so that callers can print it
@@ -232,14 +238,27 @@ impl Network {
         // Dialed once we listen: identify tells a peer our listen addresses when the
         // connection opens, and a bootstrap node that learns none cannot route to us
         // (nor name us as a provider).
+        // A peer at several addresses (a signed peer record's) is dialed once, at all.
+        let mut peers: Vec<(PeerId, Vec<Multiaddr>)> = Vec::new();
         for addr in &config.bootstrap {
             // Checked: every bootstrap address ends in /p2p/<peer id>.
             if let Some(libp2p::multiaddr::Protocol::P2p(peer)) = addr.iter().last() {
-                let swarm = &mut task.swarm;
-                swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
-                if let Err(e) = swarm.dial(addr.clone()) {
-                    tracing::warn!(%addr, error = %e, "cannot dial a bootstrap node");
+                task.swarm
+                    .behaviour_mut()
+                    .kad
+                    .add_address(&peer, addr.clone());
+                match peers.iter_mut().find(|(p, _)| *p == peer) {
+                    Some((_, addrs)) => addrs.push(addr.clone()),
+                    None => peers.push((peer, vec![addr.clone()])),
                 }
+            }
+        }
+        for (peer, addrs) in peers {
+            let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .build();
+            if let Err(e) = task.swarm.dial(opts) {
+                tracing::warn!(%peer, error = %e, "cannot dial a bootstrap node");
             }
         }
         if !config.bootstrap.is_empty() {
@@ -403,6 +422,40 @@ impl Network {
         rx.await.map_err(|_| Error::Stopped)
     }
 
+    /// The node's signed peer record (SPR): our peer id and the addresses we are reached
+    /// at (listen addresses, per interface for `0.0.0.0`, and external addresses
+    /// confirmed), signed by the node's key. Its `to_string()` is the `spr:...` text
+    /// Codex's `GET /spr` answers and `--bootstrap-node` takes. The record is made again
+    /// when the addresses change, with a higher sequence number (the Unix time in
+    /// seconds, or one more than the last record's); until then the same record is
+    /// returned. A node that does not listen has a record without addresses.
+    ///
+    /// # Errors
+    /// [`Error::Stopped`] when the network task has stopped; [`Error::SprEnvelope`]
+    /// when the key cannot sign.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a command already sent is carried out, its answer dropped.
+    pub async fn spr(&self) -> Result<SignedPeerRecord> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Spr(tx)).await?;
+        rx.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// Announces `addr` as an address we are reached at (a public address a NAT maps
+    /// to ours, as Codex's `--nat extip:`): it goes into our signed peer record
+    /// ([`spr`](Self::spr)) and what identify tells peers. Returns when the network
+    /// task has it.
+    ///
+    /// # Errors
+    /// [`Error::Stopped`] when the network task has stopped.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a command already sent is carried out.
+    pub async fn add_external_address(&self, addr: Multiaddr) -> Result<()> {
+        self.send(Command::AddExternalAddress(addr)).await
+    }
+
     /// Stops the swarm: every connection closes, the node leaves the network.
     ///
     /// # Cancel safety
@@ -480,6 +533,10 @@ struct SwarmTask {
     /// Wakes the task when the schedule has a key to announce.
     wake: Pin<Box<tokio::time::Sleep>>,
     wake_armed: bool,
+    /// The node's key, which signs its peer record.
+    key: Keypair,
+    /// The last peer record made, kept while the addresses stay the same.
+    spr: Option<SignedPeerRecord>,
 }
 
 impl SwarmTask {
@@ -605,6 +662,10 @@ impl SwarmTask {
                     }
                 }
             }
+            Command::Spr(reply) => {
+                let _ = reply.send(self.peer_record());
+            }
+            Command::AddExternalAddress(addr) => self.swarm.add_external_address(addr),
             Command::Shutdown => {}
             Command::Disconnect(peer) => {
                 let _ = self.swarm.disconnect_peer_id(peer);
@@ -624,6 +685,31 @@ impl SwarmTask {
                 });
             }
         }
+    }
+
+    /// Our signed peer record at our current addresses: the last one while they stay
+    /// the same, else a new one with a higher sequence number.
+    fn peer_record(&mut self) -> Result<SignedPeerRecord> {
+        let mut addrs: Vec<Multiaddr> = Vec::new();
+        for a in self
+            .swarm
+            .listeners()
+            .chain(self.swarm.external_addresses())
+        {
+            if !addrs.contains(a) {
+                addrs.push(a.clone());
+            }
+        }
+        if let Some(spr) = &self.spr
+            && spr.addresses() == addrs.as_slice()
+        {
+            return Ok(spr.clone());
+        }
+        let seq = next_seq(self.spr.as_ref().map(SignedPeerRecord::seq));
+        let spr = SignedPeerRecord::new(&self.key, seq, addrs)?;
+        tracing::debug!(seq, addrs = ?spr.addresses(), "new signed peer record");
+        self.spr = Some(spr.clone());
+        Ok(spr)
     }
 
     fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
