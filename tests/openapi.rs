@@ -591,6 +591,7 @@ async fn a_live_node_answers_as_documented() -> anyhow::Result<()> {
         assert_eq!(c(method, template, path, None).await?.0, 400, "{template}");
     }
     assert_eq!(c("get", "/peerid", "/peerid".into(), None).await?.0, 503);
+    assert_eq!(c("get", "/spr", "/spr".into(), None).await?.0, 503);
     let peer = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN";
     for (path, status) in [
         (format!("/connect/{peer}"), 503),

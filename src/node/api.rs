@@ -54,6 +54,7 @@ pub(crate) fn router(state: ApiState) -> Router {
         &[
             "/data/{cid}/network",
             "/data/{cid}/network/{*rest}",
+            "/spr",
             "/peerid",
             "/connect/{peer}",
         ],
@@ -431,18 +432,20 @@ async fn space(State(st): State<ApiState>) -> Result<axum::Json<Value>, ApiError
 
 async fn debug_info(State(st): State<ApiState>) -> axum::Json<Value> {
     #[cfg(feature = "net")]
-    let (peer_id, addrs, nodes, connected) = net::debug_info(&st).await;
+    let (peer_id, addrs, nodes, connected, spr) = net::debug_info(&st).await;
     #[cfg(not(feature = "net"))]
-    let (peer_id, addrs, nodes, connected) = (
+    let (peer_id, addrs, nodes, connected, spr) = (
         String::new(),
         Vec::<String>::new(),
         Vec::<Value>::new(),
         Vec::<String>::new(),
+        String::new(),
     );
     axum::Json(json!({
         "id": peer_id,
         "addrs": addrs,
         "repo": st.data_dir,
+        "spr": spr,
         "announceAddresses": addrs,
         "table": {
             "localNode": { "peerId": peer_id },

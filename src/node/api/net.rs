@@ -1,12 +1,12 @@
-//! The network's routes (feature `net`): fetching datasets from peers, the peer id,
-//! dialing a peer.
+//! The network's routes (feature `net`): fetching datasets from peers, the peer id and
+//! signed peer record, dialing a peer.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use serde_json::{Value, json};
@@ -23,6 +23,7 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/data/{cid}/network", axum::routing::post(network_download))
         .route("/data/{cid}/network/stream", get(network_stream))
         .route("/data/{cid}/network/manifest", get(network_manifest))
+        .route("/spr", get(spr))
         .route("/peerid", get(peer_id))
         .route("/connect/{peer}", get(connect))
 }
@@ -77,8 +78,75 @@ async fn network_stream(
     Ok(dataset_response(dataset))
 }
 
-async fn peer_id(State(st): State<ApiState>) -> Result<String, ApiError> {
-    Ok(network(&st)?.peer_id().to_string())
+/// Whether the request's `Accept` prefers `application/json` to `text/plain`: a
+/// media range's quality (`;q=`) counts, the most specific range naming a type wins,
+/// and a tie (no `Accept`, `*/*`) goes to text, as Codex answers by default.
+fn wants_json(headers: &HeaderMap) -> bool {
+    // The quality each of the two types gets: (specificity of the range, q).
+    let mut text: Option<(u8, f32)> = None;
+    let mut json: Option<(u8, f32)> = None;
+    for value in headers.get_all(header::ACCEPT) {
+        let Ok(value) = value.to_str() else { continue };
+        for range in value.split(',') {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let q = parts
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            let matches = |ty: &str, sub: &str| -> Option<u8> {
+                match media.split_once('/') {
+                    Some(("*", "*")) => Some(0),
+                    Some((t, "*")) if t == ty => Some(1),
+                    Some((t, s)) if t == ty && s == sub => Some(2),
+                    _ => None,
+                }
+            };
+            let take = |slot: &mut Option<(u8, f32)>, found: Option<u8>| {
+                if let Some(spec) = found
+                    && slot.is_none_or(|(s, _)| spec > s)
+                {
+                    *slot = Some((spec, q));
+                }
+            };
+            take(&mut text, matches("text", "plain"));
+            take(&mut json, matches("application", "json"));
+        }
+    }
+    let q = |slot: Option<(u8, f32)>| slot.map_or(0.0, |(_, q)| q);
+    q(json) > q(text)
+}
+
+/// `text/plain` of `text`, or `{key: text}` as JSON when the request asks for JSON.
+fn text_or_json(headers: &HeaderMap, key: &str, text: String) -> Response {
+    if wants_json(headers) {
+        axum::Json(json!({ key: text })).into_response()
+    } else {
+        ([(header::CONTENT_TYPE, "text/plain")], text).into_response()
+    }
+}
+
+async fn peer_id(State(st): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let id = network(&st)?.peer_id().to_string();
+    Ok(text_or_json(&headers, "id", id))
+}
+
+/// The node's signed peer record, `spr:...`: 503 while it has no address to give.
+async fn spr(State(st): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let not_ready = || {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Node SPR not ready, try again later".into(),
+        )
+    };
+    let spr = network(&st)?.spr().await.map_err(|e| {
+        tracing::debug!(error = %e, "no signed peer record");
+        not_ready()
+    })?;
+    if spr.addresses().is_empty() {
+        return Err(not_ready());
+    }
+    Ok(text_or_json(&headers, "spr", spr.to_string()))
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -114,12 +182,21 @@ async fn connect(
     Ok("Successfully connected to peer".into())
 }
 
-/// `/debug/info`'s network part: peer id, dialable addresses, routing table and
-/// connected peers.
-pub(super) async fn debug_info(st: &ApiState) -> (String, Vec<String>, Vec<Value>, Vec<String>) {
-    let info = match &st.network {
-        Some(net) => net.info().await.unwrap_or_default(),
-        None => codex_net::NetInfo::default(),
+/// `/debug/info`'s network part: peer id, dialable addresses, routing table,
+/// connected peers and the signed peer record (empty when there is none, as Codex
+/// gives it).
+pub(super) async fn debug_info(
+    st: &ApiState,
+) -> (String, Vec<String>, Vec<Value>, Vec<String>, String) {
+    let (info, spr) = match &st.network {
+        Some(net) => {
+            let spr = match net.spr().await {
+                Ok(spr) if !spr.addresses().is_empty() => spr.to_string(),
+                _ => String::new(),
+            };
+            (net.info().await.unwrap_or_default(), spr)
+        }
+        None => (codex_net::NetInfo::default(), String::new()),
     };
     let addrs = info
         .listen_addrs
@@ -132,5 +209,37 @@ pub(super) async fn debug_info(st: &ApiState) -> (String, Vec<String>, Vec<Value
         .map(|p| json!({ "peerId": p.to_string() }))
         .collect();
     let connected = info.connected.iter().map(ToString::to_string).collect();
-    (info.peer_id, addrs, nodes, connected)
+    (info.peer_id, addrs, nodes, connected, spr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(value: Option<&str>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Some(v) = value {
+            headers.insert(header::ACCEPT, v.parse().expect("a header value"));
+        }
+        headers
+    }
+
+    #[test]
+    fn json_is_answered_when_asked_for() {
+        for (value, json) in [
+            (None, false),
+            (Some("*/*"), false),
+            (Some("text/plain"), false),
+            (Some("application/json"), true),
+            (Some("application/*"), true),
+            (Some("application/json, text/plain"), false),
+            (Some("text/plain;q=0.5, application/json"), true),
+            (Some("application/json;q=0.2, */*;q=0.8"), false),
+            (Some("application/json;q=0.9, text/*;q=0.1"), true),
+            (Some("application/json;q=0"), false),
+            (Some("text/html"), false),
+        ] {
+            assert_eq!(wants_json(&accept(value)), json, "{value:?}");
+        }
+    }
 }
