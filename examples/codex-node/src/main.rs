@@ -80,10 +80,11 @@ struct RunArgs {
     /// interface, any port).
     #[arg(long = "listen-addrs")]
     listen_addrs: Vec<codex::net::Multiaddr>,
-    /// A node to join the network through, as a multiaddr ending in /p2p/PEER_ID
-    /// (repeatable).
+    /// A node to join the network through, as a multiaddr ending in /p2p/PEER_ID or
+    /// as its signed peer record, `spr:...` (what its `GET /spr` answers; the record's
+    /// signature is checked and each of its addresses dialed). Repeatable.
     #[arg(long = "bootstrap-node")]
-    bootstrap_nodes: Vec<codex::net::Multiaddr>,
+    bootstrap_nodes: Vec<codex::net::BootstrapNode>,
     /// JSON-RPC URL of the chain the marketplace runs on: http(s):// or ws(s)://
     /// (e.g. ws://127.0.0.1:8545, Codex's default scheme).
     #[arg(long = "eth-provider", requires_all = ["marketplace_address", "eth_private_key"])]
@@ -605,7 +606,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             if !args.listen_addrs.is_empty() {
                 net.listen_addrs = args.listen_addrs.clone();
             }
-            net.bootstrap = args.bootstrap_nodes.clone();
+            net.bootstrap = args
+                .bootstrap_nodes
+                .iter()
+                .flat_map(codex::net::BootstrapNode::addresses)
+                .collect();
             net
         }),
         net_privkey: args.net_privkey,
