@@ -20,7 +20,7 @@ pub use error::{Error, MarketplaceError, Result, Revert, Target, TokenError};
 pub use market::{Events, Marketplace};
 pub use memory::MemoryMarketplace;
 pub use metered::{CallCounts, Metered};
-pub use txman::{TxConfig, TxManager, TxStats};
+pub use txman::{REVERTS_KEPT, RevertedTx, TxConfig, TxManager, TxStats};
 pub use types::{
     Ask, BlockTimer, CollateralConfig, Content, MarketplaceConfig, ProofConfig, RequestId,
     RequestState, SlotId, SlotState, StorageRequest, challenge_from_block_hash, challenge_to_field,

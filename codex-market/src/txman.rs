@@ -30,7 +30,7 @@ use alloy::rpc::types::{TransactionReceipt, TransactionRequest};
 use tokio::sync::Mutex;
 
 use crate::client::TxReceipt;
-use crate::error::{Error, Result, Target};
+use crate::error::{Error, Result, Revert, Target};
 
 /// Gas added to every limit beyond the margin: one storage slot set from zero.
 const EXTRA_GAS: u64 = 25_000;
@@ -96,7 +96,7 @@ pub struct TxManager {
 }
 
 /// What a [`TxManager`] has done since it was made ([`TxManager::stats`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TxStats {
     /// Transactions sent (first attempts).
     pub sent: u64,
@@ -115,6 +115,23 @@ pub struct TxStats {
     pub nonce_taken: u64,
     /// Transactions given up unmined ([`Error::Stuck`]).
     pub stuck: u64,
+    /// The last reverted transactions (at most [`REVERTS_KEPT`]), oldest first: which
+    /// call, about what, and why.
+    pub reverts: Vec<RevertedTx>,
+}
+
+/// How many reverted transactions [`TxStats::reverts`] keeps.
+pub const REVERTS_KEPT: usize = 32;
+
+/// A mined transaction that reverted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevertedTx {
+    /// The contract function, e.g. `fillSlot`.
+    pub call: &'static str,
+    /// What the call was about.
+    pub target: Target,
+    /// The error it reverted with, when replaying it gave one.
+    pub error: Option<Revert>,
 }
 
 #[derive(Debug, Default)]
@@ -127,6 +144,7 @@ struct Counts {
     nonce_gaps: AtomicU64,
     nonce_taken: AtomicU64,
     stuck: AtomicU64,
+    reverts: std::sync::Mutex<std::collections::VecDeque<RevertedTx>>,
 }
 
 fn count(c: &AtomicU64) {
@@ -206,6 +224,13 @@ impl TxManager {
             nonce_gaps: get(&c.nonce_gaps),
             nonce_taken: get(&c.nonce_taken),
             stuck: get(&c.stuck),
+            reverts: c
+                .reverts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .cloned()
+                .collect(),
         }
     }
 
@@ -561,17 +586,41 @@ impl TxManager {
             .call(tx.clone())
             .block(BlockId::number(block))
             .await;
-        if let Err(e) = replay {
-            let e = alloy::contract::Error::from(e);
-            if e.as_revert_data().is_some() {
-                return Err(Error::from_contract(call, target, e));
+        let error = match replay {
+            Err(e) => {
+                let e = alloy::contract::Error::from(e);
+                e.as_revert_data()
+                    .is_some()
+                    .then(|| Error::from_contract(call, target, e))
             }
-        }
-        Err(Error::Failed {
+            Ok(_) => None,
+        };
+        let error = error.unwrap_or(Error::Failed {
             call,
             target,
             tx: receipt.transaction_hash,
-        })
+        });
+        self.record_revert(RevertedTx {
+            call,
+            target,
+            error: match &error {
+                Error::Reverted { revert, .. } => Some((**revert).clone()),
+                _ => None,
+            },
+        });
+        Err(error)
+    }
+
+    fn record_revert(&self, reverted: RevertedTx) {
+        let mut reverts = self
+            .counts
+            .reverts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if reverts.len() == REVERTS_KEPT {
+            reverts.pop_front();
+        }
+        reverts.push_back(reverted);
     }
 
     // ------------------------------------------------------------ allowances

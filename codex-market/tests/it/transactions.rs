@@ -336,7 +336,17 @@ async fn a_revert_that_happens_only_on_chain_is_decoded() -> Result<()> {
     pool_holds(&market, 2).await?;
     market.chain.mine(1).await?;
     assert_reverts(filling.await?, MarketplaceError::SlotNotFree);
-    assert_eq!(a.transactions().stats().reverted, 1);
+    let stats = a.transactions().stats();
+    assert_eq!(stats.reverted, 1);
+    assert_eq!(stats.reverts.len(), 1, "{stats:?}");
+    assert_eq!(stats.reverts[0].call, "fillSlot");
+    assert_eq!(
+        stats.reverts[0].error,
+        Some(codex_market::Revert::Marketplace(
+            MarketplaceError::SlotNotFree
+        )),
+        "the record of the revert says why"
+    );
     assert_eq!(
         b.get_host(r.slot_id(0)).await?,
         Some(b.account()),

@@ -714,6 +714,17 @@ where
     };
     let prove = t.elapsed();
     drop(proving);
+    // Another host may have filled the slot while this one waited for the prover and
+    // proved: a fill sent now would only revert and cost gas.
+    if let Ok(state) = market.slot_state(slot).await
+        && !matches!(state, SlotState::Free | SlotState::Repair)
+    {
+        tracing::info!(%slot, index, ?state, "sales: the slot was taken while proving");
+        return Event::failed(
+            format!("slot {index} is {state:?}, no longer free"),
+            FailureKind::SlotLost,
+        );
+    }
     let t = Instant::now();
     if let Err(e) = market.fill_slot(request_id, index, &proof).await {
         return Event::market_error(&e);
