@@ -10,7 +10,7 @@ scripts/setup.sh
 # The root crate's features (see "Cargo features" in README.md): without any, and
 # with each alone, it builds; without any, none of the heavy stacks is compiled.
 cargo check -p codex --no-default-features --locked
-for feature in rest net proofs market; do
+for feature in rest net proofs market logging metrics; do
     cargo check -p codex --no-default-features --features "$feature" --locked
 done
 heavy='^[│├└─ ]*(axum|libp2p|alloy|halo2-axiom|snark-verifier-sdk)(-[a-z0-9_-]+)? v'

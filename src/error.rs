@@ -26,6 +26,20 @@ pub enum Error {
     #[cfg(feature = "market")]
     #[error(transparent)]
     Market(#[from] codex_market::Error),
+    /// A log level or filter that cannot be read.
+    #[error(transparent)]
+    LogLevel(#[from] crate::logging::LogLevelError),
+    /// The log file cannot be opened for appending.
+    #[error("cannot open the log file {path}: {source}")]
+    LogFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A process-wide logger was installed before.
+    #[error("a logger is installed already: {0}")]
+    LoggerInstalled(String),
     /// The node runs without a marketplace.
     #[error(
         "this node runs without a marketplace (--eth-provider, --marketplace-address, --eth-private-key)"

@@ -1,6 +1,9 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+pub mod logging;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod node;
 
 mod error;

@@ -378,3 +378,116 @@ async fn key_files_are_private() -> anyhow::Result<()> {
     assert!(!format!("{k:?}").contains(ETH), "Debug shows the key");
     Ok(())
 }
+
+/// `--api-cors-origin`: a browser's preflight from the allowed origin is answered
+/// (before the token is asked for: a preflight carries none) with the methods and
+/// headers the API takes; responses carry `Access-Control-Allow-Origin` for it and
+/// expose `Content-Disposition`; another origin gets no grant; without the setting no
+/// CORS header is sent at all; an origin that is no header value stops the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_grants_only_the_configured_origin() -> anyhow::Result<()> {
+    const ORIGIN: &str = "https://app.example";
+    let dir = tempfile::tempdir()?;
+    let node = Node::start(NodeConfig {
+        data_dir: dir.path().join("cors"),
+        api_port: 0,
+        api_token: Some(TOKEN.into()),
+        api_cors_origin: Some(ORIGIN.into()),
+        network: None,
+        ..NodeConfig::default()
+    })
+    .await?;
+    let api = node.api_url();
+    let client = reqwest::Client::new();
+    let header = |res: &reqwest::Response, name: &str| {
+        res.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_ascii_lowercase)
+    };
+
+    let preflight = client
+        .request(reqwest::Method::OPTIONS, format!("{api}/data"))
+        .header("Origin", ORIGIN)
+        .header("Access-Control-Request-Method", "POST")
+        .header(
+            "Access-Control-Request-Headers",
+            "authorization,content-type",
+        )
+        .send()
+        .await?;
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    assert_eq!(
+        header(&preflight, "access-control-allow-origin").as_deref(),
+        Some(ORIGIN)
+    );
+    let methods = header(&preflight, "access-control-allow-methods").unwrap_or_default();
+    for m in ["get", "post", "patch", "delete"] {
+        assert!(methods.contains(m), "allowed methods {methods:?}");
+    }
+    let headers = header(&preflight, "access-control-allow-headers").unwrap_or_default();
+    assert!(
+        headers.contains("authorization") && headers.contains("content-type"),
+        "allowed headers {headers:?}"
+    );
+
+    let upload = client
+        .post(format!("{api}/data"))
+        .header("Origin", ORIGIN)
+        .header("Authorization", format!("Bearer {TOKEN}"))
+        .body("cross-origin bytes")
+        .send()
+        .await?;
+    assert_eq!(upload.status(), StatusCode::OK);
+    assert_eq!(
+        header(&upload, "access-control-allow-origin").as_deref(),
+        Some(ORIGIN)
+    );
+    let cid = upload.text().await?;
+    let download = client
+        .get(format!("{api}/data/{cid}"))
+        .header("Origin", ORIGIN)
+        .header("Authorization", format!("Bearer {TOKEN}"))
+        .send()
+        .await?;
+    assert_eq!(download.status(), StatusCode::OK);
+    assert!(
+        header(&download, "access-control-expose-headers")
+            .unwrap_or_default()
+            .contains("content-disposition")
+    );
+    assert_eq!(download.text().await?, "cross-origin bytes");
+
+    // Another origin: no grant, and the token is still required.
+    let other = client
+        .get(format!("{api}/space"))
+        .header("Origin", "https://evil.example")
+        .send()
+        .await?;
+    assert_eq!(other.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(header(&other, "access-control-allow-origin"), None);
+    node.shutdown().await?;
+
+    // No setting: no CORS header at all.
+    let plain = start(&dir.path().join("plain"), None).await?;
+    let res = client
+        .get(format!("{}/space", plain.api_url()))
+        .header("Origin", ORIGIN)
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(header(&res, "access-control-allow-origin"), None);
+    plain.shutdown().await?;
+
+    let bad = Node::start(NodeConfig {
+        data_dir: dir.path().join("bad"),
+        api_port: 0,
+        api_cors_origin: Some("https://a.example\nx".into()),
+        network: None,
+        ..NodeConfig::default()
+    })
+    .await;
+    let e = bad.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(e.contains("--api-cors-origin"), "{e}");
+    Ok(())
+}

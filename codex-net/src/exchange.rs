@@ -121,8 +121,12 @@ type Waiter = oneshot::Sender<Result<Fetched>>;
 pub struct ExchangeStats {
     /// Blocks sent to peers.
     pub served: AtomicU64,
+    /// Bytes of the blocks sent to peers (their data, without proofs and framing).
+    pub served_bytes: AtomicU64,
     /// Blocks received and accepted.
     pub received: AtomicU64,
+    /// Bytes of the blocks received and accepted.
+    pub received_bytes: AtomicU64,
     /// Deliveries rejected.
     pub rejected: AtomicU64,
     /// Peers dropped for misbehaving.
@@ -734,6 +738,9 @@ impl Exchange {
         match found {
             Ok((block, proof)) => {
                 self.stats.served.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .served_bytes
+                    .fetch_add(block.data().len() as u64, Ordering::Relaxed);
                 Some(Message {
                     payload: vec![Delivery {
                         cid: *block.cid(),
@@ -769,6 +776,9 @@ impl Exchange {
             match checked {
                 Ok(fetched) => {
                     ex.stats.received.fetch_add(1, Ordering::Relaxed);
+                    ex.stats
+                        .received_bytes
+                        .fetch_add(fetched.0.data().len() as u64, Ordering::Relaxed);
                     let _ = waiter.send(Ok(fetched));
                 }
                 Err(reason) => {

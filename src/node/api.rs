@@ -42,7 +42,11 @@ pub(crate) fn router(state: ApiState) -> Router {
         .route("/data/{cid}/exists", get(exists))
         .route("/data/{cid}/erasure", axum::routing::post(erasure))
         .route("/space", get(space))
-        .route("/debug/info", get(debug_info));
+        .route("/debug/info", get(debug_info))
+        .route(
+            "/debug/chronicles/loglevel",
+            axum::routing::post(set_log_level),
+        );
     #[cfg(feature = "proofs")]
     let api = api.route("/data/{cid}/verifiable", axum::routing::post(verifiable));
     #[cfg(not(feature = "proofs"))]
@@ -428,6 +432,80 @@ async fn space(State(st): State<ApiState>) -> Result<axum::Json<Value>, ApiError
         "quotaUsedBytes": s.quota_used_bytes,
         "quotaReservedBytes": s.quota_reserved_bytes,
     })))
+}
+
+/// `POST /debug/chronicles/loglevel?level=…` (Codex's): 200 once the level is in
+/// force (the filter applied as text), 400 for a missing or unreadable level, 500
+/// when the node has no [`crate::logging::LogControl`].
+async fn set_log_level(
+    State(st): State<ApiState>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> Result<String, ApiError> {
+    let Some(level) = query.get("level") else {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "the query parameter `level` is missing".into(),
+        ));
+    };
+    let Some(control) = &st.log_control else {
+        return Err(ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "this node's log level cannot change at run time (it runs without a LogControl)".into(),
+        ));
+    };
+    control
+        .set_level(level)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    // The directives applied, as read from `level`.
+    Ok(crate::logging::parse_level(level).unwrap_or_default())
+}
+
+/// The CORS layer for `--api-cors-origin`: `*` lets any origin call, an origin lets
+/// that one; `None` or empty adds none.
+///
+/// # Errors
+/// [`Error::InvalidRequest`] for an origin that is no header value.
+pub(crate) fn cors(origin: Option<&str>) -> crate::Result<Option<tower_http::cors::CorsLayer>> {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origin = match origin.map(str::trim) {
+        None | Some("") => return Ok(None),
+        Some("*") => AllowOrigin::any(),
+        Some(o) => {
+            // Granted to that origin only: others get no CORS header at all.
+            let allowed = HeaderValue::from_str(o).map_err(|_| {
+                Error::InvalidRequest(format!("--api-cors-origin {o:?} is no origin"))
+            })?;
+            AllowOrigin::predicate(move |origin, _| *origin == allowed)
+        }
+    };
+    let methods = [
+        axum::http::Method::GET,
+        axum::http::Method::POST,
+        axum::http::Method::PATCH,
+        axum::http::Method::DELETE,
+        axum::http::Method::OPTIONS,
+    ];
+    let allowed = [
+        header::CONTENT_TYPE,
+        header::CONTENT_DISPOSITION,
+        header::AUTHORIZATION,
+        header::ACCEPT,
+        header::HeaderName::from_static(KEY_HEADER),
+        header::HeaderName::from_static(PASSPHRASE_HEADER),
+    ];
+    let exposed = [
+        header::CONTENT_DISPOSITION,
+        header::CONTENT_LENGTH,
+        header::CONTENT_TYPE,
+    ];
+    Ok(Some(
+        CorsLayer::new()
+            .allow_origin(origin)
+            .allow_methods(methods)
+            .allow_headers(allowed)
+            .expose_headers(exposed)
+            .max_age(std::time::Duration::from_secs(86_400)),
+    ))
 }
 
 async fn debug_info(State(st): State<ApiState>) -> axum::Json<Value> {

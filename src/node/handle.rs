@@ -30,12 +30,38 @@ pub struct Handle {
     pub(crate) background: Arc<crate::node::tasks::TaskSet>,
     /// The kept keys of encrypted uploads, with `keep_keys`.
     pub(crate) keys: Option<Arc<crate::node::keys::KeyRing>>,
+    /// What the node has done since it started.
+    pub(crate) counters: Arc<Counters>,
+    /// What changes the log level (`POST /debug/chronicles/loglevel`).
+    #[cfg(feature = "rest")]
+    pub(crate) log_control: Option<crate::logging::SharedLogControl>,
+}
+
+/// What a node has done since it started ([`Handle::counters`]; its metrics).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Network downloads started ([`Handle::fetch`], [`Handle::fetch_stream`]).
+    pub downloads: std::sync::atomic::AtomicU64,
+    /// Network downloads that failed ([`Handle::fetch`]), or could not start.
+    pub downloads_failed: std::sync::atomic::AtomicU64,
+}
+
+impl Counters {
+    #[cfg(feature = "net")]
+    fn count(c: &std::sync::atomic::AtomicU64) {
+        c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Handle {
     /// The node's block store.
     pub fn store(&self) -> &Arc<dyn BlockStore> {
         &self.store
+    }
+
+    /// What the node has done since it started.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
     }
 
     /// Stores a byte stream as a dataset ([`codex_store::dataset::add_stream`]) and
@@ -161,7 +187,15 @@ impl Handle {
     /// [`Error::NoNetwork`], and when no provider serves it.
     #[cfg(feature = "net")]
     pub async fn fetch(&self, cid: Cid) -> Result<Manifest> {
-        crate::node::network::download(self.net()?, &self.store, cid).await
+        Counters::count(&self.counters.downloads);
+        let out = match self.net() {
+            Ok(net) => crate::node::network::download(net, &self.store, cid).await,
+            Err(e) => Err(e),
+        };
+        if out.is_err() {
+            Counters::count(&self.counters.downloads_failed);
+        }
+        out
     }
 
     /// Streams a dataset while it downloads from the network into the store (read
@@ -171,7 +205,15 @@ impl Handle {
     /// As [`Handle::fetch`].
     #[cfg(feature = "net")]
     pub async fn fetch_stream(&self, cid: Cid) -> Result<Dataset> {
-        crate::node::network::stream(self.net()?, Arc::clone(&self.store), cid).await
+        Counters::count(&self.counters.downloads);
+        let out = match self.net() {
+            Ok(net) => crate::node::network::stream(net, Arc::clone(&self.store), cid).await,
+            Err(e) => Err(e),
+        };
+        if out.is_err() {
+            Counters::count(&self.counters.downloads_failed);
+        }
+        out
     }
 
     /// Deletes a dataset (a manifest CID: the manifest, its tree and every block no other

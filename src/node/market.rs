@@ -248,6 +248,8 @@ pub struct Market<M = Arc<dyn Marketplace>> {
     pub(crate) sales: Arc<crate::node::sales::Sales>,
     pub(crate) validation: Arc<crate::node::validator::Validation>,
     pub(crate) tasks: TaskSet,
+    /// The chain calls counted, when the client is [`codex_market::Metered`].
+    pub(crate) calls: Option<Arc<codex_market::CallCounts>>,
 }
 
 impl Market {
@@ -277,13 +279,17 @@ impl Market {
             .proof_cache_dir
             .clone()
             .unwrap_or_else(|| data_dir.join("proof-keys"));
+        // Every call counted, for the metrics.
+        let client = codex_market::Metered::new(client);
+        let calls = Arc::clone(client.counts());
         Ok(Market::new(
             Arc::new(client) as Arc<dyn Marketplace>,
             ProverSetup::new(config.srs, config.proof_samples, key_dir),
             crate::node::sales::Sales::open(data_dir.join("sales").join("state.json")),
             config.poll_interval,
         )
-        .confirmations(config.confirmations))
+        .confirmations(config.confirmations)
+        .call_counts(calls))
     }
 }
 
@@ -306,7 +312,21 @@ impl<M: Marketplace + Clone + 'static> Market<M> {
             sales: Arc::new(sales),
             validation: Default::default(),
             tasks: TaskSet::default(),
+            calls: None,
         }
+    }
+
+    /// `counts` are those of the marketplace's calls ([`codex_market::Metered::counts`]
+    /// when it is metered): the node reports them as chain calls and errors.
+    #[must_use]
+    pub fn call_counts(mut self, counts: Arc<codex_market::CallCounts>) -> Self {
+        self.calls = Some(counts);
+        self
+    }
+
+    /// The chain calls counted, where [`Market::call_counts`] gave them.
+    pub fn calls(&self) -> Option<&Arc<codex_market::CallCounts>> {
+        self.calls.as_ref()
     }
 
     /// The roles read events only of blocks with `n` blocks on top (default 0).

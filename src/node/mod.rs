@@ -48,7 +48,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::Result;
 pub use crate::node::data::{Dataset, UploadOptions};
-pub use crate::node::handle::Handle;
+pub use crate::node::handle::{Counters, Handle};
 pub use codex_store::dataset::Added;
 
 /// A node's settings; the defaults are Codex's. Its `Debug` never shows the API token.
@@ -67,6 +67,22 @@ pub struct NodeConfig {
     /// TOKEN`. Visible ASCII, no spaces. Never logged. Feature `rest`.
     #[cfg(feature = "rest")]
     pub api_token: Option<String>,
+    /// The origin browsers may call the API from (`--api-cors-origin`): `*` for any,
+    /// or one origin such as `https://app.example`; `None` (or empty) sends no CORS
+    /// headers, so browsers keep pages of other origins out. Feature `rest`.
+    #[cfg(feature = "rest")]
+    pub api_cors_origin: Option<String>,
+    /// What changes the process's log level when the API is asked to
+    /// (`POST /debug/chronicles/loglevel`); `None` answers 500 there. The reference
+    /// node passes [`crate::logging::init`]'s. Feature `rest`.
+    #[cfg(feature = "rest")]
+    pub log_control: Option<crate::logging::SharedLogControl>,
+    /// Serve Prometheus metrics ([`crate::metrics`]) at `GET /metrics` on this address
+    /// (`--metrics --metrics-address --metrics-port`, Codex's default
+    /// 127.0.0.1:8008; port 0 picks a free one); `None` serves none. Feature
+    /// `metrics`.
+    #[cfg(feature = "metrics")]
+    pub metrics_addr: Option<SocketAddr>,
     /// Quota in bytes (`--storage-quota`, default 20 GiB).
     pub storage_quota: u64,
     /// Block lifetime (`--block-ttl`, default 30 days).
@@ -114,6 +130,12 @@ impl Default for NodeConfig {
             api_port: 8080,
             #[cfg(feature = "rest")]
             api_token: None,
+            #[cfg(feature = "rest")]
+            api_cors_origin: None,
+            #[cfg(feature = "rest")]
+            log_control: None,
+            #[cfg(feature = "metrics")]
+            metrics_addr: None,
             storage_quota: 20 << 30,
             block_ttl: Duration::from_secs(30 * 24 * 3600),
             block_maintenance_interval: Duration::from_secs(600),
@@ -140,7 +162,11 @@ impl std::fmt::Debug for NodeConfig {
         #[cfg(feature = "rest")]
         d.field("api_bindaddr", &self.api_bindaddr)
             .field("api_port", &self.api_port)
-            .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"));
+            .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"))
+            .field("api_cors_origin", &self.api_cors_origin)
+            .field("log_control", &self.log_control.as_ref().map(|c| c.level()));
+        #[cfg(feature = "metrics")]
+        d.field("metrics_addr", &self.metrics_addr);
         d.field("storage_quota", &self.storage_quota)
             .field("block_ttl", &self.block_ttl)
             .field(
@@ -170,6 +196,9 @@ pub struct Node {
     handle: Handle,
     #[cfg(feature = "rest")]
     api: Option<Api>,
+    /// The metrics server: its address and task.
+    #[cfg(feature = "metrics")]
+    metrics: Option<(SocketAddr, JoinHandle<std::io::Result<()>>)>,
     tasks: JoinSet<()>,
     cancel: CancellationToken,
     /// The node opened its store (else the app gave it and may hold it too).
@@ -430,6 +459,9 @@ impl NodeBuilder {
             keys: config
                 .keep_keys
                 .then(|| Arc::new(keys::KeyRing::new(&config.data_dir))),
+            counters: Arc::default(),
+            #[cfg(feature = "rest")]
+            log_control: config.log_control.clone(),
         };
 
         #[cfg(feature = "rest")]
@@ -438,11 +470,20 @@ impl NodeBuilder {
         } else {
             None
         };
+        #[cfg(feature = "metrics")]
+        let metrics = match config.metrics_addr {
+            Some(addr) => {
+                Some(crate::metrics::serve(addr, handle.clone(), cancel.child_token()).await?)
+            }
+            None => None,
+        };
         tracing::info!(data_dir = %config.data_dir.display(), "node started");
         Ok(Node {
             handle,
             #[cfg(feature = "rest")]
             api,
+            #[cfg(feature = "metrics")]
+            metrics,
             tasks,
             cancel,
             owns_store,
@@ -458,6 +499,11 @@ async fn start_api(config: &NodeConfig, handle: Handle, cancel: &CancellationTok
     let listener = tokio::net::TcpListener::bind((config.api_bindaddr, config.api_port)).await?;
     let addr = listener.local_addr()?;
     let router = security::protect(api::router(handle), config.api_token.as_deref())?;
+    // Outermost: a browser's preflight carries no token.
+    let router = match api::cors(config.api_cors_origin.as_deref())? {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
     let auth = config.api_token.is_some();
     if !auth && !addr.ip().is_loopback() {
         tracing::warn!(api_addr = %addr, "the API is reachable beyond this machine without a token (--api-token-file)");
@@ -517,6 +563,13 @@ impl Node {
             .expect("this node serves no REST API (NodeBuilder::serve_api)")
     }
 
+    /// Where the metrics are served ([`NodeConfig::metrics_addr`], the port bound);
+    /// `None` when they are not. Feature `metrics`.
+    #[cfg(feature = "metrics")]
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(addr, _)| *addr)
+    }
+
     /// The API's base URL, e.g. `http://127.0.0.1:8080/api/codex/v1`. Feature `rest`.
     ///
     /// # Panics
@@ -568,6 +621,10 @@ impl Node {
         self.cancel.cancel();
         #[cfg(feature = "rest")]
         if let Some(server) = self.api.as_mut().and_then(|a| a.server.take()) {
+            server.await??;
+        }
+        #[cfg(feature = "metrics")]
+        if let Some((_, server)) = self.metrics.take() {
             server.await??;
         }
         self.handle.background.shutdown().await;

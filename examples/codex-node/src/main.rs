@@ -64,6 +64,19 @@ struct RunArgs {
     /// the token is taken from CODEX_API_TOKEN when that is set.
     #[arg(long = "api-token-file", global = true)]
     api_token_file: Option<PathBuf>,
+    /// The origin browsers may call the REST API from: `*` for any, or one origin such
+    /// as `https://app.example`. Without it (or empty) no CORS headers are sent.
+    #[arg(long = "api-cors-origin")]
+    api_cors_origin: Option<String>,
+    /// Serve Prometheus metrics at http://METRICS_ADDRESS:METRICS_PORT/metrics.
+    #[arg(long)]
+    metrics: bool,
+    /// The metrics' address (with --metrics).
+    #[arg(long = "metrics-address", default_value = "127.0.0.1")]
+    metrics_address: IpAddr,
+    /// The metrics' port (with --metrics; 0 picks a free one).
+    #[arg(long = "metrics-port", default_value_t = 8008)]
+    metrics_port: u16,
     /// Storage quota in bytes; suffixes K, M, G, T (powers of 1024) are accepted.
     #[arg(long, default_value = "20G", value_parser = parse_size)]
     storage_quota: u64,
@@ -171,9 +184,18 @@ struct RunArgs {
     /// and forgets it.
     #[arg(long)]
     keep_keys: bool,
-    /// Log filter (`info`, `debug`, `codex=trace`, ...).
+    /// What to log: Codex's levels, `INFO;TRACE: codex_net,codex_market` (TRACE,
+    /// DEBUG, INFO, NOTICE, WARN, ERROR, FATAL, NONE, per topic = module path), or
+    /// tracing's filter, `info,codex_net=debug`. `POST /debug/chronicles/loglevel`
+    /// changes it while the node runs.
     #[arg(long, default_value = "info", env = "CODEX_LOG")]
     log_level: String,
+    /// How log lines are written: `text` or `json` (one object per line).
+    #[arg(long = "log-format", default_value = "text")]
+    log_format: codex::logging::LogFormat,
+    /// Append the log to this file instead of writing it to stderr.
+    #[arg(long = "log-file")]
+    log_file: Option<PathBuf>,
 }
 
 /// A command-line value that `Debug` never shows (the marketplace key).
@@ -540,12 +562,12 @@ fn with_config_file(args: Vec<std::ffi::OsString>) -> anyhow::Result<Vec<std::ff
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&args.log_level).context("bad --log-level")?,
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let logging = codex::logging::init(&codex::logging::LogSettings {
+        level: args.log_level.clone(),
+        format: args.log_format,
+        file: args.log_file.clone(),
+    })
+    .context("--log-level, --log-format, --log-file")?;
     if let Some(path) = &args.config_file {
         tracing::info!(config = %path.display(), "flags read from the config file");
     }
@@ -597,6 +619,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         api_bindaddr: args.api_bindaddr,
         api_port: args.api_port,
         api_token,
+        api_cors_origin: args.api_cors_origin.clone(),
+        log_control: Some(std::sync::Arc::new(logging)),
+        metrics_addr: args
+            .metrics
+            .then(|| std::net::SocketAddr::new(args.metrics_address, args.metrics_port)),
         storage_quota: args.storage_quota,
         block_ttl: Duration::from_secs(args.block_ttl),
         block_maintenance_interval: Duration::from_secs(args.block_maintenance_interval.max(1)),
@@ -644,6 +671,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         for addr in &info.listen_addrs {
             eprintln!("peer address: {addr}/p2p/{}", info.peer_id);
         }
+    }
+    if let Some(addr) = node.metrics_addr() {
+        eprintln!("metrics: http://{addr}/metrics");
     }
     eprintln!(
         "Codex node running. Try:\n  codex-node upload FILE --api {0}\n  codex-node list --api {0}",

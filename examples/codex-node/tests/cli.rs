@@ -775,3 +775,127 @@ async fn net_key_flags_choose_the_key_file_and_its_type() -> anyhow::Result<()> 
     assert!(!ok && err.contains("--net-key-type"), "{err}");
     Ok(())
 }
+
+/// The log lines of `file` as JSON objects (every line must be one).
+fn json_lines(file: &Path) -> anyhow::Result<Vec<serde_json::Value>> {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    text.lines()
+        .map(|l| {
+            serde_json::from_str(l).map_err(|e| anyhow::anyhow!("not a JSON line: {l:?}: {e}"))
+        })
+        .collect()
+}
+
+/// `--log-level` in Codex's syntax, `--log-format json`, `--log-file`, and
+/// `POST /debug/chronicles/loglevel`: the file holds one JSON object per line; at
+/// `WARN;INFO: codex::node` the node's own start lines are there and no other INFO
+/// line; the API's level change takes effect at once (its own INFO line is written);
+/// at NONE nothing more is written; a bad or missing level is refused with 400 and
+/// changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_flags_and_the_runtime_level() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("node.log");
+    let mut child = Command::new(BIN)
+        .args(["--data-dir", &dir.path().join("d").display().to_string()])
+        .args(["--api-port", "0", "--listen-addrs", "/ip4/127.0.0.1/tcp/0"])
+        .args([
+            "--log-level",
+            "WARN;INFO: codex::node",
+            "--log-format",
+            "json",
+        ])
+        .args(["--log-file", &log.display().to_string()])
+        .env_remove("CODEX_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let url = api_url(&mut child)?;
+    // Stopped however the test ends (a node left running holds the test's ports and
+    // files).
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Kill(child);
+    let lines = json_lines(&log)?;
+    let level = |l: &serde_json::Value| l["level"].as_str().unwrap_or_default().to_string();
+    let target = |l: &serde_json::Value| l["target"].as_str().unwrap_or_default().to_string();
+    let message = |l: &serde_json::Value| l["fields"]["message"].as_str().map(str::to_string);
+    assert!(
+        lines
+            .iter()
+            .any(|l| message(l).as_deref() == Some("API started") && level(l) == "INFO"),
+        "the node's INFO lines are in the file: {lines:?}"
+    );
+    for l in &lines {
+        assert!(
+            level(l) != "INFO" || target(l).starts_with("codex::node"),
+            "an INFO line of another target: {l}"
+        );
+        assert!(level(l) != "DEBUG" && level(l) != "TRACE", "{l}");
+    }
+
+    let client = reqwest::Client::new();
+    // Levels as a query parameter: `;`, `:`, `,` and spaces percent-encoded.
+    let set = |level: &str| {
+        let encoded: String = level
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b == b'_' {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        client
+            .post(format!("{url}/debug/chronicles/loglevel?level={encoded}"))
+            .send()
+    };
+    for bad in ["LOUD", "INFO;DEBUG", "info,codex_net=loud"] {
+        let res = set(bad).await?;
+        assert_eq!(res.status(), reqwest::StatusCode::BAD_REQUEST, "{bad}");
+        assert!(res.text().await?.contains("bad log level"), "{bad}");
+    }
+    let res = client
+        .post(format!("{url}/debug/chronicles/loglevel"))
+        .send()
+        .await?;
+    assert_eq!(res.status(), reqwest::StatusCode::BAD_REQUEST);
+    assert!(
+        !json_lines(&log)?
+            .iter()
+            .any(|l| message(l).as_deref() == Some("log level changed")),
+        "refused levels change nothing"
+    );
+    let lines = json_lines(&log)?;
+
+    let res = set("NOTICE;DEBUG: codex_net").await?;
+    assert_eq!(res.status(), reqwest::StatusCode::OK);
+    assert_eq!(res.text().await?, "info,codex_net=debug");
+    let after = json_lines(&log)?;
+    assert!(
+        after[lines.len()..].iter().any(|l| {
+            message(l).as_deref() == Some("log level changed")
+                && level(l) == "INFO"
+                && target(l).starts_with("codex::logging")
+        }),
+        "the new level took effect: {after:?}"
+    );
+
+    assert_eq!(set("NONE").await?.status(), reqwest::StatusCode::OK);
+    let silent = json_lines(&log)?.len();
+    assert_eq!(set("none").await?.status(), reqwest::StatusCode::OK);
+    let upload = client
+        .post(format!("{url}/data"))
+        .body("quiet")
+        .send()
+        .await?;
+    assert!(upload.status().is_success());
+    assert_eq!(json_lines(&log)?.len(), silent, "NONE writes nothing");
+    Ok(())
+}

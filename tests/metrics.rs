@@ -1,0 +1,117 @@
+//! `GET /metrics` on real nodes over loopback: after B downloads a dataset from A, the
+//! counters of both say so (blocks and bytes served and received, downloads, the
+//! store), in the OpenMetrics text format Prometheus scrapes.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use codex::{Node, NodeConfig};
+use futures::TryStreamExt;
+use rand::{RngCore, SeedableRng, rngs::StdRng};
+
+async fn start(
+    dir: &std::path::Path,
+    bootstrap: Vec<codex_net::Multiaddr>,
+) -> anyhow::Result<Node> {
+    Ok(Node::start(NodeConfig {
+        data_dir: dir.to_path_buf(),
+        api_port: 0,
+        metrics_addr: Some("127.0.0.1:0".parse()?),
+        network: Some(codex_net::NetConfig {
+            listen_addrs: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
+            bootstrap,
+            ..codex_net::NetConfig::default()
+        }),
+        ..NodeConfig::default()
+    })
+    .await?)
+}
+
+/// Scrapes `node` and reads every sample as `name{labels}` → value.
+async fn scrape(node: &Node) -> anyhow::Result<BTreeMap<String, f64>> {
+    let addr = node
+        .metrics_addr()
+        .ok_or_else(|| anyhow::anyhow!("no metrics served"))?;
+    let res = reqwest::get(format!("http://{addr}/metrics")).await?;
+    anyhow::ensure!(res.status().is_success(), "{}", res.status());
+    let kind = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    anyhow::ensure!(kind.starts_with("application/openmetrics-text"), "{kind}");
+    let text = res.text().await?;
+    anyhow::ensure!(text.trim_end().ends_with("# EOF"), "{text}");
+    let mut samples = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (name, value) = line
+            .rsplit_once(' ')
+            .ok_or_else(|| anyhow::anyhow!("bad sample line {line:?}"))?;
+        samples.insert(name.to_string(), value.parse::<f64>()?);
+    }
+    Ok(samples)
+}
+
+fn get(samples: &BTreeMap<String, f64>, name: &str) -> anyhow::Result<f64> {
+    samples
+        .get(name)
+        .copied()
+        .ok_or_else(|| anyhow::anyhow!("no {name} in {samples:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_what_the_nodes_did() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let a = start(&dir.path().join("a"), vec![]).await?;
+    let net = a.network().ok_or_else(|| anyhow::anyhow!("no network"))?;
+    let addr = net.info().await?.listen_addrs[0]
+        .clone()
+        .with(codex_net::Protocol::P2p(net.peer_id()));
+    let b = start(&dir.path().join("b"), vec![addr]).await?;
+
+    let before = scrape(&a).await?;
+    assert_eq!(get(&before, "codex_blocks_served_total")?, 0.0);
+    assert_eq!(get(&before, "codex_store_blocks")?, 0.0);
+
+    let mut bytes = vec![0u8; 20 * 65536 + 77];
+    StdRng::seed_from_u64(7).fill_bytes(&mut bytes);
+    let added = a
+        .add(
+            futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from(bytes.clone()))]),
+            Default::default(),
+        )
+        .await?;
+    let fetched = b.fetch_stream(added.cid).await?;
+    let got: Vec<Bytes> = fetched.stream.try_collect().await?;
+    assert_eq!(got.concat(), bytes);
+
+    let (sa, sb) = (scrape(&a).await?, scrape(&b).await?);
+    let len = bytes.len() as f64;
+    // A served the 21 data blocks (the tree and manifest are sent too).
+    assert!(get(&sa, "codex_blocks_served_total")? >= 21.0, "{sa:?}");
+    assert!(get(&sa, "codex_bytes_sent_total")? >= len, "{sa:?}");
+    assert!(get(&sb, "codex_blocks_received_total")? >= 21.0, "{sb:?}");
+    assert!(get(&sb, "codex_bytes_received_total")? >= len, "{sb:?}");
+    assert_eq!(get(&sb, "codex_blocks_rejected_total")?, 0.0);
+    assert_eq!(get(&sb, "codex_downloads_total")?, 1.0, "{sb:?}");
+    assert_eq!(get(&sb, "codex_downloads_failed_total")?, 0.0);
+    assert!(get(&sb, "codex_net_peers")? >= 1.0, "{sb:?}");
+    for (node, s) in [(&a, &sa), (&b, &sb)] {
+        let space = node.space().await?;
+        assert_eq!(get(s, "codex_store_blocks")?, space.total_blocks as f64);
+        assert_eq!(
+            get(s, "codex_store_quota_used_bytes")?,
+            space.quota_used_bytes as f64
+        );
+        assert_eq!(
+            get(s, "codex_store_quota_max_bytes")?,
+            space.quota_max_bytes as f64
+        );
+    }
+    // Without a marketplace there are no chain metrics.
+    assert!(!sa.keys().any(|k| k.starts_with("codex_chain_")), "{sa:?}");
+    b.shutdown().await?;
+    a.shutdown().await?;
+    Ok(())
+}
