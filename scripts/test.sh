@@ -5,6 +5,8 @@
 # scripts/setup.sh installs the pinned npm tools (solc, anvil) first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A one-shot build gains nothing from incremental state, which costs disk.
+export CARGO_INCREMENTAL=0
 scripts/setup.sh
 
 # The root crate's features (see "Cargo features" in README.md): without any, and
