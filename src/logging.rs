@@ -18,8 +18,9 @@ use std::sync::Arc;
 
 /// Changes what the process logs while it runs.
 pub trait LogControl: Send + Sync + std::fmt::Debug + 'static {
-    /// Logs what `level` ([`parse_level`]) lets through from now on.
-    fn set_level(&self, level: &str) -> Result<(), LogLevelError>;
+    /// Logs what `level` ([`parse_level`]) lets through from now on, and returns the
+    /// filter applied as `EnvFilter` directives.
+    fn set_level(&self, level: &str) -> Result<String, LogLevelError>;
     /// The filter in force, as `EnvFilter` directives.
     fn level(&self) -> String;
 }
@@ -69,6 +70,14 @@ fn target_name(topic: &str) -> Option<String> {
 
 /// `level` in either syntax (see the module) as `EnvFilter` directives, checked.
 pub fn parse_level(level: &str) -> Result<String, LogLevelError> {
+    #[cfg(feature = "logging")]
+    return imp::filter(level).map(|(directives, _)| directives);
+    #[cfg(not(feature = "logging"))]
+    directives(level)
+}
+
+/// `level` as `EnvFilter` directives, its syntax checked.
+fn directives(level: &str) -> Result<String, LogLevelError> {
     let trimmed = level.trim();
     if trimmed.is_empty() {
         return Err(bad(level, "empty"));
@@ -127,10 +136,6 @@ pub fn parse_level(level: &str) -> Result<String, LogLevelError> {
         }
         trimmed.to_string()
     };
-    #[cfg(feature = "logging")]
-    tracing_subscriber::EnvFilter::builder()
-        .parse(&directives)
-        .map_err(|e| bad(level, e.to_string()))?;
     Ok(directives)
 }
 
@@ -147,7 +152,16 @@ mod imp {
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::{EnvFilter, Registry};
 
-    use super::{LogControl, LogLevelError, bad, parse_level};
+    use super::{LogControl, LogLevelError, bad, directives};
+
+    /// `level` read ([`super::parse_level`]) into directives and the filter they make.
+    pub(super) fn filter(level: &str) -> Result<(String, EnvFilter), LogLevelError> {
+        let directives = directives(level)?;
+        let filter = EnvFilter::builder()
+            .parse(&directives)
+            .map_err(|e| bad(level, e.to_string()))?;
+        Ok((directives, filter))
+    }
 
     /// How each line is written.
     #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -210,10 +224,7 @@ mod imp {
     /// [`crate::Error::LogLevel`], [`crate::Error::LogFile`] or
     /// [`crate::Error::LoggerInstalled`] when it cannot.
     pub fn init(settings: &LogSettings) -> crate::Result<Logging> {
-        let directives = parse_level(&settings.level)?;
-        let filter = EnvFilter::builder()
-            .parse(&directives)
-            .map_err(|e| bad(&settings.level, e.to_string()))?;
+        let (_, filter) = filter(&settings.level)?;
         let (filter, handle) = reload::Layer::new(filter);
         let file = match &settings.file {
             Some(path) => Some(Arc::new(
@@ -256,16 +267,13 @@ mod imp {
     }
 
     impl LogControl for Logging {
-        fn set_level(&self, level: &str) -> Result<(), LogLevelError> {
-            let directives = parse_level(level)?;
-            let filter = EnvFilter::builder()
-                .parse(&directives)
-                .map_err(|e| bad(level, e.to_string()))?;
+        fn set_level(&self, level: &str) -> Result<String, LogLevelError> {
+            let (directives, filter) = filter(level)?;
             self.handle
                 .reload(filter)
                 .map_err(|e| bad(level, format!("the logger is gone: {e}")))?;
             tracing::info!(level = %directives, "log level changed");
-            Ok(())
+            Ok(directives)
         }
 
         fn level(&self) -> String {

@@ -15,7 +15,7 @@
 //! | `codex_exchange_queued_bytes` | gauge | answers queued for peers |
 //! | `codex_sales{state}` | gauge | the host's sales by state |
 //! | `codex_slots_held` | gauge | slots this host fills and proves |
-//! | `codex_proofs_submitted_total` | counter | proofs accepted for the sales held (the fills' included) |
+//! | `codex_proofs_submitted_total` | counter | proofs accepted since the node started (fills included) |
 //! | `codex_proofs_marked_missing_total` | counter | missed proofs this validator marked |
 //! | `codex_purchases{state}` | gauge | purchases by state |
 //! | `codex_chain_calls_total{method}`, `codex_chain_errors_total{method}` | counter | marketplace calls |
@@ -224,13 +224,13 @@ async fn snapshot(handle: &Handle) -> Result<Snapshot> {
         );
         s.counter(
             "proofs_submitted",
-            "Proofs accepted for the sales held, the fills' included.",
-            sales.iter().map(|x| x.proofs).sum(),
+            "Proofs accepted since the node started, fills included.",
+            market.sales().proofs_submitted(),
         );
         s.counter(
             "proofs_marked_missing",
             "Missed proofs this node's validator marked.",
-            market.validation().marked().len() as u64,
+            market.validation().marked_total(),
         );
         let purchases = market.purchases();
         let mut by_state: std::collections::BTreeMap<String, u64> = Default::default();

@@ -5,7 +5,7 @@ use std::time::Duration;
 use codex::{Node, NodeConfig};
 use rand::{RngCore, SeedableRng, rngs::StdRng};
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 async fn start(dir: &std::path::Path, quota: u64) -> anyhow::Result<Node> {
     Ok(Node::start(NodeConfig {
@@ -67,7 +67,11 @@ async fn round_trips_are_byte_identical() -> anyhow::Result<()> {
         assert_eq!(res.status(), StatusCode::OK);
         let headers = res.headers().clone();
         assert_eq!(headers["content-length"].to_str()?, len.to_string());
-        assert_eq!(headers["content-type"].to_str()?, "application/x-test");
+        assert_eq!(
+            headers["content-type"].to_str()?,
+            "application/octet-stream"
+        );
+        assert_eq!(headers["x-codex-mimetype"].to_str()?, "application/x-test");
         assert_eq!(
             headers["content-disposition"].to_str()?,
             format!("attachment; filename=\"file-{len}.bin\"")
@@ -151,7 +155,7 @@ async fn bad_requests_get_clear_errors() -> anyhow::Result<()> {
         .await?
         .json()
         .await?;
-    assert_eq!(exists[unknown], false);
+    assert_eq!(exists, json!({"has": false}));
 
     let space: Value = client
         .get(format!("{url}/space"))
@@ -245,7 +249,7 @@ async fn list_exists_delete_and_space() -> anyhow::Result<()> {
         .await?
         .json()
         .await?;
-    assert_eq!(exists[&a], true);
+    assert_eq!(exists, json!({"has": true}));
     let res = client.delete(format!("{url}/data/{a}")).send().await?;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     let exists: Value = client
@@ -254,7 +258,7 @@ async fn list_exists_delete_and_space() -> anyhow::Result<()> {
         .await?
         .json()
         .await?;
-    assert_eq!(exists[&a], false);
+    assert_eq!(exists, json!({"has": false}));
     assert_eq!(
         client.get(format!("{url}/data/{a}")).send().await?.status(),
         StatusCode::NOT_FOUND

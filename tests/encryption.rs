@@ -134,7 +134,14 @@ async fn hosts_hold_only_ciphertext_and_the_key_alone_reads_it() -> anyhow::Resu
     assert_eq!(res.status(), StatusCode::OK);
     let headers = res.headers().clone();
     assert_eq!(headers["content-length"].to_str()?, data.len().to_string());
-    assert_eq!(headers["content-type"].to_str()?, "application/x-secret");
+    assert_eq!(
+        headers["content-type"].to_str()?,
+        "application/octet-stream"
+    );
+    assert_eq!(
+        headers["x-codex-mimetype"].to_str()?,
+        "application/x-secret"
+    );
     assert_eq!(
         headers["content-disposition"].to_str()?,
         "attachment; filename=\"secret-plan.txt\""

@@ -5,6 +5,9 @@
 //! answer (within a generous bound: this checks that the node keeps answering, not
 //! how fast).
 
+#[path = "common/loopback.rs"]
+mod loopback;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -41,15 +44,8 @@ async fn start(
     bootstrap: Vec<codex_net::Multiaddr>,
 ) -> anyhow::Result<Node> {
     Ok(Node::start(NodeConfig {
-        data_dir: dir.to_path_buf(),
-        api_port: 0,
         storage_quota: 1 << 30,
-        network: Some(codex_net::NetConfig {
-            listen_addrs: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
-            bootstrap,
-            ..codex_net::NetConfig::default()
-        }),
-        ..NodeConfig::default()
+        ..loopback::loopback(dir, bootstrap)?
     })
     .await?)
 }

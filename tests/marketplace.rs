@@ -21,6 +21,7 @@ use rand::{RngCore, SeedableRng, rngs::StdRng};
 use serde_json::{Value, json};
 
 mod common;
+use common::codex_openapi::send;
 use common::{get_json, next_period_proved, node, proving_sale, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,16 +78,25 @@ async fn three_hosts_fill_a_request_with_real_proofs_and_prove_again() -> anyhow
     mc.proof_samples = 6;
     let mismatched = node(&dir.path().join("mismatched"), boot.clone(), mc).await?;
     let http = reqwest::Client::new();
+    // Every answer of the REST API below is checked against Codex's OpenAPI file
+    // (`send` and `get_json`: status, content type, schema).
     for h in hosts.iter().chain([&mismatched]) {
-        let r = http
-            .post(format!("{}/sales/availability", h.api_url()))
-            .json(&json!({
-                "totalSize": "10000000", "duration": 7200,
-                "minPricePerBytePerSecond": "1", "totalCollateral": "1000000000000",
-            }))
-            .send()
-            .await?;
-        anyhow::ensure!(r.status() == 201, "availability: {}", r.text().await?);
+        let (s, _, body) = send(
+            http.post(format!("{}/sales/availability", h.api_url()))
+                .json(&json!({
+                    "totalSize": 10000000, "duration": 7200,
+                    "minPricePerBytePerSecond": "1", "totalCollateral": "1000000000000",
+                })),
+        )
+        .await?;
+        let body = String::from_utf8_lossy(&body);
+        anyhow::ensure!(s == 201, "availability: {body}");
+        let a: Value = serde_json::from_str(&body)?;
+        assert_eq!(
+            (a["totalSize"].as_u64(), a["until"].as_u64()),
+            (Some(10000000), Some(0)),
+            "{a}"
+        );
     }
     println!(
         "[{:>6.1?}] client and 3 hosts running, availabilities posted",
@@ -122,12 +132,12 @@ async fn three_hosts_fill_a_request_with_real_proofs_and_prove_again() -> anyhow
         (cid.to_string(), with("expiry", json!("3600")), 422),
         (unknown.to_string(), ok.clone(), 404),
     ] {
-        let r = http
-            .post(format!("{}/storage/request/{target}", client.api_url()))
-            .json(&body)
-            .send()
-            .await?;
-        let (s, text) = (r.status().as_u16(), r.text().await?);
+        let (s, _, text) = send(
+            http.post(format!("{}/storage/request/{target}", client.api_url()))
+                .json(&body),
+        )
+        .await?;
+        let text = String::from_utf8_lossy(&text).to_string();
         println!("refused {body}: {s} {text}");
         assert_eq!(s, status, "{body}: {text}");
         assert!(!text.is_empty(), "a message says why");
@@ -138,15 +148,21 @@ async fn three_hosts_fill_a_request_with_real_proofs_and_prove_again() -> anyhow
         "nothing was spent"
     );
 
-    let r = http
-        .post(format!("{}/storage/request/{cid}", client.api_url()))
-        .json(&ok)
-        .send()
-        .await?;
-    anyhow::ensure!(r.status().is_success(), "request: {}", r.text().await?);
-    let purchase = r.text().await?;
+    let (s, _, purchase) = send(
+        http.post(format!("{}/storage/request/{cid}", client.api_url()))
+            .json(&ok),
+    )
+    .await?;
+    let purchase = String::from_utf8_lossy(&purchase).to_string();
+    anyhow::ensure!(s == 200, "request: {purchase}");
     println!("[{:>6.1?}] purchase {purchase}", t0.elapsed());
     let url = format!("{}/storage/purchases/{purchase}", client.api_url());
+    // The request is built before the answer: the purchase has it from the first call.
+    let first = get_json(&http, url.clone()).await?;
+    assert!(
+        first["requestId"].is_string() && first["request"]["ask"]["slots"] == 3,
+        "{first}"
+    );
     let mut last = String::new();
     let waiting = Instant::now();
     let p = loop {
@@ -185,6 +201,26 @@ async fn three_hosts_fill_a_request_with_real_proofs_and_prove_again() -> anyhow
             sale["slotIndex"], sale["timingsMs"]
         );
         let index = sale["slotIndex"].as_u64().context("index")?;
+        // The slot by id, as Codex's `SlotAgent`, with the space it holds.
+        let one = get_json(
+            &http,
+            format!(
+                "{}/sales/slots/{}",
+                h.api_url(),
+                sale["id"].as_str().context("slot id")?
+            ),
+        )
+        .await?;
+        assert_eq!(
+            (&one["state"], &one["slotIndex"]),
+            (&json!("SaleProving"), &json!(index)),
+            "{one}"
+        );
+        assert_eq!(
+            one["reservation"]["size"], sale["request"]["ask"]["slotSize"],
+            "{one}"
+        );
+        assert_eq!(one["request"]["id"], p["requestId"], "{one}");
         let host = h.market().context("no market")?.client();
         let slot = codex::market::SlotId::new(request_id, index);
         assert_eq!(host.slot_state(slot).await?, SlotState::Filled);
@@ -233,23 +269,21 @@ async fn three_hosts_fill_a_request_with_real_proofs_and_prove_again() -> anyhow
         .as_str()
         .context("availability id")?
         .to_string();
-    let r = http
-        .patch(format!("{}/sales/availability/{id}", hosts[0].api_url()))
-        .json(&json!({"totalSize": "1"}))
-        .send()
-        .await?;
+    let patch = |body: Value| {
+        send(
+            http.patch(format!("{}/sales/availability/{id}", hosts[0].api_url()))
+                .json(&body),
+        )
+    };
+    let (s, _, text) = patch(json!({"totalSize": 1})).await?;
     assert_eq!(
-        r.status(),
+        s,
         422,
         "below what the slot holds: {}",
-        r.text().await?
+        String::from_utf8_lossy(&text)
     );
-    let r = http
-        .patch(format!("{}/sales/availability/{id}", hosts[0].api_url()))
-        .json(&json!({"totalSize": "20000000", "enabled": false}))
-        .send()
-        .await?;
-    assert_eq!(r.status(), 204, "{}", r.text().await?);
+    let (s, _, text) = patch(json!({"totalSize": 20000000, "enabled": false})).await?;
+    assert_eq!(s, 204, "{}", String::from_utf8_lossy(&text));
     let reservations = get_json(
         &http,
         format!(
@@ -263,13 +297,22 @@ async fn three_hosts_fill_a_request_with_real_proofs_and_prove_again() -> anyhow
         Some(1),
         "{reservations}"
     );
+    assert_eq!(
+        reservations[0]["availabilityId"],
+        id.as_str(),
+        "{reservations}"
+    );
+    assert_eq!(
+        reservations[0]["size"], p["request"]["ask"]["slotSize"],
+        "{reservations}"
+    );
 
     // A host restarted mid-request resumes its sale from the chain and proves again.
     let restarted = hosts.remove(0);
     restarted.shutdown().await?;
     let h = node(&dir.path().join("host0"), boot.clone(), funded(2).await?).await?;
     let avail = get_json(&http, format!("{}/sales/availability", h.api_url())).await?;
-    assert_eq!(avail[0]["totalSize"], "20000000", "{avail}");
+    assert_eq!(avail[0]["totalSize"], 20000000, "{avail}");
     assert_eq!(avail[0]["enabled"], false, "{avail}");
     let period = market.current_period().await?;
     let sales = next_period_proved(

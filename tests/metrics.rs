@@ -2,6 +2,9 @@
 //! counters of both say so (blocks and bytes served and received, downloads, the
 //! store), in the OpenMetrics text format Prometheus scrapes.
 
+#[path = "common/loopback.rs"]
+mod loopback;
+
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
@@ -14,15 +17,8 @@ async fn start(
     bootstrap: Vec<codex_net::Multiaddr>,
 ) -> anyhow::Result<Node> {
     Ok(Node::start(NodeConfig {
-        data_dir: dir.to_path_buf(),
-        api_port: 0,
         metrics_addr: Some("127.0.0.1:0".parse()?),
-        network: Some(codex_net::NetConfig {
-            listen_addrs: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
-            bootstrap,
-            ..codex_net::NetConfig::default()
-        }),
-        ..NodeConfig::default()
+        ..loopback::loopback(dir, bootstrap)?
     })
     .await?)
 }

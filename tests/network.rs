@@ -1,11 +1,14 @@
 //! Nodes on loopback: a protected dataset downloads whole even when no peer has all of
 //! it, the missing blocks rebuilt by erasure decoding where the layers meet.
 
+#[path = "common/loopback.rs"]
+mod loopback;
+
 use std::time::Duration;
 
 use bytes::Bytes;
+use codex::Node;
 use codex::node::network;
-use codex::{Node, NodeConfig};
 use codex_core::Block;
 use codex_erasure::Layout;
 use futures::TryStreamExt;
@@ -15,18 +18,7 @@ async fn start(
     dir: &std::path::Path,
     bootstrap: Vec<codex_net::Multiaddr>,
 ) -> anyhow::Result<Node> {
-    let net = codex_net::NetConfig {
-        listen_addrs: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
-        bootstrap,
-        ..codex_net::NetConfig::default()
-    };
-    Ok(Node::start(NodeConfig {
-        data_dir: dir.to_path_buf(),
-        api_port: 0,
-        network: Some(net),
-        ..NodeConfig::default()
-    })
-    .await?)
+    Ok(Node::start(loopback::loopback(dir, bootstrap)?).await?)
 }
 
 async fn address(node: &Node) -> anyhow::Result<codex_net::Multiaddr> {

@@ -239,7 +239,7 @@ impl NodeProcess {
     }
 
     async fn has(&self, cid: &str) -> anyhow::Result<bool> {
-        Ok(self.get(&format!("/data/{cid}/exists")).await?[cid] == true)
+        Ok(self.get(&format!("/data/{cid}/exists")).await?["has"] == true)
     }
 
     /// The network download of `cid`, as a stream of its bytes.

@@ -4,12 +4,17 @@
 //! documented shapes, and the marketplace JSON (which a node without a chain cannot
 //! show) has the documented shapes straight from its `to_json` functions.
 
+#[path = "common/codex_openapi.rs"]
+mod codex_openapi;
+#[path = "common/loopback.rs"]
+mod loopback;
+
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use codex::market::alloy::primitives::{Address, U256};
 use codex::market::{Ask, Content, RequestId, SlotId, StorageRequest};
-use codex::node::purchasing::{Purchase, PurchaseState, RequestParams};
+use codex::node::purchasing::{self, Purchase, PurchaseState, RequestParams};
 use codex::node::sales::{Availability, Sale, SaleState};
 use codex::node::validator::Validation;
 use codex::{Node, NodeConfig};
@@ -713,6 +718,10 @@ async fn a_live_node_answers_as_documented() -> anyhow::Result<()> {
 fn marketplace_shapes_match_the_document() -> anyhow::Result<()> {
     let doc = doc();
     let paths = &doc["paths"];
+    // As Codex's clients read them (its OpenAPI file's schemas).
+    let codex = |name: &str, value: &Value| {
+        codex_openapi::validate(name, &codex_openapi::schema(name), value)
+    };
 
     let example = &paths["/sales/availability"]["post"]["requestBody"]["content"]["application/json"]
         ["example"];
@@ -754,6 +763,9 @@ fn marketplace_shapes_match_the_document() -> anyhow::Result<()> {
         &a.to_json(),
         "patched",
     );
+    codex("SalesAvailabilityREAD", &a.to_json())?;
+    a.patch(&json!({"until": 1_700_000_000}))?;
+    codex("SalesAvailabilityREAD", &a.to_json())?;
     let big = json!({"minPricePerBytePerSecond": "0x10000000000000000000000000000"});
     assert_valid(&doc, schema_of(&doc, "AvailabilityPatch"), &big, "hex");
     a.patch(&big)?;
@@ -827,6 +839,7 @@ fn marketplace_shapes_match_the_document() -> anyhow::Result<()> {
         &purchase.to_json(),
         "errored",
     );
+    codex("Purchase", &purchase.to_json())?;
     let states = schema_of(&doc, "PurchaseState")["enum"].clone();
     for s in [
         PurchaseState::Pending,
@@ -849,6 +862,8 @@ fn marketplace_shapes_match_the_document() -> anyhow::Result<()> {
     let mut sale = Sale {
         slot: SlotId::new(rid, 1),
         request: rid,
+        storage_request: request.clone(),
+        valid_until: 1_700_003_600,
         slot_index: 1,
         availability: a.id.clone(),
         state: SaleState::Proving,
@@ -863,6 +878,16 @@ fn marketplace_shapes_match_the_document() -> anyhow::Result<()> {
         owns_data: false,
     };
     assert_valid(&doc, schema_of(&doc, "Sale"), &sale.to_json(), "Sale");
+    assert_valid(
+        &doc,
+        schema_of(&doc, "Reservation"),
+        &sale.reservation_json(),
+        "Reservation",
+    );
+    codex("Slot", &sale.to_json())?;
+    codex("SlotAgent", &sale.to_json())?;
+    codex("Reservation", &sale.reservation_json())?;
+    codex("StorageRequest", &purchasing::request_json(&request))?;
     sale.error = Some("slot taken".into());
     sale.state = SaleState::Errored;
     assert_valid(
@@ -871,9 +896,11 @@ fn marketplace_shapes_match_the_document() -> anyhow::Result<()> {
         &sale.to_json(),
         "errored Sale",
     );
+    codex("SlotAgent", &sale.to_json())?;
+    assert!(sale.to_json().get("reservation").is_none(), "no space held");
 
     let states = schema_of(&doc, "SaleState")["enum"].clone();
-    for s in [
+    let all_states = [
         SaleState::Reserving,
         SaleState::Downloading,
         SaleState::InitialProving,
@@ -885,7 +912,12 @@ fn marketplace_shapes_match_the_document() -> anyhow::Result<()> {
         SaleState::Failed,
         SaleState::Ignored,
         SaleState::Errored,
-    ] {
+    ];
+    for s in all_states {
+        sale.state = s;
+        codex("SlotAgent", &sale.to_json())?;
+    }
+    for s in all_states {
         assert!(
             states
                 .as_array()
@@ -901,4 +933,231 @@ fn marketplace_shapes_match_the_document() -> anyhow::Result<()> {
         "Validation",
     );
     Ok(())
+}
+
+/// Two nodes on loopback, met as Codex's clients meet a node: every answer to every
+/// path of Codex's OpenAPI file that needs no chain is checked against that file
+/// (status, content type, schema; the marketplace's paths are checked on anvil in
+/// `tests/marketplace.rs`), and the values are the right ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codex_clients_read_every_answer() -> anyhow::Result<()> {
+    use codex_openapi::send;
+    use rand::{RngCore, SeedableRng};
+    let dir = tempfile::tempdir()?;
+    let a = Node::start(loopback::loopback(&dir.path().join("a"), vec![])?).await?;
+    let a_addrs = a.addresses().await?;
+    let b = Node::start(loopback::loopback(&dir.path().join("b"), a_addrs.clone())?).await?;
+    let (ua, ub) = (a.api_url(), b.api_url());
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let unknown = "zDvZRwzkwbhyRWn7A5uoSvU4qe2ERHkv7pgtchsgqwm356Q6DAVe";
+    let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+    let json = |b: &[u8]| serde_json::from_slice::<Value>(b);
+
+    // Uploads: one with a name and a type, one without.
+    let mut data = vec![0u8; 300_000];
+    rand::rngs::StdRng::seed_from_u64(19).fill_bytes(&mut data);
+    let (s, _, body) = send(
+        http.post(format!("{ua}/data"))
+            .header("Content-Type", "text/plain")
+            .header("Content-Disposition", "attachment; filename=\"a.txt\"")
+            .body(data.clone()),
+    )
+    .await?;
+    assert_eq!(s, 200, "{}", text(&body));
+    let cid = text(&body);
+    let (s, _, body) = send(http.post(format!("{ua}/data")).body(vec![9u8; 1000])).await?;
+    assert_eq!(s, 200, "{}", text(&body));
+    let plain = text(&body);
+
+    let (s, _, body) = send(http.get(format!("{ua}/data"))).await?;
+    assert_eq!(s, 200);
+    let listed = json(&body)?;
+    let item = listed["content"]
+        .as_array()
+        .and_then(|c| c.iter().find(|i| i["cid"] == cid.as_str()))
+        .ok_or_else(|| anyhow::anyhow!("{cid} not listed: {listed}"))?;
+    assert_eq!(item["manifest"]["mimetype"], "text/plain");
+
+    // Downloads: always octet-stream and an attachment.
+    let (s, headers, body) = send(http.get(format!("{ua}/data/{cid}"))).await?;
+    assert_eq!(s, 200);
+    assert!(body == data, "the bytes downloaded differ");
+    assert_eq!(headers["content-type"], "application/octet-stream");
+    assert_eq!(
+        headers["content-disposition"],
+        "attachment; filename=\"a.txt\""
+    );
+    assert_eq!(headers["x-codex-mimetype"], "text/plain");
+    let (s, headers, _) = send(http.get(format!("{ua}/data/{plain}"))).await?;
+    assert_eq!(s, 200);
+    assert_eq!(headers["content-disposition"], "attachment");
+    assert!(headers.get("x-codex-mimetype").is_none());
+    assert_eq!(send(http.get(format!("{ua}/data/{unknown}"))).await?.0, 404);
+    assert_eq!(send(http.get(format!("{ua}/data/notacid"))).await?.0, 400);
+    for (c, has) in [(cid.as_str(), true), (unknown, false)] {
+        let (s, _, body) = send(http.get(format!("{ua}/data/{c}/exists"))).await?;
+        assert_eq!((s, json(&body)?), (200, json!({ "has": has })));
+    }
+    assert_eq!(
+        send(http.get(format!("{ua}/data/notacid/exists"))).await?.0,
+        400
+    );
+    let (s, _, body) = send(http.get(format!("{ua}/space"))).await?;
+    assert_eq!(s, 200);
+    assert!(
+        json(&body)?["totalBlocks"].as_u64() >= Some(6),
+        "{}",
+        text(&body)
+    );
+
+    // Who the node is.
+    let peer = a
+        .network()
+        .map(|n| n.peer_id().to_string())
+        .unwrap_or_default();
+    let (s, _, body) = send(http.get(format!("{ua}/peerid"))).await?;
+    assert_eq!((s, text(&body)), (200, peer.clone()));
+    let (s, _, body) = send(
+        http.get(format!("{ua}/peerid"))
+            .header("Accept", "application/json"),
+    )
+    .await?;
+    assert_eq!((s, json(&body)?), (200, json!({ "id": peer })));
+    let (s, _, spr) = send(http.get(format!("{ua}/spr"))).await?;
+    assert_eq!(s, 200);
+    assert!(text(&spr).starts_with("spr:"), "{}", text(&spr));
+    let (s, _, body) = send(
+        http.get(format!("{ua}/spr"))
+            .header("Accept", "application/json"),
+    )
+    .await?;
+    assert_eq!((s, json(&body)?), (200, json!({ "spr": text(&spr) })));
+
+    // Connecting, the addresses given as Codex's clients give them (repeated).
+    let first = a_addrs.first().map(ToString::to_string).unwrap_or_default();
+    let (s, _, body) = send(http.get(format!(
+        "{ub}/connect/{peer}?addrs=/ip4/127.0.0.1/tcp/1&addrs={first}"
+    )))
+    .await?;
+    assert_eq!(s, 200, "{}", text(&body));
+    assert_eq!(
+        send(http.get(format!("{ub}/connect/nonsense"))).await?.0,
+        400
+    );
+    let (s, _, _) =
+        send(http.get(format!("{ub}/connect/{peer}?addrs={first}&addrs=garbage"))).await?;
+    assert_eq!(s, 400, "a bad address among good ones");
+
+    // A's table holds B once B bootstrapped from it.
+    let b_peer = b
+        .network()
+        .map(|n| n.peer_id().to_string())
+        .unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let info = loop {
+        let (s, _, body) = send(http.get(format!("{ua}/debug/info"))).await?;
+        assert_eq!(s, 200);
+        let info = json(&body)?;
+        let listed = info["table"]["nodes"]
+            .as_array()
+            .is_some_and(|n| n.iter().any(|n| n["peerId"] == b_peer.as_str()));
+        if listed {
+            break info;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "B not in A's table: {info}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let node = info["table"]["nodes"]
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["peerId"] == b_peer.as_str()))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(node["seen"], true, "{info}");
+    assert_eq!(node["nodeId"].as_str().map(str::len), Some(64), "{info}");
+    assert_eq!(info["table"]["localNode"]["record"], info["spr"], "{info}");
+    assert_eq!(info["spr"], text(&spr));
+
+    // B fetches A's dataset through the network routes.
+    let (s, _, body) = send(http.get(format!("{ub}/data/{cid}/network/manifest"))).await?;
+    assert_eq!(s, 200, "{}", text(&body));
+    assert_eq!(json(&body)?["cid"], cid.as_str());
+    let (s, headers, body) = send(http.get(format!("{ub}/data/{cid}/network/stream"))).await?;
+    assert_eq!(s, 200);
+    assert!(body == data, "the bytes streamed differ");
+    assert_eq!(
+        headers["content-disposition"],
+        "attachment; filename=\"a.txt\""
+    );
+    let (s, _, body) = send(http.post(format!("{ub}/data/{plain}/network"))).await?;
+    assert_eq!(s, 200, "{}", text(&body));
+    assert_eq!(json(&body)?["cid"], plain.as_str());
+    for (method, path) in [
+        ("POST", "/data/notacid/network"),
+        ("GET", "/data/notacid/network/stream"),
+        ("GET", "/data/notacid/network/manifest"),
+    ] {
+        let req = http.request(method.parse()?, format!("{ub}{path}"));
+        assert_eq!(send(req).await?.0, 400, "{method} {path}");
+    }
+
+    // The log level: these nodes run without a log control, which Codex's file calls
+    // a 500; a missing level is a 400 before that.
+    let (s, _, _) = send(http.post(format!("{ua}/debug/chronicles/loglevel?level=DEBUG"))).await?;
+    assert_eq!(s, 500);
+    let (s, _, _) = send(http.post(format!("{ua}/debug/chronicles/loglevel"))).await?;
+    assert_eq!(s, 400);
+
+    // Deleting.
+    assert_eq!(send(http.delete(format!("{ua}/data/{cid}"))).await?.0, 204);
+    assert_eq!(
+        send(http.delete(format!("{ua}/data/notacid"))).await?.0,
+        400
+    );
+    let (s, _, body) = send(http.get(format!("{ua}/data/{cid}/exists"))).await?;
+    assert_eq!((s, json(&body)?), (200, json!({ "has": false })));
+
+    b.shutdown().await?;
+    a.shutdown().await?;
+    Ok(())
+}
+
+/// The checker itself: a missing required field, a wrong type and an undocumented
+/// status are each refused.
+#[test]
+fn the_codex_checker_refuses_wrong_answers() {
+    let space = |v: Value| {
+        codex_openapi::check(
+            "get",
+            "/api/codex/v1/space",
+            200,
+            Some("application/json"),
+            v.to_string().as_bytes(),
+        )
+    };
+    let ok =
+        json!({"totalBlocks": 1, "quotaMaxBytes": 2, "quotaUsedBytes": 3, "quotaReservedBytes": 0});
+    assert!(space(ok.clone()).is_ok());
+    let mut missing = ok.clone();
+    missing.as_object_mut().map(|o| o.remove("quotaUsedBytes"));
+    assert!(space(missing).is_err(), "a missing required field");
+    let mut wrong = ok.clone();
+    wrong["totalBlocks"] = json!("1");
+    assert!(space(wrong).is_err(), "a number as a string");
+    let status = codex_openapi::check("get", "/space", 404, None, b"");
+    assert!(status.is_err(), "404 is not in the file for /space");
+    let ctype = codex_openapi::check("get", "/space", 200, Some("text/plain"), b"x");
+    assert!(ctype.is_err(), "text for JSON");
+    let ours = codex_openapi::check("get", "/validation", 200, Some("application/json"), b"{}");
+    assert!(
+        matches!(ours, Ok(false)),
+        "a path of ours is not Codex's to judge"
+    );
+    let nullable = codex_openapi::validate(
+        "ManifestItem",
+        &codex_openapi::schema("ManifestItem"),
+        &json!({"treeCid": "z", "datasetSize": 1, "blockSize": 65536, "protected": false, "filename": null}),
+    );
+    assert!(nullable.is_ok(), "nullable: {nullable:?}");
 }

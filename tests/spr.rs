@@ -2,10 +2,13 @@
 //! record, which reads back to the node's peer id (`GET /peerid`, text and JSON) and
 //! shows in `/debug/info`; a node bootstrapped from it connects to the node.
 
+#[path = "common/loopback.rs"]
+mod loopback;
+
 use std::time::{Duration, Instant};
 
+use codex::Node;
 use codex::net::{BootstrapNode, SignedPeerRecord};
-use codex::{Node, NodeConfig};
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use serde_json::Value;
 
@@ -13,17 +16,7 @@ async fn start(
     dir: &std::path::Path,
     bootstrap: Vec<codex::net::Multiaddr>,
 ) -> anyhow::Result<Node> {
-    Ok(Node::start(NodeConfig {
-        data_dir: dir.to_path_buf(),
-        api_port: 0,
-        network: Some(codex::net::NetConfig {
-            listen_addrs: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
-            bootstrap,
-            ..codex::net::NetConfig::default()
-        }),
-        ..NodeConfig::default()
-    })
-    .await?)
+    Ok(Node::start(loopback::loopback(dir, bootstrap)?).await?)
 }
 
 /// `GET path` with `Accept: accept` (none if empty): the content type and the body.

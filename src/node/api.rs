@@ -26,6 +26,9 @@ pub const BASE: &str = "/api/codex/v1";
 pub const KEY_HEADER: &str = "x-codex-key";
 /// Request header carrying the passphrase a dataset is encrypted with (ours).
 pub const PASSPHRASE_HEADER: &str = "x-codex-passphrase";
+/// The header a download gives the type stored at upload in (its `Content-Type` is
+/// `application/octet-stream`, as Codex's OpenAPI file has it).
+pub const MIMETYPE_HEADER: header::HeaderName = header::HeaderName::from_static("x-codex-mimetype");
 
 /// Shared state of the handlers: the node's typed API, which they translate to.
 pub(crate) type ApiState = crate::node::Handle;
@@ -389,16 +392,23 @@ fn dataset_response(dataset: data::Dataset) -> Response {
         (None, Some(m)) => (m.filename.as_ref(), m.mimetype.as_ref()),
         (None, None) => (None, None),
     };
-    let mime = mimetype.map_or("application/octet-stream", |m| m.as_str());
-    if let Ok(v) = HeaderValue::from_str(mime) {
-        headers.insert(header::CONTENT_TYPE, v);
+    // Codex's OpenAPI file: always `application/octet-stream` and an attachment; the
+    // type stored at upload goes in a header of ours.
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Some(v) = mimetype.and_then(|m| HeaderValue::from_str(m).ok()) {
+        headers.insert(MIMETYPE_HEADER, v);
     }
-    if let Some(name) = filename {
-        let escaped = name.replace('\\', "\\\\").replace('"', "\\\"");
-        if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{escaped}\"")) {
-            headers.insert(header::CONTENT_DISPOSITION, v);
-        }
-    }
+    let disposition = filename
+        .map(|name| {
+            let escaped = name.replace('\\', "\\\\").replace('"', "\\\"");
+            format!("attachment; filename=\"{escaped}\"")
+        })
+        .and_then(|d| HeaderValue::from_str(&d).ok())
+        .unwrap_or(HeaderValue::from_static("attachment"));
+    headers.insert(header::CONTENT_DISPOSITION, disposition);
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(dataset.size));
     let body = Body::from_stream(dataset.stream.inspect_err(|e| {
         tracing::error!(error = %e, "dataset stream failed mid-download");
@@ -415,13 +425,14 @@ async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `GET /data/{cid}/exists`: `{"has": bool}`, as Codex's OpenAPI file has it.
 async fn exists(
     State(st): State<ApiState>,
     Path(cid): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let cid = parse_cid(&cid)?;
     let has = st.store.has_block(&cid).await?;
-    Ok(axum::Json(json!({ cid.to_string(): has })))
+    Ok(axum::Json(json!({ "has": has })))
 }
 
 async fn space(State(st): State<ApiState>) -> Result<axum::Json<Value>, ApiError> {
@@ -453,11 +464,10 @@ async fn set_log_level(
             "this node's log level cannot change at run time (it runs without a LogControl)".into(),
         ));
     };
+    // Answers the directives applied, as read from `level`.
     control
         .set_level(level)
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
-    // The directives applied, as read from `level`.
-    Ok(crate::logging::parse_level(level).unwrap_or_default())
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))
 }
 
 /// The CORS layer for `--api-cors-origin`: `*` lets any origin call, an origin lets
@@ -497,6 +507,7 @@ pub(crate) fn cors(origin: Option<&str>) -> crate::Result<Option<tower_http::cor
         header::CONTENT_DISPOSITION,
         header::CONTENT_LENGTH,
         header::CONTENT_TYPE,
+        MIMETYPE_HEADER,
     ];
     Ok(Some(
         CorsLayer::new()
@@ -510,27 +521,30 @@ pub(crate) fn cors(origin: Option<&str>) -> crate::Result<Option<tower_http::cor
 
 async fn debug_info(State(st): State<ApiState>) -> axum::Json<Value> {
     #[cfg(feature = "net")]
-    let (peer_id, addrs, nodes, connected, spr) = net::debug_info(&st).await;
+    let (peer_id, addrs, table, connected, spr) = net::debug_info(&st).await;
     #[cfg(not(feature = "net"))]
-    let (peer_id, addrs, nodes, connected, spr) = (
+    let (peer_id, addrs, table, connected, spr) = (
         String::new(),
         Vec::<String>::new(),
-        Vec::<Value>::new(),
+        json!({
+            "localNode": {"nodeId": "", "peerId": "", "record": "", "address": "", "seen": true},
+            "nodes": [],
+        }),
         Vec::<String>::new(),
         String::new(),
     );
+    // Codex gives its contracts' revision; ours are compiled from this crate's
+    // sources, so its version says which.
+    let contracts = env!("CARGO_PKG_VERSION");
     axum::Json(json!({
         "id": peer_id,
         "addrs": addrs,
         "repo": st.data_dir,
         "spr": spr,
         "announceAddresses": addrs,
-        "table": {
-            "localNode": { "peerId": peer_id },
-            "nodes": nodes,
-        },
+        "table": table,
         "connectedPeers": connected,
-        "codex": { "version": env!("CARGO_PKG_VERSION"), "revision": "", "contracts": {} },
+        "codex": { "version": env!("CARGO_PKG_VERSION"), "revision": "", "contracts": contracts },
     }))
 }
 

@@ -215,42 +215,51 @@ pub struct Purchase {
 }
 
 impl Purchase {
-    /// Codex's `{requestId, request, state, error}`, plus our `id`, `step`, `cid`,
-    /// `verifiableCid` and `timingsMs`.
+    /// Codex's `Purchase` (`requestId` and `request` once the request is built, `state`,
+    /// `error`), plus our `id`, `step`, `cid`, `verifiableCid` and `timingsMs`.
     pub fn to_json(&self) -> Value {
-        let request = self.request.as_ref().map(|r| {
-            json!({
-                "client": r.client.to_string(),
-                "ask": {
-                    "proofProbability": r.ask.proof_probability.to_string(),
-                    "pricePerBytePerSecond": r.ask.price_per_byte_per_second.to_string(),
-                    "collateralPerByte": r.ask.collateral_per_byte.to_string(),
-                    "slots": r.ask.slots,
-                    "slotSize": r.ask.slot_size.to_string(),
-                    "duration": r.ask.duration.to_string(),
-                    "maxSlotLoss": r.ask.max_slot_loss,
-                },
-                "content": {
-                    "cid": self.verifiable.map(|c| c.to_string()),
-                    "merkleRoot": format!("0x{}", codex_market::alloy::primitives::hex::encode(r.content.merkle_root)),
-                },
-                "expiry": r.expiry.to_string(),
-                "nonce": format!("0x{}", codex_market::alloy::primitives::hex::encode(r.nonce)),
-            })
-        });
-        let timings = timings_json(&self.timings);
-        json!({
+        let mut out = json!({
             "id": self.id,
-            "requestId": self.request.as_ref().map(|r| r.id().to_string()),
-            "request": request,
             "state": self.state.as_str(),
             "step": self.step,
             "error": self.error,
             "cid": self.cid.to_string(),
             "verifiableCid": self.verifiable.map(|c| c.to_string()),
-            "timingsMs": timings,
-        })
+            "timingsMs": timings_json(&self.timings),
+        });
+        if let Some(r) = &self.request {
+            out["requestId"] = json!(r.id().to_string());
+            out["request"] = request_json(r);
+        }
+        out
     }
+}
+
+/// Codex's JSON of a storage request (its OpenAPI `StorageRequest`): counts, sizes and
+/// times as integers, amounts of tokens as decimal strings, the dataset's CID as text;
+/// plus `content.merkleRoot`.
+pub fn request_json(r: &StorageRequest) -> Value {
+    use codex_market::alloy::primitives::hex::encode_prefixed as hex;
+    json!({
+        "id": r.id().to_string(),
+        "client": r.client.to_string(),
+        "ask": {
+            "slots": r.ask.slots,
+            "slotSize": r.ask.slot_size,
+            "duration": r.ask.duration,
+            "proofProbability": r.ask.proof_probability.to_string(),
+            "pricePerBytePerSecond": r.ask.price_per_byte_per_second.to_string(),
+            "collateralPerByte": r.ask.collateral_per_byte.to_string(),
+            "maxSlotLoss": r.ask.max_slot_loss,
+        },
+        "content": {
+            "cid": Cid::from_bytes(&r.content.cid)
+                .map_or_else(|_| hex(&r.content.cid), |c| c.to_string()),
+            "merkleRoot": hex(r.content.merkle_root),
+        },
+        "expiry": r.expiry,
+        "nonce": hex(r.nonce),
+    })
 }
 
 /// The node's purchases, by id.

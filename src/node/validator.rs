@@ -73,8 +73,13 @@ pub struct MarkedProof {
 #[derive(Debug, Default)]
 pub struct Validation {
     slots: Mutex<BTreeMap<SlotId, RequestId>>,
-    marked: Mutex<Vec<MarkedProof>>,
+    /// The latest [`MARKED_KEPT`] proofs marked missing.
+    marked: Mutex<std::collections::VecDeque<MarkedProof>>,
+    marked_total: std::sync::atomic::AtomicU64,
 }
+
+/// How many of the proofs it marked missing a [`Validation`] lists.
+pub const MARKED_KEPT: usize = 1024;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -86,9 +91,24 @@ impl Validation {
         lock(&self.slots).keys().copied().collect()
     }
 
-    /// Every proof marked missing, oldest first.
+    /// The latest proofs marked missing (at most [`MARKED_KEPT`]), oldest first.
     pub fn marked(&self) -> Vec<MarkedProof> {
-        lock(&self.marked).clone()
+        lock(&self.marked).iter().cloned().collect()
+    }
+
+    /// How many proofs this validator marked missing since it started.
+    pub fn marked_total(&self) -> u64 {
+        self.marked_total.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn record_marked(&self, proof: MarkedProof) {
+        let mut marked = lock(&self.marked);
+        if marked.len() == MARKED_KEPT {
+            marked.pop_front();
+        }
+        marked.push_back(proof);
+        self.marked_total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The JSON `GET /validation` shows.
@@ -248,7 +268,7 @@ impl<M: Marketplace> Validator<M> {
                     Ok(()) => match market.mark_proof_as_missing(slot, previous).await {
                         Ok(_) => {
                             tracing::info!(%slot, period = previous, "validator: proof marked missing");
-                            lock(&state.marked).push(MarkedProof {
+                            state.record_marked(MarkedProof {
                                 slot,
                                 period: previous,
                             });
@@ -382,6 +402,7 @@ mod tests {
             tokio::time::sleep(poll).await;
         }
         assert_eq!(mine.marked(), vec![MarkedProof { slot, period: p }]);
+        assert_eq!(mine.marked_total(), 1);
         assert_eq!(mine.slots(), vec![slot]);
         assert!(theirs.slots().is_empty() && theirs.marked().is_empty());
         assert!(late.slots().is_empty() && late.marked().is_empty());

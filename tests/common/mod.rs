@@ -13,6 +13,10 @@ use codex::node::market::MarketConfig;
 use codex::{Node, NodeConfig};
 use serde_json::Value;
 
+pub mod codex_openapi;
+mod loopback;
+pub use loopback::loopback;
+
 /// Anvil account `index`, with ether for gas and 10^18 of the marketplace's `token`.
 pub async fn funded(
     chain: &LocalChain,
@@ -54,24 +58,18 @@ pub async fn node(
     market: MarketConfig,
 ) -> anyhow::Result<Node> {
     Ok(Node::start(NodeConfig {
-        data_dir: dir.to_path_buf(),
-        api_port: 0,
-        network: Some(codex::net::NetConfig {
-            listen_addrs: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
-            bootstrap,
-            ..codex::net::NetConfig::default()
-        }),
         marketplace: Some(market),
-        ..NodeConfig::default()
+        ..loopback(dir, bootstrap)?
     })
     .await?)
 }
 
+/// `GET url` as JSON, the response checked against Codex's OpenAPI file
+/// ([`codex_openapi::check`]) when the path is one of Codex's.
 pub async fn get_json(http: &reqwest::Client, url: String) -> anyhow::Result<Value> {
-    let r = http.get(&url).send().await?;
-    let status = r.status();
-    let text = r.text().await?;
-    anyhow::ensure!(status.is_success(), "GET {url}: {status} {text}");
+    let (status, _, body) = codex_openapi::send(http.get(&url)).await?;
+    let text = String::from_utf8_lossy(&body);
+    anyhow::ensure!((200..300).contains(&status), "GET {url}: {status} {text}");
     Ok(serde_json::from_str(&text)?)
 }
 

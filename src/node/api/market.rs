@@ -46,8 +46,11 @@ fn market(st: &ApiState) -> Result<&Arc<Market>, ApiError> {
 }
 
 /// `POST /storage/request/{cid}`: checks the body (422 with the rule broken, 404 for a
-/// dataset not stored here) and starts the purchase in the background; answers the
-/// purchase id.
+/// dataset not stored here), starts the purchase, and answers its id once the request
+/// is built (the dataset erasure coded and its slots' trees made, as Codex answers),
+/// so that `GET /storage/purchases/{id}` has `requestId` and `request` from the first
+/// call; sending it to the chain goes on in the background. A purchase that fails
+/// while building answers 422 with the reason.
 async fn request_storage(
     State(st): State<ApiState>,
     Path(cid): Path<String>,
@@ -58,7 +61,21 @@ async fn request_storage(
     let json: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("Invalid JSON body: {e}")))?;
     let params = purchasing::RequestParams::from_json(&json)?;
-    Ok(st.request_storage(cid, params).await?)
+    let id = st.request_storage(cid, params).await?;
+    let purchases = market(&st)?.purchases();
+    loop {
+        match purchases.get(&id) {
+            Some(p) if p.request.is_some() => return Ok(id),
+            Some(p) if p.state == purchasing::PurchaseState::Errored => {
+                return Err(ApiError(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    p.error.unwrap_or_else(|| "the purchase failed".into()),
+                ));
+            }
+            Some(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            None => return Ok(id),
+        }
+    }
 }
 
 async fn purchases(State(st): State<ApiState>) -> Result<axum::Json<Value>, ApiError> {
@@ -146,15 +163,7 @@ async fn reservations(
         sales
             .reservations(&id)
             .iter()
-            .map(|s| {
-                serde_json::json!({
-                    "id": s.slot.to_string(),
-                    "availabilityId": s.availability,
-                    "requestId": s.request.to_string(),
-                    "slotIndex": s.slot_index,
-                    "state": s.state.as_str(),
-                })
-            })
+            .map(sales::Sale::reservation_json)
             .collect(),
     )))
 }
@@ -208,6 +217,19 @@ fn positive(body: &Value, key: &str) -> Result<Option<U256>> {
     }
 }
 
+/// `until`: a timestamp, 0 for no limit; negative refused as Codex does.
+fn until(body: &Value) -> Result<Option<u64>> {
+    match body.get("until") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) if n.as_i64().is_some_and(|v| v < 0) => {
+            Err(Error::InvalidRequest("until: cannot be negative".into()))
+        }
+        Some(_) => number(body, "until")?
+            .map(|v| small("until", v))
+            .transpose(),
+    }
+}
+
 fn small(key: &str, v: U256) -> Result<u64> {
     u64::try_from(v).map_err(|_| Error::InvalidRequest(format!("{key}: too large")))
 }
@@ -234,6 +256,7 @@ impl Availability {
             need("totalCollateral")?,
         )?;
         a.enabled = body.get("enabled").and_then(Value::as_bool).unwrap_or(true);
+        a.until = until(body)?.unwrap_or(0);
         Ok(a)
     }
 
@@ -263,6 +286,7 @@ impl Availability {
                 Some(Value::Bool(b)) => Some(*b),
                 Some(_) => return Err(Error::InvalidRequest("enabled: not a boolean".into())),
             },
+            until: until(body)?,
         })
     }
 
@@ -275,17 +299,19 @@ impl Availability {
         self.apply(&Availability::update_from_json(body)?)
     }
 
-    /// Codex's JSON of an availability.
+    /// Codex's JSON of an availability (`SalesAvailabilityREAD`): sizes, duration and
+    /// `until` as integers, amounts of tokens as decimal strings.
     pub fn to_json(&self) -> Value {
         json!({
             "id": self.id,
-            "totalSize": self.total_size.to_string(),
-            "freeSize": self.free_size.to_string(),
-            "duration": self.duration.to_string(),
+            "totalSize": self.total_size,
+            "freeSize": self.free_size,
+            "duration": self.duration,
             "minPricePerBytePerSecond": self.min_price_per_byte_per_second.to_string(),
             "totalCollateral": self.total_collateral.to_string(),
             "totalRemainingCollateral": self.total_remaining_collateral.to_string(),
             "enabled": self.enabled,
+            "until": self.until,
         })
     }
 }
@@ -317,6 +343,14 @@ mod tests {
         assert_eq!(a.total_remaining_collateral, U256::from(50u64));
         assert_eq!(a.total_size, 2000, "a refused patch changes nothing");
         assert!(Availability::from_json("x".into(), &json!({"totalSize": 1})).is_err());
+        a.patch(&json!({"until": 1_700_000_000}))?;
+        assert_eq!(a.until, 1_700_000_000);
+        assert!(a.patch(&json!({"until": -1})).is_err(), "negative until");
+        let json = a.to_json();
+        assert_eq!(
+            (json["totalSize"].as_u64(), json["until"].as_u64()),
+            (Some(2000), Some(1_700_000_000))
+        );
         Ok(())
     }
 }

@@ -149,24 +149,23 @@ async fn spr(State(st): State<ApiState>, headers: HeaderMap) -> Result<Response,
     Ok(text_or_json(&headers, "spr", spr.to_string()))
 }
 
-#[derive(Debug, serde::Deserialize)]
-struct ConnectQuery {
-    addrs: Option<String>,
-}
-
+/// `GET /connect/{peerId}?addrs=A&addrs=B`: dials the peer at the addresses given
+/// (the parameter repeated, as Codex's file has it; a comma-separated list is read too),
+/// or at those discovery finds.
 async fn connect(
     State(st): State<ApiState>,
     Path(peer): Path<String>,
-    axum::extract::Query(q): axum::extract::Query<ConnectQuery>,
+    Query(query): Query<Vec<(String, String)>>,
 ) -> Result<String, ApiError> {
     let peer: codex_net::PeerId = peer
         .parse()
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("Invalid peer id: {e}")))?;
     let mut addrs = Vec::new();
-    for a in q
-        .addrs
+    for a in query
         .iter()
-        .flat_map(|s| s.split(','))
+        .filter(|(k, _)| k == "addrs")
+        .flat_map(|(_, v)| v.split(','))
+        .map(str::trim)
         .filter(|s| !s.is_empty())
     {
         addrs.push(
@@ -182,12 +181,12 @@ async fn connect(
     Ok("Successfully connected to peer".into())
 }
 
-/// `/debug/info`'s network part: peer id, dialable addresses, routing table,
-/// connected peers and the signed peer record (empty when there is none, as Codex
-/// gives it).
-pub(super) async fn debug_info(
-    st: &ApiState,
-) -> (String, Vec<String>, Vec<Value>, Vec<String>, String) {
+/// `/debug/info`'s network part: peer id, dialable addresses, the routing table as
+/// Codex's `PeersTable` (each node's `nodeId` is its Kademlia key, sha256 of the peer
+/// id, in hex; `record` and `address` are empty for a peer whose record this node does
+/// not hold; `seen` is whether it is connected now), connected peers and the signed
+/// peer record (empty when there is none, as Codex gives it).
+pub(super) async fn debug_info(st: &ApiState) -> (String, Vec<String>, Value, Vec<String>, String) {
     let (info, spr) = match &st.network {
         Some(net) => {
             let spr = match net.spr().await {
@@ -203,13 +202,30 @@ pub(super) async fn debug_info(
         .iter()
         .map(|a| format!("{a}/p2p/{}", info.peer_id))
         .collect();
-    let nodes = info
+    let node_id = |peer: &[u8]| hex::encode(codex_core::cid::sha256(peer));
+    let nodes: Vec<Value> = info
         .routing_table
         .iter()
-        .map(|p| json!({ "peerId": p.to_string() }))
+        .map(|p| {
+            json!({
+                "nodeId": node_id(&p.to_bytes()),
+                "peerId": p.to_string(),
+                "record": "",
+                "address": "",
+                "seen": info.connected.contains(p),
+            })
+        })
         .collect();
+    let local = json!({
+        "nodeId": info.peer_id.parse::<codex_net::PeerId>().map(|p| node_id(&p.to_bytes())).unwrap_or_default(),
+        "peerId": info.peer_id,
+        "record": spr,
+        "address": info.listen_addrs.first().map(ToString::to_string).unwrap_or_default(),
+        "seen": true,
+    });
+    let table = json!({ "localNode": local, "nodes": nodes });
     let connected = info.connected.iter().map(ToString::to_string).collect();
-    (info.peer_id, addrs, nodes, connected, spr)
+    (info.peer_id, addrs, table, connected, spr)
 }
 
 #[cfg(test)]

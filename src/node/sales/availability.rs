@@ -25,6 +25,9 @@ pub struct Availability {
     pub total_remaining_collateral: U256,
     /// Whether new slots may be taken.
     pub enabled: bool,
+    /// The latest time (seconds since the Unix epoch) a slot taken may end at; 0 for
+    /// no limit (Codex's `until`).
+    pub until: u64,
 }
 
 /// A change of an availability (`PATCH /sales/availability/{id}`): each field that is
@@ -42,6 +45,8 @@ pub struct AvailabilityUpdate {
     pub total_collateral: Option<U256>,
     /// Whether new slots may be taken.
     pub enabled: Option<bool>,
+    /// New `until` (0: no limit).
+    pub until: Option<u64>,
 }
 
 fn positive(name: &str, zero: bool) -> Result<()> {
@@ -81,6 +86,7 @@ impl Availability {
             total_collateral,
             total_remaining_collateral: total_collateral,
             enabled: true,
+            until: 0,
         })
     }
 
@@ -136,15 +142,20 @@ impl Availability {
         if let Some(e) = update.enabled {
             next.enabled = e;
         }
+        if let Some(u) = update.until {
+            next.until = u;
+        }
         *self = next;
         Ok(())
     }
 
-    /// Whether a slot of `request` fits: enabled, enough free space and collateral,
-    /// a duration and price it accepts.
-    pub fn matches(&self, request: &StorageRequest) -> bool {
+    /// Whether a slot of `request`, taken at `now` (seconds since the Unix epoch),
+    /// fits: enabled, enough free space and collateral, a duration and price it
+    /// accepts, and an end no later than `until` (when set).
+    pub fn matches(&self, request: &StorageRequest, now: u64) -> bool {
         let ask = &request.ask;
         self.enabled
+            && (self.until == 0 || now.saturating_add(ask.duration) <= self.until)
             && self.free_size >= ask.slot_size
             && self.duration >= ask.duration
             && ask.price_per_byte_per_second >= self.min_price_per_byte_per_second

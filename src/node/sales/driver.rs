@@ -366,7 +366,10 @@ where
         };
         let state = market.slot_state(slot).await;
         let availability = sales.taken_on_restart(slot).unwrap_or_default();
-        let mut sale = Sale::new(slot, request.id(), index, availability);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut sale = Sale::new(&request, index, availability, now);
         sale.reserved = true;
         sale.state = SaleState::Proving;
         sale.dataset = Cid::from_bytes(&request.content.cid).ok();
@@ -523,11 +526,20 @@ where
             Event::Inspected { state, can_reserve }
         }
         Action::TakeSpace => {
-            let Some(availability) = sales.take(request) else {
+            // The chain's clock as last polled (the wall clock before the first poll).
+            let now = shared.clock.borrow().map_or_else(
+                || {
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs())
+                },
+                |t| t.time,
+            );
+            let Some(availability) = sales.take(request, now) else {
                 tracing::debug!(request = %request_id, "sales: no availability matches");
                 return Event::SpaceTaken(None);
             };
-            sales.begin_attempt(slot, request_id, index, &availability, attempts);
+            sales.begin_attempt(request, index, (&availability, now), attempts);
             Event::SpaceTaken(Some(availability))
         }
         Action::Reserve => match market.reserve_slot(request_id, index).await {
@@ -736,6 +748,7 @@ where
         s.timings.push(("fill", fill));
         s.proofs = 1;
     });
+    shared.sales.count_proof();
     shared.sales.save_now().await;
     host.filled(request, index).await;
     Event::Filled { period }
@@ -772,6 +785,7 @@ where
                 s.proofs += 1;
                 s.proof_periods.push(period);
             });
+            shared.sales.count_proof();
             Event::Proved { period }
         }
         Err(e) => {

@@ -79,7 +79,8 @@ impl SaleState {
     /// The name the API shows (Codex's state names).
     pub fn as_str(self) -> &'static str {
         match self {
-            SaleState::Reserving => "SaleSlotReserving",
+            // Codex's OpenAPI file has no `SaleSlotReserving`: preparing covers it.
+            SaleState::Reserving => "SalePreparing",
             SaleState::Downloading => "SaleDownloading",
             SaleState::InitialProving => "SaleInitialProving",
             SaleState::Filling => "SaleFilling",
@@ -113,6 +114,11 @@ pub struct Sale {
     pub slot: SlotId,
     /// Its request.
     pub request: RequestId,
+    /// The request's terms and content.
+    pub storage_request: StorageRequest,
+    /// When the space held stops being valid (seconds since the Unix epoch): the time
+    /// the slot was taken plus the request's duration, after which the request is over.
+    pub valid_until: u64,
     /// Its index.
     pub slot_index: u64,
     /// The availability it was taken from.
@@ -141,10 +147,12 @@ pub struct Sale {
 }
 
 impl Sale {
-    fn new(slot: SlotId, request: RequestId, slot_index: u64, availability: String) -> Self {
+    fn new(request: &StorageRequest, slot_index: u64, availability: String, now: u64) -> Self {
         Sale {
-            slot,
-            request,
+            slot: request.slot_id(slot_index),
+            request: request.id(),
+            storage_request: request.clone(),
+            valid_until: now.saturating_add(request.ask.duration),
             slot_index,
             availability,
             state: SaleState::Reserving,
@@ -165,10 +173,14 @@ impl Sale {
         !self.state.is_over()
     }
 
-    /// The JSON `GET /sales/slots` shows.
+    /// The JSON of `GET /sales/slots` and `GET /sales/slots/{slotId}`: Codex's `Slot`
+    /// (`id`, `request`, `slotIndex`) and `SlotAgent` (`state`, `requestId`,
+    /// `reservation` while the sale holds space) in one, plus ours.
     pub fn to_json(&self) -> Value {
         let timings = super::purchasing::timings_json(&self.timings);
-        json!({
+        let mut out = json!({
+            "id": self.slot.to_string(),
+            "request": super::purchasing::request_json(&self.storage_request),
             "slotId": self.slot.to_string(),
             "requestId": self.request.to_string(),
             "slotIndex": self.slot_index,
@@ -180,6 +192,24 @@ impl Sale {
             "proofPeriods": self.proof_periods,
             "error": self.error,
             "timingsMs": timings,
+        });
+        if self.holds_space() {
+            out["reservation"] = self.reservation_json();
+        }
+        out
+    }
+
+    /// Codex's `Reservation` of the space this sale holds (its id is the slot's), plus
+    /// the sale's `state`.
+    pub fn reservation_json(&self) -> Value {
+        json!({
+            "id": self.slot.to_string(),
+            "availabilityId": self.availability,
+            "size": self.storage_request.ask.slot_size,
+            "requestId": self.request.to_string(),
+            "slotIndex": self.slot_index,
+            "validUntil": self.valid_until,
+            "state": self.state.as_str(),
         })
     }
 }
@@ -202,6 +232,8 @@ pub struct Sales {
     events: Mutex<Option<codex_market::Events>>,
     /// Where the book is saved (`None`: memory only).
     file: Option<StateFile>,
+    /// Proofs accepted since the node started, fills included.
+    proofs_submitted: std::sync::atomic::AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -287,6 +319,18 @@ impl Sales {
             .collect()
     }
 
+    /// Proofs accepted since the node started, fills included (a counter: it never
+    /// decreases, whatever happens to the sales).
+    pub fn proofs_submitted(&self) -> u64 {
+        self.proofs_submitted
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_proof(&self) {
+        self.proofs_submitted
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Every sale.
     pub fn sales(&self) -> Vec<Sale> {
         lock(&self.sales).values().cloned().collect()
@@ -314,16 +358,16 @@ impl Sales {
     /// availability `availability`.
     fn begin_attempt(
         &self,
-        slot: SlotId,
-        request: RequestId,
+        request: &StorageRequest,
         index: u64,
-        availability: &str,
+        (availability, now): (&str, u64),
         attempts: u32,
     ) {
         let mut all = lock(&self.sales);
         let sale = all
-            .entry(slot)
-            .or_insert_with(|| Sale::new(slot, request, index, availability.to_string()));
+            .entry(request.slot_id(index))
+            .or_insert_with(|| Sale::new(request, index, availability.to_string(), now));
+        sale.valid_until = now.saturating_add(request.ask.duration);
         sale.availability = availability.to_string();
         sale.state = SaleState::Reserving;
         sale.attempts = attempts;
@@ -335,11 +379,12 @@ impl Sales {
         lock(&self.sales).insert(sale.slot, sale);
     }
 
-    /// Takes a slot's size and collateral from a matching availability; its id.
-    fn take(&self, request: &StorageRequest) -> Option<String> {
+    /// Takes a slot's size and collateral from an availability that matches at `now`
+    /// ([`Availability::matches`]); its id.
+    fn take(&self, request: &StorageRequest, now: u64) -> Option<String> {
         let id = {
             let mut all = lock(&self.availabilities);
-            let a = all.values_mut().find(|a| a.matches(request))?;
+            let a = all.values_mut().find(|a| a.matches(request, now))?;
             a.take(request);
             a.id.clone()
         };

@@ -40,6 +40,7 @@ fn availability_to_json(a: &Availability) -> Value {
         "totalCollateral": a.total_collateral.to_string(),
         "totalRemainingCollateral": a.total_remaining_collateral.to_string(),
         "enabled": a.enabled,
+        "until": a.until,
     })
 }
 
@@ -61,6 +62,8 @@ fn availability_from_json(v: &Value) -> Option<Availability> {
         total_collateral: n("totalCollateral")?,
         total_remaining_collateral: n("totalRemainingCollateral")?,
         enabled: v.get("enabled")?.as_bool()?,
+        // Files written before `until` existed: no limit.
+        until: v.get("until").map_or(Some(0), Value::as_u64)?,
     })
 }
 

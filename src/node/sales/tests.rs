@@ -897,3 +897,19 @@ async fn a_request_that_does_not_match_its_dataset_is_never_filled() -> TestResu
     net.shutdown().await?;
     Ok(())
 }
+
+#[test]
+fn an_availability_takes_no_slot_that_ends_after_its_until() -> TestResult {
+    let r = request(Address::ZERO, 3, 1, 3600, 600);
+    let mut a = Availability::new("a1".into(), 10_000, 7200, u(1), u(1_000_000))?;
+    assert!(a.matches(&r, 1_000), "no limit by default");
+    a.until = 1_000 + 3600;
+    assert!(a.matches(&r, 1_000), "ends exactly at until");
+    assert!(!a.matches(&r, 1_001), "ends a second after until");
+    a.apply(&AvailabilityUpdate {
+        until: Some(0),
+        ..AvailabilityUpdate::default()
+    })?;
+    assert!(a.matches(&r, 1_001), "0 lifts the limit");
+    Ok(())
+}
