@@ -24,3 +24,17 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] \
     npm ci --ignore-scripts --no-audit --no-fund
     echo "$want" > "$stamp"
 fi
+
+# iptables (Debian 12's package, pinned): codex-net's NAT traversal test
+# (codex-net/tests/nat.rs) builds NAT routers in network namespaces with it, and skips
+# without it. Installed only when missing, where apt-get is (Debian, Ubuntu).
+IPTABLES_VERSION=1.8.9-2
+if ! command -v iptables >/dev/null && [ ! -x /usr/sbin/iptables ] && command -v apt-get >/dev/null; then
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    if ! DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends \
+        "iptables=$IPTABLES_VERSION"; then
+        echo "warning: iptables $IPTABLES_VERSION is not available here; the NAT test will skip" >&2
+    fi
+fi

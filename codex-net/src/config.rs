@@ -9,6 +9,7 @@ use libp2p::{Multiaddr, StreamProtocol};
 
 use crate::error::{Error, Result};
 use crate::exchange::ExchangeConfig;
+use crate::nat::NatConfig;
 
 /// The Kademlia protocol name nim-codex 0.2 speaks, and our default.
 pub const DEFAULT_KAD_PROTOCOL: &str = "/codex/kad/1.0.0";
@@ -59,6 +60,9 @@ pub struct NetConfig {
     /// concurrency, wants and bytes queued per peer and in all, write and request
     /// timeouts, bans. Default [`ExchangeConfig::default`].
     pub exchange: ExchangeConfig,
+    /// NAT traversal: `--nat`, announced addresses, relays to reserve on, serving as a
+    /// relay, AutoNAT's probes. Default [`NatConfig::default`].
+    pub nat: NatConfig,
 }
 
 impl Default for NetConfig {
@@ -72,6 +76,7 @@ impl Default for NetConfig {
             limits: Limits::default(),
             timeouts: Timeouts::default(),
             exchange: ExchangeConfig::default(),
+            nat: NatConfig::default(),
         }
     }
 }
@@ -532,7 +537,8 @@ impl NetConfig {
                 return Err(invalid(option, "a timeout must be more than 0"));
             }
         }
-        self.exchange.validate()
+        self.exchange.validate()?;
+        self.nat.validate()
     }
 
     /// The Kademlia protocol name as libp2p takes it.

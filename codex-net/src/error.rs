@@ -39,6 +39,14 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A `--nat` value that is none of `any`, `none`, `upnp`, `extip:<IP>`.
+    #[error("invalid NAT setting {value:?}: {reason}")]
+    InvalidNat {
+        /// The text given.
+        value: String,
+        /// Why it is refused.
+        reason: String,
+    },
     /// A signed peer record's text is not `spr:` followed by URL-safe base64.
     #[error("malformed SPR: {0}")]
     SprEncoding(String),

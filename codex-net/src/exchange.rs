@@ -591,6 +591,20 @@ impl Exchange {
         });
     }
 
+    /// Our connection to `peer` that carried the streams closes while another stays (a
+    /// relayed connection replaced by a direct one): our stream to the peer is dropped,
+    /// so the next message opens one on the connection that stays, and the requests
+    /// sent on the old one fail now (a download asks again) instead of timing out. A
+    /// node's [`Network`] calls it itself.
+    ///
+    /// [`Network`]: crate::Network
+    pub fn connection_replaced(&self, peer: PeerId) {
+        lock(&self.outbound).remove(&peer);
+        self.fail_requests(peer, |address| {
+            Error::Unavailable(format!("{address} (connection to {peer} replaced)"))
+        });
+    }
+
     async fn on_message(self: &Arc<Self>, peer: PeerId, msg: Message) -> Result<()> {
         if msg.wantlist.entries.len() > self.config.max_entries_per_message {
             return Err(Error::Malformed("want-list longer than allowed"));

@@ -9,6 +9,7 @@ mod error;
 pub mod exchange;
 mod key;
 pub mod message;
+mod nat;
 mod network;
 mod providers;
 mod spr;
@@ -23,6 +24,10 @@ pub use crate::download::{
 pub use crate::error::{Error, Result};
 pub use crate::exchange::{Exchange, ExchangeConfig};
 pub use crate::key::{KeyType, decode_key, load_key, load_or_create_key, load_or_create_key_with};
+pub use crate::nat::{
+    AutonatConfig, ConnectionInfo, HolePunchStats, Nat, NatConfig, Reachability, RelayMode,
+    RelayReservation, RelayServerConfig, RelayServerStats,
+};
 pub use crate::network::{NetInfo, Network, provider_key};
 pub use crate::providers::ProviderStats;
 pub use crate::spr::{

@@ -10,9 +10,11 @@ use codex_core::{BlockRead, Cid};
 use futures::StreamExt;
 use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::core::transport::Boxed;
+use libp2p::core::transport::timeout::TransportTimeout;
 use libp2p::core::upgrade::Version;
 use libp2p::identity::Keypair;
 use libp2p::kad::{self, GetProvidersOk, ProviderRecord, QueryId, QueryResult, RecordKey};
+use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
     Multiaddr, PeerId, Swarm, Transport, autonat, connection_limits, dcutr, identify, noise, ping,
@@ -24,10 +26,16 @@ use crate::builder::NetworkBuilder;
 use crate::config::{NetConfig, Transports};
 use crate::error::{Error, Result};
 use crate::exchange::Exchange;
+use crate::nat::{
+    ConnectionInfo, HolePunchStats, Reachability, RelayReservation, RelayServerStats,
+};
 use crate::providers::ProviderStats;
 use crate::providers::schedule::Schedule;
 use crate::providers::store::ProviderStore;
 use crate::spr::{SignedPeerRecord, next_seq};
+
+mod traversal;
+use traversal::NatState;
 
 /// The key Kademlia provider records use for a CID: its multihash bytes, as standard
 /// libp2p Kademlia peers key them.
@@ -45,7 +53,11 @@ struct Behaviour {
     kad: kad::Behaviour<ProviderStore>,
     autonat: autonat::Behaviour,
     relay: relay::client::Behaviour,
+    /// Serving as a relay ([`NatConfig::relay_server`](crate::NatConfig::relay_server)).
+    relay_server: Toggle<relay::Behaviour>,
     dcutr: dcutr::Behaviour,
+    /// Port mappings on a UPnP gateway (`--nat any|upnp`).
+    upnp: Toggle<libp2p::upnp::tokio::Behaviour>,
     stream: libp2p_stream::Behaviour,
 }
 
@@ -74,6 +86,19 @@ pub struct NetInfo {
     pub connected: Vec<PeerId>,
     /// Peers in the Kademlia routing table.
     pub routing_table: Vec<PeerId>,
+    /// Whether others can dial us, as AutoNAT decided.
+    pub reachability: Reachability,
+    /// Our external addresses: confirmed (AutoNAT, UPnP, a relay reservation's
+    /// `/p2p-circuit` address), `--nat extip:` and announced ones.
+    pub external_addrs: Vec<Multiaddr>,
+    /// Every open connection: its peer, address, and whether it is relayed or direct.
+    pub connections: Vec<ConnectionInfo>,
+    /// Our reservations on relays (held while we are not publicly reachable).
+    pub reservations: Vec<RelayReservation>,
+    /// Relayed connections upgraded to direct ones (DCUtR), and failures.
+    pub hole_punches: HolePunchStats,
+    /// What we relay for others, when we serve as a relay.
+    pub relay_server: Option<RelayServerStats>,
 }
 
 /// The handle to the network. Cheap to clone.
@@ -154,10 +179,11 @@ impl Network {
         let timeouts = config.timeouts;
         let limits = config.limits.to_libp2p();
         let transports = config.transports;
+        let nat = config.nat.clone();
         let record_key = key.clone();
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
             .with_tokio()
-            .with_other_transport(|key| transport(key, transports))
+            .with_other_transport(|key| transport(key, transports, timeouts.dial))
             .map_err(|e| Error::Libp2p(e.to_string()))?
             .with_relay_client(noise::Config::new, yamux::Config::default)
             .map_err(|e| Error::Libp2p(e.to_string()))?
@@ -191,10 +217,18 @@ impl Network {
                     kad,
                     autonat: autonat::Behaviour::new(
                         key.public().to_peer_id(),
-                        autonat::Config::default(),
+                        nat.autonat.to_libp2p(),
                     ),
                     relay,
+                    relay_server: Toggle::from(nat.relay_server.map(|limits| {
+                        relay::Behaviour::new(key.public().to_peer_id(), limits.to_libp2p())
+                    })),
                     dcutr: dcutr::Behaviour::new(key.public().to_peer_id()),
+                    upnp: Toggle::from(
+                        nat.nat
+                            .uses_upnp()
+                            .then(libp2p::upnp::tokio::Behaviour::default),
+                    ),
                     stream: libp2p_stream::Behaviour::new(),
                 }
             })
@@ -222,7 +256,10 @@ impl Network {
             wake_armed: false,
             key: record_key,
             spr: None,
+            nat: NatState::new(config.nat.clone()),
+            relay_dialed: HashSet::new(),
         };
+        task.nat_start();
         task.add_provided(provided);
         // Wait (at most 5 s) for the first listen address, so that callers can print it
         // and hand it to other nodes at once.
@@ -483,10 +520,12 @@ impl Network {
 }
 
 /// The transports `enabled` asks for, as one: TCP upgraded with Noise and Yamux, and
-/// QUIC. At least one is enabled (the configuration is checked before).
+/// QUIC, each connection set up within `timeout`. At least one is enabled (the
+/// configuration is checked before).
 fn transport(
     key: &Keypair,
     enabled: Transports,
+    timeout: Duration,
 ) -> std::result::Result<Boxed<(PeerId, StreamMuxerBox)>, Box<dyn std::error::Error + Send + Sync>>
 {
     let mut out: Option<Boxed<(PeerId, StreamMuxerBox)>> = None;
@@ -511,7 +550,10 @@ fn transport(
             None => quic,
         });
     }
-    out.ok_or_else(|| "no transport enabled".into())
+    // A connection not set up within the dial timeout fails (a NAT that drops an
+    // unsolicited SYN would otherwise hold an AutoNAT dial-back for minutes).
+    out.map(|t| TransportTimeout::new(t, timeout).boxed())
+        .ok_or_else(|| "no transport enabled".into())
 }
 
 pub(crate) fn disconnect_command(peer: PeerId) -> Command {
@@ -537,14 +579,23 @@ struct SwarmTask {
     key: Keypair,
     /// The last peer record made, kept while the addresses stay the same.
     spr: Option<SignedPeerRecord>,
+    /// NAT traversal: reachability, reservations, connections.
+    nat: NatState,
+    /// Peers of dials under way that failed at their own addresses and are dialed
+    /// through relays (at most the dials under way).
+    relay_dialed: HashSet<PeerId>,
 }
 
 impl SwarmTask {
     async fn run(mut self) {
         self.announce();
+        // Reservations are tried again (a relay backed off, a new candidate) this often.
+        let mut nat_tick = tokio::time::interval(Duration::from_secs(5));
+        nat_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_event(event),
+                _ = nat_tick.tick() => self.maintain_reservations(),
                 command = self.commands.recv() => match command {
                     Some(Command::Shutdown) | None => break,
                     Some(c) => self.on_command(c),
@@ -658,7 +709,14 @@ impl SwarmTask {
                         self.dials.entry(peer).or_default().push(reply)
                     }
                     Err(e) => {
-                        let _ = reply.send(Err(Error::Libp2p(format!("cannot dial {peer}: {e}"))));
+                        // No address of its own (a provider found through the DHT
+                        // behind a NAT): through the relays we know.
+                        if self.dial_through_relays(peer) {
+                            self.dials.entry(peer).or_default().push(reply);
+                        } else {
+                            let _ =
+                                reply.send(Err(Error::Libp2p(format!("cannot dial {peer}: {e}"))));
+                        }
                     }
                 }
             }
@@ -677,12 +735,47 @@ impl SwarmTask {
                         table.push(*entry.node.key.preimage());
                     }
                 }
+                let nat = self.nat.snapshot();
                 let _ = reply.send(NetInfo {
                     peer_id: self.swarm.local_peer_id().to_string(),
                     listen_addrs: self.swarm.listeners().cloned().collect(),
                     connected: self.swarm.connected_peers().copied().collect(),
                     routing_table: table,
+                    reachability: nat.reachability,
+                    external_addrs: self.swarm.external_addresses().cloned().collect(),
+                    connections: nat.connections,
+                    reservations: nat.reservations,
+                    hole_punches: nat.hole_punches,
+                    relay_server: nat.relay_server,
                 });
+            }
+        }
+    }
+
+    /// A dial of `peer` (by [`Network::dial`]) failed at the peer's own addresses: dials
+    /// it once more through the relays we know (`<relay>/p2p-circuit/p2p/<peer>`), as a
+    /// peer behind a NAT is reached. Returns whether it did.
+    fn dial_through_relays(&mut self, peer: PeerId) -> bool {
+        if self.relay_dialed.contains(&peer) {
+            return false;
+        }
+        let addrs = self.nat.relayed_addresses(peer);
+        if addrs.is_empty() {
+            return false;
+        }
+        tracing::debug!(%peer, ?addrs, "dialing through relays");
+        let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+            .condition(libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing)
+            .addresses(addrs)
+            .build();
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                self.relay_dialed.insert(peer);
+                true
+            }
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "cannot dial through relays");
+                false
             }
         }
     }
@@ -713,9 +806,11 @@ impl SwarmTask {
     }
 
     fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        self.nat_on_swarm_event(&event);
         match event {
             SwarmEvent::NewListenAddr { address, .. } => tracing::info!(%address, "listening"),
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                self.relay_dialed.remove(&peer_id);
                 if let Some(waiters) = self.dials.remove(&peer_id) {
                     for w in waiters {
                         let _ = w.send(Ok(()));
@@ -732,6 +827,13 @@ impl SwarmTask {
                 error,
                 ..
             } => {
+                if self.dials.contains_key(&peer)
+                    && !self.swarm.is_connected(&peer)
+                    && self.dial_through_relays(peer)
+                {
+                    return;
+                }
+                self.relay_dialed.remove(&peer);
                 if let Some(waiters) = self.dials.remove(&peer) {
                     for w in waiters {
                         let _ = w.send(Err(Error::Libp2p(format!(
@@ -749,7 +851,15 @@ impl SwarmTask {
                 for addr in info.listen_addrs {
                     kad.add_address(&peer_id, addr);
                 }
+                if info.protocols.contains(&relay::HOP_PROTOCOL_NAME) {
+                    self.relay_discovered(peer_id);
+                }
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Autonat(e)) => self.on_autonat(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Relay(e)) => self.on_relay_client(e),
+            SwarmEvent::Behaviour(BehaviourEvent::RelayServer(e)) => self.on_relay_server(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(e)) => self.on_dcutr(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Upnp(e)) => self.on_upnp(e),
             SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
                 id,
                 result: QueryResult::StartProviding(r),
