@@ -6,6 +6,15 @@
 //! after the clock moves to a later period every host submits a proof again; a host's
 //! availability is patched, and the host restarted resumes its sale from the chain and
 //! proves again. Invalid requests are refused with a 4xx before anything is spent.
+//!
+//! The chain is run as a public one is met: anvil starts with 100 000 blocks of history,
+//! and every node reaches it through a JSON-RPC proxy that behaves like a hosted
+//! endpoint (`eth_getLogs` over 500 blocks refused with -32005, every 10th request
+//! answered HTTP 429). Every answer of the REST API is checked against Codex's OpenAPI
+//! file.
+
+#[path = "../codex-market/tests/it/proxy.rs"]
+mod proxy;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -42,7 +51,7 @@ async fn three_hosts_fill_a_request_with_real_proofs_and_prove_again() -> anyhow
     .await??;
     println!("[{:>6.1?}] keys and verifier ready", t0.elapsed());
 
-    let chain = LocalChain::start().await?;
+    let chain = LocalChain::start_with_history(100_000).await?;
     let deployer = chain.account(0).await?;
     let mut config = MarketplaceConfig::default();
     config.proofs.zkey_hash = zkey_hash;
@@ -56,8 +65,14 @@ async fn three_hosts_fill_a_request_with_real_proofs_and_prove_again() -> anyhow
     )
     .await
     .context("deploying with the generated verifier")?;
-    let funded = |i: u64| common::host_market(&chain, &d, i, (chain.url(), 5, &cache));
-    println!("[{:>6.1?}] marketplace deployed on anvil", t0.elapsed());
+    let rpc = proxy::Proxy::start(chain.url(), 500, 10).await?;
+    let funded = |i: u64| common::host_market(&chain, &d, i, (&rpc.url, 5, &cache));
+    println!(
+        "[{:>6.1?}] marketplace deployed on anvil at block {}; nodes use {}",
+        t0.elapsed(),
+        chain.block_number().await?,
+        rpc.url
+    );
 
     let dir = tempfile::tempdir()?;
     let client = node(&dir.path().join("client"), vec![], funded(1).await?).await?;
@@ -334,5 +349,17 @@ async fn three_hosts_fill_a_request_with_real_proofs_and_prove_again() -> anyhow
         h.shutdown().await?;
     }
     client.shutdown().await?;
+    // Everything went through the limited endpoint, rate limits included.
+    let counts = &rpc.counts;
+    let (calls, limited, refused) = (
+        counts.calls.load(std::sync::atomic::Ordering::Relaxed),
+        counts.limited.load(std::sync::atomic::Ordering::Relaxed),
+        counts.refused.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    println!("proxy: {calls} calls, {limited} answered 429, {refused} log ranges refused");
+    assert!(
+        calls > 100 && limited >= calls / 10 - 1,
+        "{calls} calls, {limited} limited"
+    );
     Ok(())
 }
