@@ -58,23 +58,18 @@ fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
     }
 }
 
-/// `addr` with its IP replaced by `ip` (same family only), for `--nat extip:`.
+/// `addr` with its IP replaced by `ip` (same family only; not a relayed address), for
+/// `--nat extip:`: the listen port at the external IP.
 fn with_ip(addr: &Multiaddr, ip: IpAddr) -> Option<Multiaddr> {
     let mut out = Multiaddr::empty();
     let mut replaced = false;
     for p in addr.iter() {
         match (p, ip) {
-            (Protocol::Ip4(a), IpAddr::V4(new)) if !replaced => {
-                if a.is_loopback() {
-                    return None;
-                }
+            (Protocol::Ip4(_), IpAddr::V4(new)) if !replaced => {
                 out.push(Protocol::Ip4(new));
                 replaced = true;
             }
-            (Protocol::Ip6(a), IpAddr::V6(new)) if !replaced => {
-                if a.is_loopback() {
-                    return None;
-                }
+            (Protocol::Ip6(_), IpAddr::V6(new)) if !replaced => {
                 out.push(Protocol::Ip6(new));
                 replaced = true;
             }
@@ -474,8 +469,11 @@ mod tests {
             with_ip(&q, ip),
             Some("/ip4/1.2.3.4/udp/9/quic-v1".parse().expect("addr"))
         );
-        let lo: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().expect("addr");
-        assert_eq!(with_ip(&lo, ip), None);
+        // Every interface of a node listening on all gives the same address.
+        let lo: Multiaddr = "/ip4/127.0.0.1/tcp/4001".parse().expect("addr");
+        assert_eq!(with_ip(&lo, ip), with_ip(&a, ip));
+        let circuit: Multiaddr = "/ip4/10.0.0.1/tcp/1/p2p-circuit".parse().expect("addr");
+        assert_eq!(with_ip(&circuit, ip), None);
         let v6: Multiaddr = "/ip6/fe80::1/tcp/1".parse().expect("addr");
         assert_eq!(with_ip(&v6, ip), None);
     }
