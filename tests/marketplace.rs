@@ -245,6 +245,83 @@ async fn three_hosts_fill_a_request_with_real_proofs_and_prove_again() -> anyhow
     indices.sort_unstable();
     assert_eq!(indices, [0, 1, 2]);
     println!("[{:>6.1?}] every slot filled", t0.elapsed());
+
+    // A reorganisation drops the last fill (anvil_reorg replaces the blocks from the
+    // fill's on with empty ones): the slot is free again on chain, and its host, which
+    // still holds the data, proves and fills it again.
+    use codex::market::alloy::providers::Provider as _;
+    let provider = chain.provider();
+    let raw = |method: &'static str, params: Value| async move {
+        let v: Value = provider.raw_request(method.into(), params).await?;
+        anyhow::Ok(v)
+    };
+    let latest = chain.block_number().await?;
+    let topic = codex::market::alloy::primitives::keccak256("SlotFilled(bytes32,uint64)");
+    let logs = raw(
+        "eth_getLogs",
+        json!([{
+            "fromBlock": format!("0x{:x}", latest.saturating_sub(20)),
+            "toBlock": format!("0x{latest:x}"),
+            "topics": [topic.to_string()],
+        }]),
+    )
+    .await?;
+    let last_fill = logs
+        .as_array()
+        .and_then(|l| l.last())
+        .and_then(|l| l["blockNumber"].as_str())
+        .and_then(|b| u64::from_str_radix(b.trim_start_matches("0x"), 16).ok())
+        .context("no SlotFilled in the last 20 blocks")?;
+    let depth = latest - last_fill + 1;
+    raw("anvil_reorg", json!([depth, []])).await?;
+    let free: Vec<u64> = {
+        let mut free = Vec::new();
+        for i in 0..3 {
+            let slot = codex::market::SlotId::new(request_id, i);
+            if market.slot_state(slot).await? == SlotState::Free {
+                free.push(i);
+            }
+        }
+        free
+    };
+    assert_eq!(
+        free.len(),
+        1,
+        "one fill dropped by a reorg of {depth} blocks: {free:?}"
+    );
+    let dropped = codex::market::SlotId::new(request_id, free[0]);
+    println!(
+        "[{:>6.1?}] reorg of {depth} blocks dropped the fill of slot {}",
+        t0.elapsed(),
+        free[0]
+    );
+    // Blocks keep coming, as on a live chain (this anvil mines only on a transaction).
+    wait_for(
+        "the dropped fill sent again",
+        Duration::from_secs(90),
+        || async {
+            chain.mine(1).await?;
+            Ok((market.slot_state(dropped).await? == SlotState::Filled).then_some(()))
+        },
+    )
+    .await?;
+    let holder = hosts
+        .iter()
+        .find(|h| {
+            h.market()
+                .is_some_and(|m| m.sales().sale(dropped).is_some())
+        })
+        .context("no host has a sale of the dropped slot")?;
+    let host = holder.market().context("no market")?.client();
+    assert_eq!(host.get_host(dropped).await?, Some(host.account()));
+    assert_eq!(
+        market.request_state(request_id).await?,
+        RequestState::Started
+    );
+    println!(
+        "[{:>6.1?}] the same host filled the slot again",
+        t0.elapsed()
+    );
     let refusal = wait_for("the refusal", Duration::from_secs(60), || async {
         Ok(mismatched.market().context("no market")?.sales().refusal())
     })

@@ -70,6 +70,11 @@ impl Default for TxConfig {
     }
 }
 
+/// Polls after a send before a gap in the account's nonces (an earlier transaction of
+/// ours gone from the node) is looked for: one `eth_getTransactionCount` a poll after
+/// that while the transaction waits.
+const GAP_CHECK_POLLS: u32 = 4;
+
 /// Fees of one attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Fees {
@@ -342,9 +347,14 @@ impl TxManager {
                 });
             }
             let dropped = self.is_dropped(&sent).await;
-            if last_send.elapsed() >= self.config.receipt_timeout
-                && self.chain_nonce(call).await? < nonce
-            {
+            // A gap is looked for soon (a few polls), not only at the receipt deadline:
+            // after a reorganisation took an earlier transaction of ours, a proof sent
+            // meanwhile would wait the whole deadline and miss its challenge.
+            let gap_after = self
+                .config
+                .receipt_timeout
+                .min(self.config.poll_interval * GAP_CHECK_POLLS);
+            if last_send.elapsed() >= gap_after && self.chain_nonce(call).await? < nonce {
                 // The node knows no transaction before this one's nonce (they were
                 // dropped, or a reorganisation took them): it can never land. Send
                 // it again with the nonce the chain expects.

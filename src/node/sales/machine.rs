@@ -349,7 +349,14 @@ impl SaleMachine {
                 SlotState::Failed => {
                     self.over(SaleState::Failed, Some("the request failed".into()), false)
                 }
-                SlotState::Repair | SlotState::Free => self.over(
+                // A slot freed for missed proofs goes to Repair. Free again means the
+                // fill is no longer on chain (a reorganisation dropped it): the host
+                // still holds the data, so it proves and fills again.
+                SlotState::Free => {
+                    self.state = SaleState::InitialProving;
+                    Action::Fill
+                }
+                SlotState::Repair => self.over(
                     SaleState::Errored,
                     Some("the slot was freed: proofs were missed".into()),
                     false,
@@ -594,6 +601,19 @@ mod tests {
             })
         ));
         assert!(!m.reserved(), "the next attempt reserves again");
+    }
+
+    #[test]
+    fn a_fill_a_reorganisation_dropped_is_sent_again() {
+        let mut m = SaleMachine::resume();
+        let a = m.on(Event::Watched {
+            state: SlotState::Free,
+            period: 3,
+        });
+        assert_eq!(a, Action::Fill);
+        assert_eq!(m.state(), SaleState::InitialProving);
+        assert_eq!(m.on(Event::Filled { period: 3 }), Action::Watch);
+        assert_eq!(m.state(), SaleState::Proving);
     }
 
     #[test]
