@@ -285,12 +285,19 @@ fn field<'a>(kv: &'a HashMap<String, String>, k: &str) -> anyhow::Result<&'a str
 /// What B reports of its download.
 #[derive(Debug)]
 struct Outcome {
+    /// B's report of its download.
     line: HashMap<String, String>,
+    /// A's last report of hole punching, after B's.
+    a: HashMap<String, String>,
 }
 
 impl Outcome {
     fn get(&self, k: &str) -> anyhow::Result<u64> {
         Ok(field(&self.line, k)?.parse()?)
+    }
+
+    fn get_a(&self, k: &str) -> anyhow::Result<u64> {
+        Ok(field(&self.a, k)?.parse()?)
     }
 }
 
@@ -353,7 +360,14 @@ fn download_behind_nat(mapping: Mapping) -> anyhow::Result<Option<Outcome>> {
         )?);
         let line = procs[2].line(Duration::from_secs(120))?;
         println!("B after {:?}: {line:?}", started.elapsed());
-        Ok(Outcome { line })
+        // A's latest status line, written after B's report.
+        std::thread::sleep(Duration::from_millis(300));
+        let mut a = procs[1].line(Duration::from_secs(5))?;
+        while let Ok(next) = procs[1].lines.try_recv() {
+            a = next;
+        }
+        println!("A's hole punching: {a:?}");
+        Ok(Outcome { line, a })
     })();
     if std::env::var_os("CODEX_NAT_SHOW_LOGS").is_some() {
         for p in &procs {
@@ -392,7 +406,12 @@ fn behind_two_nats_hole_punching_gives_a_direct_connection() -> anyhow::Result<(
         1,
         "B found itself private"
     );
-    assert!(out.get("punched")? >= 1, "a hole punched: {:?}", out.line);
+    assert!(
+        out.get("punched")? + out.get_a("punched")? >= 1,
+        "a hole punched (B: {:?}, A: {:?})",
+        out.line,
+        out.a
+    );
     assert!(
         out.get("samples")? >= 1 && out.get("samples_direct")? == out.get("samples")?,
         "the connection to A was direct, and only direct, all through the download: {:?}",
@@ -422,6 +441,12 @@ fn behind_nats_that_map_per_destination_the_data_flows_over_the_relay() -> anyho
         "B found itself private"
     );
     assert_eq!(out.get("punched")?, 0, "no hole punched: {:?}", out.line);
+    assert_eq!(out.get_a("punched")?, 0, "no hole punched: {:?}", out.a);
+    assert!(
+        out.get_a("punch_failed")? >= 1,
+        "A tried and gave up: {:?}",
+        out.a
+    );
     assert!(
         out.get("samples")? >= 1 && out.get("samples_relayed")? == out.get("samples")?,
         "the connection to A was relayed all through the download: {:?}",
@@ -554,8 +579,17 @@ async fn node(role: &str) -> anyhow::Result<()> {
                 private_at.map_or(0, |d| d.as_millis()),
                 reserved_at.as_millis()
             );
+            // Then what A sees of hole punching, every 100 ms: the punch is started (and
+            // its failure counted) by A, the node reached through the relay.
             loop {
-                tokio::time::sleep(Duration::from_secs(3600)).await;
+                let info = net.info().await?;
+                println!(
+                    "@NAT punched={} punch_failed={} last_upgrade_ms={}",
+                    info.hole_punches.succeeded,
+                    info.hole_punches.failed,
+                    info.hole_punches.last_upgrade.map_or(0, |d| d.as_millis())
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
         "fetcher" => {
