@@ -14,6 +14,7 @@ use crate::config::{
 use crate::error::{Error, Result};
 use crate::exchange::ExchangeConfig;
 use crate::key::{KeyType, load_or_create_key_with};
+use crate::nat::NatConfig;
 use crate::network::Network;
 
 /// Where the node's key comes from.
@@ -195,6 +196,15 @@ impl NetworkBuilder {
     /// 64 at once, 1 minute, 131 072 records and 20 providers a key.
     pub fn providers(mut self, providers: ProviderConfig) -> Self {
         self.config.providers = providers;
+        self
+    }
+
+    /// NAT traversal: `--nat` ([`Nat`](crate::Nat)), announced addresses, relays to
+    /// reserve on and when ([`RelayMode`](crate::RelayMode)), serving as a relay,
+    /// AutoNAT's probes. Default [`NatConfig::default`]: `--nat any`, reserve on at most
+    /// 2 relays when AutoNAT says private, no relay server.
+    pub fn nat(mut self, nat: NatConfig) -> Self {
+        self.config.nat = nat;
         self
     }
 

@@ -108,11 +108,12 @@ async fn a_node_reserves_on_a_relay_and_is_reached_through_it() -> anyhow::Resul
     // B reaches A through the relay only (the circuit address), and fetches from it.
     let b_store = mem();
     let b = Network::builder(Arc::clone(&b_store))
-        .config(config(NatConfig {
+        .config(config(NatConfig::default()))
+        .nat(NatConfig {
             nat: Nat::None,
             relay_mode: RelayMode::Never,
             ..NatConfig::default()
-        }))
+        })
         .start()
         .await?;
     b.dial(a.peer_id(), vec![circuit]).await?;
