@@ -20,6 +20,11 @@
 //! | `codex_purchases{state}` | gauge | purchases by state |
 //! | `codex_chain_calls_total{method}`, `codex_chain_errors_total{method}` | counter | marketplace calls |
 //! | `codex_chain_transactions_total{outcome}` | counter | the transaction manager: `sent`, `resent`, `succeeded`, `reverted`, `nonce_refused`, `stuck` |
+//!
+//! With a network, libp2p's own metrics follow (libp2p-metrics, prefix `libp2p_`):
+//! connections established and closed, dial errors, listen addresses, Kademlia queries
+//! and routing updates, identify, ping round trips, relay reservations and circuits,
+//! hole punching (DCUtR).
 
 use std::net::SocketAddr;
 
@@ -279,17 +284,24 @@ async fn snapshot(handle: &Handle) -> Result<Snapshot> {
     Ok(s)
 }
 
-/// The node's metrics now, in the OpenMetrics text format ([`CONTENT_TYPE`]); every
-/// name has the prefix `codex_` (see the module for the list).
+/// The node's metrics now, in the OpenMetrics text format ([`CONTENT_TYPE`]): ours
+/// with the prefix `codex_` (see the module for the list), then libp2p's own
+/// (`libp2p_`, from libp2p-metrics) when the node has a network.
 ///
 /// # Errors
 /// When the store cannot be read.
 pub async fn encode(handle: &Handle) -> Result<String> {
+    use prometheus_client::encoding::text::{encode_eof, encode_registry};
     let mut registry = Registry::with_prefix("codex");
     registry.register_collector(Box::new(snapshot(handle).await?));
     let mut out = String::new();
-    prometheus_client::encoding::text::encode(&mut out, &registry)
-        .map_err(|e| Error::Task(format!("encoding the metrics: {e}")))?;
+    let failed = |e: std::fmt::Error| Error::Task(format!("encoding the metrics: {e}"));
+    encode_registry(&mut out, &registry).map_err(failed)?;
+    #[cfg(feature = "net")]
+    if let Some(net) = handle.network() {
+        net.encode_metrics(&mut out).map_err(failed)?;
+    }
+    encode_eof(&mut out).map_err(failed)?;
     Ok(out)
 }
 

@@ -107,7 +107,68 @@ async fn metrics_count_what_the_nodes_did() -> anyhow::Result<()> {
     }
     // Without a marketplace there are no chain metrics.
     assert!(!sa.keys().any(|k| k.starts_with("codex_chain_")), "{sa:?}");
+    // libp2p's own: B dialed A, so each saw a connection established.
+    let established = |s: &BTreeMap<String, f64>| -> f64 {
+        s.iter()
+            .filter(|(k, _)| k.starts_with("libp2p_swarm_connections_established_total"))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    assert!(established(&sa) >= 1.0 && established(&sb) >= 1.0, "{sb:?}");
+    assert!(
+        sb.keys().any(|k| k.starts_with("libp2p_identify_")),
+        "identify's metrics: {sb:?}"
+    );
+
+    // The Grafana dashboard (docs/) shows only metrics a node serves: ours as the
+    // module lists them, libp2p's as A serves them once B is gone (a family of
+    // libp2p's shows once it has a sample).
+    // B goes away, so that A has closed a connection too.
     b.shutdown().await?;
+    let url = format!(
+        "http://{}/metrics",
+        a.metrics_addr()
+            .ok_or_else(|| anyhow::anyhow!("no metrics served"))?
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let families = loop {
+        let text = reqwest::get(&url).await?.text().await?;
+        if text.contains("libp2p_swarm_connections_duration_seconds_count")
+            || std::time::Instant::now() > deadline
+        {
+            break text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let dashboard: serde_json::Value =
+        serde_json::from_str(include_str!("../docs/grafana-dashboard.json"))?;
+    let listed = include_str!("../src/metrics.rs");
+    let mut shown = 0;
+    for panel in dashboard["panels"].as_array().into_iter().flatten() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap_or_default();
+            for name in expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("codex_") || w.starts_with("libp2p_"))
+            {
+                shown += 1;
+                let known = if name.starts_with("libp2p_") {
+                    // Described (`# TYPE`) even before it has a sample.
+                    let family = ["_total", "_count", "_sum", "_bucket"]
+                        .iter()
+                        .fold(name, |n, suffix| n.trim_end_matches(suffix));
+                    families.contains(&format!("# TYPE {family} "))
+                } else {
+                    let base = name.trim_end_matches("_total");
+                    listed.contains(&format!("`{base}"))
+                        || listed.contains(&format!("`{name}"))
+                        || listed.contains(&format!("\"{}\"", base.trim_start_matches("codex_")))
+                };
+                assert!(known, "the dashboard's {name} is not served:\n{families}");
+            }
+        }
+    }
+    assert!(shown >= 20, "the dashboard shows {shown} metrics");
     a.shutdown().await?;
     Ok(())
 }

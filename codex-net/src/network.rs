@@ -109,6 +109,8 @@ pub struct Network {
     control: libp2p_stream::Control,
     commands: mpsc::Sender<Command>,
     exchange: Arc<Exchange>,
+    /// libp2p's metrics (connections, Kademlia, identify, ping, relay, DCUtR).
+    metrics: Arc<std::sync::Mutex<libp2p::metrics::Registry>>,
 }
 
 impl std::fmt::Debug for Network {
@@ -243,6 +245,8 @@ impl Network {
         }
         let control = swarm.behaviour().stream.new_control();
         let (tx, rx) = mpsc::channel(256);
+        let mut registry = libp2p::metrics::Registry::default();
+        let metrics = libp2p::metrics::Metrics::new(&mut registry);
         let exchange = Exchange::start(control, store, config.exchange.clone(), Some(tx.clone()))?;
         let mut task = SwarmTask {
             swarm,
@@ -258,6 +262,7 @@ impl Network {
             spr: None,
             nat: NatState::new(config.nat.clone()),
             relay_dialed: HashSet::new(),
+            metrics,
         };
         task.nat_start();
         task.add_provided(provided);
@@ -309,12 +314,28 @@ impl Network {
             control,
             commands: tx,
             exchange,
+            metrics: Arc::new(std::sync::Mutex::new(registry)),
         })
     }
 
     /// Our peer id.
     pub fn peer_id(&self) -> PeerId {
         self.peer_id
+    }
+
+    /// libp2p's own metrics (libp2p-metrics: connections opened and closed, dial
+    /// errors, Kademlia queries, identify, relay and hole punching), `libp2p_`
+    /// prefixed, appended to `out` in the OpenMetrics text format without the closing
+    /// `# EOF` (the caller ends the whole text).
+    ///
+    /// # Errors
+    /// A formatting error from the encoder.
+    pub fn encode_metrics(&self, out: &mut String) -> std::fmt::Result {
+        let registry = self
+            .metrics
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        prometheus_client::encoding::text::encode_registry(out, &registry)
     }
 
     /// Where other nodes reach us: our listen addresses, each ending in
@@ -584,6 +605,8 @@ struct SwarmTask {
     /// Peers of dials under way that failed at their own addresses and are dialed
     /// through relays (at most the dials under way).
     relay_dialed: HashSet<PeerId>,
+    /// libp2p's metrics (libp2p-metrics), recorded from the swarm's events.
+    metrics: libp2p::metrics::Metrics,
 }
 
 impl SwarmTask {
@@ -806,6 +829,16 @@ impl SwarmTask {
     }
 
     fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        use libp2p::metrics::Recorder as _;
+        self.metrics.record(&event);
+        match &event {
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => self.metrics.record(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(e)) => self.metrics.record(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(e)) => self.metrics.record(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(e)) => self.metrics.record(e),
+            SwarmEvent::Behaviour(BehaviourEvent::RelayServer(e)) => self.metrics.record(e),
+            _ => {}
+        }
         self.nat_on_swarm_event(&event);
         match event {
             SwarmEvent::NewListenAddr { address, .. } => tracing::info!(%address, "listening"),

@@ -519,31 +519,56 @@ pub(crate) fn cors(origin: Option<&str>) -> crate::Result<Option<tower_http::cor
     ))
 }
 
+/// `/debug/info`'s network part on a node built without a network.
+#[cfg(not(feature = "net"))]
+mod net_less {
+    use serde_json::{Value, json};
+
+    pub(super) struct DebugNet {
+        pub peer_id: String,
+        pub addrs: Vec<String>,
+        pub announce: Vec<String>,
+        pub table: Value,
+        pub connected: Vec<String>,
+        pub spr: String,
+        pub nat: Value,
+    }
+
+    impl Default for DebugNet {
+        fn default() -> Self {
+            DebugNet {
+                peer_id: String::new(),
+                addrs: Vec::new(),
+                announce: Vec::new(),
+                table: json!({
+                    "localNode": {"nodeId": "", "peerId": "", "record": "", "address": "", "seen": true},
+                    "nodes": [],
+                }),
+                connected: Vec::new(),
+                spr: String::new(),
+                nat: Value::Null,
+            }
+        }
+    }
+}
+
 async fn debug_info(State(st): State<ApiState>) -> axum::Json<Value> {
     #[cfg(feature = "net")]
-    let (peer_id, addrs, table, connected, spr) = net::debug_info(&st).await;
+    let n = net::debug_info(&st).await;
     #[cfg(not(feature = "net"))]
-    let (peer_id, addrs, table, connected, spr) = (
-        String::new(),
-        Vec::<String>::new(),
-        json!({
-            "localNode": {"nodeId": "", "peerId": "", "record": "", "address": "", "seen": true},
-            "nodes": [],
-        }),
-        Vec::<String>::new(),
-        String::new(),
-    );
+    let n = net_less::DebugNet::default();
     // Codex gives its contracts' revision; ours are compiled from this crate's
     // sources, so its version says which.
     let contracts = env!("CARGO_PKG_VERSION");
     axum::Json(json!({
-        "id": peer_id,
-        "addrs": addrs,
+        "id": n.peer_id,
+        "addrs": n.addrs,
         "repo": st.data_dir,
-        "spr": spr,
-        "announceAddresses": addrs,
-        "table": table,
-        "connectedPeers": connected,
+        "spr": n.spr,
+        "announceAddresses": n.announce,
+        "table": n.table,
+        "connectedPeers": n.connected,
+        "nat": n.nat,
         "codex": { "version": env!("CARGO_PKG_VERSION"), "revision": "", "contracts": contracts },
     }))
 }

@@ -98,6 +98,24 @@ struct RunArgs {
     /// signature is checked and each of its addresses dialed). Repeatable.
     #[arg(long = "bootstrap-node")]
     bootstrap_nodes: Vec<codex::net::BootstrapNode>,
+    /// How the node learns the address others reach it at (Codex's flag): `any`
+    /// (AutoNAT and UPnP), `none`, `upnp`, or `extip:IP` (each listen address announced
+    /// with that IP). A node AutoNAT finds unreachable reserves a slot on a relay and
+    /// is reached through it until hole punching (DCUtR) opens a direct connection.
+    #[arg(long = "nat", default_value = "any")]
+    nat: codex::net::Nat,
+    /// An address to announce as the node's own (a port forwarded by hand, say).
+    /// Repeatable.
+    #[arg(long = "announce-addr")]
+    announce_addrs: Vec<codex::net::Multiaddr>,
+    /// A relay to reserve a slot on when the node is not reachable, as a multiaddr
+    /// ending in /p2p/PEER_ID (tried before relays found among peers). Repeatable.
+    #[arg(long = "relay")]
+    relays: Vec<codex::net::Multiaddr>,
+    /// Serve as a relay for peers behind NATs (reservations, circuits, their length and
+    /// bytes bounded).
+    #[arg(long = "relay-server")]
+    relay_server: bool,
     /// JSON-RPC URL of the chain the marketplace runs on: http(s):// or ws(s)://
     /// (e.g. ws://127.0.0.1:8545, Codex's default scheme).
     #[arg(long = "eth-provider", requires_all = ["marketplace_address", "eth_private_key"])]
@@ -638,6 +656,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 .iter()
                 .flat_map(codex::net::BootstrapNode::addresses)
                 .collect();
+            net.nat.nat = args.nat;
+            net.nat.announce_addrs = args.announce_addrs.clone();
+            net.nat.relays = args.relays.clone();
+            net.nat.relay_server = args
+                .relay_server
+                .then(codex::net::RelayServerConfig::default);
             net
         }),
         net_privkey: args.net_privkey,

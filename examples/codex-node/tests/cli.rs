@@ -899,3 +899,71 @@ async fn log_flags_and_the_runtime_level() -> anyhow::Result<()> {
     assert_eq!(json_lines(&log)?.len(), silent, "NONE writes nothing");
     Ok(())
 }
+
+/// `--nat extip:IP` announces every listen address with that IP (its port kept), which
+/// `/debug/info` shows as the announced and external addresses with the node's
+/// reachability; `--announce-addr` adds one; a `--nat` Codex's flag does not take (pmp,
+/// a bad IP) and a relay without its peer id stop the node with an error naming them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nat_flags_set_what_the_node_announces() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (child, url) = spawn_node_with(
+        dir.path(),
+        &[
+            "--nat",
+            "extip:203.0.113.7",
+            "--announce-addr",
+            "/dns4/node.example/tcp/8070",
+        ],
+    )?;
+    let info: serde_json::Value = reqwest::get(format!("{url}/debug/info"))
+        .await?
+        .json()
+        .await?;
+    stop(child)?;
+    let port = info["addrs"][0]
+        .as_str()
+        .and_then(|a| a.split("/tcp/").nth(1))
+        .and_then(|p| p.split('/').next())
+        .ok_or_else(|| anyhow::anyhow!("no TCP listen address: {info}"))?
+        .to_string();
+    let announced: Vec<&str> = info["announceAddresses"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        announced.contains(&format!("/ip4/203.0.113.7/tcp/{port}").as_str()),
+        "{info}"
+    );
+    assert!(announced.contains(&"/dns4/node.example/tcp/8070"), "{info}");
+    assert_eq!(
+        info["nat"]["externalAddrs"].as_array().map(Vec::len),
+        Some(announced.len())
+    );
+    assert!(
+        ["unknown", "public", "private"]
+            .contains(&info["nat"]["reachability"].as_str().unwrap_or("")),
+        "{info}"
+    );
+    assert_eq!(info["nat"]["connections"], serde_json::json!([]), "{info}");
+
+    for (flags, named) in [
+        (&["--nat", "pmp"][..], "pmp"),
+        (&["--nat", "extip:1.2.3"][..], "extip:1.2.3"),
+        (&["--relay", "/ip4/127.0.0.1/tcp/1"][..], "relay"),
+    ] {
+        let out = Command::new(BIN)
+            .args([
+                "--data-dir",
+                &dir.path().display().to_string(),
+                "--api-port",
+                "0",
+            ])
+            .args(flags)
+            .output()?;
+        assert!(!out.status.success(), "{flags:?} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(named), "{flags:?}: {err}");
+    }
+    Ok(())
+}

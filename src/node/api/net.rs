@@ -186,7 +186,7 @@ async fn connect(
 /// id, in hex; `record` and `address` are empty for a peer whose record this node does
 /// not hold; `seen` is whether it is connected now), connected peers and the signed
 /// peer record (empty when there is none, as Codex gives it).
-pub(super) async fn debug_info(st: &ApiState) -> (String, Vec<String>, Value, Vec<String>, String) {
+pub(super) async fn debug_info(st: &ApiState) -> DebugNet {
     let (info, spr) = match &st.network {
         Some(net) => {
             let spr = match net.spr().await {
@@ -197,12 +197,22 @@ pub(super) async fn debug_info(st: &ApiState) -> (String, Vec<String>, Value, Ve
         }
         None => (codex_net::NetInfo::default(), String::new()),
     };
-    let addrs = info
+    let addrs: Vec<String> = info
         .listen_addrs
         .iter()
         .map(|a| format!("{a}/p2p/{}", info.peer_id))
         .collect();
     let node_id = |peer: &[u8]| hex::encode(codex_core::cid::sha256(peer));
+    // A peer's address: that of a direct connection to it, else of any.
+    let address_of = |p: &codex_net::PeerId| {
+        let mut conns = info.connections.iter().filter(|c| c.peer == *p);
+        conns
+            .clone()
+            .find(|c| !c.relayed)
+            .or_else(|| conns.next())
+            .map(|c| c.address.to_string())
+            .unwrap_or_default()
+    };
     let nodes: Vec<Value> = info
         .routing_table
         .iter()
@@ -211,7 +221,7 @@ pub(super) async fn debug_info(st: &ApiState) -> (String, Vec<String>, Value, Ve
                 "nodeId": node_id(&p.to_bytes()),
                 "peerId": p.to_string(),
                 "record": "",
-                "address": "",
+                "address": address_of(p),
                 "seen": info.connected.contains(p),
             })
         })
@@ -225,7 +235,62 @@ pub(super) async fn debug_info(st: &ApiState) -> (String, Vec<String>, Value, Ve
     });
     let table = json!({ "localNode": local, "nodes": nodes });
     let connected = info.connected.iter().map(ToString::to_string).collect();
-    (info.peer_id, addrs, table, connected, spr)
+    let hp = &info.hole_punches;
+    let nat = json!({
+        "reachability": info.reachability.to_string(),
+        "externalAddrs": info.external_addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "connections": info.connections.iter().map(|c| json!({
+            "peerId": c.peer.to_string(),
+            "address": c.address.to_string(),
+            "relayed": c.relayed,
+            "outbound": c.outbound,
+        })).collect::<Vec<_>>(),
+        "reservations": info.reservations.iter().map(|r| json!({
+            "relay": r.relay.to_string(),
+            "address": r.address.to_string(),
+            "accepted": r.accepted,
+        })).collect::<Vec<_>>(),
+        "holePunches": {
+            "succeeded": hp.succeeded,
+            "failed": hp.failed,
+            "lastUpgradeMs": hp.last_upgrade.map(|d| d.as_millis() as u64),
+        },
+        "relayServer": info.relay_server.map(|r| json!({
+            "reservations": r.reservations,
+            "circuits": r.circuits,
+            "circuitsAccepted": r.circuits_accepted,
+        })),
+    });
+    // Codex announces the addresses others should dial: the external ones when the
+    // node knows any, else where it listens.
+    let announce = if info.external_addrs.is_empty() {
+        addrs.clone()
+    } else {
+        info.external_addrs
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    };
+    DebugNet {
+        peer_id: info.peer_id,
+        addrs,
+        announce,
+        table,
+        connected,
+        spr,
+        nat,
+    }
+}
+
+/// `/debug/info`'s network part.
+pub(super) struct DebugNet {
+    pub peer_id: String,
+    pub addrs: Vec<String>,
+    pub announce: Vec<String>,
+    pub table: Value,
+    pub connected: Vec<String>,
+    pub spr: String,
+    pub nat: Value,
 }
 
 #[cfg(test)]
