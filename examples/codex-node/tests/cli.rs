@@ -233,12 +233,23 @@ async fn processes_find_each_other_and_download() -> anyhow::Result<()> {
     }
     assert!(ok, "download through the network failed");
     assert_eq!(std::fs::read(&output)?, bytes);
-    // C now holds the dataset itself.
-    let exists: serde_json::Value = reqwest::get(format!("{c_url}/data/{cid}/exists"))
-        .await?
-        .json()
-        .await?;
-    assert_eq!(exists, serde_json::json!({"has": true}));
+    // C now holds the dataset itself (its store may finish writing just after the
+    // stream ends: asked for up to 10 s).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let exists: serde_json::Value = reqwest::get(format!("{c_url}/data/{cid}/exists"))
+            .await?
+            .json()
+            .await?;
+        if exists == serde_json::json!({"has": true}) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "C does not hold {cid}: {exists}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     for child in [&mut a, &mut b, &mut c] {
         child.kill()?;
         child.wait()?;

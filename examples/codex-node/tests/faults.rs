@@ -198,8 +198,12 @@ async fn a_full_disk_fails_the_upload_and_loses_nothing() -> anyhow::Result<()> 
         }
     };
     if refused {
-        // The node still answers, and still serves what it stored before.
-        let got = http.get(format!("{url}/data/{first}")).send().await?;
+        // The node still answers, and still serves what it stored before (on a new
+        // connection: the refused upload's may be closed under a pooled client).
+        let got = reqwest::Client::new()
+            .get(format!("{url}/data/{first}"))
+            .send()
+            .await?;
         assert!(
             got.status().is_success(),
             "GET after the full disk: {}",
