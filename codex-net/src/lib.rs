@@ -19,7 +19,8 @@ pub use crate::config::{
     DEFAULT_KAD_PROTOCOL, Limits, NetConfig, ProviderConfig, Timeouts, Transports,
 };
 pub use crate::download::{
-    Download, DownloadStream, FetchOptions, FetchReport, fetch_manifest, fetch_manifest_block,
+    Download, DownloadStream, FetchOptions, FetchReport, PeerReport, fetch_manifest,
+    fetch_manifest_block,
 };
 pub use crate::error::{Error, Result};
 pub use crate::exchange::{Exchange, ExchangeConfig};

@@ -101,11 +101,21 @@ impl BlockRead for Stalling {
     }
 }
 
-/// S delivers 4 blocks and then goes silent with the connection open; A is honest. The
-/// download completes byte-identical, every block S swallowed is asked of A once the
-/// request times out, and S is not asked again and again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_that_stalls_mid_transfer_is_bypassed_after_the_timeout() -> anyhow::Result<()> {
+/// What [`stalled_mid_transfer`] saw.
+struct Stalled {
+    elapsed: Duration,
+    request_timeout: Duration,
+    blocks: u64,
+    stalling: Arc<Stalling>,
+    a_served: u64,
+    report: FetchReport,
+    a: Network,
+}
+
+/// S delivers 4 blocks and then goes silent with the connection open; A is honest. E
+/// downloads from both, hedging as `hedge` says. The download completes byte-identical,
+/// and every block S swallowed is asked of A.
+async fn stalled_mid_transfer(hedge: bool) -> anyhow::Result<Stalled> {
     let data = random(3 << 20, 11);
     let request_timeout = Duration::from_millis(1500);
     let a_store = mem();
@@ -128,6 +138,7 @@ async fn a_peer_that_stalls_mid_transfer_is_bypassed_after_the_timeout() -> anyh
 
     let options = FetchOptions {
         stall_timeout: Duration::from_secs(8),
+        hedge,
         ..FetchOptions::default()
     };
     let started = Instant::now();
@@ -143,9 +154,10 @@ async fn a_peer_that_stalls_mid_transfer_is_bypassed_after_the_timeout() -> anyh
     let blocks = manifest.blocks_count();
     let a_served = a.exchange().stats.served.load(Ordering::Relaxed);
     eprintln!(
-        "{blocks} blocks in {elapsed:?}: S delivered {}, swallowed {}; A served {a_served}",
+        "{blocks} blocks in {elapsed:?}: S delivered {}, swallowed {}; A served {a_served}; {:?}",
         stalling.delivered(),
-        stalling.swallowed()
+        stalling.swallowed(),
+        report.peers
     );
     assert_eq!(stalling.delivered(), 4, "S served its first blocks");
     assert!(
@@ -158,14 +170,7 @@ async fn a_peer_that_stalls_mid_transfer_is_bypassed_after_the_timeout() -> anyh
         "A served {a_served} of the {blocks} blocks, S {}: the stalled ones were not re-requested",
         stalling.delivered()
     );
-    // The stalled requests waited out their timeout, and no more: they were asked of A
-    // right after it, not after the stall timeout.
-    assert!(elapsed >= request_timeout, "done in {elapsed:?}");
-    assert!(
-        elapsed < request_timeout * 4,
-        "took {elapsed:?} with a request timeout of {request_timeout:?}"
-    );
-    // Penalised: once its requests timed out S was not asked for every block again.
+    // Penalised: S was not asked for every block.
     assert!(
         stalling.swallowed() + stalling.delivered() < blocks,
         "S was asked {} times for {blocks} blocks",
@@ -173,6 +178,68 @@ async fn a_peer_that_stalls_mid_transfer_is_bypassed_after_the_timeout() -> anyh
     );
     // A timeout is not misbehaviour: S is slow, not banned.
     assert!(!e.exchange().is_banned(&s.peer_id()));
+    Ok(Stalled {
+        elapsed,
+        request_timeout,
+        blocks,
+        stalling,
+        a_served,
+        report,
+        a,
+    })
+}
+
+/// Without hedging, the blocks S swallowed are asked of A once their requests time
+/// out, and no later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stalls_mid_transfer_is_bypassed_after_the_timeout() -> anyhow::Result<()> {
+    let out = stalled_mid_transfer(false).await?;
+    let (elapsed, request_timeout) = (out.elapsed, out.request_timeout);
+    // The stalled requests waited out their timeout, and no more: they were asked of A
+    // right after it, not after the stall timeout.
+    assert!(elapsed >= request_timeout, "done in {elapsed:?}");
+    assert!(
+        elapsed < request_timeout * 4,
+        "took {elapsed:?} with a request timeout of {request_timeout:?}"
+    );
+    let hedged: u64 = out.report.peers.iter().map(|p| p.hedged).sum();
+    assert_eq!(hedged, 0);
+    Ok(())
+}
+
+/// With hedging (the default), the blocks S swallowed are asked of A as well once A
+/// has nothing else to do and S is late: the download ends before the requests to S
+/// time out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stalls_mid_transfer_is_hedged_before_the_timeout() -> anyhow::Result<()> {
+    let out = stalled_mid_transfer(true).await?;
+    assert!(
+        out.elapsed < out.request_timeout,
+        "took {:?}: the requests to S timed out ({:?}) instead of being hedged",
+        out.elapsed,
+        out.request_timeout
+    );
+    let a = out
+        .report
+        .peers
+        .iter()
+        .find(|p| p.peer == out.a.peer_id())
+        .ok_or_else(|| anyhow::anyhow!("no report of A"))?;
+    assert!(a.hedged > 0, "A took S's late requests: {a:?}");
+    let from_s: u64 = out
+        .report
+        .peers
+        .iter()
+        .filter(|p| p.peer != out.a.peer_id())
+        .map(|p| p.delivered)
+        .sum();
+    assert!(from_s <= out.stalling.delivered());
+    assert_eq!(
+        a.delivered + from_s,
+        out.blocks,
+        "A delivered all S did not ({} served)",
+        out.a_served
+    );
     Ok(())
 }
 

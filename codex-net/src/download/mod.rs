@@ -29,14 +29,30 @@ use crate::exchange::{Exchange, Fetched};
 use crate::network::Network;
 use scheduler::Scheduler;
 
+/// How often a download looks for a request to hedge while one may pay off and
+/// nothing else happens.
+const HEDGE_TICK: Duration = Duration::from_millis(10);
+
 /// Knobs of a download ([`Download::options`]). The timeout of each request is the
 /// exchange's ([`ExchangeConfig::request_timeout`](crate::ExchangeConfig::request_timeout)).
 #[derive(Clone, Debug)]
 pub struct FetchOptions {
-    /// Requests in flight over all peers (default 256).
+    /// Requests in flight over all peers, hedges included, and blocks being stored
+    /// (default 256).
     pub window: usize,
-    /// Requests in flight to one peer (default 128).
+    /// The most requests in flight to one peer (default 128). Each peer's own window
+    /// is sized by what it delivers (see `peer_queue`), at most this.
     pub per_peer: usize,
+    /// How much work, in time, a peer's window holds beyond its latency: a peer is
+    /// given as many requests at once as it delivers in its latency plus this long
+    /// (default 100 ms). Less holds less work at a peer that slows down; too little
+    /// leaves a peer idle between requests.
+    pub peer_queue: Duration,
+    /// Hedging: when no block is left to ask (the tail, or a reader holding the
+    /// download back), a request outstanding at a slow peer is sent to a faster peer
+    /// with room as well, the first delivery winning, so that a slow peer does not
+    /// hold the tail (default true). See [`scheduler`].
+    pub hedge: bool,
     /// Verified blocks being written to the store at the same time; the window keeps
     /// moving while they are written (default 16).
     pub store_concurrency: usize,
@@ -54,6 +70,8 @@ impl Default for FetchOptions {
         FetchOptions {
             window: 256,
             per_peer: 128,
+            peer_queue: Duration::from_millis(100),
+            hedge: true,
             store_concurrency: 16,
             max_ahead: 512,
             stall_timeout: Duration::from_secs(60),
@@ -70,6 +88,30 @@ pub struct FetchReport {
     pub present: u64,
     /// Blocks no peer provided.
     pub missing: Vec<u64>,
+    /// What each peer asked did, ordered by peer id.
+    pub peers: Vec<PeerReport>,
+}
+
+/// What one peer did in a download ([`FetchReport::peers`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerReport {
+    /// The peer.
+    pub peer: PeerId,
+    /// Requests sent to it, hedges included.
+    pub requested: u64,
+    /// Requests sent to it as hedges: blocks outstanding at a slower peer.
+    pub hedged: u64,
+    /// Blocks it delivered first, which the download kept.
+    pub delivered: u64,
+    /// Blocks it delivered after another peer had (answers to hedged requests).
+    pub duplicates: u64,
+    /// Requests to it that failed.
+    pub failed: u64,
+    /// Its average time per block at the end (the inverse of its throughput), once it
+    /// delivered.
+    pub service: Option<Duration>,
+    /// Its window at the end: the requests it could have in flight.
+    pub window: usize,
 }
 
 enum Event<S, F> {
@@ -448,10 +490,13 @@ impl Download {
             // download.
             let store_full = storing.len() >= options.store_concurrency.max(1);
             let stall_at = sched.stall_deadline().map(Instant::from_std);
+            let may_hedge = sched.may_hedge();
             let event = tokio::select! {
                 Some(stored) = storing.next(), if !storing.is_empty() => Event::Stored(stored),
                 Some(done) = requests.next(), if !requests.is_empty() && !store_full => Event::Fetched(done),
                 () = sleep_until(stall_at), if stall_at.is_some() => Event::Stalled,
+                // Time makes a request late, and a hedge pay off.
+                () = tokio::time::sleep(HEDGE_TICK), if may_hedge => continue,
                 () = room(output.as_ref()), if reader_bound => continue,
                 else => continue,
             };
@@ -513,6 +558,20 @@ impl Download {
             }
         }
         report.missing = sched.missing().collect();
+        report.peers = sched
+            .all_peers()
+            .map(|(peer, p)| PeerReport {
+                peer: *peer,
+                requested: p.requested,
+                hedged: p.hedged,
+                delivered: p.delivered,
+                duplicates: p.duplicates,
+                failed: p.failures,
+                service: p.service,
+                window: p.window,
+            })
+            .collect();
+        report.peers.sort_by_key(|p| p.peer);
         tracing::info!(
             fetched = report.fetched,
             present = report.present,

@@ -5,13 +5,29 @@
 //! ([`Scheduler::next_request`], [`Scheduler::stalled`]). No I/O, no clock, no async:
 //! everything here is tested with made-up times.
 //!
-//! Peers are scored by how fast they deliver. Each delivery gives a sample of the
-//! peer's *service time*, the time between the delivery and the later of the request
-//! and the peer's previous delivery (for a peer that serves requests one after another,
-//! the inverse of its throughput), averaged over recent samples. A request goes to the
-//! peer whose expected time to deliver it, `service × (in flight + 1)`, is least, raised
-//! by the peer's recent failures. Requests so spread in proportion to bandwidth: a peer
-//! four times faster ends up with about four times the requests.
+//! **Scores.** Each delivery gives a sample of the peer's *service time*, the time
+//! between the delivery and the later of the request and the peer's previous delivery
+//! (for a peer that serves requests one after another, the inverse of its throughput),
+//! averaged over recent samples. A request goes to the peer whose expected time to
+//! deliver it, `service × (in flight + 1)`, is least, raised by the peer's recent
+//! failures. Requests so spread in proportion to bandwidth: a peer four times faster
+//! ends up with about four times the requests.
+//!
+//! **Windows.** Each peer has a window of requests in flight sized by what it measured:
+//! as many as it delivers in its latency (that of a request sent when nothing else was
+//! outstanding at the peer) plus [`FetchOptions::peer_queue`]. The window grows as a
+//! peer delivers faster and shrinks when it slows down, between [`MIN_WINDOW`] and
+//! [`FetchOptions::per_peer`]; before its first delivery a peer has
+//! [`INITIAL_WINDOW`]. So a peer that slows down holds little work.
+//!
+//! **Hedging.** When a peer has room in its window and no block is left to ask (the
+//! tail of a download, or a reader holding the download back), a request outstanding at
+//! a slower peer is sent to it as well, when it is expected to deliver it at least
+//! [`HEDGE_GAIN`] times sooner: the request expected to end last (without a reader) or
+//! the lowest block (with one). The first delivery wins; the other request stays
+//! counted in its peer's window until it ends (its late delivery is a duplicate). A
+//! block is asked of at most two peers at once, and hedges count in the window: a slow
+//! source never holds the tail.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -24,6 +40,16 @@ use crate::download::FetchOptions;
 /// A block becomes missing when every known peer failed it this often.
 pub const MAX_TRIES: u32 = 3;
 
+/// A peer's window before it delivered anything (at most [`FetchOptions::per_peer`]).
+pub const INITIAL_WINDOW: usize = 32;
+
+/// The smallest window of a peer, however slow (at most [`FetchOptions::per_peer`]).
+pub const MIN_WINDOW: usize = 2;
+
+/// A request is sent to a second peer only when that peer is expected to deliver it at
+/// least this many times sooner than the peer that has it.
+pub const HEDGE_GAIN: f64 = 2.0;
+
 /// Weight of the newest sample in a peer's average service time.
 const EWMA_WEIGHT: f64 = 0.2;
 
@@ -31,22 +57,50 @@ const EWMA_WEIGHT: f64 = 0.2;
 const DEFAULT_SERVICE: Duration = Duration::from_millis(1);
 
 /// What the scheduler knows of one peer.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct PeerStats {
-    /// Requests outstanding.
+    /// Requests outstanding (hedges and requests whose block another peer delivered
+    /// first included).
     pub inflight: usize,
-    /// Requests sent, in all.
+    /// Requests it may have outstanding now (see the module's docs).
+    pub window: usize,
+    /// Requests sent, in all (hedges included).
     pub requested: u64,
-    /// Blocks delivered.
+    /// Requests sent as a hedge: a second request for a block outstanding at a slower peer.
+    pub hedged: u64,
+    /// Blocks delivered first, which the download kept.
     pub delivered: u64,
-    /// Requests that failed (since the last [`Scheduler::forgive`]).
+    /// Blocks delivered after another peer had delivered them (answers to hedged requests).
+    pub duplicates: u64,
+    /// Requests that failed since the last [`Scheduler::forgive`] (they lower its score).
     pub failed: u64,
+    /// Requests that failed, in all.
+    pub failures: u64,
     /// Average service time (the inverse of throughput), once the peer delivered.
     pub service: Option<Duration>,
+    /// Its latency: the shortest time to deliver a request sent while nothing else was
+    /// outstanding at it.
+    pub latency: Option<Duration>,
     last_delivery: Option<Instant>,
 }
 
 impl PeerStats {
+    fn new(window: usize) -> Self {
+        PeerStats {
+            inflight: 0,
+            window,
+            requested: 0,
+            hedged: 0,
+            delivered: 0,
+            duplicates: 0,
+            failed: 0,
+            failures: 0,
+            service: None,
+            latency: None,
+            last_delivery: None,
+        }
+    }
+
     /// Failures not made up for by deliveries.
     fn penalty(&self) -> u64 {
         self.failed.saturating_sub(self.delivered / 4)
@@ -58,6 +112,10 @@ impl PeerStats {
         service.max(1e-9) * (self.inflight as f64 + 1.0) * (1.0 + self.penalty() as f64)
     }
 
+    fn has_room(&self) -> bool {
+        self.inflight < self.window
+    }
+
     fn sample(&mut self, service: Duration) {
         let s = service.as_secs_f64();
         let avg = match self.service {
@@ -66,26 +124,73 @@ impl PeerStats {
         };
         self.service = Some(Duration::from_secs_f64(avg));
     }
+
+    /// Sizes the window from what was measured: what the peer delivers in its latency
+    /// plus `queue`, between [`MIN_WINDOW`] and `per_peer`.
+    fn resize(&mut self, per_peer: usize, queue: Duration) {
+        let Some(service) = self.service else { return };
+        let ahead = self.latency.unwrap_or(Duration::ZERO) + queue;
+        let blocks = (ahead.as_secs_f64() / service.as_secs_f64().max(1e-9)).ceil();
+        // A float cast to an integer saturates: an absurd ratio ends at `per_peer`.
+        self.window = (blocks as usize).clamp(MIN_WINDOW.min(per_peer), per_peer);
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
 struct Request {
     peer: PeerId,
     sent: Instant,
+    /// Order of sending, over all peers (a peer answers in about this order).
+    seq: u64,
+    /// The peer's requests outstanding when this one was sent.
+    ahead: usize,
+}
+
+/// The requests outstanding for one block: the first, and at most one hedge.
+#[derive(Clone, Copy, Debug)]
+struct InFlight {
+    first: Request,
+    hedge: Option<Request>,
+}
+
+impl InFlight {
+    fn of(&self, peer: &PeerId) -> bool {
+        self.first.peer == *peer || self.hedge.is_some_and(|h| h.peer == *peer)
+    }
+
+    /// The request of `peer` (one of the two), and the other one.
+    fn split(self, peer: &PeerId) -> (Request, Option<Request>) {
+        match self.hedge {
+            Some(h) if h.peer == *peer => (h, Some(self.first)),
+            hedge => (self.first, hedge),
+        }
+    }
 }
 
 /// The state of one download: blocks queued, in flight, being stored, done or missing,
 /// and the peers that are asked.
+///
+/// Memory is bounded by the blocks of the download and the peers: at most `window`
+/// blocks in flight or being stored (hedges counted), and at most `per_peer` requests
+/// outstanding at each peer.
 #[derive(Debug)]
 pub struct Scheduler {
     window: usize,
     per_peer: usize,
+    peer_queue: Duration,
+    hedging: bool,
     max_ahead: u64,
     stall_timeout: Duration,
     max_tries: u32,
     /// Wanted and not in flight, asked in index order.
     queue: BTreeSet<u64>,
-    inflight: HashMap<u64, Request>,
+    inflight: HashMap<u64, InFlight>,
+    /// Blocks in `inflight` with a hedge.
+    hedges: usize,
+    /// Requests still outstanding for blocks another peer delivered first: each holds a
+    /// place in its peer's window until it ends.
+    orphans: HashMap<(PeerId, u64), Request>,
+    seq: u64,
     /// Delivered and verified, not yet stored.
     storing: BTreeSet<u64>,
     missing: BTreeSet<u64>,
@@ -93,6 +198,8 @@ pub struct Scheduler {
     /// Failed attempts per block and peer.
     tried: HashMap<u64, HashMap<PeerId, u32>>,
     peers: HashMap<PeerId, PeerStats>,
+    /// What was known of peers removed since (for the report).
+    removed: HashMap<PeerId, PeerStats>,
     /// The next block the reader takes, when a reader follows the download.
     reader: Option<u64>,
     last_progress: Instant,
@@ -111,16 +218,22 @@ impl Scheduler {
         Scheduler {
             window: options.window.max(1),
             per_peer: options.per_peer.max(1),
+            peer_queue: options.peer_queue,
+            hedging: options.hedge,
             max_ahead: options.max_ahead.max(1),
             stall_timeout: options.stall_timeout,
             max_tries: MAX_TRIES,
             queue: wanted.into_iter().collect(),
             inflight: HashMap::new(),
+            hedges: 0,
+            orphans: HashMap::new(),
+            seq: 0,
             storing: BTreeSet::new(),
             missing: BTreeSet::new(),
             stored: 0,
             tried: HashMap::new(),
             peers: HashMap::new(),
+            removed: HashMap::new(),
             reader: None,
             last_progress: now,
             asking_since: now,
@@ -145,41 +258,78 @@ impl Scheduler {
 
     /// A peer that may have the blocks. Adding a known peer changes nothing.
     pub fn on_peer_added(&mut self, peer: PeerId) {
-        self.peers.entry(peer).or_default();
+        if self.peers.contains_key(&peer) {
+            return;
+        }
+        let stats = self
+            .removed
+            .remove(&peer)
+            .unwrap_or_else(|| PeerStats::new(INITIAL_WINDOW.min(self.per_peer)));
+        self.peers.insert(peer, stats);
     }
 
     /// A peer that is gone or misbehaved: it is not asked again, and the blocks asked of
-    /// it are queued again. Returns those blocks (the driver may withdraw the requests).
+    /// it (and of no other peer) are queued again. Returns those blocks (the driver may
+    /// withdraw the requests).
     pub fn on_peer_removed(&mut self, peer: &PeerId) -> Vec<u64> {
-        self.peers.remove(peer);
-        let lost: Vec<u64> = self
+        if let Some(mut stats) = self.peers.remove(peer) {
+            stats.inflight = 0;
+            self.removed.insert(*peer, stats);
+        }
+        self.orphans.retain(|(p, _), _| p != peer);
+        let of_peer: Vec<u64> = self
             .inflight
             .iter()
-            .filter(|(_, r)| r.peer == *peer)
+            .filter(|(_, f)| f.of(peer))
             .map(|(i, _)| *i)
             .collect();
-        for i in &lost {
-            self.inflight.remove(i);
-            self.queue.insert(*i);
+        let mut lost = Vec::new();
+        for i in of_peer {
+            let Some(f) = self.inflight.remove(&i) else {
+                continue;
+            };
+            match f.split(peer) {
+                (_, Some(other)) => {
+                    self.hedges -= 1;
+                    self.inflight.insert(
+                        i,
+                        InFlight {
+                            first: other,
+                            hedge: None,
+                        },
+                    );
+                }
+                (_, None) => {
+                    self.queue.insert(i);
+                    lost.push(i);
+                }
+            }
         }
         lost
     }
 
-    /// The next request to send, if the window, the per-peer limit and the reader allow
-    /// one and a peer can be asked. Call it until it returns `None`. A block that every
-    /// known peer failed [`MAX_TRIES`] times is given up as missing on the way.
+    /// Blocks in flight (each counted once, hedged or not) and being stored: what the
+    /// window holds.
+    fn in_window(&self) -> usize {
+        self.inflight.len() + self.hedges + self.storing.len()
+    }
+
+    /// The next request to send, if the window, the per-peer windows and the reader
+    /// allow one and a peer can be asked: a queued block, or a hedge (see the module's
+    /// docs). Call it until it returns `None`. A block that every known peer failed
+    /// [`MAX_TRIES`] times is given up as missing on the way.
     pub fn next_request(&mut self, now: Instant) -> Option<(PeerId, u64)> {
         loop {
-            if self.inflight.len() + self.storing.len() >= self.window {
+            if self.in_window() >= self.window {
                 return None;
             }
-            let &index = self.queue.first()?;
-            if let Some(r) = self.reader
-                && index >= r.saturating_add(self.max_ahead)
-            {
-                return None;
+            let Some(&index) = self.queue.first() else {
+                return self.hedge(now);
+            };
+            if self.reader_bound(index) {
+                return self.hedge(now);
             }
-            let Some(peer) = self.best_peer(index) else {
+            let Some(peer) = self.best_peer(|id| !self.exhausted(index, id)) else {
                 if !self.peers.is_empty() && self.peers.keys().all(|p| self.exhausted(index, p)) {
                     self.queue.remove(&index);
                     self.missing.insert(index);
@@ -191,12 +341,33 @@ impl Scheduler {
             if self.inflight.is_empty() {
                 self.asking_since = now;
             }
-            self.inflight.insert(index, Request { peer, sent: now });
-            if let Some(p) = self.peers.get_mut(&peer) {
-                p.inflight += 1;
-                p.requested += 1;
-            }
+            let first = self.new_request(peer, now);
+            self.inflight.insert(index, InFlight { first, hedge: None });
             return Some((peer, index));
+        }
+    }
+
+    fn reader_bound(&self, index: u64) -> bool {
+        self.reader
+            .is_some_and(|r| index >= r.saturating_add(self.max_ahead))
+    }
+
+    /// A request to `peer` (known), counted.
+    fn new_request(&mut self, peer: PeerId, now: Instant) -> Request {
+        let seq = self.seq;
+        self.seq += 1;
+        let p = self
+            .peers
+            .entry(peer)
+            .or_insert_with(|| PeerStats::new(MIN_WINDOW));
+        let ahead = p.inflight;
+        p.inflight += 1;
+        p.requested += 1;
+        Request {
+            peer,
+            sent: now,
+            seq,
+            ahead,
         }
     }
 
@@ -207,44 +378,164 @@ impl Scheduler {
             .is_some_and(|n| *n >= self.max_tries)
     }
 
-    fn best_peer(&self, index: u64) -> Option<PeerId> {
-        // Peers not measured yet are assumed as fast as the average of the others.
+    /// The service time assumed for a peer not measured yet: the average of the others'.
+    fn default_service(&self) -> f64 {
         let (sum, n) = self
             .peers
             .values()
             .filter_map(|p| p.service)
             .fold((0.0, 0u32), |(sum, n), s| (sum + s.as_secs_f64(), n + 1));
-        let default_service = if n == 0 {
+        if n == 0 {
             DEFAULT_SERVICE.as_secs_f64()
         } else {
             sum / f64::from(n)
-        };
+        }
+    }
+
+    /// The peer with room in its window that is expected to deliver soonest, among
+    /// those `eligible`.
+    fn best_peer(&self, eligible: impl Fn(&PeerId) -> bool) -> Option<PeerId> {
+        let default_service = self.default_service();
         self.peers
             .iter()
-            .filter(|(id, p)| p.inflight < self.per_peer && !self.exhausted(index, id))
+            .filter(|(id, p)| p.has_room() && eligible(id))
             .map(|(id, p)| (p.cost(default_service), id))
             .min_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(b.1)))
             .map(|(_, id)| *id)
     }
 
+    /// Whether a hedge may be sent now if one pays off: hedging is on, a block is in
+    /// flight without one, no queued block can be asked, and a peer has room. The
+    /// driver then calls [`Scheduler::next_request`] again after a while, as the
+    /// expectations change with time.
+    pub fn may_hedge(&self) -> bool {
+        self.hedging
+            && self.inflight.len() > self.hedges
+            && self.in_window() < self.window
+            && self.queue.first().is_none_or(|i| self.reader_bound(*i))
+            && self.peers.values().any(PeerStats::has_room)
+    }
+
+    /// A hedge: the best peer with room takes a block outstanding at a slower peer (see
+    /// the module's docs), when it pays off.
+    fn hedge(&mut self, now: Instant) -> Option<(PeerId, u64)> {
+        if !self.hedging || self.inflight.len() <= self.hedges {
+            return None;
+        }
+        let default_service = self.default_service();
+        let taker = self.best_peer(|_| true)?;
+        let taker_time = self.peers.get(&taker)?.cost(default_service);
+
+        // Every outstanding request, by peer in the order sent: its rank in its peer's
+        // queue. The candidates are the unhedged blocks whose request is at another peer.
+        let mut outstanding: Vec<(PeerId, u64, Instant, Option<u64>)> = Vec::new();
+        for (i, f) in &self.inflight {
+            let candidate =
+                (f.hedge.is_none() && f.first.peer != taker && !self.exhausted(*i, &taker))
+                    .then_some(*i);
+            outstanding.push((f.first.peer, f.first.seq, f.first.sent, candidate));
+            if let Some(h) = f.hedge {
+                outstanding.push((h.peer, h.seq, h.sent, None));
+            }
+        }
+        for r in self.orphans.values() {
+            outstanding.push((r.peer, r.seq, r.sent, None));
+        }
+        outstanding.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+
+        let mut best: Option<(u64, f64)> = None;
+        let mut rank = 0usize;
+        let mut start = now;
+        for (n, &(peer, _, sent, candidate)) in outstanding.iter().enumerate() {
+            let Some(stats) = self.peers.get(&peer) else {
+                continue;
+            };
+            if n == 0 || outstanding[n - 1].0 != peer {
+                // The peer's oldest request: its queue runs from then, or from its
+                // last delivery if later.
+                rank = 0;
+                start = stats.last_delivery.map_or(sent, |d| d.max(sent));
+            } else {
+                rank += 1;
+            }
+            let Some(index) = candidate else { continue };
+            // A peer that has not delivered for longer than its service time is at
+            // least that slow now.
+            let gap = now.saturating_duration_since(start).as_secs_f64();
+            let service = stats
+                .service
+                .map_or(default_service, |s| s.as_secs_f64())
+                .max(gap);
+            let remaining = ((rank as f64 + 1.0) * service - gap).max(service);
+            if remaining < HEDGE_GAIN * taker_time {
+                continue;
+            }
+            let better = match best {
+                None => true,
+                // With a reader, the lowest block holds it back; without one, the
+                // request expected to end last holds the tail.
+                Some((b, _)) if self.reader.is_some() => index < b,
+                Some((b, r)) => remaining > r || (remaining == r && index < b),
+            };
+            if better {
+                best = Some((index, remaining));
+            }
+        }
+        let (index, _) = best?;
+        let hedge = self.new_request(taker, now);
+        if let Some(p) = self.peers.get_mut(&taker) {
+            p.hedged += 1;
+        }
+        if let Some(f) = self.inflight.get_mut(&index) {
+            f.hedge = Some(hedge);
+            self.hedges += 1;
+        }
+        Some((taker, index))
+    }
+
     /// `peer` delivered block `index` (verified). The block is then being stored, which
     /// still takes a place in the window until [`Scheduler::on_stored`]. Returns false
-    /// for a delivery that is not expected (the block was asked of someone else since,
-    /// or given up), which the driver then drops.
+    /// for a delivery that is not expected (the block was delivered by another peer
+    /// first, asked of someone else since, or given up), which the driver then drops; a
+    /// late answer to a hedged request still counts for its peer's speed.
     pub fn on_delivered(&mut self, peer: &PeerId, index: u64, now: Instant) -> bool {
-        let sent = self.sent_of(index, now);
-        if !self.take_request(peer, index) {
+        let (request, kept) = if self.inflight.get(&index).is_some_and(|f| f.of(peer)) {
+            let Some(f) = self.inflight.remove(&index) else {
+                return false;
+            };
+            let (mine, other) = f.split(peer);
+            if let Some(other) = other {
+                self.hedges -= 1;
+                self.orphans.insert((other.peer, index), other);
+            }
+            (mine, true)
+        } else if let Some(orphan) = self.orphans.remove(&(*peer, index)) {
+            (orphan, false)
+        } else {
             return false;
-        }
+        };
         if let Some(p) = self.peers.get_mut(peer) {
             p.inflight = p.inflight.saturating_sub(1);
-            p.delivered += 1;
-            let from = p.last_delivery.map_or(sent, |d| d.max(sent));
+            if kept {
+                p.delivered += 1;
+            } else {
+                p.duplicates += 1;
+            }
+            let from = p
+                .last_delivery
+                .map_or(request.sent, |d| d.max(request.sent));
             p.sample(now.saturating_duration_since(from));
+            if request.ahead == 0 {
+                let latency = now.saturating_duration_since(request.sent);
+                p.latency = Some(p.latency.map_or(latency, |l| l.min(latency)));
+            }
             p.last_delivery = Some(now);
+            p.resize(self.per_peer, self.peer_queue);
         }
-        self.storing.insert(index);
-        true
+        if kept {
+            self.storing.insert(index);
+        }
+        kept
     }
 
     /// Block `index` is stored: done.
@@ -256,21 +547,45 @@ impl Scheduler {
     }
 
     /// The request for block `index` to `peer` failed (the peer lacks the block, left,
-    /// or did not answer in time): the block is queued again, and after [`MAX_TRIES`]
-    /// failures that peer is not asked for it again. A failure that took longer than
-    /// the peer's average service time counts as a slow sample too. Returns false for a
-    /// request that is not outstanding.
+    /// or did not answer in time): the block is queued again (unless another peer has
+    /// it in flight), and after [`MAX_TRIES`] failures that peer is not asked for it
+    /// again. A failure that took longer than the peer's average service time counts
+    /// as a slow sample too. Returns false for a request that is not outstanding.
     pub fn on_failed(&mut self, peer: &PeerId, index: u64, now: Instant) -> bool {
-        let sent = self.sent_of(index, now);
-        if !self.take_request(peer, index) {
+        let request = if self.inflight.get(&index).is_some_and(|f| f.of(peer)) {
+            let Some(f) = self.inflight.remove(&index) else {
+                return false;
+            };
+            match f.split(peer) {
+                (mine, Some(other)) => {
+                    self.hedges -= 1;
+                    self.inflight.insert(
+                        index,
+                        InFlight {
+                            first: other,
+                            hedge: None,
+                        },
+                    );
+                    mine
+                }
+                (mine, None) => {
+                    self.queue.insert(index);
+                    mine
+                }
+            }
+        } else if let Some(orphan) = self.orphans.remove(&(*peer, index)) {
+            orphan
+        } else {
             return false;
-        }
+        };
         if let Some(p) = self.peers.get_mut(peer) {
             p.inflight = p.inflight.saturating_sub(1);
             p.failed += 1;
-            let waited = now.saturating_duration_since(sent);
+            p.failures += 1;
+            let waited = now.saturating_duration_since(request.sent);
             if p.service.is_some_and(|s| waited > s) {
                 p.sample(waited);
+                p.resize(self.per_peer, self.peer_queue);
             }
         }
         *self
@@ -279,22 +594,7 @@ impl Scheduler {
             .or_default()
             .entry(*peer)
             .or_default() += 1;
-        self.queue.insert(index);
         true
-    }
-
-    fn sent_of(&self, index: u64, now: Instant) -> Instant {
-        self.inflight.get(&index).map_or(now, |r| r.sent)
-    }
-
-    fn take_request(&mut self, peer: &PeerId, index: u64) -> bool {
-        match self.inflight.get(&index) {
-            Some(r) if r.peer == *peer => {
-                self.inflight.remove(&index);
-                true
-            }
-            _ => false,
-        }
     }
 
     /// Gives every peer a new chance: failure counts and the tries per block are
@@ -330,21 +630,27 @@ impl Scheduler {
     }
 
     /// Gives up every block queued or in flight: they become missing. Returns the
-    /// requests abandoned, which the driver withdraws.
+    /// requests abandoned (hedges and late ones included), which the driver withdraws.
     pub fn give_up(&mut self) -> Vec<(PeerId, u64)> {
-        let abandoned: Vec<(PeerId, u64)> =
-            self.inflight.drain().map(|(i, r)| (r.peer, i)).collect();
-        for (peer, i) in &abandoned {
+        let mut abandoned: Vec<(PeerId, u64)> = Vec::new();
+        for (i, f) in self.inflight.drain() {
+            abandoned.push((f.first.peer, i));
+            abandoned.extend(f.hedge.map(|h| (h.peer, i)));
+            self.missing.insert(i);
+        }
+        abandoned.extend(self.orphans.drain().map(|(k, _)| k));
+        self.hedges = 0;
+        for (peer, _) in &abandoned {
             if let Some(p) = self.peers.get_mut(peer) {
                 p.inflight = p.inflight.saturating_sub(1);
             }
-            self.missing.insert(*i);
         }
         self.missing.append(&mut self.queue);
         abandoned
     }
 
-    /// Whether nothing is left to ask, wait for or store.
+    /// Whether nothing is left to ask, wait for or store (late answers to hedged
+    /// requests are not waited for).
     pub fn is_finished(&self) -> bool {
         self.queue.is_empty() && self.inflight.is_empty() && self.storing.is_empty()
     }
@@ -364,9 +670,14 @@ impl Scheduler {
         self.stored
     }
 
-    /// Requests outstanding.
+    /// Blocks in flight (a hedged block counts once).
     pub fn outstanding(&self) -> usize {
         self.inflight.len()
+    }
+
+    /// Blocks in flight at two peers.
+    pub fn hedged(&self) -> usize {
+        self.hedges
     }
 
     /// Blocks delivered and waiting to be stored.
@@ -382,6 +693,11 @@ impl Scheduler {
     /// What is known of `peer`.
     pub fn peer(&self, peer: &PeerId) -> Option<&PeerStats> {
         self.peers.get(peer)
+    }
+
+    /// What is known of every peer asked in this download, removed ones included.
+    pub fn all_peers(&self) -> impl Iterator<Item = (&PeerId, &PeerStats)> + '_ {
+        self.peers.iter().chain(self.removed.iter())
     }
 }
 
@@ -506,6 +822,49 @@ mod tests {
         assert_eq!(s.missing().collect::<Vec<_>>(), vec![0]);
     }
 
+    /// Peers that serve their requests one after another, each at a service time that
+    /// may change with time (`service(peer, time since t0)`), and a driver that asks
+    /// again on every delivery and every 10 ms while a hedge may be sent. Every answer
+    /// is delivered, also those to requests whose block another peer delivered first.
+    /// Checks the bounds on the way; returns when the download finished.
+    fn simulate(
+        s: &mut Scheduler,
+        t0: Instant,
+        service: impl Fn(&PeerId, Duration) -> Duration,
+    ) -> Instant {
+        let mut busy_until: HashMap<PeerId, Instant> = HashMap::new();
+        let mut completions: BTreeSet<(Instant, u64, PeerId)> = BTreeSet::new();
+        let mut now = t0;
+        while !s.is_finished() {
+            while let Some((p, i)) = s.next_request(now) {
+                let start = busy_until.get(&p).copied().unwrap_or(now).max(now);
+                let done = start + service(&p, start - t0);
+                busy_until.insert(p, done);
+                completions.insert((done, i, p));
+            }
+            assert!(s.in_window() <= s.window, "the window holds");
+            for (id, p) in &s.peers {
+                assert!(p.inflight <= s.per_peer, "{id}: {} in flight", p.inflight);
+            }
+            let tick = s.may_hedge().then(|| now + ms(10));
+            match completions.first().copied() {
+                Some((t, i, p)) if tick.is_none_or(|tick| t <= tick) => {
+                    completions.pop_first();
+                    now = t;
+                    if s.on_delivered(&p, i, now) {
+                        s.on_stored(i, now);
+                    }
+                }
+                _ => now = tick.expect("requests outstanding, or a hedge to wait for"),
+            }
+        }
+        now
+    }
+
+    fn delivered(s: &Scheduler, p: &PeerId) -> u64 {
+        s.peer(p).map_or(0, |p| p.delivered)
+    }
+
     /// Two peers serving requests one after another, one five times faster: the fast
     /// one gets most of the requests.
     #[test]
@@ -514,36 +873,251 @@ mod tests {
         let blocks = 2000;
         let mut s = Scheduler::new(0..blocks, &options(64, 64), t0);
         let (fast, slow) = (PeerId::random(), PeerId::random());
-        let service = |p: &PeerId| if *p == fast { ms(1) } else { ms(5) };
         s.on_peer_added(fast);
         s.on_peer_added(slow);
-        // Each peer's queue: when its last request completes.
-        let mut busy_until: HashMap<PeerId, Instant> = HashMap::new();
-        let mut completions: BTreeSet<(Instant, u64, PeerId)> = BTreeSet::new();
-        let mut now = t0;
-        while !s.is_finished() {
-            while let Some((p, i)) = s.next_request(now) {
-                let start = busy_until.get(&p).copied().unwrap_or(now).max(now);
-                let done = start + service(&p);
-                busy_until.insert(p, done);
-                completions.insert((done, i, p));
-            }
-            let (t, i, p) = completions.pop_first().expect("requests outstanding");
-            now = t;
-            deliver(&mut s, &p, i, now);
-        }
-        let (f, sl) = (
-            s.peer(&fast).map_or(0, |p| p.requested),
-            s.peer(&slow).map_or(0, |p| p.requested),
-        );
+        let end = simulate(&mut s, t0, |p, _| if *p == fast { ms(1) } else { ms(5) });
+        let (f, sl) = (delivered(&s, &fast), delivered(&s, &slow));
         assert_eq!(f + sl, blocks);
-        assert!(f > 3 * sl, "fast peer {f} requests, slow one {sl}");
+        assert!(f > 3 * sl, "fast peer {f} blocks, slow one {sl}");
         let fs = s.peer(&fast).and_then(|p| p.service).expect("measured");
         let ss = s.peer(&slow).and_then(|p| p.service).expect("measured");
         assert!(ss > 3 * fs, "service times {fs:?} and {ss:?}");
         // Both sources together beat the fast one alone (1 ms a block).
-        let elapsed = now - t0;
+        let elapsed = end - t0;
         assert!(elapsed < ms(blocks), "took {elapsed:?}");
+    }
+
+    /// Each peer's window follows what it delivers in its latency plus the queue time
+    /// (100 ms by default): wide for a fast peer, narrow for a slow one, and narrowed
+    /// when a peer slows down.
+    #[test]
+    fn windows_grow_with_speed_and_shrink_when_a_peer_slows_down() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(0..3000, &options(256, 128), t0);
+        let (fast, slow, slowed) = (PeerId::random(), PeerId::random(), PeerId::random());
+        for p in [fast, slow, slowed] {
+            s.on_peer_added(p);
+        }
+        let window = |s: &Scheduler, p: &PeerId| s.peer(p).map_or(0, |p| p.window);
+        assert_eq!(window(&s, &fast), INITIAL_WINDOW);
+        let slows_at = ms(400);
+        let service = |p: &PeerId, at: Duration| {
+            if *p == fast || (*p == slowed && at < slows_at) {
+                ms(1)
+            } else {
+                ms(20)
+            }
+        };
+        // Run to just before the slowdown, then to the end.
+        let mut busy_until: HashMap<PeerId, Instant> = HashMap::new();
+        let mut completions: BTreeSet<(Instant, u64, PeerId)> = BTreeSet::new();
+        let mut now = t0;
+        let mut before = None;
+        while !s.is_finished() {
+            while let Some((p, i)) = s.next_request(now) {
+                let start = busy_until.get(&p).copied().unwrap_or(now).max(now);
+                let done = start + service(&p, start - t0);
+                busy_until.insert(p, done);
+                completions.insert((done, i, p));
+            }
+            let Some((t, i, p)) = completions.pop_first() else {
+                break;
+            };
+            now = t;
+            if before.is_none() && now - t0 >= slows_at - ms(10) {
+                before = Some((window(&s, &fast), window(&s, &slow), window(&s, &slowed)));
+            }
+            if s.on_delivered(&p, i, now) {
+                s.on_stored(i, now);
+            }
+        }
+        let (fast_w, slow_w, slowed_w) = before.expect("the download ran past the slowdown");
+        // 1 ms a block: (latency + 100 ms) / 1 ms, more than 100 blocks.
+        assert!(fast_w > 100, "fast peer's window {fast_w}");
+        // 20 ms a block: (latency + 100 ms) / 20 ms, a handful of blocks.
+        assert!((5..=12).contains(&slow_w), "slow peer's window {slow_w}");
+        assert!(
+            slowed_w > 100,
+            "the slowed peer's window before: {slowed_w}"
+        );
+        let after = window(&s, &slowed);
+        assert!(
+            after <= 12,
+            "the slowed peer's window after: {after} (before: {slowed_w})"
+        );
+    }
+
+    /// Three peers at 1 ms a block; one slows down to 10 ms a block after 200 ms. The
+    /// download takes less than 1.3 times what the two others alone would (1000 ms),
+    /// the slowed peer delivers fewer blocks than each other, and hedging the tail
+    /// makes it shorter than without.
+    #[test]
+    fn a_source_slowed_down_mid_download_does_not_hold_the_tail() {
+        let t0 = Instant::now();
+        let blocks = 2000u64;
+        let run = |hedge: bool| {
+            let opts = FetchOptions {
+                hedge,
+                ..options(256, 128)
+            };
+            let mut s = Scheduler::new(0..blocks, &opts, t0);
+            let peers = [PeerId::random(), PeerId::random(), PeerId::random()];
+            for p in peers {
+                s.on_peer_added(p);
+            }
+            let slowed = peers[2];
+            let end = simulate(&mut s, t0, |p, at| {
+                if *p == slowed && at >= ms(200) {
+                    ms(10)
+                } else {
+                    ms(1)
+                }
+            });
+            (s, peers, end - t0)
+        };
+        let (s, [a, b, c], took) = run(true);
+        let alone = ms(blocks / 2);
+        assert!(
+            took.as_secs_f64() <= 1.3 * alone.as_secs_f64(),
+            "took {took:?}; the two others alone {alone:?}"
+        );
+        let (da, db, dc) = (delivered(&s, &a), delivered(&s, &b), delivered(&s, &c));
+        assert_eq!(da + db + dc, blocks);
+        assert!(dc < da && dc < db, "blocks {da} {db} {dc}");
+        let requested = |p: &PeerId| s.peer(p).map_or(0, |p| p.requested);
+        assert!(requested(&c) < requested(&a) && requested(&c) < requested(&b));
+        let hedged: u64 = [a, b, c]
+            .iter()
+            .map(|p| s.peer(p).map_or(0, |p| p.hedged))
+            .sum();
+        let duplicates: u64 = [a, b, c]
+            .iter()
+            .map(|p| s.peer(p).map_or(0, |p| p.duplicates))
+            .sum();
+        assert!(hedged > 0, "the tail was hedged");
+        assert!(
+            duplicates <= hedged && hedged < blocks / 20,
+            "{hedged} hedges, {duplicates} duplicates"
+        );
+
+        let (_, _, unhedged) = run(false);
+        println!(
+            "took {took:?} (without hedging {unhedged:?}); blocks {da} {db} {dc}; \
+             {hedged} hedges, {duplicates} duplicates"
+        );
+        assert!(
+            took + ms(20) < unhedged,
+            "hedging shortens the tail: {took:?} against {unhedged:?}"
+        );
+    }
+
+    /// A hedged block: the first delivery wins, the other request's late answer is a
+    /// duplicate that frees its place; a failed hedge leaves the first request.
+    #[test]
+    fn a_hedged_block_is_taken_once() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(0..1, &options(10, 10), t0);
+        let (a, b) = (PeerId::random(), PeerId::random());
+        s.on_peer_added(a);
+        s.on_peer_added(b);
+        let (first, i) = s.next_request(t0).expect("a request");
+        let other = if first == a { b } else { a };
+        // Nothing is hedged while the first peer is not late.
+        assert_eq!(s.next_request(t0 + ms(1)), None);
+        assert!(s.may_hedge());
+        // 50 ms without an answer from a peer expected to take 1 ms: the other asks too.
+        assert_eq!(s.next_request(t0 + ms(50)), Some((other, i)));
+        assert_eq!((s.outstanding(), s.hedged()), (1, 1));
+        assert!(!s.may_hedge(), "a block is asked of two peers at most");
+        assert_eq!(s.next_request(t0 + ms(100)), None);
+        assert!(s.on_delivered(&other, i, t0 + ms(52)));
+        s.on_stored(i, t0 + ms(52));
+        assert!(s.is_finished(), "the late request is not waited for");
+        assert_eq!(s.peer(&first).map(|p| p.inflight), Some(1));
+        assert!(!s.on_delivered(&first, i, t0 + ms(60)), "a duplicate");
+        let f = s.peer(&first).expect("known");
+        assert_eq!((f.inflight, f.delivered, f.duplicates), (0, 0, 1));
+        let o = s.peer(&other).expect("known");
+        assert_eq!((o.requested, o.hedged, o.delivered), (1, 1, 1));
+
+        // A hedge that fails leaves the first request; the block is not queued again.
+        let mut s = Scheduler::new(0..1, &options(10, 10), t0);
+        s.on_peer_added(a);
+        s.on_peer_added(b);
+        let (first, i) = s.next_request(t0).expect("a request");
+        let (other, _) = s.next_request(t0 + ms(50)).expect("a hedge");
+        assert!(s.on_failed(&other, i, t0 + ms(51)));
+        assert_eq!((s.outstanding(), s.hedged()), (1, 0));
+        assert_eq!(s.next_request(t0 + ms(52)), None, "b failed it, a is asked");
+        assert!(s.on_delivered(&first, i, t0 + ms(53)));
+        // A late request that fails is not queued again either.
+        let mut s = Scheduler::new(0..1, &options(10, 10), t0);
+        s.on_peer_added(a);
+        s.on_peer_added(b);
+        let (first, i) = s.next_request(t0).expect("a request");
+        let (other, _) = s.next_request(t0 + ms(50)).expect("a hedge");
+        assert!(s.on_delivered(&other, i, t0 + ms(51)));
+        s.on_stored(i, t0 + ms(51));
+        assert!(s.on_failed(&first, i, t0 + ms(60)));
+        assert!(s.is_finished());
+        assert_eq!(s.peer(&first).map(|p| p.inflight), Some(0));
+        // Giving up withdraws hedges and late requests too.
+        let mut s = Scheduler::new(0..2, &options(10, 10), t0);
+        s.on_peer_added(a);
+        s.on_peer_added(b);
+        let _ = drain(&mut s, t0);
+        let hedges = drain(&mut s, t0 + ms(50));
+        assert_eq!(hedges.len(), 2, "{hedges:?}");
+        assert_eq!(s.give_up().len(), 4);
+        assert_eq!(s.peer(&a).map(|p| p.inflight), Some(0));
+        assert_eq!(s.peer(&b).map(|p| p.inflight), Some(0));
+        // A removed peer's hedged blocks stay with the other peer.
+        let mut s = Scheduler::new(0..1, &options(10, 10), t0);
+        s.on_peer_added(a);
+        s.on_peer_added(b);
+        let (first, i) = s.next_request(t0).expect("a request");
+        let (other, _) = s.next_request(t0 + ms(50)).expect("a hedge");
+        assert_eq!(s.on_peer_removed(&first), Vec::<u64>::new());
+        assert_eq!((s.outstanding(), s.hedged()), (1, 0));
+        assert!(s.on_delivered(&other, i, t0 + ms(51)));
+    }
+
+    /// With a reader held back at the lowest block outstanding at a slow peer, the
+    /// fast peer asks for that block too.
+    #[test]
+    fn a_reader_waiting_for_a_slow_peer_gets_the_block_hedged() {
+        let t0 = Instant::now();
+        let opts = FetchOptions {
+            max_ahead: 8,
+            ..options(100, 100)
+        };
+        let mut s = Scheduler::new(0..100, &opts, t0);
+        s.follow_reader(0);
+        let (fast, slow) = (PeerId::random(), PeerId::random());
+        s.on_peer_added(fast);
+        s.on_peer_added(slow);
+        // Measured: the fast peer delivers a block a millisecond, the slow one every 40.
+        let sent = drain(&mut s, t0);
+        assert_eq!(sent.len(), 8);
+        let mut now = t0;
+        for (p, i) in &sent {
+            if *p == fast {
+                now += ms(1);
+                assert!(s.on_delivered(p, *i, now));
+                s.on_stored(*i, now);
+            }
+        }
+        let at_slow: Vec<u64> = sent.iter().filter(|r| r.0 == slow).map(|r| r.1).collect();
+        let lowest = *at_slow.iter().min().expect("the slow peer has some");
+        // The reader waits for `lowest`: the fast peer is asked for it first.
+        now = t0 + ms(40);
+        let hedges = drain(&mut s, now);
+        assert_eq!(hedges.first(), Some(&(fast, lowest)), "{hedges:?}");
+        assert!(
+            hedges
+                .iter()
+                .all(|(p, i)| *p == fast && at_slow.contains(i))
+        );
     }
 
     #[test]
