@@ -17,13 +17,12 @@
 //! processes are removed however the test ends (a guard's `Drop`).
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod common;
+
+use common::netns::{MARK, Namespaces, NodeProcess, field, probe_namespaces, run};
 
 const ROLE: &str = "CODEX_NAT_ROLE";
 /// TCP and QUIC port of every node, in its namespace.
@@ -37,40 +36,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 // ---------------------------------------------------------------------------------
 // The parent: namespaces, routers, processes.
-
-fn run(cmd: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(cmd[0]).args(&cmd[1..]).output()?;
-    if !out.status.success() {
-        anyhow::bail!(
-            "`{}` failed: {}",
-            cmd.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Namespaces made by the test, deleted on drop.
-struct Namespaces(Vec<String>);
-
-impl Namespaces {
-    fn add(&mut self, name: &str) -> anyhow::Result<()> {
-        run(&["ip", "netns", "add", name])?;
-        self.0.push(name.to_string());
-        run(&["ip", "-n", name, "link", "set", "lo", "up"])?;
-        Ok(())
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for name in self.0.drain(..) {
-            if let Err(e) = run(&["ip", "netns", "del", &name]) {
-                eprintln!("cannot delete namespace {name}: {e}");
-            }
-        }
-    }
-}
 
 /// The iptables command that works in a fresh namespace here, or why there is none.
 fn usable_iptables(ns: &str) -> Result<&'static str, String> {
@@ -86,17 +51,11 @@ fn usable_iptables(ns: &str) -> Result<&'static str, String> {
 
 /// Why namespaces or NAT rules cannot be made here, if they cannot.
 fn cannot_run() -> Option<String> {
-    if let Err(e) = run(&["ip", "-V"]) {
-        return Some(format!("no `ip` command: {e}"));
-    }
-    let probe = format!("cxnprobe{}", std::process::id());
-    let mut ns = Namespaces(Vec::new());
-    if let Err(e) = ns.add(&probe) {
-        return Some(format!(
-            "cannot make a network namespace (root needed): {e}"
-        ));
-    }
-    usable_iptables(&probe)
+    let probe = match probe_namespaces() {
+        Ok(ns) => ns,
+        Err(why) => return Some(why),
+    };
+    usable_iptables(&probe.0[0])
         .err()
         .map(|e| format!("iptables does not work in a namespace: {e}"))
 }
@@ -123,7 +82,7 @@ struct Topology {
 fn topology(tag: &str, mapping: Mapping) -> anyhow::Result<Topology> {
     let name = |n: &str| format!("cxn{}{tag}{n}", std::process::id());
     let (public, ra, rb, a, b) = (name("p"), name("ra"), name("rb"), name("a"), name("b"));
-    let mut ns = Namespaces(Vec::new());
+    let mut ns = Namespaces::default();
     for n in [&public, &ra, &rb, &a, &b] {
         ns.add(n)?;
     }
@@ -193,93 +152,16 @@ fn topology(tag: &str, mapping: Mapping) -> anyhow::Result<Topology> {
     })
 }
 
-/// A node process in a namespace: its `@NAT ...` lines, its log kept in a file.
-struct NodeProcess {
-    name: &'static str,
-    child: Child,
-    lines: mpsc::Receiver<HashMap<String, String>>,
-    log: std::path::PathBuf,
-}
-
-impl NodeProcess {
-    fn start(
-        name: &'static str,
-        ns: &str,
-        env: &[(&str, String)],
-        dir: &std::path::Path,
-    ) -> anyhow::Result<NodeProcess> {
-        let exe = std::env::current_exe()?;
-        let log = dir.join(format!("{name}.log"));
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns])
-            .arg(&exe)
-            .args(["nat_node", "--exact", "--nocapture", "--test-threads=1"])
-            .env(ROLE, name)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log)?);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn()?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                // libtest prints `test nat_node ... ` before the test's own output.
-                if let Some((_, rest)) = line.split_once("@NAT ") {
-                    let kv = rest
-                        .split_whitespace()
-                        .filter_map(|w| w.split_once('='))
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect();
-                    if tx.send(kv).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        Ok(NodeProcess {
-            name,
-            child,
-            lines,
-            log,
-        })
-    }
-
-    /// The next `@NAT` line, within `timeout`.
-    fn line(&mut self, timeout: Duration) -> anyhow::Result<HashMap<String, String>> {
-        self.lines.recv_timeout(timeout).map_err(|_| {
-            anyhow::anyhow!(
-                "{} said nothing within {timeout:?} (exit: {:?})",
-                self.name,
-                self.child.try_wait().ok().flatten()
-            )
-        })
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        let from = lines.len().saturating_sub(60);
-        lines[from..].join("\n")
-    }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn field<'a>(kv: &'a HashMap<String, String>, k: &str) -> anyhow::Result<&'a str> {
-    kv.get(k)
-        .map(String::as_str)
-        .ok_or_else(|| anyhow::anyhow!("no {k} in {kv:?}"))
+/// Node `name` (its role) in namespace `ns`, with `env`.
+fn start_node(
+    name: &str,
+    ns: &str,
+    env: &[(&str, String)],
+    dir: &std::path::Path,
+) -> anyhow::Result<NodeProcess> {
+    let mut env = env.to_vec();
+    env.push((ROLE, name.to_string()));
+    NodeProcess::start(name, ns, "nat_node", &env, dir)
 }
 
 /// What B reports of its download.
@@ -319,7 +201,7 @@ fn download_behind_nat(mapping: Mapping) -> anyhow::Result<Option<Outcome>> {
     // Declared after the namespaces: dropped (killed) before they are deleted.
     let mut procs: Vec<NodeProcess> = Vec::new();
     let result = (|| -> anyhow::Result<Outcome> {
-        procs.push(NodeProcess::start(
+        procs.push(start_node(
             "relay",
             &topo.public,
             &[("CODEX_NAT_EXTIP", "10.0.0.1".into())],
@@ -331,7 +213,7 @@ fn download_behind_nat(mapping: Mapping) -> anyhow::Result<Option<Outcome>> {
             "/ip4/10.0.0.1/tcp/{PORT}/p2p/{relay_peer} /ip4/10.0.0.1/udp/{PORT}/quic-v1/p2p/{relay_peer}"
         );
         let relay_env = ("CODEX_NAT_RELAY", relay_addrs);
-        procs.push(NodeProcess::start(
+        procs.push(start_node(
             "provider",
             &topo.a,
             std::slice::from_ref(&relay_env),
@@ -341,7 +223,7 @@ fn download_behind_nat(mapping: Mapping) -> anyhow::Result<Option<Outcome>> {
         let cid = field(&a, "cid")?.to_string();
         let a_peer = field(&a, "peer")?.to_string();
         println!("A ready after {:?}: {a:?}", started.elapsed());
-        procs.push(NodeProcess::start(
+        procs.push(start_node(
             "fetcher",
             &topo.b,
             &[
@@ -533,7 +415,7 @@ async fn node(role: &str) -> anyhow::Result<()> {
                 .config(config)
                 .start()
                 .await?;
-            println!("@NAT peer={}", net.peer_id());
+            println!("{MARK}peer={}", net.peer_id());
             loop {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
             }
@@ -574,7 +456,7 @@ async fn node(role: &str) -> anyhow::Result<()> {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             };
             println!(
-                "@NAT cid={cid} peer={} private_ms={} reserved_ms={}",
+                "{MARK}cid={cid} peer={} private_ms={} reserved_ms={}",
                 net.peer_id(),
                 private_at.map_or(0, |d| d.as_millis()),
                 reserved_at.as_millis()
@@ -584,7 +466,7 @@ async fn node(role: &str) -> anyhow::Result<()> {
             loop {
                 let info = net.info().await?;
                 println!(
-                    "@NAT punched={} punch_failed={} last_upgrade_ms={}",
+                    "{MARK}punched={} punch_failed={} last_upgrade_ms={}",
                     info.hole_punches.succeeded,
                     info.hole_punches.failed,
                     info.hole_punches.last_upgrade.map_or(0, |d| d.as_millis())
@@ -689,7 +571,7 @@ async fn node(role: &str) -> anyhow::Result<()> {
             let to_a: Vec<_> = info.connections.iter().filter(|c| c.peer == a).collect();
             let ok = got == common::random(DATASET, SEED);
             println!(
-                "@NAT ok={} bytes={} reachability_private={} private_ms={private_ms} connected_ms={connected_ms} upgraded_ms={upgraded_ms} last_upgrade_ms={} punched={} punch_failed={} download_ms={download_ms} samples={samples} samples_direct={samples_direct} samples_relayed={samples_relayed} direct_at_end={} relayed_at_end={} received_bytes={}",
+                "{MARK}ok={} bytes={} reachability_private={} private_ms={private_ms} connected_ms={connected_ms} upgraded_ms={upgraded_ms} last_upgrade_ms={} punched={} punch_failed={} download_ms={download_ms} samples={samples} samples_direct={samples_direct} samples_relayed={samples_relayed} direct_at_end={} relayed_at_end={} received_bytes={}",
                 u8::from(ok),
                 got.len(),
                 u8::from(private),

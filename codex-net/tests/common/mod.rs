@@ -1,8 +1,11 @@
 //! What the network tests share: seeded data, datasets in a store, memory stores,
-//! nodes on loopback, want-lists.
+//! nodes on loopback, want-lists; network namespaces and node processes in them
+//! ([`netns`]).
 
 // Each test crate uses a part.
 #![allow(dead_code)]
+
+pub mod netns;
 
 use std::sync::Arc;
 use std::time::Duration;
