@@ -115,6 +115,19 @@ impl LocalChain {
         Ok(chain)
     }
 
+    /// Starts anvil as a live chain with `history` blocks behind it: the genesis block
+    /// numbered `history` (as [`LocalChain::start_with_history`]), a block mined every
+    /// `block_secs` (as [`LocalChain::start_with_block_time`]), and [`READY_BLOCKS`]
+    /// mined at once.
+    ///
+    /// # Errors
+    /// As [`LocalChain::start`].
+    pub async fn start_live(history: u64, block_secs: u64) -> Result<Self> {
+        let chain = Self::start_at(Some(block_secs.max(1)), Some(history)).await?;
+        chain.mine(READY_BLOCKS).await?;
+        Ok(chain)
+    }
+
     async fn start_empty_with(block_time: Option<u64>) -> Result<Self> {
         Self::start_at(block_time, None).await
     }

@@ -22,6 +22,9 @@ pub struct TxReceipt {
     pub hash: B256,
     /// Block it was mined in.
     pub block_number: u64,
+    /// That block's hash: the transaction is on the chain while the block numbered
+    /// `block_number` has this hash (a reorganisation replaces it).
+    pub block_hash: B256,
     /// Gas it used.
     pub gas_used: u64,
 }

@@ -955,6 +955,7 @@ impl Chain {
         TxReceipt {
             hash: tx,
             block_number: number,
+            block_hash: block_hash(number),
             gas_used: 0,
         }
     }

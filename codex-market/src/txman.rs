@@ -71,8 +71,8 @@ impl Default for TxConfig {
 }
 
 /// Polls after a send before a gap in the account's nonces (an earlier transaction of
-/// ours gone from the node) is looked for: one `eth_getTransactionCount` a poll after
-/// that while the transaction waits.
+/// ours gone from the node) is looked for, and between two looks while the transaction
+/// waits: one `eth_getTransactionCount` every that many polls.
 const GAP_CHECK_POLLS: u32 = 4;
 
 /// Fees of one attempt.
@@ -328,6 +328,7 @@ impl TxManager {
         let started = Instant::now();
         let mut sent = vec![first];
         let mut last_send = Instant::now();
+        let mut last_gap_check = Instant::now();
         loop {
             if let Some(receipt) = self.find_receipt(call, &sent).await? {
                 match self.confirmed(call, receipt).await? {
@@ -354,7 +355,13 @@ impl TxManager {
                 .config
                 .receipt_timeout
                 .min(self.config.poll_interval * GAP_CHECK_POLLS);
-            if last_send.elapsed() >= gap_after && self.chain_nonce(call).await? < nonce {
+            let gap = if last_send.elapsed() >= gap_after && last_gap_check.elapsed() >= gap_after {
+                last_gap_check = Instant::now();
+                self.chain_nonce(call).await? < nonce
+            } else {
+                false
+            };
+            if gap {
                 // The node knows no transaction before this one's nonce (they were
                 // dropped, or a reorganisation took them): it can never land. Send
                 // it again with the nonce the chain expects.
@@ -587,6 +594,7 @@ impl TxManager {
             return Ok(TxReceipt {
                 hash: receipt.transaction_hash,
                 block_number: block,
+                block_hash: receipt.block_hash.unwrap_or_default(),
                 gas_used: receipt.gas_used,
             });
         }

@@ -519,35 +519,31 @@ pub(crate) fn cors(origin: Option<&str>) -> crate::Result<Option<tower_http::cor
     ))
 }
 
-/// `/debug/info`'s network part on a node built without a network.
-#[cfg(not(feature = "net"))]
-mod net_less {
-    use serde_json::{Value, json};
+/// `/debug/info`'s network part (what a node built without a network gives: no peer
+/// id, an empty table).
+pub(super) struct DebugNet {
+    pub peer_id: String,
+    pub addrs: Vec<String>,
+    pub announce: Vec<String>,
+    pub table: Value,
+    pub connected: Vec<String>,
+    pub spr: String,
+    pub nat: Value,
+}
 
-    pub(super) struct DebugNet {
-        pub peer_id: String,
-        pub addrs: Vec<String>,
-        pub announce: Vec<String>,
-        pub table: Value,
-        pub connected: Vec<String>,
-        pub spr: String,
-        pub nat: Value,
-    }
-
-    impl Default for DebugNet {
-        fn default() -> Self {
-            DebugNet {
-                peer_id: String::new(),
-                addrs: Vec::new(),
-                announce: Vec::new(),
-                table: json!({
-                    "localNode": {"nodeId": "", "peerId": "", "record": "", "address": "", "seen": true},
-                    "nodes": [],
-                }),
-                connected: Vec::new(),
-                spr: String::new(),
-                nat: Value::Null,
-            }
+impl Default for DebugNet {
+    fn default() -> Self {
+        DebugNet {
+            peer_id: String::new(),
+            addrs: Vec::new(),
+            announce: Vec::new(),
+            table: json!({
+                "localNode": {"nodeId": "", "peerId": "", "record": "", "address": "", "seen": true},
+                "nodes": [],
+            }),
+            connected: Vec::new(),
+            spr: String::new(),
+            nat: Value::Null,
         }
     }
 }
@@ -556,7 +552,7 @@ async fn debug_info(State(st): State<ApiState>) -> axum::Json<Value> {
     #[cfg(feature = "net")]
     let n = net::debug_info(&st).await;
     #[cfg(not(feature = "net"))]
-    let n = net_less::DebugNet::default();
+    let n = DebugNet::default();
     // Codex gives its contracts' revision; ours are compiled from this crate's
     // sources, so its version says which.
     let contracts = env!("CARGO_PKG_VERSION");

@@ -263,8 +263,21 @@ pub fn request_json(r: &StorageRequest) -> Value {
 }
 
 /// The node's purchases, by id.
-#[derive(Debug, Default)]
-pub struct Purchases(Mutex<BTreeMap<String, Purchase>>);
+#[derive(Debug)]
+pub struct Purchases {
+    all: Mutex<BTreeMap<String, Purchase>>,
+    /// Moves on at every change of a purchase, for [`Purchases::built`] to wait on.
+    changed: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Purchases {
+    fn default() -> Self {
+        Purchases {
+            all: Mutex::default(),
+            changed: tokio::sync::watch::Sender::new(0),
+        }
+    }
+}
 
 impl Purchases {
     /// Every purchase id.
@@ -278,8 +291,24 @@ impl Purchases {
         self.lock().get(&id).cloned()
     }
 
+    /// Waits until purchase `id` has its request built, or has failed, and gives it;
+    /// `None` for an id this node does not know.
+    pub async fn built(&self, id: &str) -> Option<Purchase> {
+        let mut changed = self.changed.subscribe();
+        loop {
+            let p = self.get(id)?;
+            if p.request.is_some() || p.state == PurchaseState::Errored {
+                return Some(p);
+            }
+            // The sender lives as long as `self`: this only waits.
+            if changed.changed().await.is_err() {
+                return Some(p);
+            }
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Purchase>> {
-        self.0
+        self.all
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -288,6 +317,7 @@ impl Purchases {
         if let Some(p) = self.lock().get_mut(id) {
             f(p);
         }
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 }
 

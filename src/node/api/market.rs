@@ -63,18 +63,14 @@ async fn request_storage(
     let params = purchasing::RequestParams::from_json(&json)?;
     let id = st.request_storage(cid, params).await?;
     let purchases = market(&st)?.purchases();
-    loop {
-        match purchases.get(&id) {
-            Some(p) if p.request.is_some() => return Ok(id),
-            Some(p) if p.state == purchasing::PurchaseState::Errored => {
-                return Err(ApiError(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    p.error.unwrap_or_else(|| "the purchase failed".into()),
-                ));
-            }
-            Some(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
-            None => return Ok(id),
+    match purchases.built(&id).await {
+        Some(p) if p.request.is_none() && p.state == purchasing::PurchaseState::Errored => {
+            Err(ApiError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                p.error.unwrap_or_else(|| "the purchase failed".into()),
+            ))
         }
+        _ => Ok(id),
     }
 }
 

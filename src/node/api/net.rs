@@ -186,7 +186,7 @@ async fn connect(
 /// id, in hex; `record` and `address` are empty for a peer whose record this node does
 /// not hold; `seen` is whether it is connected now), connected peers and the signed
 /// peer record (empty when there is none, as Codex gives it).
-pub(super) async fn debug_info(st: &ApiState) -> DebugNet {
+pub(super) async fn debug_info(st: &ApiState) -> super::DebugNet {
     let (info, spr) = match &st.network {
         Some(net) => {
             let spr = match net.spr().await {
@@ -271,7 +271,7 @@ pub(super) async fn debug_info(st: &ApiState) -> DebugNet {
             .map(ToString::to_string)
             .collect()
     };
-    DebugNet {
+    super::DebugNet {
         peer_id: info.peer_id,
         addrs,
         announce,
@@ -280,17 +280,6 @@ pub(super) async fn debug_info(st: &ApiState) -> DebugNet {
         spr,
         nat,
     }
-}
-
-/// `/debug/info`'s network part.
-pub(super) struct DebugNet {
-    pub peer_id: String,
-    pub addrs: Vec<String>,
-    pub announce: Vec<String>,
-    pub table: Value,
-    pub connected: Vec<String>,
-    pub spr: String,
-    pub nat: Value,
 }
 
 #[cfg(test)]

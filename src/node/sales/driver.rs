@@ -366,9 +366,7 @@ where
         };
         let state = market.slot_state(slot).await;
         let availability = sales.taken_on_restart(slot).unwrap_or_default();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = unix_now();
         let mut sale = Sale::new(&request, index, availability, now);
         sale.reserved = true;
         sale.state = SaleState::Proving;
@@ -527,14 +525,7 @@ where
         }
         Action::TakeSpace => {
             // The chain's clock as last polled (the wall clock before the first poll).
-            let now = shared.clock.borrow().map_or_else(
-                || {
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs())
-                },
-                |t| t.time,
-            );
+            let now = shared.clock.borrow().map_or_else(unix_now, |t| t.time);
             let Some(availability) = sales.take(request, now) else {
                 tracing::debug!(request = %request_id, "sales: no availability matches");
                 return Event::SpaceTaken(None);
@@ -560,6 +551,9 @@ where
         Action::Fill => fill(shared, request, index).await,
         Action::Watch => {
             let period = watching.wait(shared, slot).await;
+            if let Some(dropped) = proof_dropped(shared, slot, period, watching).await {
+                return Event::ProofDropped { period: dropped };
+            }
             match market.slot_state(slot).await {
                 Ok(state) => Event::Watched { state, period },
                 Err(e) => {
@@ -573,7 +567,7 @@ where
                 || market.will_proof_be_required(slot).await.unwrap_or(false);
             Event::ProofDue(required)
         }
-        Action::Prove { .. } => prove(shared, request, index).await,
+        Action::Prove { .. } => prove(shared, request, index, watching).await,
         Action::Payout => {
             sales.update(slot, |s| s.state = SaleState::Payout);
             match market.free_slot(slot).await {
@@ -621,6 +615,10 @@ struct Watching {
     /// stay, neither a proof nor the slot's state is due.
     key: Option<(u64, u64)>,
     read_at: Option<(Instant, u64)>,
+    /// The last accepted proof: its period, and the number and hash of its block. It is
+    /// looked for again at each read in its period and once after: a reorganisation
+    /// deeper than the confirmations may have replaced its block.
+    proof: Option<(u64, u64, codex_market::alloy::primitives::B256)>,
 }
 
 impl Watching {
@@ -754,8 +752,51 @@ where
     Event::Filled { period }
 }
 
-/// Proves the slot now and submits the proof.
-async fn prove<M, H>(shared: &Shared<M, H>, request: &StorageRequest, index: u64) -> Event
+/// Whether the last accepted proof's block is gone from the chain (see
+/// [`Watching::proof`]), in `period` (the period of the next block): the period it
+/// counted for, when it is `period` (the sale proves again). A proof of an earlier
+/// period that is gone is a missed one: the sale's book drops it, and the watch goes on.
+async fn proof_dropped<M, H>(
+    shared: &Shared<M, H>,
+    slot: SlotId,
+    period: u64,
+    watching: &mut Watching,
+) -> Option<u64>
+where
+    M: Marketplace + Clone + 'static,
+    H: SlotHost,
+{
+    let (proved, block, hash) = watching.proof?;
+    if proved < period {
+        watching.proof = None;
+    }
+    // Unreadable now: looked for at the next read.
+    let now = shared.market.block_hash(block).await.ok()?;
+    if now == Some(hash) {
+        return None;
+    }
+    watching.proof = None;
+    shared.sales.update(slot, |s| {
+        if let Some(at) = s.proof_periods.iter().rposition(|p| *p == proved) {
+            s.proof_periods.remove(at);
+            s.proofs = s.proofs.saturating_sub(1);
+        }
+    });
+    if proved < period {
+        tracing::warn!(%slot, period = proved, block, "sales: a reorganisation dropped the proof of an ended period: it is missed");
+        return None;
+    }
+    tracing::warn!(%slot, period = proved, block, "sales: a reorganisation dropped the proof: proving again");
+    Some(proved)
+}
+
+/// Proves the slot now and submits the proof; an accepted one is kept in `watching`.
+async fn prove<M, H>(
+    shared: &Shared<M, H>,
+    request: &StorageRequest,
+    index: u64,
+    watching: &mut Watching,
+) -> Event
 where
     M: Marketplace + Clone + 'static,
     H: SlotHost,
@@ -779,8 +820,9 @@ where
     };
     drop(proving);
     match market.submit_proof(slot, &proof).await {
-        Ok(_) => {
+        Ok(receipt) => {
             tracing::info!(%slot, period, "proof submitted");
+            watching.proof = Some((period, receipt.block_number, receipt.block_hash));
             shared.sales.update(slot, |s| {
                 s.proofs += 1;
                 s.proof_periods.push(period);
@@ -865,4 +907,11 @@ where
         Err(e) => tracing::warn!(%slot, %cid, error = %e, "sales: cannot delete a sale's data"),
     }
     sales.save();
+}
+
+/// The wall clock in seconds since the Unix epoch (0 on a clock set before it).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

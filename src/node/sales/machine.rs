@@ -133,6 +133,13 @@ pub enum Event {
         /// The period of the block it landed in.
         period: u64,
     },
+    /// The block holding the proof accepted for `period` is no longer on the chain (a
+    /// reorganisation replaced it): read instead of the slot's state, while in that
+    /// period.
+    ProofDropped {
+        /// The period the proof counted for.
+        period: u64,
+    },
     /// The payout was collected.
     PaidOut,
     /// The step failed.
@@ -362,6 +369,13 @@ impl SaleMachine {
                     false,
                 ),
             },
+            // The chain no longer holds the proof: prove again if it is still due.
+            (Action::Watch, Event::ProofDropped { period }) => {
+                if self.proved_in == Some(period) {
+                    self.proved_in = None;
+                }
+                Action::CheckProofDue { period }
+            }
             (Action::CheckProofDue { period }, Event::ProofDue(true)) => {
                 Action::Prove { period: *period }
             }
@@ -613,6 +627,36 @@ mod tests {
         assert_eq!(a, Action::Fill);
         assert_eq!(m.state(), SaleState::InitialProving);
         assert_eq!(m.on(Event::Filled { period: 3 }), Action::Watch);
+        assert_eq!(m.state(), SaleState::Proving);
+    }
+
+    #[test]
+    fn a_proof_a_reorganisation_dropped_is_sent_again_while_due() {
+        let mut m = SaleMachine::resume();
+        let watched = |period| Event::Watched {
+            state: SlotState::Filled,
+            period,
+        };
+        assert_eq!(m.on(watched(5)), Action::CheckProofDue { period: 5 });
+        assert_eq!(m.on(Event::ProofDue(true)), Action::Prove { period: 5 });
+        assert_eq!(m.on(Event::Proved { period: 5 }), Action::Watch);
+        assert_eq!(m.on(watched(5)), Action::Watch, "proved: nothing due");
+        // The proof's block is replaced: the period is not proved any more.
+        assert_eq!(
+            m.on(Event::ProofDropped { period: 5 }),
+            Action::CheckProofDue { period: 5 }
+        );
+        assert_eq!(m.on(Event::ProofDue(true)), Action::Prove { period: 5 });
+        assert_eq!(m.on(Event::Proved { period: 5 }), Action::Watch);
+        assert_eq!(m.on(watched(5)), Action::Watch);
+        // Dropped when no longer due (the period is over): the next period's proof as
+        // usual.
+        assert_eq!(
+            m.on(Event::ProofDropped { period: 5 }),
+            Action::CheckProofDue { period: 5 }
+        );
+        assert_eq!(m.on(Event::ProofDue(false)), Action::Watch);
+        assert_eq!(m.on(watched(6)), Action::CheckProofDue { period: 6 });
         assert_eq!(m.state(), SaleState::Proving);
     }
 
