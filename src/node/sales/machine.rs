@@ -90,7 +90,10 @@ impl FailureKind {
                 MarketplaceError::SlotNotFree
                 | MarketplaceError::InvalidSlot
                 | MarketplaceError::UnknownRequest
-                | MarketplaceError::StartNotBeforeExpiry,
+                | MarketplaceError::StartNotBeforeExpiry
+                // Other hosts took every reservation between the inspection and
+                // ours: they fill it, and the contract frees reservations only then.
+                | MarketplaceError::ReservationNotAllowed,
             ) => FailureKind::SlotLost,
             Some(MarketplaceError::ReservationRequired) => FailureKind::NotReserved,
             _ => FailureKind::Other,
@@ -628,6 +631,30 @@ mod tests {
         assert_eq!(m.state(), SaleState::InitialProving);
         assert_eq!(m.on(Event::Filled { period: 3 }), Action::Watch);
         assert_eq!(m.state(), SaleState::Proving);
+    }
+
+    #[test]
+    fn a_reservation_refused_because_others_took_the_room_ignores_the_slot() {
+        let mut m = SaleMachine::new(false);
+        m.on(Event::Inspected {
+            state: SlotState::Free,
+            can_reserve: true,
+        });
+        assert_eq!(m.on(Event::SpaceTaken(Some("a".into()))), Action::Reserve);
+        let refused = Event::Failed {
+            message: "reserveSlot reverted with SlotReservations_ReservationNotAllowed".into(),
+            kind: FailureKind::of(Some(MarketplaceError::ReservationNotAllowed)),
+            already_proved: false,
+        };
+        assert!(matches!(
+            m.on(refused),
+            Action::End(End::Over {
+                state: SaleState::Ignored,
+                collateral_back: true,
+                retry: false,
+                ..
+            })
+        ));
     }
 
     #[test]
