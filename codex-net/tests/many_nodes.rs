@@ -9,12 +9,11 @@
 use std::time::{Duration, Instant};
 
 use codex_core::{Cid, codec};
-use codex_net::{Multiaddr, Network, PeerId, ProviderConfig, Transports};
+use codex_net::{Multiaddr, Network, PeerId, ProviderConfig};
 use futures::StreamExt;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 mod common;
-use common::{listen_addr, mem};
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -39,15 +38,7 @@ async fn node(bootstrap: Vec<Multiaddr>) -> anyhow::Result<(Network, Multiaddr)>
         announce_burst: 500,
         ..ProviderConfig::default()
     };
-    let net = Network::builder(mem())
-        .transports(Transports::TCP)
-        .listen(["/ip4/127.0.0.1/tcp/0".parse()?])
-        .bootstrap(bootstrap)
-        .providers(providers)
-        .start()
-        .await?;
-    let addr = listen_addr(&net).await?;
-    Ok((net, addr))
+    common::dht_node(bootstrap, providers).await
 }
 
 /// Polls until `f` holds for every node, at most `limit`.

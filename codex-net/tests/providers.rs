@@ -5,27 +5,12 @@
 use std::time::{Duration, Instant};
 
 use codex_core::{Cid, codec};
-use codex_net::{Multiaddr, Network, ProviderConfig, ProviderStats, Transports};
+use codex_net::{Network, ProviderConfig, ProviderStats};
 use futures::StreamExt;
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
 
 mod common;
-use common::{listen_addr, mem};
-
-async fn node(
-    bootstrap: Vec<Multiaddr>,
-    providers: ProviderConfig,
-) -> anyhow::Result<(Network, Multiaddr)> {
-    let net = Network::builder(mem())
-        .transports(Transports::TCP)
-        .listen(["/ip4/127.0.0.1/tcp/0".parse()?])
-        .bootstrap(bootstrap)
-        .providers(providers)
-        .start()
-        .await?;
-    let addr = listen_addr(&net).await?;
-    Ok((net, addr))
-}
+use common::dht_node as node;
 
 /// `n` distinct manifest CIDs from `seed`.
 fn keys(n: usize, seed: u64) -> Vec<Cid> {

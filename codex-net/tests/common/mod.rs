@@ -57,6 +57,23 @@ pub async fn node(
         .await?)
 }
 
+/// A node with an empty store over TCP on loopback, joined through `bootstrap`, its
+/// provider records set by `providers`; its listen address.
+pub async fn dht_node(
+    bootstrap: Vec<Multiaddr>,
+    providers: codex_net::ProviderConfig,
+) -> anyhow::Result<(Network, Multiaddr)> {
+    let net = Network::builder(mem())
+        .transports(Transports::TCP)
+        .listen(["/ip4/127.0.0.1/tcp/0".parse()?])
+        .bootstrap(bootstrap)
+        .providers(providers)
+        .start()
+        .await?;
+    let addr = listen_addr(&net).await?;
+    Ok((net, addr))
+}
+
 /// A want-list message asking for the blocks at `indices` of `tree`.
 pub fn want_blocks(tree: Cid, indices: impl IntoIterator<Item = u64>) -> Message {
     let entries = indices
