@@ -767,12 +767,13 @@ where
     H: SlotHost,
 {
     let (proved, block, hash) = watching.proof?;
-    if proved < period {
-        watching.proof = None;
-    }
     // Unreadable now: looked for at the next read.
     let now = shared.market.block_hash(block).await.ok()?;
     if now == Some(hash) {
+        if proved < period {
+            // Looked for once after its period: done.
+            watching.proof = None;
+        }
         return None;
     }
     watching.proof = None;
