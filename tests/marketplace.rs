@@ -10,7 +10,7 @@
 //! The chain is run as a public one is met: anvil starts with 100 000 blocks of history
 //! and mines a block a second, and every node reaches it through a JSON-RPC proxy that behaves like a hosted
 //! endpoint (`eth_getLogs` over 500 blocks refused with -32005, every 10th request
-//! answered HTTP 429). Every answer of the REST API is checked against Codex's OpenAPI
+//! answered HTTP 429, every 13th receipt read HTTP 502). Every answer of the REST API is checked against Codex's OpenAPI
 //! file.
 
 #[path = "../codex-market/tests/it/proxy.rs"]
@@ -70,7 +70,7 @@ async fn three_hosts_fill_a_request_with_real_proofs_and_prove_again() -> anyhow
     .await
     .context("deploying with the generated verifier")?;
     let deployed_at = chain.block_number().await?;
-    let rpc = proxy::Proxy::start(chain.url(), 500, 10).await?;
+    let rpc = proxy::Proxy::start_with(chain.url(), 500, 10, 13).await?;
     let funded = |i: u64| common::host_market(&chain, &d, i, (&rpc.url, 5, &cache));
     println!(
         "[{:>6.1?}] marketplace deployed on anvil at block {}; nodes use {}",
@@ -550,16 +550,22 @@ async fn three_hosts_fill_a_request_with_real_proofs_and_prove_again() -> anyhow
     client.shutdown().await?;
     // Everything went through the limited endpoint, rate limits included.
     let counts = &rpc.counts;
-    let (calls, limited, refused) = (
+    let (calls, limited, refused, failed) = (
         counts.calls.load(std::sync::atomic::Ordering::Relaxed),
         counts.limited.load(std::sync::atomic::Ordering::Relaxed),
         counts.refused.load(std::sync::atomic::Ordering::Relaxed),
+        counts
+            .failed_receipts
+            .load(std::sync::atomic::Ordering::Relaxed),
     );
-    println!("proxy: {calls} calls, {limited} answered 429, {refused} log ranges refused");
-    // The nodes met the rate limit and got through it, and kept to the log range.
+    println!(
+        "proxy: {calls} calls, {limited} answered 429, {refused} log ranges refused, {failed} receipt reads failed"
+    );
+    // The nodes met the rate limit and failed reads and got through them, and kept
+    // to the log range.
     assert!(
-        calls > 100 && limited > 0,
-        "{calls} calls, {limited} limited"
+        calls > 100 && limited > 0 && failed > 0,
+        "{calls} calls, {limited} limited, {failed} failed"
     );
     assert_eq!(
         refused, 0,

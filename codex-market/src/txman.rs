@@ -120,6 +120,9 @@ pub struct TxStats {
     pub nonce_taken: u64,
     /// Transactions given up unmined ([`Error::Stuck`]).
     pub stuck: u64,
+    /// Reads that failed while a sent transaction was awaited (receipt, nonce): each
+    /// was tried again at the next poll, since the transaction was out.
+    pub read_errors: u64,
     /// The last reverted transactions (at most [`REVERTS_KEPT`]), oldest first: which
     /// call, about what, and why.
     pub reverts: Vec<RevertedTx>,
@@ -149,6 +152,7 @@ struct Counts {
     nonce_gaps: AtomicU64,
     nonce_taken: AtomicU64,
     stuck: AtomicU64,
+    read_errors: AtomicU64,
     reverts: std::sync::Mutex<std::collections::VecDeque<RevertedTx>>,
 }
 
@@ -229,6 +233,7 @@ impl TxManager {
             nonce_gaps: get(&c.nonce_gaps),
             nonce_taken: get(&c.nonce_taken),
             stuck: get(&c.stuck),
+            read_errors: get(&c.read_errors),
             reverts: c
                 .reverts
                 .lock()
@@ -330,13 +335,22 @@ impl TxManager {
         let mut last_send = Instant::now();
         let mut last_gap_check = Instant::now();
         loop {
-            if let Some(receipt) = self.find_receipt(call, &sent).await? {
-                match self.confirmed(call, receipt).await? {
-                    Some(receipt) => return self.outcome(call, target, &tx, receipt).await,
+            // The transaction is out: a read that fails (a dropped connection, a node
+            // restarting, an endpoint's bad gateway) is tried again at the next poll,
+            // until the deadline, never a reason to stop waiting for it.
+            let mut failed = None;
+            match self.find_receipt(call, &sent).await {
+                Ok(Some(receipt)) => match self.confirmed(call, receipt).await {
+                    Ok(Some(receipt)) => return self.outcome(call, target, &tx, receipt).await,
                     // Reorganised away: wait for it (or a replacement) again.
-                    None => last_send = Instant::now(),
-                }
-                continue;
+                    Ok(None) => {
+                        last_send = Instant::now();
+                        continue;
+                    }
+                    Err(e) => failed = Some(e),
+                },
+                Ok(None) => {}
+                Err(e) => failed = Some(e),
             }
             if started.elapsed() >= self.config.give_up_after {
                 count(&self.counts.stuck);
@@ -346,6 +360,12 @@ impl TxManager {
                     nonce,
                     tx: sent.last().copied().unwrap_or_default(),
                 });
+            }
+            if let Some(e) = failed {
+                count(&self.counts.read_errors);
+                tracing::warn!(call, %target, nonce, error = %e, "could not read the receipt; trying again");
+                tokio::time::sleep(self.config.poll_interval).await;
+                continue;
             }
             let dropped = self.is_dropped(&sent).await;
             // A gap is looked for soon (a few polls), not only at the receipt deadline:
@@ -357,7 +377,14 @@ impl TxManager {
                 .min(self.config.poll_interval * GAP_CHECK_POLLS);
             let gap = if last_send.elapsed() >= gap_after && last_gap_check.elapsed() >= gap_after {
                 last_gap_check = Instant::now();
-                self.chain_nonce(call).await? < nonce
+                match self.chain_nonce(call).await {
+                    Ok(n) => n < nonce,
+                    Err(e) => {
+                        count(&self.counts.read_errors);
+                        tracing::warn!(call, %target, nonce, error = %e, "could not read the nonce");
+                        false
+                    }
+                }
             } else {
                 false
             };
@@ -404,9 +431,10 @@ impl TxManager {
                     // The nonce is used: one of ours was mined (the loop's next round
                     // finds it), or another sender took it.
                     Ok(Resent::NonceUsed) => {
-                        if self.latest_nonce(call).await? > nonce
-                            && self.find_receipt(call, &sent).await?.is_none()
-                        {
+                        // A read that fails here tells nothing: the next round looks again.
+                        let taken = matches!(self.latest_nonce(call).await, Ok(n) if n > nonce)
+                            && matches!(self.find_receipt(call, &sent).await, Ok(None));
+                        if taken {
                             *self.nonce.lock().await = None;
                             count(&self.counts.nonce_taken);
                             return Err(Error::NonceTaken {

@@ -200,6 +200,20 @@ pub trait Fixture {
         Ok(self.config().period_of(now) + 2)
     }
 
+    /// Pins the time of the next block at least 10 s before the end of its period
+    /// and returns that period: a challenge read now holds for that block however
+    /// long a loaded machine takes to send the transaction (a period boundary
+    /// crossed in between changes the pointer, and the proof is refused).
+    async fn pin_next_block(&self) -> Result<u64> {
+        let period = self.config().proofs.period;
+        let mut t = self.timestamp().await? + 1;
+        if t % period + 10 >= period {
+            t = t - t % period + period + 1;
+        }
+        self.at(t).await?;
+        Ok(self.config().period_of(t))
+    }
+
     /// Mines blocks until the pointer of `slot` for `period` at the next block
     /// is `target` (the next transaction sees that pointer).
     async fn steer_pointer(&self, slot: SlotId, period: u64, target: u8) -> Result<()> {

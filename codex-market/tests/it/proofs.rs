@@ -124,8 +124,8 @@ async fn public_inputs_checked<F: Fixture>(m: &F) -> Result<()> {
             MarketplaceError::InvalidProof,
         );
     }
-    let challenge = host.next_block_challenge(request.slot_id(1)).await?;
-    host.fill_slot(id, 1, &echo_proof(&public_inputs(&challenge, &root, 1)))
+    let period = m.pin_next_block().await?;
+    host.fill_slot(id, 1, &m.echo_proof_for(&request, 1, period).await?)
         .await?;
     assert_eq!(
         host.slot_state(request.slot_id(1)).await?,
@@ -208,6 +208,8 @@ async fn fill_and_submit_with_a_prover_callback() -> Result<()> {
     let request = request(client.account(), 1, 3600, 600, 24);
     let (id, _) = client.request_storage(&request).await?;
     host.reserve_slot(id, 0).await?;
+    host.approve_collateral(id, 0).await?;
+    m.pin_next_block().await?;
     let root = request.content.merkle_root;
     // the callback is called after the approval, with the challenge of the fill's block
     host.fill_slot_with(id, 0, |challenge| async move {

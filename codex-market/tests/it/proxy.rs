@@ -1,6 +1,7 @@
 //! A JSON-RPC proxy in front of anvil that behaves like a hosted endpoint: it refuses
 //! `eth_getLogs` over more than a set number of blocks (JSON-RPC -32005, "block range
-//! too large") and answers every Nth request with HTTP 429.
+//! too large") and answers every Nth request with HTTP 429; it can also fail every Nth
+//! `eth_getTransactionReceipt` with HTTP 502, as a gateway whose node went away does.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +17,7 @@ pub struct Counts {
     pub calls: AtomicU64,
     pub refused: AtomicU64,
     pub limited: AtomicU64,
+    pub failed_receipts: AtomicU64,
 }
 
 struct Shared {
@@ -23,6 +25,8 @@ struct Shared {
     http: reqwest::Client,
     max_range: u64,
     limit_every: u64,
+    fail_receipts_every: u64,
+    receipts: AtomicU64,
     counts: Arc<Counts>,
 }
 
@@ -41,6 +45,17 @@ impl Drop for Proxy {
 impl Proxy {
     /// A proxy to `upstream` on 127.0.0.1 and a free port. `limit_every` 0: no 429s.
     pub async fn start(upstream: &str, max_range: u64, limit_every: u64) -> Result<Proxy> {
+        Self::start_with(upstream, max_range, limit_every, 0).await
+    }
+
+    /// As [`Proxy::start`], and every `fail_receipts_every`th receipt read (0: none)
+    /// answered with HTTP 502.
+    pub async fn start_with(
+        upstream: &str,
+        max_range: u64,
+        limit_every: u64,
+        fail_receipts_every: u64,
+    ) -> Result<Proxy> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let counts = Arc::new(Counts::default());
@@ -49,6 +64,8 @@ impl Proxy {
             http: reqwest::Client::new(),
             max_range,
             limit_every,
+            fail_receipts_every,
+            receipts: AtomicU64::new(0),
             counts: Arc::clone(&counts),
         });
         let app = axum::Router::new()
@@ -71,9 +88,15 @@ async fn handle(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
         s.counts.limited.fetch_add(1, Ordering::Relaxed);
         return (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests").into_response();
     }
-    if let Ok(req) = serde_json::from_slice::<serde_json::Value>(&body)
-        && req["method"] == "eth_getLogs"
+    let req = serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default();
+    if s.fail_receipts_every > 0
+        && req["method"] == "eth_getTransactionReceipt"
+        && (s.receipts.fetch_add(1, Ordering::Relaxed) + 1) % s.fail_receipts_every == 0
     {
+        s.counts.failed_receipts.fetch_add(1, Ordering::Relaxed);
+        return (StatusCode::BAD_GATEWAY, "Bad Gateway").into_response();
+    }
+    if req["method"] == "eth_getLogs" {
         let filter = &req["params"][0];
         let wide = match (block(&filter["fromBlock"]), block(&filter["toBlock"])) {
             (Some(from), Some(to)) => to.saturating_sub(from) + 1 > s.max_range,

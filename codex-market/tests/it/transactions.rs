@@ -169,6 +169,36 @@ async fn a_dropped_transaction_is_sent_again() -> Result<()> {
     Ok(())
 }
 
+#[tokio::test]
+async fn a_receipt_read_that_fails_is_tried_again() -> Result<()> {
+    let market = Market::start(MarketplaceConfig::default(), VerifierSource::Test).await?;
+    // Every second receipt read through the proxy fails with HTTP 502.
+    let proxy = crate::proxy::Proxy::start_with(market.chain.url(), 500, 0, 2).await?;
+    let signer = market.chain.account(1).await?;
+    let client = MarketplaceClient::connect_with(
+        &proxy.url,
+        &signer,
+        market.deployment.marketplace,
+        quick(),
+    )
+    .await?;
+    for amount in [5u64, 6, 7] {
+        client.approve(U256::from(amount)).await?;
+        assert_eq!(client.allowance().await?, U256::from(amount));
+    }
+    let stats = client.transactions().stats();
+    assert_eq!((stats.sent, stats.succeeded), (3, 3), "{stats:?}");
+    assert!(stats.read_errors > 0, "{stats:?}");
+    assert!(
+        proxy
+            .counts
+            .failed_receipts
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+    Ok(())
+}
+
 /// The next block's base fee, set far above what the first attempt offers.
 async fn spike(market: &Market, wei: u128) -> Result<()> {
     let _: serde_json::Value = market
