@@ -5,6 +5,10 @@
 //! must have exactly one `ProofSubmitted` landing in it (read from the chain's events
 //! and block times, not from the host's book), and the host's marketplace calls per
 //! block are counted.
+//!
+//! A host down for three periods (and 600 blocks) while a request is made: restarted,
+//! its seller reads the events from where its book says it stopped, in ranges the
+//! endpoint allows, sees the request and fills a slot.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +37,9 @@ impl SlotHost for SlowProver {
     }
     async fn has_dataset(&self, _: &Cid) -> bool {
         false
+    }
+    async fn vet(&self, _: &StorageRequest) -> codex::Result<()> {
+        Ok(())
     }
     async fn fetch(&self, _: &StorageRequest, _: u64, _: bool) -> codex::Result<Fetched> {
         Ok(Fetched::default())
@@ -228,6 +235,135 @@ async fn every_proof_lands_in_its_period_on_a_chain_with_real_block_times() -> a
         0,
         "no call failed: {:?}",
         host.counts().by_method()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_down_for_three_periods_fills_a_request_made_meanwhile() -> anyhow::Result<()> {
+    // Blocks mined on each transaction, and by the test: three periods and 600 blocks
+    // (more than one range of logs) pass while the host is down.
+    let period = 200;
+    let chain = LocalChain::start().await?;
+    let deployer = chain.account(0).await?;
+    let mut config = MarketplaceConfig::default();
+    config.proofs.period = period;
+    config.proofs.timeout = period / 2;
+    config.proofs.downtime = 16;
+    let d = deploy(
+        &chain.provider_for(&deployer),
+        &config,
+        TokenSource::TestToken,
+        VerifierSource::Test,
+    )
+    .await
+    .context("deploying")?;
+    let account = |i: u64| {
+        let (chain, d) = (&chain, &d);
+        async move {
+            let signer = common::funded(chain, d.token, i).await?;
+            anyhow::Ok(MarketplaceClient::connect(chain.url(), &signer, d.marketplace).await?)
+        }
+    };
+    let client = account(1).await?;
+    let host = account(2).await?;
+    let dir = tempfile::tempdir()?;
+    let book = dir.path().join("sales.json");
+    let seller = |sales: &Arc<Sales>| {
+        let stop = CancellationToken::new();
+        let seller = Seller::new(host.clone(), Arc::new(SlowProver), Arc::clone(sales)).config(
+            SellerConfig {
+                poll_interval: Duration::from_millis(250),
+                ..SellerConfig::default()
+            },
+        );
+        (stop.clone(), tokio::spawn(seller.run(stop)))
+    };
+    let sales = Arc::new(Sales::open(book.clone()));
+    sales
+        .add_availability(Availability::new(
+            "a".into(),
+            1 << 20,
+            100 * period,
+            U256::from(1),
+            U256::from(10u64).pow(U256::from(12)),
+        )?)
+        .await;
+    let (stop, task) = seller(&sales);
+    let wait = |what: &'static str| {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        move || -> anyhow::Result<()> {
+            anyhow::ensure!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+            Ok(())
+        }
+    };
+    let timeout = wait("the seller's first poll");
+    while sales.events_position().is_none() {
+        timeout()?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.cancel();
+    task.await?;
+    drop(sales);
+
+    // While the host is down: a request, then three periods.
+    let request = StorageRequest {
+        client: client.account(),
+        ask: Ask {
+            proof_probability: U256::from(1),
+            price_per_byte_per_second: U256::from(1),
+            collateral_per_byte: U256::from(1),
+            slots: 1,
+            slot_size: 1024,
+            duration: 20 * period,
+            max_slot_loss: 0,
+        },
+        content: Content {
+            cid: Cid::for_manifest(b"down").to_bytes(),
+            merkle_root: [4; 32],
+        },
+        expiry: 10 * period,
+        nonce: [8; 32],
+    };
+    let (id, receipt) = client.request_storage(&request).await?;
+    let t = client.timestamp().await?;
+    chain.mine(3 * period).await?;
+    chain.mine_at(t + 3 * period).await?;
+    let now = client.timestamp().await?;
+    assert!(
+        config.period_of(now) >= config.period_of(t) + 3,
+        "three periods passed: {t} -> {now}"
+    );
+
+    let sales = Arc::new(Sales::open(book));
+    let from = sales
+        .events_position()
+        .context("the book keeps where the seller stopped")?
+        .next_block();
+    assert!(
+        from <= receipt.block_number,
+        "the restart reads from block {from}, before the request's {}",
+        receipt.block_number
+    );
+    assert!(sales.sales().is_empty(), "the request was not seen before");
+    let (stop, task) = seller(&sales);
+    let timeout = wait("the restarted host fills the slot");
+    let sale = loop {
+        timeout()?;
+        if let Some(s) = sales.sales().into_iter().find(|s| s.request == id)
+            && s.state == SaleState::Proving
+        {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    stop.cancel();
+    task.await?;
+    assert_eq!(sale.slot, request.slot_id(0));
+    assert_eq!(host.get_host(sale.slot).await?, Some(host.account()));
+    println!(
+        "restarted {} blocks after the request, read from block {from}; filled",
+        client.block_number().await? - receipt.block_number
     );
     Ok(())
 }

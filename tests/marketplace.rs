@@ -466,6 +466,66 @@ async fn three_hosts_fill_a_request_with_real_proofs_and_prove_again() -> anyhow
         t0.elapsed()
     );
 
+    // A client whose requests disagree with their dataset (the verifiable manifest of
+    // the request above, with one slot fewer; with another root): every host vets
+    // them before reserving, skips them, and no slot is filled.
+    let mut fewer = market.get_request(request_id).await?;
+    fewer.nonce = [0x5a; 32];
+    fewer.ask.slots = 2;
+    fewer.ask.max_slot_loss = 0;
+    let mut rooted = market.get_request(request_id).await?;
+    rooted.nonce = [0x5b; 32];
+    rooted.content.merkle_root = [1; 32];
+    let mut bad = Vec::new();
+    for r in [&fewer, &rooted] {
+        bad.push((market.request_storage(r).await?.0, r.ask.slots));
+    }
+    wait_for(
+        "every host to skip both requests",
+        Duration::from_secs(90),
+        || async {
+            let skipped = hosts.iter().all(|h| {
+                let sales = h.market().map(|m| m.sales().sales()).unwrap_or_default();
+                bad.iter().all(|(id, _)| {
+                    sales.iter().any(|s| {
+                        s.request == *id
+                            && s.state == codex::node::sales::SaleState::Ignored
+                            && s.error
+                                .as_deref()
+                                .is_some_and(|e| e.contains("does not match"))
+                    })
+                })
+            });
+            Ok(skipped.then_some(()))
+        },
+    )
+    .await?;
+    for (id, slots) in &bad {
+        assert_eq!(market.request_state(*id).await?, RequestState::New);
+        for i in 0..*slots {
+            assert_eq!(
+                market
+                    .slot_state(codex::market::SlotId::new(*id, i))
+                    .await?,
+                SlotState::Free
+            );
+        }
+        for h in &hosts {
+            let sales = h.market().context("no market")?.sales().sales();
+            assert!(
+                sales
+                    .iter()
+                    .filter(|s| s.request == *id)
+                    .all(|s| s.state == codex::node::sales::SaleState::Ignored),
+                "only skipped: {sales:?}"
+            );
+        }
+    }
+    println!(
+        "[{:>6.1?}] requests that disagree with their dataset: skipped by every host",
+        t0.elapsed()
+    );
+
     // Availabilities are changed in place and kept across a restart.
     let avail = get_json(&http, format!("{}/sales/availability", hosts[0].api_url())).await?;
     let id = avail[0]["id"]

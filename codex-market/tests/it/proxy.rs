@@ -44,6 +44,7 @@ impl Drop for Proxy {
 
 impl Proxy {
     /// A proxy to `upstream` on 127.0.0.1 and a free port. `limit_every` 0: no 429s.
+    #[allow(dead_code)] // the root crate's tests use `start_with`
     pub async fn start(upstream: &str, max_range: u64, limit_every: u64) -> Result<Proxy> {
         Self::start_with(upstream, max_range, limit_every, 0).await
     }

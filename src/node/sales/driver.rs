@@ -36,6 +36,11 @@ pub trait SlotHost: Send + Sync + 'static {
     /// Whether the store holds dataset `cid` (then a sale does not own it).
     async fn has_dataset(&self, cid: &Cid) -> bool;
 
+    /// Checks that `request` asks for what its dataset is (for a node: the manifest's
+    /// slot count, slot size and verify root), before the slot is reserved.
+    /// [`crate::Error::RequestMismatch`] says the request is never worth filling.
+    async fn vet(&self, request: &StorageRequest) -> Result<()>;
+
     /// Fetches slot `index` of `request` (rebuilding it from the other slots when
     /// `repair`, or when no peer serves it), checks it, and keeps it ready to prove.
     async fn fetch(&self, request: &StorageRequest, index: u64, repair: bool) -> Result<Fetched>;
@@ -533,20 +538,20 @@ where
             sales.begin_attempt(request, index, (&availability, now), attempts);
             Event::SpaceTaken(Some(availability))
         }
-        Action::Reserve => match market.reserve_slot(request_id, index).await {
-            Ok(_) => Event::Reserved,
-            Err(e) => market_error(e),
-        },
+        Action::Reserve => {
+            // What the request asks hosts to store is checked before anything is
+            // reserved: a request that disagrees with its dataset is never filled.
+            if let Err(e) = shared.host.vet(request).await {
+                return host_error(e, request_id, index);
+            }
+            match market.reserve_slot(request_id, index).await {
+                Ok(_) => Event::Reserved,
+                Err(e) => market_error(e),
+            }
+        }
         Action::Download { repair } => match download(shared, request, index, *repair).await {
             Ok(()) => Event::Downloaded,
-            Err(e) => match e {
-                crate::Error::Market(m) => market_error(m),
-                unfit @ crate::Error::RequestMismatch { .. } => {
-                    tracing::warn!(request = %request_id, index, error = %unfit, "sales: skipping a request that does not match its dataset");
-                    Event::failed(unfit.to_string(), FailureKind::Unfit)
-                }
-                other => Event::failed(other.to_string(), FailureKind::Other),
-            },
+            Err(e) => host_error(e, request_id, index),
         },
         Action::Fill => fill(shared, request, index).await,
         Action::Watch => {
@@ -692,6 +697,19 @@ where
             Ok(Ok(())) => {}
             Ok(Err(_)) | Err(_) => return,
         }
+    }
+}
+
+/// The event of a host step that failed: a request that does not match its dataset is
+/// skipped for good, a marketplace error is classified, anything else may be retried.
+fn host_error(e: crate::Error, request: RequestId, index: u64) -> Event {
+    match e {
+        crate::Error::Market(m) => Event::market_error(&m),
+        unfit @ crate::Error::RequestMismatch { .. } => {
+            tracing::warn!(%request, index, error = %unfit, "sales: skipping a request that does not match its dataset");
+            Event::failed(unfit.to_string(), FailureKind::Unfit)
+        }
+        other => Event::failed(other.to_string(), FailureKind::Other),
     }
 }
 

@@ -207,6 +207,12 @@ impl SlotHost for NodeHost {
         self.store.has_block(cid).await.unwrap_or(false)
     }
 
+    async fn vet(&self, request: &StorageRequest) -> Result<()> {
+        let cid = Cid::from_bytes(&request.content.cid)?;
+        let block = codex_net::fetch_manifest_block(&self.network, &self.store, cid).await?;
+        check_request(request, cid, &Manifest::decode(block.data())?)
+    }
+
     async fn fetch(&self, request: &StorageRequest, index: u64, repair: bool) -> Result<Fetched> {
         let t = Instant::now();
         let cid = Cid::from_bytes(&request.content.cid)?;

@@ -40,6 +40,8 @@ struct TestHost {
     deleted: Mutex<Vec<Cid>>,
     /// Datasets that do not match their requests (as `NodeHost::fetch` finds them).
     unfit: Mutex<HashSet<Cid>>,
+    /// The requests vetted, in order.
+    vetted: Mutex<Vec<RequestId>>,
 }
 
 #[async_trait::async_trait]
@@ -52,8 +54,8 @@ impl SlotHost for TestHost {
         lock(&self.datasets).contains(cid)
     }
 
-    async fn fetch(&self, request: &StorageRequest, index: u64, repair: bool) -> Result<Fetched> {
-        lock(&self.fetched).push((request.slot_id(index), repair));
+    async fn vet(&self, request: &StorageRequest) -> Result<()> {
+        lock(&self.vetted).push(request.id());
         let cid = Cid::from_bytes(&request.content.cid)?;
         if lock(&self.unfit).contains(&cid) {
             return Err(crate::Error::RequestMismatch {
@@ -61,6 +63,12 @@ impl SlotHost for TestHost {
                 what: "the request has 1 slots, the dataset 3".into(),
             });
         }
+        Ok(())
+    }
+
+    async fn fetch(&self, request: &StorageRequest, index: u64, repair: bool) -> Result<Fetched> {
+        lock(&self.fetched).push((request.slot_id(index), repair));
+        let cid = Cid::from_bytes(&request.content.cid)?;
         lock(&self.datasets).insert(cid);
         Ok(Fetched {
             rebuilt: repair,
@@ -856,8 +864,8 @@ async fn a_host_down_when_a_request_is_made_fills_it_after_a_restart() -> TestRe
     Ok(())
 }
 
-/// A request whose dataset does not match it (the host's fetch finds out) is skipped:
-/// never filled, never attempted again.
+/// A request whose dataset does not match it (the host's vetting finds out) is skipped:
+/// never reserved, never filled, never attempted again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_that_does_not_match_its_dataset_is_never_filled() -> TestResult {
     let net = Net::new(slot_proofs, true)?;
@@ -889,7 +897,12 @@ async fn a_request_that_does_not_match_its_dataset_is_never_filled() -> TestResu
         sale.error
     );
     tokio::time::sleep(POLL * 20).await;
-    assert_eq!(lock(&data.fetched).len(), 1, "not attempted again");
+    assert_eq!(lock(&data.vetted).len(), 1, "not attempted again");
+    assert!(lock(&data.fetched).is_empty(), "nothing downloaded");
+    assert!(
+        host.can_reserve_slot(r.id(), 0).await?,
+        "the slot was never reserved"
+    );
     assert_eq!(host.slot_state(r.slot_id(0)).await?, SlotState::Free);
     assert!(sales.queued().is_empty());
     stop.cancel();
