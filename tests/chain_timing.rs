@@ -4,7 +4,10 @@
 //! clock, with a proof that takes a second. Every period from the fill to the end
 //! must have exactly one `ProofSubmitted` landing in it (read from the chain's events
 //! and block times, not from the host's book), and the host's marketplace calls per
-//! block are counted.
+//! block are counted. Two of those proofs meet faults: the first after the fill is
+//! dropped from anvil's pool (`anvil_dropTransaction`), a later one is priced out by a
+//! base-fee spike of ten times its fee cap (`anvil_setNextBlockBaseFeePerGas`); each
+//! must be sent again and land in its period.
 //!
 //! A host down for three periods (and 600 blocks) while a request is made: restarted,
 //! its seller reads the events from where its book says it stopped, in ranges the
@@ -157,6 +160,12 @@ async fn every_proof_lands_in_its_period_on_a_chain_with_real_block_times() -> a
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
+    let faults = tokio::spawn(inject_faults(
+        chain.url().to_string(),
+        host.inner().account(),
+        config.clone(),
+        filled_in,
+    ));
     const NODE_POLLS: [&str; 4] = ["next_block", "block_number", "block_hash", "events"];
     let node_calls = || -> u64 {
         let by = host.counts().by_method();
@@ -178,6 +187,9 @@ async fn every_proof_lands_in_its_period_on_a_chain_with_real_block_times() -> a
     let blocks = client.block_number().await? - blocks_from;
     stop.cancel();
     task.await?;
+    faults.abort();
+    let _ = faults.await;
+    let faults = FAULTS.lock().map(|f| f.clone()).unwrap_or_default();
 
     // The periods the proofs landed in, from the chain.
     let mut landed = Vec::new();
@@ -223,6 +235,18 @@ async fn every_proof_lands_in_its_period_on_a_chain_with_real_block_times() -> a
             sale.proof_periods.contains(p),
             "the host's book: {:?}",
             sale.proof_periods
+        );
+    }
+    let stats = host.inner().transactions().stats();
+    println!("faults: {faults:?}; the host's transactions: {stats:?}");
+    if periods >= 2 {
+        assert!(
+            faults.dropped.is_some() && faults.spiked.is_some(),
+            "both faults met a proof: {faults:?}"
+        );
+        assert!(
+            stats.resent >= 2,
+            "the dropped proof sent again and the priced-out one replaced: {stats:?}"
         );
     }
     assert!(
@@ -366,4 +390,111 @@ async fn a_host_down_for_three_periods_fills_a_request_made_meanwhile() -> anyho
         client.block_number().await? - receipt.block_number
     );
     Ok(())
+}
+
+/// What [`inject_faults`] did: the periods of the proof it dropped and of the one it
+/// priced out.
+#[derive(Clone, Debug, Default)]
+struct Faults {
+    dropped: Option<u64>,
+    spiked: Option<u64>,
+}
+
+static FAULTS: std::sync::Mutex<Faults> = std::sync::Mutex::new(Faults {
+    dropped: None,
+    spiked: None,
+});
+
+/// Watches anvil's pool for `host`'s `submitProof`: drops the first one of a period
+/// after `filled_in` from the pool, and prices out the first one of a later period
+/// (the next block's base fee set to ten times its fee cap). Records both in [`FAULTS`].
+async fn inject_faults(
+    url: String,
+    host: codex::market::alloy::primitives::Address,
+    config: MarketplaceConfig,
+    filled_in: u64,
+) {
+    use codex::market::alloy::sol_types::SolCall;
+    let selector = hex::encode(codex::market::bindings::Marketplace::submitProofCall::SELECTOR);
+    let Ok(url) = url.parse() else { return };
+    let provider = codex::market::alloy::providers::ProviderBuilder::new().connect_http(url);
+    let raw = |method: &'static str, params: serde_json::Value| {
+        let provider = provider.clone();
+        async move {
+            provider
+                .raw_request::<_, serde_json::Value>(method.into(), params)
+                .await
+                .ok()
+        }
+    };
+    let mut dropped: Option<(String, u64)> = None;
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let Some(content) = raw("txpool_content", serde_json::json!([])).await else {
+            continue;
+        };
+        let Some(block) = raw("eth_getBlockByNumber", serde_json::json!(["latest", false])).await
+        else {
+            continue;
+        };
+        let Some(now) = block["timestamp"]
+            .as_str()
+            .and_then(|t| u64::from_str_radix(t.trim_start_matches("0x"), 16).ok())
+        else {
+            continue;
+        };
+        let period = config.period_of(now);
+        let pending = content["pending"]
+            .as_object()
+            .into_iter()
+            .flat_map(|by| by.iter())
+            .filter(|(from, _)| from.eq_ignore_ascii_case(&host.to_string()))
+            .flat_map(|(_, txs)| {
+                txs.as_object()
+                    .into_iter()
+                    .flat_map(|m| m.values().cloned())
+            });
+        for tx in pending.collect::<Vec<_>>() {
+            let input = tx["input"].as_str().unwrap_or_default();
+            if !input.trim_start_matches("0x").starts_with(&selector) {
+                continue;
+            }
+            let hash = tx["hash"].as_str().unwrap_or_default().to_string();
+            match &dropped {
+                None if period > filled_in => {
+                    if raw("anvil_dropTransaction", serde_json::json!([hash]))
+                        .await
+                        .is_some()
+                    {
+                        if let Ok(mut f) = FAULTS.lock() {
+                            f.dropped = Some(period);
+                        }
+                        dropped = Some((hash, period));
+                    }
+                }
+                Some((h, p)) if *h != hash && period > *p => {
+                    let Some(cap) = tx["maxFeePerGas"]
+                        .as_str()
+                        .and_then(|f| u128::from_str_radix(f.trim_start_matches("0x"), 16).ok())
+                    else {
+                        continue;
+                    };
+                    let spike = codex::market::alloy::primitives::U256::from(cap * 10);
+                    if raw(
+                        "anvil_setNextBlockBaseFeePerGas",
+                        serde_json::json!([spike]),
+                    )
+                    .await
+                    .is_some()
+                    {
+                        if let Ok(mut f) = FAULTS.lock() {
+                            f.spiked = Some(period);
+                        }
+                        return;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
 }

@@ -77,9 +77,12 @@ async fn one_account_buys_sells_and_validates_at_once_for_many_periods() -> anyh
     config.proofs.downtime = 16;
     // H2's slots are marked for every missed proof but not freed within the test (two
     // slashes, the default, would free them: with a slot freed earlier, while fills
-    // contend for the cores, a request loses more than its one tolerated slot).
-    config.collateral.max_number_of_slashes = 10;
-    config.collateral.slash_percentage = 10;
+    // contend for the cores, a request loses more than its one tolerated slot; after
+    // the slashes allowed a slot is freed, its count of missed proofs starts again and
+    // another host may repair it). More periods, more slashes, each smaller.
+    let slashes = u8::try_from((periods + 6).max(10)).unwrap_or(u8::MAX);
+    config.collateral.max_number_of_slashes = slashes;
+    config.collateral.slash_percentage = (100 / slashes).max(1);
     let d = deploy(
         &chain.provider_for(&deployer),
         &config,

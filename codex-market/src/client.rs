@@ -157,6 +157,11 @@ fn target_request(id: RequestId) -> Target {
 /// The block range of one `eth_getLogs` unless set: what most hosted endpoints take.
 pub const DEFAULT_LOG_RANGE: u64 = 500;
 
+/// Blocks a transaction may wait unmined before it is replaced with higher fees (see
+/// [`MarketplaceClient::receipt_timeout`]): blocks mined without it mean its fees are
+/// too low, or it was lost.
+pub const RECEIPT_BLOCKS: u64 = 3;
+
 /// Whether a node refused an `eth_getLogs` for its range or its result's size (the
 /// wordings of hosted endpoints and of geth: "block range too large", "query returned
 /// more than 10000 results", "Log response size exceeded", ...).
@@ -304,8 +309,33 @@ impl MarketplaceClient {
         builder: CallBuilder<&DynProvider, std::marker::PhantomData<C>>,
     ) -> Result<TxReceipt> {
         self.txs
-            .send(call, target, builder.into_transaction_request())
+            .send_within(
+                call,
+                target,
+                builder.into_transaction_request(),
+                self.receipt_timeout(),
+            )
             .await
+    }
+
+    /// How long a transaction may wait unmined before it is sent again with higher
+    /// fees: [`TxConfig::receipt_timeout`], or [`RECEIPT_BLOCKS`] of the chain's block
+    /// times once they are measured (see [`MarketplaceClient::next_block`]) if that is
+    /// sooner, at least 2 s. On 2-second blocks a proof priced out by a base-fee spike
+    /// is replaced after 6 s, not 30, while its period lasts.
+    pub fn receipt_timeout(&self) -> std::time::Duration {
+        let configured = self.txs.config().receipt_timeout;
+        let measured = self
+            .blocks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .block_time();
+        match measured {
+            Some(secs) => configured.min(std::time::Duration::from_secs_f64(
+                (secs * RECEIPT_BLOCKS as f64).max(2.0),
+            )),
+            None => configured,
+        }
     }
 
     async fn view<C: SolCall>(

@@ -318,6 +318,23 @@ impl TxManager {
         target: Target,
         tx: TransactionRequest,
     ) -> Result<TxReceipt> {
+        self.send_within(call, target, tx, self.config.receipt_timeout)
+            .await
+    }
+
+    /// As [`Txman::send`], with `receipt_timeout` for this transaction in place of
+    /// [`TxConfig::receipt_timeout`] (e.g. a few of the chain's block times, so that a
+    /// proof priced out is replaced while its period lasts).
+    ///
+    /// # Errors
+    /// As [`Txman::send`].
+    pub async fn send_within(
+        &self,
+        call: &'static str,
+        target: Target,
+        tx: TransactionRequest,
+        receipt_timeout: Duration,
+    ) -> Result<TxReceipt> {
         let tx = tx.with_from(self.account);
         let gas = self
             .provider
@@ -371,10 +388,7 @@ impl TxManager {
             // A gap is looked for soon (a few polls), not only at the receipt deadline:
             // after a reorganisation took an earlier transaction of ours, a proof sent
             // meanwhile would wait the whole deadline and miss its challenge.
-            let gap_after = self
-                .config
-                .receipt_timeout
-                .min(self.config.poll_interval * GAP_CHECK_POLLS);
+            let gap_after = receipt_timeout.min(self.config.poll_interval * GAP_CHECK_POLLS);
             let gap = if last_send.elapsed() >= gap_after && last_gap_check.elapsed() >= gap_after {
                 last_gap_check = Instant::now();
                 match self.chain_nonce(call).await {
@@ -405,13 +419,14 @@ impl TxManager {
                 last_send = Instant::now();
                 continue;
             }
-            if dropped || last_send.elapsed() >= self.config.receipt_timeout {
+            if dropped || last_send.elapsed() >= receipt_timeout {
                 if !dropped {
                     fees = self.bumped(call, fees).await;
                 }
                 match self.resend(call, &tx, nonce, fees).await {
                     Ok(Resent::Sent(hash)) => {
-                        if !sent.contains(&hash) {
+                        // A dropped one sent again has the hash it had: still a resend.
+                        if dropped || !sent.contains(&hash) {
                             count(&self.counts.resent);
                             tracing::info!(
                                 call,
@@ -423,6 +438,8 @@ impl TxManager {
                                 dropped,
                                 "sent a transaction again"
                             );
+                        }
+                        if !sent.contains(&hash) {
                             sent.push(hash);
                         }
                     }
@@ -448,7 +465,7 @@ impl TxManager {
                     Ok(Resent::Underpriced) => {
                         fees = self.bumped(call, fees).await;
                         last_send = Instant::now()
-                            .checked_sub(self.config.receipt_timeout)
+                            .checked_sub(receipt_timeout)
                             .unwrap_or(last_send);
                         tokio::time::sleep(self.config.poll_interval).await;
                         continue;

@@ -165,7 +165,11 @@ async fn a_dropped_transaction_is_sent_again() -> Result<()> {
     assert_eq!(receipt.hash, first[0]);
     assert_eq!(client.allowance().await?, U256::from(77));
     let stats = client.transactions().stats();
-    assert_eq!((stats.sent, stats.succeeded), (1, 1), "{stats:?}");
+    assert_eq!(
+        (stats.sent, stats.resent, stats.succeeded),
+        (1, 1, 1),
+        "{stats:?}"
+    );
     Ok(())
 }
 
