@@ -64,6 +64,57 @@ impl SlotHost for SlowProver {
     }
 }
 
+/// The marketplace deployed on `chain` with `period`-second periods and the test
+/// verifier; a client and a host, funded.
+async fn market(
+    chain: &LocalChain,
+    period: u64,
+) -> anyhow::Result<(MarketplaceConfig, MarketplaceClient, MarketplaceClient)> {
+    let deployer = chain.account(0).await?;
+    let mut config = MarketplaceConfig::default();
+    config.proofs.period = period;
+    config.proofs.timeout = period / 2;
+    config.proofs.downtime = 16;
+    let d = deploy(
+        &chain.provider_for(&deployer),
+        &config,
+        TokenSource::TestToken,
+        VerifierSource::Test,
+    )
+    .await
+    .context("deploying")?;
+    let mut accounts = Vec::new();
+    for i in [1, 2] {
+        let signer = common::funded(chain, d.token, i).await?;
+        accounts.push(MarketplaceClient::connect(chain.url(), &signer, d.marketplace).await?);
+    }
+    let host = accounts.pop().context("the host")?;
+    let client = accounts.pop().context("the client")?;
+    Ok((config, client, host))
+}
+
+/// A request of `client` for one slot of 1 KiB, a proof each period.
+fn one_slot(client: &MarketplaceClient, duration: u64, expiry: u64, nonce: u8) -> StorageRequest {
+    StorageRequest {
+        client: client.account(),
+        ask: Ask {
+            proof_probability: U256::from(1),
+            price_per_byte_per_second: U256::from(1),
+            collateral_per_byte: U256::from(1),
+            slots: 1,
+            slot_size: 1024,
+            duration,
+            max_slot_loss: 0,
+        },
+        content: Content {
+            cid: Cid::for_manifest(&[nonce]).to_bytes(),
+            merkle_root: [nonce; 32],
+        },
+        expiry,
+        nonce: [nonce; 32],
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_proof_lands_in_its_period_on_a_chain_with_real_block_times() -> anyhow::Result<()> {
     let _ = tracing_subscriber::fmt()
@@ -84,28 +135,8 @@ async fn every_proof_lands_in_its_period_on_a_chain_with_real_block_times() -> a
     // Ten blocks a period at least, and room for a proof and two blocks.
     let period = (10 * block_time).max(20);
     let chain = LocalChain::start_with_block_time(block_time).await?;
-    let deployer = chain.account(0).await?;
-    let mut config = MarketplaceConfig::default();
-    config.proofs.period = period;
-    config.proofs.timeout = period / 2;
-    config.proofs.downtime = 16;
-    let d = deploy(
-        &chain.provider_for(&deployer),
-        &config,
-        TokenSource::TestToken,
-        VerifierSource::Test,
-    )
-    .await
-    .context("deploying")?;
-    let account = |i: u64| {
-        let (chain, d) = (&chain, &d);
-        async move {
-            let signer = common::funded(chain, d.token, i).await?;
-            anyhow::Ok(MarketplaceClient::connect(chain.url(), &signer, d.marketplace).await?)
-        }
-    };
-    let client = account(1).await?;
-    let host = Metered::new(account(2).await?);
+    let (config, client, host) = market(&chain, period).await?;
+    let host = Metered::new(host);
 
     let sales = Arc::new(Sales::in_memory());
     sales
@@ -126,24 +157,7 @@ async fn every_proof_lands_in_its_period_on_a_chain_with_real_block_times() -> a
     let task = tokio::spawn(seller.run(stop.clone()));
 
     let from = client.block_number().await?;
-    let request = StorageRequest {
-        client: client.account(),
-        ask: Ask {
-            proof_probability: U256::from(1),
-            price_per_byte_per_second: U256::from(1),
-            collateral_per_byte: U256::from(1),
-            slots: 1,
-            slot_size: 1024,
-            duration: (periods + 3) * period,
-            max_slot_loss: 0,
-        },
-        content: Content {
-            cid: Cid::for_manifest(b"timing").to_bytes(),
-            merkle_root: [3; 32],
-        },
-        expiry: 4 * period,
-        nonce: [9; 32],
-    };
+    let request = one_slot(&client, (periods + 3) * period, 4 * period, 9);
     let (id, _) = client.request_storage(&request).await?;
     let slot = request.slot_id(0);
     // Filled, then `periods` whole periods after the fill's.
@@ -269,28 +283,7 @@ async fn a_host_down_for_three_periods_fills_a_request_made_meanwhile() -> anyho
     // (more than one range of logs) pass while the host is down.
     let period = 200;
     let chain = LocalChain::start().await?;
-    let deployer = chain.account(0).await?;
-    let mut config = MarketplaceConfig::default();
-    config.proofs.period = period;
-    config.proofs.timeout = period / 2;
-    config.proofs.downtime = 16;
-    let d = deploy(
-        &chain.provider_for(&deployer),
-        &config,
-        TokenSource::TestToken,
-        VerifierSource::Test,
-    )
-    .await
-    .context("deploying")?;
-    let account = |i: u64| {
-        let (chain, d) = (&chain, &d);
-        async move {
-            let signer = common::funded(chain, d.token, i).await?;
-            anyhow::Ok(MarketplaceClient::connect(chain.url(), &signer, d.marketplace).await?)
-        }
-    };
-    let client = account(1).await?;
-    let host = account(2).await?;
+    let (config, client, host) = market(&chain, period).await?;
     let dir = tempfile::tempdir()?;
     let book = dir.path().join("sales.json");
     let seller = |sales: &Arc<Sales>| {
@@ -331,24 +324,7 @@ async fn a_host_down_for_three_periods_fills_a_request_made_meanwhile() -> anyho
     drop(sales);
 
     // While the host is down: a request, then three periods.
-    let request = StorageRequest {
-        client: client.account(),
-        ask: Ask {
-            proof_probability: U256::from(1),
-            price_per_byte_per_second: U256::from(1),
-            collateral_per_byte: U256::from(1),
-            slots: 1,
-            slot_size: 1024,
-            duration: 20 * period,
-            max_slot_loss: 0,
-        },
-        content: Content {
-            cid: Cid::for_manifest(b"down").to_bytes(),
-            merkle_root: [4; 32],
-        },
-        expiry: 10 * period,
-        nonce: [8; 32],
-    };
+    let request = one_slot(&client, 20 * period, 10 * period, 8);
     let (id, receipt) = client.request_storage(&request).await?;
     let t = client.timestamp().await?;
     chain.mine(3 * period).await?;
@@ -462,10 +438,10 @@ async fn inject_faults(
             let hash = tx["hash"].as_str().unwrap_or_default().to_string();
             match &dropped {
                 None if period > filled_in => {
-                    if raw("anvil_dropTransaction", serde_json::json!([hash]))
+                    let done = raw("anvil_dropTransaction", serde_json::json!([hash]))
                         .await
-                        .is_some()
-                    {
+                        .is_some();
+                    if done {
                         if let Ok(mut f) = FAULTS.lock() {
                             f.dropped = Some(period);
                         }
