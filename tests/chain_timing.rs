@@ -93,6 +93,20 @@ async fn market(
     Ok((config, client, host))
 }
 
+/// `sales` offers 1 MiB for 100 periods.
+async fn offer(sales: &Sales, period: u64) -> anyhow::Result<()> {
+    sales
+        .add_availability(Availability::new(
+            "a".into(),
+            1 << 20,
+            100 * period,
+            U256::from(1),
+            U256::from(10u64).pow(U256::from(12)),
+        )?)
+        .await;
+    Ok(())
+}
+
 /// A request of `client` for one slot of 1 KiB, a proof each period.
 fn one_slot(client: &MarketplaceClient, duration: u64, expiry: u64, nonce: u8) -> StorageRequest {
     StorageRequest {
@@ -139,15 +153,7 @@ async fn every_proof_lands_in_its_period_on_a_chain_with_real_block_times() -> a
     let host = Metered::new(host);
 
     let sales = Arc::new(Sales::in_memory());
-    sales
-        .add_availability(Availability::new(
-            "a".into(),
-            1 << 20,
-            100 * period,
-            U256::from(1),
-            U256::from(10u64).pow(U256::from(12)),
-        )?)
-        .await;
+    offer(&sales, period).await?;
     let stop = CancellationToken::new();
     let seller =
         Seller::new(host.clone(), Arc::new(SlowProver), Arc::clone(&sales)).config(SellerConfig {
@@ -174,11 +180,13 @@ async fn every_proof_lands_in_its_period_on_a_chain_with_real_block_times() -> a
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    let faults = tokio::spawn(inject_faults(
-        chain.url().to_string(),
+    let faults = Arc::new(std::sync::Mutex::new(Faults::default()));
+    let injector = tokio::spawn(inject_faults(
+        chain.provider().clone(),
         host.inner().account(),
         config.clone(),
         filled_in,
+        Arc::clone(&faults),
     ));
     const NODE_POLLS: [&str; 4] = ["next_block", "block_number", "block_hash", "events"];
     let node_calls = || -> u64 {
@@ -201,9 +209,9 @@ async fn every_proof_lands_in_its_period_on_a_chain_with_real_block_times() -> a
     let blocks = client.block_number().await? - blocks_from;
     stop.cancel();
     task.await?;
-    faults.abort();
-    let _ = faults.await;
-    let faults = FAULTS.lock().map(|f| f.clone()).unwrap_or_default();
+    injector.abort();
+    let _ = injector.await;
+    let faults = faults.lock().map(|f| f.clone()).unwrap_or_default();
 
     // The periods the proofs landed in, from the chain.
     let mut landed = Vec::new();
@@ -297,15 +305,7 @@ async fn a_host_down_for_three_periods_fills_a_request_made_meanwhile() -> anyho
         (stop.clone(), tokio::spawn(seller.run(stop)))
     };
     let sales = Arc::new(Sales::open(book.clone()));
-    sales
-        .add_availability(Availability::new(
-            "a".into(),
-            1 << 20,
-            100 * period,
-            U256::from(1),
-            U256::from(10u64).pow(U256::from(12)),
-        )?)
-        .await;
+    offer(&sales, period).await?;
     let (stop, task) = seller(&sales);
     let wait = |what: &'static str| {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -376,24 +376,18 @@ struct Faults {
     spiked: Option<u64>,
 }
 
-static FAULTS: std::sync::Mutex<Faults> = std::sync::Mutex::new(Faults {
-    dropped: None,
-    spiked: None,
-});
-
 /// Watches anvil's pool for `host`'s `submitProof`: drops the first one of a period
 /// after `filled_in` from the pool, and prices out the first one of a later period
-/// (the next block's base fee set to ten times its fee cap). Records both in [`FAULTS`].
+/// (the next block's base fee set to ten times its fee cap). Records both in `faults`.
 async fn inject_faults(
-    url: String,
+    provider: codex::market::alloy::providers::DynProvider,
     host: codex::market::alloy::primitives::Address,
     config: MarketplaceConfig,
     filled_in: u64,
+    faults: Arc<std::sync::Mutex<Faults>>,
 ) {
     use codex::market::alloy::sol_types::SolCall;
     let selector = hex::encode(codex::market::bindings::Marketplace::submitProofCall::SELECTOR);
-    let Ok(url) = url.parse() else { return };
-    let provider = codex::market::alloy::providers::ProviderBuilder::new().connect_http(url);
     let raw = |method: &'static str, params: serde_json::Value| {
         let provider = provider.clone();
         async move {
@@ -442,7 +436,7 @@ async fn inject_faults(
                         .await
                         .is_some();
                     if done {
-                        if let Ok(mut f) = FAULTS.lock() {
+                        if let Ok(mut f) = faults.lock() {
                             f.dropped = Some(period);
                         }
                         dropped = Some((hash, period));
@@ -463,7 +457,7 @@ async fn inject_faults(
                     .await
                     .is_some()
                     {
-                        if let Ok(mut f) = FAULTS.lock() {
+                        if let Ok(mut f) = faults.lock() {
                             f.spiked = Some(period);
                         }
                         return;

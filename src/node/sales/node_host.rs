@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use codex_core::prelude::*;
-use codex_core::{Cid, Manifest};
+use codex_core::{Block, Cid, Manifest};
 use codex_market::{MarketplaceConfig, SlotId, StorageRequest};
 use codex_net::{Download, FetchOptions, Network};
 use codex_proofs::{ProofInput, SlotGeometry, SlotTree, entropy_from_challenge};
@@ -41,13 +41,30 @@ pub struct NodeHost {
     slots: Mutex<BTreeMap<SlotId, Arc<SlotData>>>,
     /// How long the last proof took, in ms (0: none yet).
     last_prove_ms: AtomicU64,
+    /// The manifest blocks [`SlotHost::vet`] fetched last (at most
+    /// [`VETTED_KEPT`]), taken by the fetch that follows instead of asking the
+    /// network again.
+    vetted: Mutex<std::collections::VecDeque<Block>>,
 }
+
+/// How many vetted manifest blocks a host keeps for the fetches that follow.
+const VETTED_KEPT: usize = 8;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl NodeHost {
+    /// Dataset `cid`'s manifest block: one vetted lately, or from the store or the
+    /// network.
+    async fn manifest_block(&self, cid: Cid) -> Result<Block> {
+        let kept = lock(&self.vetted).iter().find(|b| *b.cid() == cid).cloned();
+        match kept {
+            Some(block) => Ok(block),
+            None => Ok(codex_net::fetch_manifest_block(&self.network, &self.store, cid).await?),
+        }
+    }
+
     /// Slots in `store`, fetched over `network`, proved with `prover`.
     pub fn new(store: Arc<dyn BlockStore>, network: Network, prover: Arc<ProverSetup>) -> Self {
         NodeHost {
@@ -56,6 +73,7 @@ impl NodeHost {
             prover,
             slots: Mutex::new(BTreeMap::new()),
             last_prove_ms: AtomicU64::new(0),
+            vetted: Mutex::default(),
         }
     }
 
@@ -209,14 +227,21 @@ impl SlotHost for NodeHost {
 
     async fn vet(&self, request: &StorageRequest) -> Result<()> {
         let cid = Cid::from_bytes(&request.content.cid)?;
-        let block = codex_net::fetch_manifest_block(&self.network, &self.store, cid).await?;
-        check_request(request, cid, &Manifest::decode(block.data())?)
+        let block = self.manifest_block(cid).await?;
+        check_request(request, cid, &Manifest::decode(block.data())?)?;
+        let mut vetted = lock(&self.vetted);
+        vetted.retain(|b| *b.cid() != cid);
+        vetted.push_back(block);
+        while vetted.len() > VETTED_KEPT {
+            vetted.pop_front();
+        }
+        Ok(())
     }
 
     async fn fetch(&self, request: &StorageRequest, index: u64, repair: bool) -> Result<Fetched> {
         let t = Instant::now();
         let cid = Cid::from_bytes(&request.content.cid)?;
-        let block = codex_net::fetch_manifest_block(&self.network, &self.store, cid).await?;
+        let block = self.manifest_block(cid).await?;
         let manifest = Manifest::decode(block.data())?;
         check_request(request, cid, &manifest)?;
         let had = self.store.has_block(&cid).await.unwrap_or(true);
