@@ -67,6 +67,7 @@ start_node() {
     local url
     read -r url <&"${NODE[0]}" || { cat "$dir.log" >&2; exit 1; }
     pids+=("$NODE_PID")
+    disown "$NODE_PID" 2>/dev/null || true
     printf -v "URL_$name" '%s' "$url"
     printf -v "PID_$name" '%s' "$NODE_PID"
 }
@@ -95,12 +96,13 @@ upload() { # FILE URL: prints the CID
 
 rows=()
 row() { # NAME OURS REFERENCE_NAME REFERENCE RATIO
-    rows+=("$(printf '%-46s | %-22s | %-34s | %s' "$@")")
+    rows+=("$(printf '%-46s | %-22s | %-16s | %-10s | %s' "$@")")
 }
 
 declare -A vals
 add() { vals[$1]+="$2"$'\n'; }
 med() { printf '%s' "${vals[$1]}" | grep . | median; }
+last() { printf '%s' "${vals[$1]}" | grep . | tail -1; }
 
 start_node A
 api=$URL_A
@@ -117,7 +119,7 @@ if [[ " $BENCH " == *" rest "* ]]; then
         t=$(now); curl -sS -f -o /dev/null "$api/data/$cid"; add down "$(elapsed "$t")"
         curl -sS -f "$api/data/$cid" | cmp -s - "$f" || { echo "bench.sh: download of $cid differs" >&2; exit 1; }
         curl -sS -f -X DELETE "$api/data/$cid" >/dev/null
-        echo "rest run $i: sha256 $(mbps "$REST_MIB" "$(med sha)") MB/s (median so far), upload $(mbps "$REST_MIB" "${vals[up]##*$'\n'}")" >&2
+        echo "rest run $i: sha256 $(mbps "$REST_MIB" "$(med sha)") MB/s (median so far), upload $(mbps "$REST_MIB" "$(last up)")" >&2
     done
     sha=$(mbps "$REST_MIB" "$(med sha)")
     up=$(mbps "$REST_MIB" "$(med up)")
@@ -138,7 +140,7 @@ if [[ " $BENCH " == *" erasure "* ]]; then
         add erasure "$(elapsed "$t")"
         curl -sS -f -X DELETE "$api/data/$ecid" >/dev/null
         curl -sS -f -X DELETE "$api/data/$cid" >/dev/null
-        echo "erasure run $i: $(mbps "$ERASURE_MIB" "${vals[erasure]##*$'\n'}") MB/s" >&2
+        echo "erasure run $i: $(mbps "$ERASURE_MIB" "$(last erasure)") MB/s" >&2
     done
     row "erasure, $ERASURE_MIB MiB, K=10 M=5, CLI" "$(mbps "$ERASURE_MIB" "$(med erasure)") MB/s" "(target >= 1 000 MB/s)" "" ""
 fi
@@ -152,7 +154,7 @@ if [[ " $BENCH " == *" slots "* ]]; then
         vcid=$(awk '{ print $1; exit }' <<<"$out")
         curl -sS -f -X DELETE "$api/data/$vcid" >/dev/null || true
         curl -sS -f -X DELETE "$api/data/$cid" >/dev/null
-        echo "slots run $i: $(mbps "$SLOTS_MIB" "${vals[slots]##*$'\n'}") MB/s" >&2
+        echo "slots run $i: $(mbps "$SLOTS_MIB" "$(last slots)") MB/s" >&2
     done
     row "verifiable (erasure + slot trees), $SLOTS_MIB MiB" "$(mbps "$SLOTS_MIB" "$(med slots)") MB/s" "(target >= 25 MB/s)" "" ""
 fi
@@ -189,7 +191,7 @@ if [[ " $BENCH " == *" net "* ]]; then
         kill "$sender" 2>/dev/null || true; wait "$sender" 2>/dev/null || true
         cmp -s "$shm/recv/src" "$f" || { echo "bench.sh: sendme's copy differs" >&2; exit 1; }
         rm -rf "$shm/recv" "$shm/send"
-        echo "net run $i: ours $(mbps "$NET_MIB" "${vals[net]##*$'\n'}") MB/s, sendme $(mbps "$NET_MIB" "${vals[sendme]##*$'\n'}") MB/s" >&2
+        echo "net run $i: ours $(mbps "$NET_MIB" "$(last net)") MB/s, sendme $(mbps "$NET_MIB" "$(last sendme)") MB/s" >&2
     done
     ours=$(mbps "$NET_MIB" "$(med net)")
     ref=$(mbps "$NET_MIB" "$(med sendme)")
@@ -199,5 +201,5 @@ fi
 
 echo
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); medians of $RUNS runs; MB = 10^6 bytes"
-printf '%-46s | %-22s | %-34s | %s\n' "what" "ours" "reference" "ratio"
+printf '%-46s | %-22s | %-16s | %-10s | %s\n' "what" "ours" "reference" "" "ratio"
 printf '%s\n' "${rows[@]}"

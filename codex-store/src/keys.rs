@@ -7,7 +7,14 @@ pub(crate) const META: u8 = b'M';
 pub(crate) const LEAF: u8 = b'L';
 pub(crate) const EXPIRY: u8 = b'X';
 pub(crate) const MANIFEST: u8 = b'D';
+/// A session's pin of one block, one record per block (stores written before pin
+/// groups; still undone or finished by `recover`).
 pub(crate) const PIN: u8 = b'P';
+/// A session's pins of one `session_put_blocks` call: the blocks it stored or took a
+/// reference to, each with whether the session created it.
+pub(crate) const PIN_GROUP: u8 = b'G';
+/// Blocks whose pin reference passed to a leaf of the session (written with the leaves).
+pub(crate) const PIN_MOVED: u8 = b'J';
 pub(crate) const NEW_TREE: u8 = b'Q';
 pub(crate) const COMMITTED: u8 = b'K';
 pub(crate) const DELETING_TREE: u8 = b'T';
@@ -47,8 +54,9 @@ pub(crate) fn manifest(cid: &Cid) -> Vec<u8> {
     with(MANIFEST, &[&cid.to_bytes()])
 }
 
-pub(crate) fn pin(session: u64, cid: &Cid) -> Vec<u8> {
-    with(PIN, &[&session.to_be_bytes(), &cid.to_bytes()])
+/// Record `seq` of a session's records of `kind` (`PIN_GROUP`, `PIN_MOVED`).
+pub(crate) fn session_record(kind: u8, session: u64, seq: u64) -> Vec<u8> {
+    with(kind, &[&session.to_be_bytes(), &seq.to_be_bytes()])
 }
 
 pub(crate) fn new_tree(session: u64, tree: &Cid) -> Vec<u8> {

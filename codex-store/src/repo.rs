@@ -200,7 +200,62 @@ struct Inner<K> {
 #[derive(Debug)]
 struct State {
     counters: Counters,
-    open_sessions: HashSet<u64>,
+    open_sessions: HashMap<u64, Pins>,
+}
+
+/// What an open write session pinned. Its pins are also on record (`PIN_GROUP` and
+/// `PIN_MOVED` records), for `recover` after a crash; this is the session's own view,
+/// so that a block it holds is not looked up again.
+#[derive(Debug, Default)]
+struct Pins {
+    blocks: HashMap<Cid, Pin>,
+    /// The sequence number of the session's next pin record.
+    next: u64,
+}
+
+/// A block a session pinned: the pin holds one reference to it.
+#[derive(Clone, Copy, Debug)]
+struct Pin {
+    /// The session stored the block (undoing the session removes it).
+    created: bool,
+    /// The pin's reference passed to a leaf of the session: the leaf holds it now, and
+    /// finishing the session leaves the block's references as they are.
+    moved: bool,
+}
+
+/// A pin record's value: `[created][CID length][CID]` for each block.
+fn encode_pins(pins: &[(Cid, bool)]) -> Bytes {
+    let mut v = Vec::with_capacity(pins.len() * 40);
+    for (cid, created) in pins {
+        let bytes = cid.to_bytes();
+        v.push(u8::from(*created));
+        v.push(bytes.len() as u8);
+        v.extend_from_slice(&bytes);
+    }
+    v.into()
+}
+
+fn decode_pins(key: &[u8], mut v: &[u8]) -> Result<Vec<(Cid, bool)>, Error> {
+    let bad = |reason: String| Error::CorruptMetadata {
+        key: hex(key),
+        reason,
+    };
+    let mut out = Vec::new();
+    while let [created, len, rest @ ..] = v {
+        let len = usize::from(*len);
+        let cid = rest
+            .get(..len)
+            .ok_or_else(|| bad("pin record ends inside a CID".into()))?;
+        out.push((
+            Cid::from_bytes(cid).map_err(|e| bad(e.to_string()))?,
+            *created == 1,
+        ));
+        v = &rest[len..];
+    }
+    if !v.is_empty() {
+        return Err(bad("pin record ends inside an entry".into()));
+    }
+    Ok(out)
 }
 
 impl Repo<SledKv> {
@@ -248,13 +303,6 @@ impl<'a, K: Kv> Txn<'a, K> {
         match self.writes.get(key) {
             Some(v) => Ok(v.clone()),
             None => self.kv.get(key),
-        }
-    }
-
-    fn exists(&self, key: &[u8]) -> Result<bool, Error> {
-        match self.writes.get(key) {
-            Some(v) => Ok(v.is_some()),
-            None => self.kv.contains(key),
         }
     }
 
@@ -335,16 +383,20 @@ impl<'a, K: Kv> Txn<'a, K> {
         cid: &Cid,
         proof: &CodexProof,
     ) -> CoreResult<bool> {
-        self.set_leaf_value(tree, index, cid, encode_leaf(cid, proof))
+        self.set_leaf_value(tree, index, cid, encode_leaf(cid, proof), false)
     }
 
-    /// [`Txn::set_leaf`] with the record encoded already (`encode_leaf`).
+    /// [`Txn::set_leaf`] with the record encoded already (`encode_leaf`). With
+    /// `pinned`, the caller holds a reference to `cid` that a new leaf takes over:
+    /// the block's record is left as it is. Returns whether the leaf took a reference
+    /// (it is new, or pointed at another block).
     fn set_leaf_value(
         &mut self,
         tree: &Cid,
         index: u64,
         cid: &Cid,
         value: Bytes,
+        pinned: bool,
     ) -> CoreResult<bool> {
         let key = keys::leaf(tree, index);
         if let Some(old) = self.get(&key)? {
@@ -355,9 +407,11 @@ impl<'a, K: Kv> Txn<'a, K> {
             }
             self.unref(&old_cid, true)?;
         }
-        let mut m = self.meta(cid)?.ok_or(CoreError::not_found(*cid))?;
-        m.refs += 1;
-        self.put(keys::meta(cid), m.encode());
+        if !pinned {
+            let mut m = self.meta(cid)?.ok_or(CoreError::not_found(*cid))?;
+            m.refs += 1;
+            self.put(keys::meta(cid), m.encode());
+        }
         self.put(key, value);
         Ok(true)
     }
@@ -393,7 +447,7 @@ impl<K: Kv> Repo<K> {
                 config,
                 state: Mutex::new(State {
                     counters,
-                    open_sessions: HashSet::new(),
+                    open_sessions: HashMap::new(),
                 }),
             }),
         };
@@ -541,30 +595,70 @@ impl<K: Kv> Inner<K> {
             t.counters.next_session += 1;
             Ok(())
         })?;
-        st.open_sessions.insert(id);
+        st.open_sessions.insert(id, Pins::default());
         Ok(SessionId(id))
     }
 
     fn check_session(st: &State, s: SessionId) -> CoreResult<()> {
-        if st.open_sessions.contains(&s.0) {
+        if st.open_sessions.contains_key(&s.0) {
             Ok(())
         } else {
             Err(CoreError::UnknownSession(s.0))
         }
     }
 
+    /// Runs `f` with the pins of the open session `s`.
+    fn with_pins<T>(
+        &self,
+        st: &mut State,
+        s: SessionId,
+        f: impl FnOnce(&mut State, &mut Pins) -> CoreResult<T>,
+    ) -> CoreResult<T> {
+        let mut pins = st
+            .open_sessions
+            .remove(&s.0)
+            .ok_or(CoreError::UnknownSession(s.0))?;
+        let out = f(st, &mut pins);
+        st.open_sessions.insert(s.0, pins);
+        out
+    }
+
+    /// Stores the blocks (each pinned once by the session: one reference, and one
+    /// record for the whole call).
     fn session_put_blocks(&self, s: SessionId, blocks: &[Block]) -> CoreResult<()> {
         let mut st = self.lock();
-        Self::check_session(&st, s)?;
         let (expiry, quota) = (self.expiry_from_now(), self.config.quota_max_bytes);
-        self.write(&mut st, |t| {
-            for block in blocks {
-                let pin = keys::pin(s.0, block.cid());
-                if t.exists(&pin)? {
-                    continue;
+        self.with_pins(&mut st, s, |st, pins| {
+            let mut group: Vec<(Cid, bool)> = Vec::new();
+            let mut seen = HashSet::new();
+            self.write(st, |t| {
+                for block in blocks {
+                    let cid = *block.cid();
+                    if pins.blocks.contains_key(&cid) || !seen.insert(cid) {
+                        continue;
+                    }
+                    let created = t.add_block(block, expiry, 1, quota)?;
+                    group.push((cid, created));
                 }
-                let created = t.add_block(block, expiry, 1, quota)?;
-                t.put(pin, Bytes::copy_from_slice(&[u8::from(created)]));
+                if !group.is_empty() {
+                    t.put(
+                        keys::session_record(keys::PIN_GROUP, s.0, pins.next),
+                        encode_pins(&group),
+                    );
+                }
+                Ok(())
+            })?;
+            if !group.is_empty() {
+                pins.next += 1;
+            }
+            for (cid, created) in group {
+                pins.blocks.insert(
+                    cid,
+                    Pin {
+                        created,
+                        moved: false,
+                    },
+                );
             }
             Ok(())
         })
@@ -588,7 +682,25 @@ impl<K: Kv> Inner<K> {
                 .collect()
         };
         let mut st = self.lock();
-        Self::check_session(&st, s)?;
+        self.with_pins(&mut st, s, |st, pins| {
+            self.put_leaves_pinned(st, s, pins, tree, leaves, &values, refs)
+        })
+    }
+
+    /// [`Inner::session_put_leaves`] with the session's pins: a leaf that is the first
+    /// to refer to a block the session created takes over the pin's reference (no
+    /// change to the block's record).
+    #[allow(clippy::too_many_arguments)]
+    fn put_leaves_pinned(
+        &self,
+        st: &mut State,
+        s: SessionId,
+        pins: &mut Pins,
+        tree: &Cid,
+        leaves: &[LeafMeta],
+        values: &[Bytes],
+        refs: bool,
+    ) -> CoreResult<()> {
         // The session remembers each tree it writes to, and whether the tree is new:
         // undoing the session deletes a new tree whole.
         let marker = keys::new_tree(s.0, tree);
@@ -605,7 +717,9 @@ impl<K: Kv> Inner<K> {
         // The marker goes with the first batch of leaves, before any leaf of the tree.
         let mut record = record.map(|r| (marker, r));
         for (chunk, values) in leaves.chunks(CHUNK).zip(values.chunks(CHUNK)) {
-            self.write(&mut st, |t| {
+            let mut moved: Vec<(Cid, bool)> = Vec::new();
+            let mut taken = HashSet::new();
+            self.write(st, |t| {
                 if let Some((marker, r)) = record.take() {
                     t.put(marker, r);
                 }
@@ -613,16 +727,36 @@ impl<K: Kv> Inner<K> {
                     if refs {
                         // A leaf without a stored block behind it.
                         t.put(keys::leaf(tree, leaf.index), value.clone());
-                    } else {
-                        t.set_leaf_value(tree, leaf.index, &leaf.block_cid, value.clone())?;
+                        continue;
                     }
+                    let cid = &leaf.block_cid;
+                    let pinned = pins.blocks.get(cid).is_some_and(|p| p.created && !p.moved)
+                        && !taken.contains(cid);
+                    if t.set_leaf_value(tree, leaf.index, cid, value.clone(), pinned)? && pinned {
+                        taken.insert(*cid);
+                        moved.push((*cid, true));
+                    }
+                }
+                if !moved.is_empty() {
+                    t.put(
+                        keys::session_record(keys::PIN_MOVED, s.0, pins.next),
+                        encode_pins(&moved),
+                    );
                 }
                 Ok(())
             })?;
+            if !moved.is_empty() {
+                pins.next += 1;
+            }
+            for (cid, _) in moved {
+                if let Some(p) = pins.blocks.get_mut(&cid) {
+                    p.moved = true;
+                }
+            }
         }
         if let Some((marker, r)) = record {
             // No leaves: the tree is still recorded, as before.
-            self.write(&mut st, |t| {
+            self.write(st, |t| {
                 t.put(marker, r);
                 Ok(())
             })?;
@@ -678,6 +812,48 @@ impl<K: Kv> Inner<K> {
                 Ok(())
             })?;
         }
+        // Pins whose reference passed to a leaf: the leaf keeps it (or gave it up when
+        // its new tree was deleted above).
+        let moved_prefix = keys::session_prefix(keys::PIN_MOVED, s);
+        let moved_end = keys::prefix_end(&moved_prefix);
+        let mut moved = HashSet::new();
+        for (key, v) in self.kv.range(&moved_prefix, &moved_end, usize::MAX)? {
+            moved.extend(decode_pins(&key, &v)?.into_iter().map(|(cid, _)| cid));
+        }
+        let prefix = keys::session_prefix(keys::PIN_GROUP, s);
+        loop {
+            // About CHUNK blocks a batch.
+            let batch = self.kv.range(&prefix, &keys::prefix_end(&prefix), 8)?;
+            if batch.is_empty() {
+                break;
+            }
+            self.write(st, |t| {
+                for (key, v) in &batch {
+                    t.del(key.clone());
+                    for (cid, created) in decode_pins(key, v)? {
+                        if !moved.contains(&cid) {
+                            // Undoing removes what the session created and nothing else
+                            // refers to.
+                            t.unref(&cid, !committed && created)?;
+                        }
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        loop {
+            let batch = self.kv.range(&moved_prefix, &moved_end, CHUNK)?;
+            if batch.is_empty() {
+                break;
+            }
+            self.write(st, |t| {
+                for (key, _) in batch {
+                    t.del(key);
+                }
+                Ok(())
+            })?;
+        }
+        // Pins of one record a block, as stores wrote them before pin groups.
         let prefix = keys::session_prefix(keys::PIN, s);
         loop {
             let batch = self.kv.range(&prefix, &keys::prefix_end(&prefix), CHUNK)?;
@@ -856,7 +1032,13 @@ impl<K: Kv> Inner<K> {
     fn recover(&self) -> CoreResult<()> {
         let mut st = self.lock();
         let mut max_session = None;
-        for kind in [keys::NEW_TREE, keys::PIN, keys::COMMITTED] {
+        for kind in [
+            keys::NEW_TREE,
+            keys::PIN,
+            keys::PIN_GROUP,
+            keys::PIN_MOVED,
+            keys::COMMITTED,
+        ] {
             loop {
                 let found = self.kv.range(&[kind], &[kind + 1], 1)?;
                 let Some((key, _)) = found.first() else { break };
@@ -951,6 +1133,8 @@ impl<K: Kv> Inner<K> {
         }
         for kind in [
             keys::PIN,
+            keys::PIN_GROUP,
+            keys::PIN_MOVED,
             keys::NEW_TREE,
             keys::COMMITTED,
             keys::DELETING_TREE,

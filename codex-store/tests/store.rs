@@ -352,3 +352,97 @@ async fn leaves_deleted_in<K: codex_store::Kv>(store: &Repo<K>) -> anyhow::Resul
     assert_consistent(store);
     Ok(())
 }
+
+/// A session's pin reference passes to the first leaf that refers to a block the
+/// session created. A session that stored blocks and the leaves of a new tree, then was
+/// interrupted, is undone on restart: its tree and the blocks it created go, a block
+/// stored before it (unreferenced) and a block of another dataset stay. A dataset whose
+/// tree holds one block twice keeps it while either leaf is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pins_pass_to_leaves_and_an_interrupted_session_with_leaves_is_undone() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let kept = random_blocks(40, 3, 1024);
+    let standalone = random_blocks(41, 1, 1024).remove(0);
+    let created = random_blocks(42, 2, 1024);
+    let twice = random_blocks(43, 2, 1024);
+    let (kept_cid, tree);
+    {
+        let store = SledStore::open(dir.path(), config(1 << 30))?;
+        kept_cid = store_dataset(&store, &kept).await?.0;
+        store.put_block(standalone.clone()).await?;
+        let s = store.begin().await?;
+        let blocks = vec![
+            standalone.clone(),
+            kept[1].clone(),
+            created[0].clone(),
+            created[1].clone(),
+            created[0].clone(),
+        ];
+        store.session_put_blocks(s, blocks.clone()).await?;
+        let cids: Vec<Cid> = blocks.iter().map(|b| *b.cid()).collect();
+        let t = codex_core::MerkleTree::from_cids(&cids)?;
+        tree = t.root_cid();
+        let leaves = (0..cids.len() as u64)
+            .map(|i| {
+                Ok(LeafMeta {
+                    index: i,
+                    block_cid: cids[i as usize],
+                    proof: t.proof(i)?,
+                })
+            })
+            .collect::<codex_core::Result<Vec<_>>>()?;
+        store.session_put_leaves(s, &tree, leaves).await?;
+        assert!(store.has_leaf(&tree, 4).await?);
+        // Dropped without commit or abort, as a crash would leave it.
+    }
+    let store = SledStore::open(dir.path(), config(1 << 30))?;
+    assert_consistent(&store);
+    for i in 0..5 {
+        assert!(
+            !store.has_leaf(&tree, i).await?,
+            "leaf {i} of the undone tree"
+        );
+    }
+    for b in &created {
+        assert!(!store.has_block(b.cid()).await?, "a created block survived");
+    }
+    assert!(
+        store.has_block(standalone.cid()).await?,
+        "a block stored before"
+    );
+    for b in &kept {
+        assert!(
+            store.has_block(b.cid()).await?,
+            "a block of another dataset"
+        );
+    }
+    // 3 blocks and the manifest of `kept`, and the standalone block.
+    assert_eq!(store.space().await?.total_blocks, 5);
+
+    // The same block at leaves 0 and 2 of a committed dataset.
+    let blocks = vec![twice[0].clone(), twice[1].clone(), twice[0].clone()];
+    let (cid, manifest) = store_dataset(&store, &blocks).await?;
+    assert_consistent(&store);
+    assert_eq!(store.delete_leaves(&manifest.tree_cid, 0..1).await?, 1);
+    assert!(
+        store.has_block(twice[0].cid()).await?,
+        "leaf 2 still holds it"
+    );
+    assert_eq!(
+        store.get_leaf(&manifest.tree_cid, 2).await?.0.cid(),
+        twice[0].cid()
+    );
+    store.delete_dataset(&cid).await?;
+    store.delete_dataset(&kept_cid).await?;
+    for b in twice.iter().chain(&kept) {
+        assert!(
+            !store.has_block(b.cid()).await?,
+            "every reference was dropped"
+        );
+    }
+    assert!(store.has_block(standalone.cid()).await?);
+    assert_eq!(store.space().await?.total_blocks, 1);
+    assert_consistent(&store);
+    Ok(())
+}
