@@ -2,7 +2,7 @@
 
 use std::io::{self, Read};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 /// Codex's default block size: 64 KiB.
 pub const DEFAULT_BLOCK_SIZE: usize = 64 * 1024;
@@ -12,7 +12,9 @@ pub const DEFAULT_BLOCK_SIZE: usize = 64 * 1024;
 #[derive(Debug)]
 pub struct ChunkBuffer {
     block_size: usize,
-    partial: BytesMut,
+    /// A recycled buffer ([`crate::buffers`]): blocks are freed and taken again at the
+    /// rate data arrives.
+    partial: Vec<u8>,
     total: u64,
 }
 
@@ -25,7 +27,7 @@ impl ChunkBuffer {
         assert!(block_size > 0, "block size must be positive");
         ChunkBuffer {
             block_size,
-            partial: BytesMut::with_capacity(block_size),
+            partial: crate::buffers::take(block_size),
             total: 0,
         }
     }
@@ -39,8 +41,8 @@ impl ChunkBuffer {
             data = &data[take..];
             if self.partial.len() == self.block_size {
                 let block =
-                    std::mem::replace(&mut self.partial, BytesMut::with_capacity(self.block_size));
-                out.push(block.freeze());
+                    std::mem::replace(&mut self.partial, crate::buffers::take(self.block_size));
+                out.push(crate::buffers::freeze(block));
             }
         }
     }
@@ -68,7 +70,7 @@ impl ChunkBuffer {
             return None;
         }
         self.partial.resize(self.block_size, 0);
-        Some(std::mem::take(&mut self.partial).freeze())
+        Some(crate::buffers::freeze(std::mem::take(&mut self.partial)))
     }
 }
 

@@ -39,6 +39,14 @@ pub enum Write {
         /// The body's bytes.
         data: Bytes,
     },
+    /// [`Write::PutBody`] of a body the writer knows is not stored (its records say
+    /// so): a backend need not look for one to replace.
+    PutNewBody {
+        /// The body's id.
+        id: Vec<u8>,
+        /// The body's bytes.
+        data: Bytes,
+    },
     /// Removes the body `id` and returns its space (nothing happens if there is none).
     DeleteBody {
         /// The body's id.
@@ -256,7 +264,10 @@ impl Kv for SledKv {
                 Write::Put { key, value } => batch.insert(key, value.as_ref()),
                 Write::Delete { key } => batch.remove(key),
                 Write::PutBody { id, data } => {
-                    bodies.insert(id, Some(data));
+                    bodies.insert(id, Some((data, false)));
+                }
+                Write::PutNewBody { id, data } => {
+                    bodies.insert(id, Some((data, true)));
                 }
                 Write::DeleteBody { id } => {
                     bodies.insert(id, None);
@@ -268,12 +279,14 @@ impl Kv for SledKv {
         let mut freed = Vec::new();
         for (id, data) in bodies {
             let key = body_key(&id);
-            if let Some(old) = self.db.get(&key).map_err(Error::database)?
+            let new = matches!(data, Some((_, true)));
+            if !new
+                && let Some(old) = self.db.get(&key).map_err(Error::database)?
                 && let Some((&(TAG_PACK | TAG_PACK_CRC), rest)) = old.split_first()
             {
                 freed.push(PackLocation::decode(&rest[..rest.len().min(16)])?);
             }
-            let Some(data) = data else {
+            let Some((data, _)) = data else {
                 batch.remove(key);
                 continue;
             };
@@ -586,7 +599,7 @@ impl Kv for MemKv {
                 Write::Delete { key } => {
                     maps.records.remove(&key);
                 }
-                Write::PutBody { id, data } => {
+                Write::PutBody { id, data } | Write::PutNewBody { id, data } => {
                     maps.bodies.insert(id, data);
                 }
                 Write::DeleteBody { id } => {

@@ -284,8 +284,9 @@ impl Repo<MemKv> {
 struct Txn<'a, K> {
     kv: &'a K,
     writes: HashMap<Vec<u8>, Option<Bytes>>,
-    /// Pending body writes by body id: `Some` puts, `None` removes.
-    bodies: HashMap<Vec<u8>, Option<Bytes>>,
+    /// Pending body writes by body id: `Some` puts, `None` removes; a put marked `true`
+    /// is of a body known not to be stored (`Write::PutNewBody`).
+    bodies: HashMap<Vec<u8>, Option<(Bytes, bool)>>,
     counters: Counters,
 }
 
@@ -342,8 +343,11 @@ impl<'a, K: Kv> Txn<'a, K> {
         }
         c.used += size;
         c.blocks += 1;
-        self.bodies
-            .insert(keys::body(&cid), Some(block.data().clone()));
+        // No record, so no body: unless this batch removed one, whose space the backend
+        // must return.
+        let id = keys::body(&cid);
+        let new = !self.bodies.contains_key(&id);
+        self.bodies.insert(id, Some((block.data().clone(), new)));
         self.put(keys::meta(&cid), Meta { refs, expiry, size }.encode());
         self.put(keys::expiry(expiry, &cid), Bytes::new());
         if cid.codec() == codec::MANIFEST {
@@ -420,7 +424,8 @@ impl<'a, K: Kv> Txn<'a, K> {
         self.writes
             .insert(keys::COUNTERS.to_vec(), Some(self.counters.encode()));
         let bodies = self.bodies.into_iter().map(|(id, data)| match data {
-            Some(data) => Write::PutBody { id, data },
+            Some((data, false)) => Write::PutBody { id, data },
+            Some((data, true)) => Write::PutNewBody { id, data },
             None => Write::DeleteBody { id },
         });
         let records = self.writes.into_iter().map(|(key, value)| match value {
