@@ -136,7 +136,7 @@ if [[ " $BENCH " == *" erasure "* ]]; then
         cid=$(upload "$(fresh "$ERASURE_MIB")" "$api")
         sync
         t=$(now)
-        ecid=$("$BIN" erasure "$cid" --k 10 --m 5 --api "$api")
+        ecid=$("$BIN" erasure "$cid" --k 10 --m 5 --api "$api" 2>/dev/null)
         add erasure "$(elapsed "$t")"
         curl -sS -f -X DELETE "$api/data/$ecid" >/dev/null
         curl -sS -f -X DELETE "$api/data/$cid" >/dev/null
@@ -149,9 +149,9 @@ if [[ " $BENCH " == *" slots "* ]]; then
     for ((i = 1; i <= RUNS; i++)); do
         cid=$(upload "$(fresh "$SLOTS_MIB")" "$api")
         t=$(now)
-        out=$("$BIN" verifiable "$cid" --k 2 --m 1 --api "$api")
+        out=$("$BIN" verifiable "$cid" --k 2 --m 1 --api "$api" 2>/dev/null)
         add slots "$(elapsed "$t")"
-        vcid=$(awk '{ print $1; exit }' <<<"$out")
+        vcid=$(awk '/^manifest:/ { print $2 }' <<<"$out")
         curl -sS -f -X DELETE "$api/data/$vcid" >/dev/null || true
         curl -sS -f -X DELETE "$api/data/$cid" >/dev/null
         echo "slots run $i: $(mbps "$SLOTS_MIB" "$(last slots)") MB/s" >&2

@@ -687,86 +687,72 @@ impl<K: Kv> Inner<K> {
                 .collect()
         };
         let mut st = self.lock();
+        // A leaf that is the first to refer to a block the session created takes over
+        // the pin's reference (no change to the block's record).
         self.with_pins(&mut st, s, |st, pins| {
-            self.put_leaves_pinned(st, s, pins, tree, leaves, &values, refs)
-        })
-    }
-
-    /// [`Inner::session_put_leaves`] with the session's pins: a leaf that is the first
-    /// to refer to a block the session created takes over the pin's reference (no
-    /// change to the block's record).
-    #[allow(clippy::too_many_arguments)]
-    fn put_leaves_pinned(
-        &self,
-        st: &mut State,
-        s: SessionId,
-        pins: &mut Pins,
-        tree: &Cid,
-        leaves: &[LeafMeta],
-        values: &[Bytes],
-        refs: bool,
-    ) -> CoreResult<()> {
-        // The session remembers each tree it writes to, and whether the tree is new:
-        // undoing the session deletes a new tree whole.
-        let marker = keys::new_tree(s.0, tree);
-        let record = if self.kv.contains(&marker)? {
-            None
-        } else {
-            let prefix = keys::leaf_prefix(tree);
-            let exists = !self
-                .kv
-                .range(&prefix, &keys::prefix_end(&prefix), 1)?
-                .is_empty();
-            Some(Bytes::copy_from_slice(&[u8::from(!exists)]))
-        };
-        // The marker goes with the first batch of leaves, before any leaf of the tree.
-        let mut record = record.map(|r| (marker, r));
-        for (chunk, values) in leaves.chunks(CHUNK).zip(values.chunks(CHUNK)) {
-            let mut moved: Vec<(Cid, bool)> = Vec::new();
-            let mut taken = HashSet::new();
-            self.write(st, |t| {
-                if let Some((marker, r)) = record.take() {
-                    t.put(marker, r);
-                }
-                for (leaf, value) in chunk.iter().zip(values) {
-                    if refs {
-                        // A leaf without a stored block behind it.
-                        t.put(keys::leaf(tree, leaf.index), value.clone());
-                        continue;
+            // The session remembers each tree it writes to, and whether the tree is new:
+            // undoing the session deletes a new tree whole.
+            let marker = keys::new_tree(s.0, tree);
+            let record = if self.kv.contains(&marker)? {
+                None
+            } else {
+                let prefix = keys::leaf_prefix(tree);
+                let exists = !self
+                    .kv
+                    .range(&prefix, &keys::prefix_end(&prefix), 1)?
+                    .is_empty();
+                Some(Bytes::copy_from_slice(&[u8::from(!exists)]))
+            };
+            // The marker goes with the first batch of leaves, before any leaf of the tree.
+            let mut record = record.map(|r| (marker, r));
+            for (chunk, values) in leaves.chunks(CHUNK).zip(values.chunks(CHUNK)) {
+                let mut moved: Vec<(Cid, bool)> = Vec::new();
+                let mut taken = HashSet::new();
+                self.write(st, |t| {
+                    if let Some((marker, r)) = record.take() {
+                        t.put(marker, r);
                     }
-                    let cid = &leaf.block_cid;
-                    let pinned = pins.blocks.get(cid).is_some_and(|p| p.created && !p.moved)
-                        && !taken.contains(cid);
-                    if t.set_leaf_value(tree, leaf.index, cid, value.clone(), pinned)? && pinned {
-                        taken.insert(*cid);
-                        moved.push((*cid, true));
+                    for (leaf, value) in chunk.iter().zip(values) {
+                        if refs {
+                            // A leaf without a stored block behind it.
+                            t.put(keys::leaf(tree, leaf.index), value.clone());
+                            continue;
+                        }
+                        let cid = &leaf.block_cid;
+                        let pinned = pins.blocks.get(cid).is_some_and(|p| p.created && !p.moved)
+                            && !taken.contains(cid);
+                        if t.set_leaf_value(tree, leaf.index, cid, value.clone(), pinned)? && pinned
+                        {
+                            taken.insert(*cid);
+                            moved.push((*cid, true));
+                        }
                     }
-                }
+                    if !moved.is_empty() {
+                        t.put(
+                            keys::session_record(keys::PIN_MOVED, s.0, pins.next),
+                            encode_pins(&moved),
+                        );
+                    }
+                    Ok(())
+                })?;
                 if !moved.is_empty() {
-                    t.put(
-                        keys::session_record(keys::PIN_MOVED, s.0, pins.next),
-                        encode_pins(&moved),
-                    );
+                    pins.next += 1;
                 }
-                Ok(())
-            })?;
-            if !moved.is_empty() {
-                pins.next += 1;
-            }
-            for (cid, _) in moved {
-                if let Some(p) = pins.blocks.get_mut(&cid) {
-                    p.moved = true;
+                for (cid, _) in moved {
+                    if let Some(p) = pins.blocks.get_mut(&cid) {
+                        p.moved = true;
+                    }
                 }
             }
-        }
-        if let Some((marker, r)) = record {
-            // No leaves: the tree is still recorded, as before.
-            self.write(st, |t| {
-                t.put(marker, r);
-                Ok(())
-            })?;
-        }
-        Ok(())
+            if let Some((marker, r)) = record {
+                // No leaves: the tree is still recorded, as before.
+                self.write(st, |t| {
+                    t.put(marker, r);
+                    Ok(())
+                })?;
+            }
+            Ok(())
+        })
     }
 
     fn commit(&self, s: SessionId, manifest: Option<&Block>) -> CoreResult<()> {
