@@ -8,7 +8,7 @@
 #   scripts/bench.sh                        # every row, 5 runs each
 #   RUNS=3 BENCH="rest net" scripts/bench.sh
 #
-# Rows (BENCH, default "rest erasure slots net"):
+# Rows (BENCH, default "rest erasure slots net prove"):
 #   rest     REST upload (`curl -T` of a /dev/shm file) and download (to /dev/null) of
 #            REST_MIB (256) MiB, against `openssl dgst -sha256` of the same file; the
 #            node's CPU seconds per upload from /proc/PID/stat; every download is
@@ -21,6 +21,9 @@
 #            (SENDME_VERSION 0.37.1, installed with `cargo install --locked` into
 #            target/bench-tools the first time; SENDME=path to use another) sending the
 #            same file between two processes.
+#   prove    `codex-node proof-input prove` of Codex's fixture (5 samples, development
+#            parameters; keys cached in target/bench-tools/proof-cache by a first,
+#            untimed run): the prover's own time, as the CLI prints it.
 #
 # Node data directories are on disk (BENCH_DIR, default $TMPDIR or /tmp), as a user's
 # node keeps them; each dataset is deleted after its row. Run it on a quiet machine:
@@ -29,7 +32,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUNS=${RUNS:-5}
-BENCH=${BENCH:-rest erasure slots net}
+BENCH=${BENCH:-rest erasure slots net prove}
 REST_MIB=${REST_MIB:-256}
 ERASURE_MIB=${ERASURE_MIB:-1024}
 SLOTS_MIB=${SLOTS_MIB:-64}
@@ -197,6 +200,20 @@ if [[ " $BENCH " == *" net "* ]]; then
     ref=$(mbps "$NET_MIB" "$(med sendme)")
     row "node to node, $NET_MIB MiB, libp2p on loopback" "$ours MB/s" "sendme $SENDME_VERSION" "$ref MB/s" \
         "$(awk -v a="$ours" -v b="$ref" 'BEGIN { printf "%.2f", a / b }')"
+fi
+
+if [[ " $BENCH " == *" prove "* ]]; then
+    input=codex-proofs/tests/fixtures/codex_input.json
+    cache=$PWD/target/bench-tools/proof-cache
+    prove() { "$BIN" proof-input prove "$input" --dev-params --cache-dir "$cache" 2>/dev/null; }
+    prove >/dev/null
+    for ((i = 1; i <= RUNS; i++)); do
+        # "prove: 1.52s" or "prove: 950.3ms"
+        secs=$(prove | awk '/^prove:/ { v = $2; if (v ~ /ms$/) { sub(/ms$/, "", v); v /= 1000 } else sub(/s$/, "", v); print v }')
+        add prove "$secs"
+        echo "prove run $i: $secs s" >&2
+    done
+    row "storage proof, 5 samples (Codex's fixture), CLI" "$(med prove) s" "(target <= 1 s)" "" ""
 fi
 
 echo

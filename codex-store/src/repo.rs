@@ -208,9 +208,53 @@ struct State {
 /// so that a block it holds is not looked up again.
 #[derive(Debug, Default)]
 struct Pins {
-    blocks: HashMap<Cid, Pin>,
+    blocks: PinMap,
     /// The sequence number of the session's next pin record.
     next: u64,
+}
+
+/// Pins by block. Data blocks (codec `BLOCK`, SHA-256: nearly every pin) are kept by
+/// their digest alone, 35 bytes an entry instead of a CID's 97: a 10 GiB upload pins
+/// 163 840 blocks, about 9 MiB this way.
+#[derive(Debug, Default)]
+struct PinMap {
+    data: HashMap<[u8; 32], Pin>,
+    other: HashMap<Cid, Pin>,
+}
+
+impl PinMap {
+    fn data_key(cid: &Cid) -> Option<[u8; 32]> {
+        if cid.codec() == codec::BLOCK && cid.hash_code() == codec::SHA2_256 {
+            cid.digest32()
+        } else {
+            None
+        }
+    }
+
+    fn get(&self, cid: &Cid) -> Option<&Pin> {
+        match Self::data_key(cid) {
+            Some(k) => self.data.get(&k),
+            None => self.other.get(cid),
+        }
+    }
+
+    fn get_mut(&mut self, cid: &Cid) -> Option<&mut Pin> {
+        match Self::data_key(cid) {
+            Some(k) => self.data.get_mut(&k),
+            None => self.other.get_mut(cid),
+        }
+    }
+
+    fn contains(&self, cid: &Cid) -> bool {
+        self.get(cid).is_some()
+    }
+
+    fn insert(&mut self, cid: Cid, pin: Pin) {
+        match Self::data_key(&cid) {
+            Some(k) => self.data.insert(k, pin),
+            None => self.other.insert(cid, pin),
+        };
+    }
 }
 
 /// A block a session pinned: the pin holds one reference to it.
@@ -639,7 +683,7 @@ impl<K: Kv> Inner<K> {
             self.write(st, |t| {
                 for block in blocks {
                     let cid = *block.cid();
-                    if pins.blocks.contains_key(&cid) || !seen.insert(cid) {
+                    if pins.blocks.contains(&cid) || !seen.insert(cid) {
                         continue;
                     }
                     let created = t.add_block(block, expiry, 1, quota)?;
