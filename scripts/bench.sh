@@ -66,13 +66,28 @@ start_node() {
     local args=(--data-dir "$dir" --api-port 0 --listen-addrs /ip4/127.0.0.1/tcp/0
         --storage-quota 40G --log-level warn)
     [ $# -ge 2 ] && args+=(--bootstrap-node "$2")
-    coproc NODE { exec "$BIN" "${args[@]}" 2>"$dir.log"; }
-    local url
-    read -r url <&"${NODE[0]}" || { cat "$dir.log" >&2; exit 1; }
-    pids+=("$NODE_PID")
-    disown "$NODE_PID" 2>/dev/null || true
+    "$BIN" "${args[@]}" >"$dir.url" 2>"$dir.log" &
+    local pid=$! url=
+    pids+=("$pid")
+    disown "$pid" 2>/dev/null || true
+    # The node prints its API's URL as its first line once it serves.
+    for _ in $(seq 300); do
+        url=$(head -1 "$dir.url" 2>/dev/null || true)
+        [ -n "$url" ] && break
+        kill -0 "$pid" 2>/dev/null || { cat "$dir.log" >&2; exit 1; }
+        sleep 0.1
+    done
+    [ -n "$url" ] || { echo "bench.sh: node $name did not start" >&2; exit 1; }
     printf -v "URL_$name" '%s' "$url"
-    printf -v "PID_$name" '%s' "$NODE_PID"
+    printf -v "PID_$name" '%s' "$pid"
+}
+
+# Stops every node and deletes their data: each row starts from empty nodes, so that
+# what one row left (a grown store, pages being written back) does not slow the next.
+stop_nodes() {
+    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+    pids=()
+    rm -rf -- "${work:?}"/*
 }
 
 # CPU seconds (user + system) a process has used so far.
@@ -107,10 +122,8 @@ add() { vals[$1]+="$2"$'\n'; }
 med() { printf '%s' "${vals[$1]}" | grep . | median; }
 last() { printf '%s' "${vals[$1]}" | grep . | tail -1; }
 
-start_node A
-api=$URL_A
-
 if [[ " $BENCH " == *" rest "* ]]; then
+    stop_nodes; start_node A; api=$URL_A
     for ((i = 1; i <= RUNS; i++)); do
         f=$(fresh "$REST_MIB")
         t=$(now); openssl dgst -sha256 "$f" >/dev/null; add sha "$(elapsed "$t")"
@@ -135,6 +148,7 @@ if [[ " $BENCH " == *" rest "* ]]; then
 fi
 
 if [[ " $BENCH " == *" erasure "* ]]; then
+    stop_nodes; start_node A; api=$URL_A
     for ((i = 1; i <= RUNS; i++)); do
         cid=$(upload "$(fresh "$ERASURE_MIB")" "$api")
         sync
@@ -149,6 +163,7 @@ if [[ " $BENCH " == *" erasure "* ]]; then
 fi
 
 if [[ " $BENCH " == *" slots "* ]]; then
+    stop_nodes; start_node A; api=$URL_A
     for ((i = 1; i <= RUNS; i++)); do
         cid=$(upload "$(fresh "$SLOTS_MIB")" "$api")
         t=$(now)
@@ -168,6 +183,7 @@ if [[ " $BENCH " == *" net "* ]]; then
         echo "installing sendme $SENDME_VERSION into target/bench-tools (once)" >&2
         cargo install sendme --version "$SENDME_VERSION" --locked --root target/bench-tools >&2
     fi
+    stop_nodes; start_node A; api=$URL_A
     boot=$(curl -sS -f "$api/debug/info" | grep -o '"addrs":\["[^"]*"' | sed 's/.*\["//; s/"$//')
     start_node B "$boot"
     for ((i = 1; i <= RUNS; i++)); do
@@ -180,7 +196,9 @@ if [[ " $BENCH " == *" net "* ]]; then
         curl -sS -f -X DELETE "$api/data/$cid" >/dev/null
         # sendme: the sender imports the file, the receiver writes it into /dev/shm.
         rm -rf "$shm/recv" && mkdir -p "$shm/recv" "$shm/send"
-        (cd "$shm/send" && exec "$sendme" send "$f" >"$shm/send.out" 2>&1) &
+        # On loopback only: no relay servers, the ticket carries the addresses.
+        (cd "$shm/send" && exec "$sendme" send --relay disabled --ticket-type addresses \
+            --no-progress "$f" >"$shm/send.out" 2>&1) &
         sender=$!
         pids+=("$sender")
         ticket=
@@ -190,7 +208,10 @@ if [[ " $BENCH " == *" net "* ]]; then
             sleep 0.1
         done
         [ -n "$ticket" ] || { cat "$shm/send.out" >&2; exit 1; }
-        t=$(now); (cd "$shm/recv" && "$sendme" receive "$ticket" >/dev/null 2>&1); add sendme "$(elapsed "$t")"
+        t=$(now)
+        (cd "$shm/recv" && "$sendme" receive --relay disabled --no-progress "$ticket" >"$shm/recv.out" 2>&1) \
+            || { cat "$shm/recv.out" >&2; exit 1; }
+        add sendme "$(elapsed "$t")"
         kill "$sender" 2>/dev/null || true; wait "$sender" 2>/dev/null || true
         cmp -s "$shm/recv/src" "$f" || { echo "bench.sh: sendme's copy differs" >&2; exit 1; }
         rm -rf "$shm/recv" "$shm/send"
