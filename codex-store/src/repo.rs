@@ -812,22 +812,38 @@ impl<K: Kv> Inner<K> {
             t.put(keys::committed(s.0), Bytes::new());
             Ok(())
         })?;
-        self.finish_session(&mut st, s.0, true)?;
-        st.open_sessions.remove(&s.0);
+        self.close_session(&mut st, s, true)?;
         self.kv.flush()?;
         Ok(())
+    }
+
+    /// Finishes the open session `s` with its pins in memory; on failure it stays open.
+    fn close_session(&self, st: &mut State, s: SessionId, committed: bool) -> CoreResult<()> {
+        let pins = st.open_sessions.remove(&s.0).unwrap_or_default();
+        let done = self.finish_session(st, s.0, committed, Some(&pins.blocks));
+        if done.is_err() {
+            st.open_sessions.insert(s.0, pins);
+        }
+        done
     }
 
     fn abort(&self, s: SessionId) -> CoreResult<()> {
         let mut st = self.lock();
         Self::check_session(&st, s)?;
-        self.finish_session(&mut st, s.0, false)?;
-        st.open_sessions.remove(&s.0);
+        self.close_session(&mut st, s, false)?;
         Ok(())
     }
 
     /// Removes a session's bookkeeping, keeping its writes (`committed`) or undoing them.
-    fn finish_session(&self, st: &mut State, s: u64, committed: bool) -> CoreResult<()> {
+    /// `pins`: the open session's own (which of its pins moved to leaves); `None` after
+    /// a crash, when the session's `PIN_MOVED` records tell.
+    fn finish_session(
+        &self,
+        st: &mut State,
+        s: u64,
+        committed: bool,
+        pins: Option<&PinMap>,
+    ) -> CoreResult<()> {
         // Trees first: undoing their leaves drops references that pins still hold.
         let prefix = keys::session_prefix(keys::NEW_TREE, s);
         for (key, created) in self
@@ -851,10 +867,15 @@ impl<K: Kv> Inner<K> {
         // its new tree was deleted above).
         let moved_prefix = keys::session_prefix(keys::PIN_MOVED, s);
         let moved_end = keys::prefix_end(&moved_prefix);
-        let mut moved = HashSet::new();
-        for (key, v) in self.kv.range(&moved_prefix, &moved_end, usize::MAX)? {
-            moved.extend(decode_pins(&key, &v)?.into_iter().map(|(cid, _)| cid));
-        }
+        let recorded;
+        let moved = match pins {
+            Some(pins) => pins,
+            None => {
+                recorded = self.moved_pins(&moved_prefix, &moved_end)?;
+                &recorded
+            }
+        };
+        let moved = |cid: &Cid| moved.get(cid).is_some_and(|p| p.moved);
         let prefix = keys::session_prefix(keys::PIN_GROUP, s);
         loop {
             // About CHUNK blocks a batch.
@@ -866,7 +887,7 @@ impl<K: Kv> Inner<K> {
                 for (key, v) in &batch {
                     t.del(key.clone());
                     for (cid, created) in decode_pins(key, v)? {
-                        if !moved.contains(&cid) {
+                        if !moved(&cid) {
                             // Undoing removes what the session created and nothing else
                             // refers to.
                             t.unref(&cid, !committed && created)?;
@@ -915,6 +936,29 @@ impl<K: Kv> Inner<K> {
             t.del(keys::committed(s));
             Ok(())
         })
+    }
+
+    /// The blocks a session's `PIN_MOVED` records name, read a batch at a time.
+    fn moved_pins(&self, prefix: &[u8], end: &[u8]) -> CoreResult<PinMap> {
+        let mut moved = PinMap::default();
+        let mut from = prefix.to_vec();
+        loop {
+            let batch = self.kv.range(&from, end, CHUNK)?;
+            let Some((last, _)) = batch.last() else {
+                return Ok(moved);
+            };
+            from = last.clone();
+            from.push(0);
+            for (key, v) in &batch {
+                for (cid, _) in decode_pins(key, v)? {
+                    let pin = Pin {
+                        created: true,
+                        moved: true,
+                    };
+                    moved.insert(cid, pin);
+                }
+            }
+        }
     }
 
     fn delete_dataset(&self, st: &mut State, manifest_cid: &Cid) -> CoreResult<()> {
@@ -1087,7 +1131,7 @@ impl<K: Kv> Inner<K> {
                     committed,
                     "recovering an interrupted write session"
                 );
-                self.finish_session(&mut st, s, committed)?;
+                self.finish_session(&mut st, s, committed, None)?;
                 max_session = max_session.max(Some(s));
             }
         }
