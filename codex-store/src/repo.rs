@@ -763,6 +763,11 @@ impl<K: Kv> Inner<K> {
                             continue;
                         }
                         let cid = &leaf.block_cid;
+                        // Known limit: if this leaf is overwritten later in the same
+                        // session, the reference it took is dropped as any leaf's is, so a
+                        // block nothing else holds goes; storing it again in the session
+                        // is then skipped (it is pinned) and a leaf naming it fails with
+                        // `NotFound`. No caller overwrites a leaf within a session.
                         let pinned = pins.blocks.get(cid).is_some_and(|p| p.created && !p.moved)
                             && !taken.contains(cid);
                         if t.set_leaf_value(tree, leaf.index, cid, value.clone(), pinned)? && pinned
