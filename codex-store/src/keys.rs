@@ -13,7 +13,8 @@ pub(crate) const PIN: u8 = b'P';
 /// A session's pins of one `session_put_blocks` call: the blocks it stored or took a
 /// reference to, each with whether the session created it.
 pub(crate) const PIN_GROUP: u8 = b'G';
-/// Blocks whose pin reference passed to a leaf of the session (written with the leaves).
+/// Blocks whose pin reference passed to a leaf of the session (flag 1), or came back
+/// from an overwritten leaf (flag 0), in order (written with the leaves).
 pub(crate) const PIN_MOVED: u8 = b'J';
 pub(crate) const NEW_TREE: u8 = b'Q';
 pub(crate) const COMMITTED: u8 = b'K';

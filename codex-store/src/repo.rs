@@ -267,6 +267,14 @@ struct Pin {
     moved: bool,
 }
 
+/// What [`Txn::set_leaf_value`] did with references.
+struct LeafSet {
+    /// The leaf took a reference to its block (it is new, or pointed at another block).
+    took: bool,
+    /// The block of the overwritten leaf, whose reference went back to the caller.
+    returned: Option<Cid>,
+}
+
 /// A pin record's value: `[created][CID length][CID]` for each block.
 fn encode_pins(pins: &[(Cid, bool)]) -> Bytes {
     let mut v = Vec::with_capacity(pins.len() * 40);
@@ -431,13 +439,15 @@ impl<'a, K: Kv> Txn<'a, K> {
         cid: &Cid,
         proof: &CodexProof,
     ) -> CoreResult<bool> {
-        self.set_leaf_value(tree, index, cid, encode_leaf(cid, proof), false)
+        self.set_leaf_value(tree, index, cid, encode_leaf(cid, proof), false, &|_| false)
+            .map(|set| set.took)
     }
 
     /// [`Txn::set_leaf`] with the record encoded already (`encode_leaf`). With
     /// `pinned`, the caller holds a reference to `cid` that a new leaf takes over:
-    /// the block's record is left as it is. Returns whether the leaf took a reference
-    /// (it is new, or pointed at another block).
+    /// the block's record is left as it is. A leaf overwritten whose block `returns`
+    /// names gives its reference back to the caller (a session's pin) instead of
+    /// dropping it.
     fn set_leaf_value(
         &mut self,
         tree: &Cid,
@@ -445,15 +455,24 @@ impl<'a, K: Kv> Txn<'a, K> {
         cid: &Cid,
         value: Bytes,
         pinned: bool,
-    ) -> CoreResult<bool> {
+        returns: &dyn Fn(&Cid) -> bool,
+    ) -> CoreResult<LeafSet> {
         let key = keys::leaf(tree, index);
+        let mut returned = None;
         if let Some(old) = self.get(&key)? {
             let (old_cid, _) = decode_leaf(&key, &old)?;
             if old_cid == *cid {
                 self.put(key, value);
-                return Ok(false);
+                return Ok(LeafSet {
+                    took: false,
+                    returned,
+                });
             }
-            self.unref(&old_cid, true)?;
+            if returns(&old_cid) {
+                returned = Some(old_cid);
+            } else {
+                self.unref(&old_cid, true)?;
+            }
         }
         if !pinned {
             let mut m = self.meta(cid)?.ok_or(CoreError::not_found(*cid))?;
@@ -461,7 +480,10 @@ impl<'a, K: Kv> Txn<'a, K> {
             self.put(keys::meta(cid), m.encode());
         }
         self.put(key, value);
-        Ok(true)
+        Ok(LeafSet {
+            took: true,
+            returned,
+        })
     }
 
     fn into_writes(mut self) -> (Vec<Write>, Counters) {
@@ -750,8 +772,10 @@ impl<K: Kv> Inner<K> {
             // The marker goes with the first batch of leaves, before any leaf of the tree.
             let mut record = record.map(|r| (marker, r));
             for (chunk, values) in leaves.chunks(CHUNK).zip(values.chunks(CHUNK)) {
+                // The pins whose reference moved to a leaf (`true`) or came back from an
+                // overwritten one (`false`) in this chunk, in order.
                 let mut moved: Vec<(Cid, bool)> = Vec::new();
-                let mut taken = HashSet::new();
+                let mut changed: HashMap<Cid, bool> = HashMap::new();
                 self.write(st, |t| {
                     if let Some((marker, r)) = record.take() {
                         t.put(marker, r);
@@ -763,16 +787,31 @@ impl<K: Kv> Inner<K> {
                             continue;
                         }
                         let cid = &leaf.block_cid;
-                        // Known limit: if this leaf is overwritten later in the same
-                        // session, the reference it took is dropped as any leaf's is, so a
-                        // block nothing else holds goes; storing it again in the session
-                        // is then skipped (it is pinned) and a leaf naming it fails with
-                        // `NotFound`. No caller overwrites a leaf within a session.
-                        let pinned = pins.blocks.get(cid).is_some_and(|p| p.created && !p.moved)
-                            && !taken.contains(cid);
-                        if t.set_leaf_value(tree, leaf.index, cid, value.clone(), pinned)? && pinned
-                        {
-                            taken.insert(*cid);
+                        let is_moved = |c: &Cid| {
+                            changed
+                                .get(c)
+                                .copied()
+                                .or_else(|| pins.blocks.get(c).map(|p| p.moved))
+                        };
+                        let pinned = pins.blocks.get(cid).is_some_and(|p| p.created)
+                            && is_moved(cid) == Some(false);
+                        // An overwritten leaf that held a pin's reference gives it back,
+                        // so the pin keeps the block as before the leaf took it.
+                        let returns = |c: &Cid| is_moved(c) == Some(true);
+                        let set = t.set_leaf_value(
+                            tree,
+                            leaf.index,
+                            cid,
+                            value.clone(),
+                            pinned,
+                            &returns,
+                        )?;
+                        if let Some(old) = set.returned {
+                            changed.insert(old, false);
+                            moved.push((old, false));
+                        }
+                        if set.took && pinned {
+                            changed.insert(*cid, true);
                             moved.push((*cid, true));
                         }
                     }
@@ -787,9 +826,9 @@ impl<K: Kv> Inner<K> {
                 if !moved.is_empty() {
                     pins.next += 1;
                 }
-                for (cid, _) in moved {
+                for (cid, now_moved) in changed {
                     if let Some(p) = pins.blocks.get_mut(&cid) {
-                        p.moved = true;
+                        p.moved = now_moved;
                     }
                 }
             }
@@ -955,10 +994,12 @@ impl<K: Kv> Inner<K> {
             from = last.clone();
             from.push(0);
             for (key, v) in &batch {
-                for (cid, _) in decode_pins(key, v)? {
+                // In order: a reference that moved to a leaf (`true`), or came back from
+                // an overwritten one (`false`).
+                for (cid, now_moved) in decode_pins(key, v)? {
                     let pin = Pin {
                         created: true,
-                        moved: true,
+                        moved: now_moved,
                     };
                     moved.insert(cid, pin);
                 }
