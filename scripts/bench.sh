@@ -53,11 +53,7 @@ BIN=$PWD/target/release/codex-node
 work=$(mktemp -d "${BENCH_DIR:-${TMPDIR:-/tmp}}/codex-bench.XXXXXX")
 shm=$(mktemp -d /dev/shm/codex-bench.XXXXXX)
 pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-    rm -rf -- "$work" "$shm"
-}
-trap cleanup EXIT
+trap 'stop_nodes; rm -rf -- "$work" "$shm"' EXIT
 
 # start_node NAME [BOOTSTRAP_ADDR]: starts a node; sets URL_<NAME> and PID_<NAME>.
 start_node() {

@@ -213,6 +213,31 @@ struct Pins {
     next: u64,
 }
 
+impl Pins {
+    /// Puts the session's next pin record of `kind` (none for no entries) in `t`.
+    fn put_record<K: Kv>(
+        &self,
+        t: &mut Txn<'_, K>,
+        kind: u8,
+        s: SessionId,
+        entries: &[(Cid, bool)],
+    ) {
+        if !entries.is_empty() {
+            t.put(
+                keys::session_record(kind, s.0, self.next),
+                encode_pins(entries),
+            );
+        }
+    }
+
+    /// Takes the next record's number once the record of `entries` is written.
+    fn advance(&mut self, entries: &[(Cid, bool)]) {
+        if !entries.is_empty() {
+            self.next += 1;
+        }
+    }
+}
+
 /// Pins by block. Data blocks (codec `BLOCK`, SHA-256: nearly every pin) are kept by
 /// their digest alone, 35 bytes an entry instead of a CID's 97: a 10 GiB upload pins
 /// 163 840 blocks, about 9 MiB this way.
@@ -711,17 +736,10 @@ impl<K: Kv> Inner<K> {
                     let created = t.add_block(block, expiry, 1, quota)?;
                     group.push((cid, created));
                 }
-                if !group.is_empty() {
-                    t.put(
-                        keys::session_record(keys::PIN_GROUP, s.0, pins.next),
-                        encode_pins(&group),
-                    );
-                }
+                pins.put_record(t, keys::PIN_GROUP, s, &group);
                 Ok(())
             })?;
-            if !group.is_empty() {
-                pins.next += 1;
-            }
+            pins.advance(&group);
             for (cid, created) in group {
                 pins.blocks.insert(
                     cid,
@@ -815,17 +833,10 @@ impl<K: Kv> Inner<K> {
                             moved.push((*cid, true));
                         }
                     }
-                    if !moved.is_empty() {
-                        t.put(
-                            keys::session_record(keys::PIN_MOVED, s.0, pins.next),
-                            encode_pins(&moved),
-                        );
-                    }
+                    pins.put_record(t, keys::PIN_MOVED, s, &moved);
                     Ok(())
                 })?;
-                if !moved.is_empty() {
-                    pins.next += 1;
-                }
+                pins.advance(&moved);
                 for (cid, now_moved) in changed {
                     if let Some(p) = pins.blocks.get_mut(&cid) {
                         p.moved = now_moved;

@@ -380,18 +380,8 @@ async fn pins_pass_to_leaves_and_an_interrupted_session_with_leaves_is_undone() 
             created[0].clone(),
         ];
         store.session_put_blocks(s, blocks.clone()).await?;
-        let cids: Vec<Cid> = blocks.iter().map(|b| *b.cid()).collect();
-        let t = codex_core::MerkleTree::from_cids(&cids)?;
-        tree = t.root_cid();
-        let leaves = (0..cids.len() as u64)
-            .map(|i| {
-                Ok(LeafMeta {
-                    index: i,
-                    block_cid: cids[i as usize],
-                    proof: t.proof(i)?,
-                })
-            })
-            .collect::<codex_core::Result<Vec<_>>>()?;
+        let leaves;
+        (tree, leaves) = leaves_at(&blocks, &[0, 1, 2, 3, 4])?;
         store.session_put_leaves(s, &tree, leaves).await?;
         assert!(store.has_leaf(&tree, 4).await?);
         // Dropped without commit or abort, as a crash would leave it.
@@ -464,6 +454,25 @@ fn leaves_at(blocks: &[Block], indices: &[u64]) -> anyhow::Result<(Cid, Vec<Leaf
     Ok((t.root_cid(), leaves))
 }
 
+/// Opens a session, stores `blocks` (X, Y), writes leaf 0 as X (it takes X's pin
+/// reference), then overwrites it with Y.
+async fn overwrite_in_a_session(
+    store: &SledStore,
+    tree: &Cid,
+    blocks: &[Block],
+    leaves: &[LeafMeta],
+) -> anyhow::Result<SessionId> {
+    let s = store.begin().await?;
+    store.session_put_blocks(s, blocks.to_vec()).await?;
+    store
+        .session_put_leaves(s, tree, vec![leaves[0].clone()])
+        .await?;
+    let mut over = leaves[1].clone();
+    over.index = 0;
+    store.session_put_leaves(s, tree, vec![over]).await?;
+    Ok(s)
+}
+
 /// A leaf that took a pin's reference and is overwritten in the same session gives the
 /// reference back to the pin: the block stays, a later leaf of the session takes it
 /// again, and the counts add up after the commit; interrupted after such an overwrite,
@@ -477,15 +486,7 @@ async fn an_overwritten_leaf_gives_the_pin_its_reference_back() -> anyhow::Resul
     let (tree, leaves) = leaves_at(&blocks, &[0, 1])?;
     {
         let store = SledStore::open(dir.path(), config(1 << 30))?;
-        let s = store.begin().await?;
-        store.session_put_blocks(s, blocks.clone()).await?;
-        // Leaf 0 takes X's pin reference, then is overwritten with Y.
-        store
-            .session_put_leaves(s, &tree, vec![leaves[0].clone()])
-            .await?;
-        let mut over = leaves[1].clone();
-        over.index = 0;
-        store.session_put_leaves(s, &tree, vec![over]).await?;
+        let s = overwrite_in_a_session(&store, &tree, &blocks, &leaves).await?;
         assert!(store.has_block(x.cid()).await?, "the pin holds X again");
         // X stored again in the session (already pinned) and taken by leaf 1.
         store.session_put_blocks(s, vec![x.clone()]).await?;
@@ -502,16 +503,8 @@ async fn an_overwritten_leaf_gives_the_pin_its_reference_back() -> anyhow::Resul
         assert!(!store.has_block(y.cid()).await?);
         assert_consistent(&store);
 
-        // The same overwrite, then a crash.
-        let s = store.begin().await?;
-        store.session_put_blocks(s, blocks.clone()).await?;
-        store
-            .session_put_leaves(s, &tree, vec![leaves[0].clone()])
-            .await?;
-        let mut over = leaves[1].clone();
-        over.index = 0;
-        store.session_put_leaves(s, &tree, vec![over]).await?;
-        // Dropped without commit or abort.
+        // The same overwrite, then a crash: dropped without commit or abort.
+        overwrite_in_a_session(&store, &tree, &blocks, &leaves).await?;
     }
     let store = SledStore::open(dir.path(), config(1 << 30))?;
     assert_consistent(&store);
