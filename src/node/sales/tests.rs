@@ -823,6 +823,12 @@ async fn a_host_down_when_a_request_is_made_fills_it_after_a_restart() -> TestRe
     offer(&host, &sales).await?;
     let (stop, task) = sell(host.clone(), &sales, &data);
     let seen = wait_for("the seller's first poll", || sales.events_position()).await;
+    // The position is written on the blocking pool after it is set: wait until it is on
+    // disk (a busy machine can take longer than the seller needs to be stopped).
+    wait_for("the first poll's position on disk", || {
+        Sales::open(path.clone()).events_position()
+    })
+    .await;
     stop.cancel();
     task.await?;
 
