@@ -1,14 +1,12 @@
-//! Proof bytes from outside, as the generated Solidity verifier takes them: the
-//! calldata is three 32-byte big-endian public inputs (`entropy, dataSetRoot,
-//! slotIndex`), then the SHPLONK proof. Decoded here and verified by a real verifier
-//! (5 samples, development SRS) set up once per process; its parameters and keys are
-//! cached under fuzz/target/proof-keys.
+//! Proof bytes from outside, as the generated Solidity verifier takes them: see
+//! `codex_fuzz::proof_verify`. The verifier (5 samples, development SRS) is set up once
+//! per process; its parameters and keys are cached under fuzz/target/proof-keys.
 #![no_main]
 
 use std::path::PathBuf;
 use std::sync::LazyLock;
 
-use codex_proofs::{Fe, Prover, Srs};
+use codex_proofs::{Prover, Srs};
 use libfuzzer_sys::fuzz_target;
 
 static PROVER: LazyLock<Prover> = LazyLock::new(|| {
@@ -20,25 +18,6 @@ static PROVER: LazyLock<Prover> = LazyLock::new(|| {
         .0
 });
 
-fn word(bytes: &[u8]) -> Option<Fe> {
-    let mut le: [u8; 32] = bytes.try_into().ok()?;
-    le.reverse();
-    Fe::from_le_bytes(&le).ok()
-}
-
 fuzz_target!(|data: &[u8]| {
-    if data.len() < 96 {
-        return;
-    }
-    let (Some(entropy), Some(root), Some(slot)) =
-        (word(&data[..32]), word(&data[32..64]), word(&data[64..96]))
-    else {
-        return;
-    };
-    let inputs = [entropy, root, slot];
-    let proof = &data[96..];
-    if PROVER.verify(&inputs, proof).is_ok() {
-        // Only a proof of the seed's statement can verify: the same calldata again.
-        assert_eq!(codex_proofs::prover::calldata(&inputs, proof), data);
-    }
+    codex_fuzz::proof_verify(&PROVER, data);
 });
