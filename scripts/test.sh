@@ -22,19 +22,14 @@ if grep -E "$heavy" <<<"$tree"; then
     exit 1
 fi
 
-# Every test is built once. Then the tests bound by real time rather than by the CPU
-# (anvil's block times: `chain_timing` spends 2 CPU-seconds of its 115 s, codex-market's
-# `it` 26 of 56) run in a second lane beside all the others, which skip them. Tests that
-# prove or erasure-code against a clock stay in the first lane, so that no second lane
-# takes the cores they were sized for; so do the tests that start node processes or
-# build network namespaces. The second lane and the examples run the
-# binaries this build made, from their package's directory as cargo would (a `cargo
-# test -p` or `cargo run` of a few packages would resolve features for those alone and
-# build again).
+# Every test is built once, then run; the examples run as this build made them, from
+# their package's directory as cargo would (`cargo run --example` resolves features for
+# the root package alone and would build them again). `--no-fail-fast`: one failing
+# binary does not hide the results of the others.
 built=$(mktemp)
-lane=$(mktemp)
-trap 'rm -f "$built" "$lane"' EXIT
+trap 'rm -f "$built"' EXIT
 cargo test --workspace --locked --no-run --message-format=json-render-diagnostics >"$built"
+cargo test --workspace --locked --no-fail-fast
 
 # `artifact KIND NAME`: the package directory and the executable of the target built.
 artifact() {
@@ -47,38 +42,6 @@ artifact() {
     echo "$found"
 }
 
-timed=(chain_timing it)
-skip=()
-for t in "${timed[@]}"; do
-    found=$(artifact test "$t")
-    read -r dir exe <<<"$found"
-    names=$("$exe" --list --format terse)
-    while read -r name; do
-        skip+=(--skip "$name")
-    done < <(sed -n 's/: test$//p' <<<"$names")
-done
-(
-    for t in "${timed[@]}"; do
-        found=$(artifact test "$t") || exit 1
-        read -r dir exe <<<"$found"
-        echo "--- $t"
-        (cd "$dir" && "$exe") || exit 1
-    done
-) >"$lane" 2>&1 &
-second=$!
-first=0
-cargo test --workspace --locked --no-fail-fast -- --exact "${skip[@]}" || first=$?
-second_rc=0
-wait "$second" || second_rc=$?
-echo "--- the second lane (tests bound by real time):"
-cat "$lane"
-if [ "$first" -ne 0 ] || [ "$second_rc" -ne 0 ]; then
-    echo "error: tests failed (first lane: exit $first, second lane: exit $second_rc)" >&2
-    exit 1
-fi
-
-# The examples, as `cargo test` built them (`cargo run --example` would build them again
-# with the root package's features alone).
 for example in embed custom_swarm store_and_erasure custom_store; do
     found=$(artifact example "$example")
     read -r dir exe <<<"$found"
