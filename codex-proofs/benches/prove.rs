@@ -59,6 +59,7 @@ fn main() -> anyhow::Result<()> {
         "| samples | k | setup (params, keys) | first proof | later proofs | verify | proof bytes | EVM gas |"
     );
     println!("|---|---|---|---|---|---|---|---|");
+    let mut breakdowns = Vec::new();
     for n in counts {
         let input = input(n)?;
         let (prover, setup) = Prover::new(&Srs::Development, n, Some(&cache))?;
@@ -84,8 +85,14 @@ fn main() -> anyhow::Result<()> {
             prover.verify(&proof.public_inputs, &proof.bytes)?;
         }
         let verify = t.elapsed() / 20;
-        let bytecode = compile_verifier(&prover.solidity_verifier(), Some(&cache))?;
-        let gas = evm_call(&bytecode, proof.calldata())?;
+        let source = prover.solidity_verifier();
+        let bytecode = compile_verifier(&source, Some(&cache))?;
+        let calldata = proof.calldata();
+        let gas = evm_call(&bytecode, calldata.clone())?;
+        breakdowns.push(format!(
+            "{n} samples: {}",
+            gas_breakdown(&source, &calldata, gas)
+        ));
         println!(
             "| {n} | {} | {:.1?}, {:.1?}{} | {first_time:.2?} | {later:.2?} | {:.2?} | {} | {gas} |",
             prover.k(),
@@ -96,5 +103,44 @@ fn main() -> anyhow::Result<()> {
             proof.bytes.len(),
         );
     }
+    println!();
+    for b in breakdowns {
+        println!("gas of the verification, {b}");
+    }
     Ok(())
+}
+
+/// Where a verification's gas goes: the transaction's base and calldata, and the
+/// precompile calls the generated verifier makes (counted in its source, priced as
+/// EIP-1108/EIP-2028 price them); the rest is the verifier's own opcodes and memory.
+fn gas_breakdown(source: &str, calldata: &[u8], total: u64) -> String {
+    let zeros = calldata.iter().filter(|&&b| b == 0).count() as u64;
+    let calldata_gas = 4 * zeros + 16 * (calldata.len() as u64 - zeros);
+    let (mut adds, mut muls, mut pairings, mut pairs) = (0u64, 0u64, 0u64, 0u64);
+    for call in source.split("staticcall(gas(), ").skip(1) {
+        let args: Vec<&str> = call.split(',').map(str::trim).collect();
+        match args.first().copied() {
+            Some("0x6") => adds += 1,
+            Some("0x7") => muls += 1,
+            Some("0x8") => {
+                pairings += 1;
+                let len = args
+                    .get(2)
+                    .and_then(|l| u64::from_str_radix(l.trim_start_matches("0x"), 16).ok())
+                    .unwrap_or(0);
+                pairs += len / 192;
+            }
+            _ => {}
+        }
+    }
+    let pairing_gas = 45_000 * pairings + 34_000 * pairs;
+    let rest =
+        total.saturating_sub(21_000 + calldata_gas + 150 * adds + 6_000 * muls + pairing_gas);
+    format!(
+        "{total} = 21000 (transaction) + {calldata_gas} (calldata, {} bytes) + {} (ecMul x{muls}) \
+         + {} (ecAdd x{adds}) + {pairing_gas} (pairing x{pairings}, {pairs} pairs) + {rest} (opcodes, memory)",
+        calldata.len(),
+        6_000 * muls,
+        150 * adds,
+    )
 }
