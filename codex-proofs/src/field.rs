@@ -165,7 +165,7 @@ impl FromStr for Fe {
     }
 }
 
-fn less_than_modulus(limbs: &[u64; 4]) -> bool {
+pub(crate) fn less_than_modulus(limbs: &[u64; 4]) -> bool {
     for i in (0..4).rev() {
         if limbs[i] != MODULUS[i] {
             return limbs[i] < MODULUS[i];

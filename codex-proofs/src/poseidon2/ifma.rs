@@ -25,8 +25,8 @@ use std::sync::LazyLock;
 use halo2curves_axiom::bn256::Fr;
 use halo2curves_axiom::ff::Field;
 
-use super::{CONSTANTS, FULL_ROUNDS, PARTIAL_ROUNDS, WIDTH, elements_count};
-use crate::field::{Fe, MODULUS};
+use super::{CONSTANTS, FULL_ROUNDS, PARTIAL_ROUNDS, WIDTH, element_bytes, elements_count};
+use crate::field::{Fe, MODULUS, less_than_modulus};
 
 const M52: u64 = (1 << 52) - 1;
 
@@ -320,7 +320,7 @@ fn leave(v: &V, k: &K) -> [[u64; 4]; 8] {
 
 /// Subtracts `p` while the value is at least `p`.
 fn canonical_limbs(mut a: [u64; 4]) -> [u64; 4] {
-    while !less_than_p(&a) {
+    while !less_than_modulus(&a) {
         let mut borrow = 0u64;
         for (x, m) in a.iter_mut().zip(MODULUS) {
             let (d1, b1) = x.overflowing_sub(m);
@@ -330,15 +330,6 @@ fn canonical_limbs(mut a: [u64; 4]) -> [u64; 4] {
         }
     }
     a
-}
-
-fn less_than_p(a: &[u64; 4]) -> bool {
-    for i in (0..4).rev() {
-        if a[i] != MODULUS[i] {
-            return a[i] < MODULUS[i];
-        }
-    }
-    false
 }
 
 #[target_feature(enable = "avx512f,avx512ifma")]
@@ -364,15 +355,8 @@ fn permute8_ifma(states: &mut [[Fe; WIDTH]; 8], c: &Consts) {
 
 /// Element `i` of `bytes` as [`super::bytes_to_elements`] makes it, as 64-bit limbs.
 fn element(bytes: &[u8], i: usize) -> [u64; 4] {
-    let full = bytes.len() / 31;
     let mut chunk = [0u8; 32];
-    if i < full {
-        chunk[..31].copy_from_slice(&bytes[i * 31..i * 31 + 31]);
-    } else {
-        let rest = &bytes[full * 31..];
-        chunk[..rest.len()].copy_from_slice(rest);
-        chunk[rest.len()] = 1;
-    }
+    chunk[..31].copy_from_slice(&element_bytes(bytes, i));
     let mut out = [0u64; 4];
     for (o, w) in out.iter_mut().zip(chunk.chunks_exact(8)) {
         let mut b = [0u8; 8];

@@ -191,18 +191,22 @@ pub fn sponge2(elements: &[Fe]) -> Fe {
 /// last chunk is the remaining bytes, then a `0x01` marker, then zeros. The marker is
 /// always added, so there are `len / 31 + 1` elements (67 for a 2048-byte cell).
 pub fn bytes_to_elements(bytes: &[u8]) -> impl ExactSizeIterator<Item = Fe> + '_ {
+    (0..elements_count(bytes.len())).map(move |i| Fe::from_le_bytes_31(&element_bytes(bytes, i)))
+}
+
+/// The 31 little-endian bytes of element `i` of [`bytes_to_elements`]: a 31-byte chunk,
+/// or for the last element the remaining bytes, the `0x01` marker and zeros.
+fn element_bytes(bytes: &[u8], i: usize) -> [u8; 31] {
     let full = bytes.len() / 31;
-    (0..full + 1).map(move |i| {
-        if i < full {
-            Fe::from_le_bytes_31(&bytes[i * 31..i * 31 + 31])
-        } else {
-            let rest = &bytes[full * 31..];
-            let mut chunk = [0u8; 31];
-            chunk[..rest.len()].copy_from_slice(rest);
-            chunk[rest.len()] = 1;
-            Fe::from_le_bytes_31(&chunk)
-        }
-    })
+    let mut chunk = [0u8; 31];
+    if i < full {
+        chunk.copy_from_slice(&bytes[i * 31..i * 31 + 31]);
+    } else {
+        let rest = &bytes[full * 31..];
+        chunk[..rest.len()].copy_from_slice(rest);
+        chunk[rest.len()] = 1;
+    }
+    chunk
 }
 
 /// The number of elements [`bytes_to_elements`] gives for `len` bytes.
