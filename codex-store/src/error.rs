@@ -6,6 +6,15 @@ pub enum Error {
     /// The database failed (I/O, corruption detected by sled, ...).
     #[error("database: {0}")]
     Database(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The database is held open by another process, or by another instance in this
+    /// one that is still open (or still shutting down after [`LOCK_WAIT`]).
+    ///
+    /// [`LOCK_WAIT`]: crate::SledKv::LOCK_WAIT
+    #[error("the store at {} is in use (another process or instance holds its lock)", path.display())]
+    InUse {
+        /// The database's directory.
+        path: std::path::PathBuf,
+    },
     /// A metadata record could not be parsed.
     #[error("corrupt metadata record {key}: {reason}")]
     CorruptMetadata {

@@ -7,6 +7,7 @@ use std::ops::Bound;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -135,15 +136,36 @@ const TAG_PACK: u8 = 1;
 const TAG_PACK_CRC: u8 = 2;
 
 impl SledKv {
+    /// How long [`SledKv::open`] waits for the database's lock before it reports
+    /// [`Error::InUse`]: a database closed in this process is unlocked only when sled's
+    /// background threads have let go of it, a moment after the last handle dropped.
+    pub const LOCK_WAIT: Duration = Duration::from_secs(3);
+
     /// Opens (or creates) the database in `dir` with a page cache of `cache_bytes`.
+    ///
+    /// A database held by another process (or another open instance) is waited for
+    /// up to [`SledKv::LOCK_WAIT`], then refused with [`Error::InUse`].
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, Error> {
-        let db = sled::Config::new()
-            .path(dir.join("meta"))
+        let path = dir.join("meta");
+        let config = sled::Config::new()
+            .path(&path)
             .cache_capacity(cache_bytes)
             .mode(sled::Mode::HighThroughput)
-            .flush_every_ms(Some(200))
-            .open()
-            .map_err(Error::database)?;
+            .flush_every_ms(Some(200));
+        let deadline = Instant::now() + Self::LOCK_WAIT;
+        let db = loop {
+            match config.open() {
+                // sled reports a held lock as an I/O error of kind `Other`; its text
+                // is the only mark.
+                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                    if Instant::now() >= deadline {
+                        return Err(Error::InUse { path });
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                opened => break opened.map_err(Error::database)?,
+            }
+        };
         let packs = Packs::open(dir.join("packs"))?;
         Ok(SledKv { db, packs })
     }
@@ -853,6 +875,30 @@ mod tests {
         body_and_record_are_atomic(&MemKv::default());
         let (_dir, kv) = open();
         body_and_record_are_atomic(&kv);
+    }
+
+    #[test]
+    fn a_held_database_is_waited_for_then_refused_as_in_use() {
+        let (dir, kv) = open();
+        kv.apply(vec![put_body(1, Bytes::from_static(b"kept"))])
+            .expect("apply");
+        kv.flush().expect("flush");
+        // Held all along: refused after the wait, with the database's path.
+        let start = Instant::now();
+        match SledKv::open(dir.path(), 1 << 20) {
+            Err(Error::InUse { path }) => assert_eq!(path, dir.path().join("meta")),
+            other => panic!("expected InUse, got {other:?}"),
+        }
+        assert!(start.elapsed() >= SledKv::LOCK_WAIT);
+        // Let go while the second open waits: it opens, and sees what was written.
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(kv);
+        });
+        let kv = SledKv::open(dir.path(), 1 << 20).expect("open once released");
+        release.join().expect("release");
+        let body = kv.get_body(&[1]).expect("get").expect("body");
+        assert_eq!(body.data, Bytes::from_static(b"kept"));
     }
 
     #[test]
