@@ -20,6 +20,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::machine::{Action, End, Event, FailureKind, SaleMachine};
+use super::proof_watch::ProofWatch;
 use super::queue::QueueItem;
 use super::{Sale, SaleState, Sales};
 use crate::error::Result;
@@ -463,7 +464,7 @@ async fn run_sale<M, H>(
     // The sale's record is this sale's once it took space (a resumed sale has); before
     // that it may be an earlier attempt's, which stays as it ended.
     let mut recorded = attempt.is_none();
-    let mut watching = Watching::default();
+    let mut watching = Watching::new(shared.config.confirmations);
     loop {
         let action = machine.action().clone();
         let event = perform(shared, &action, request, index, attempts, &mut watching).await;
@@ -614,19 +615,26 @@ where
 
 /// Where a held slot's watch stands: when its state was last read, and what the
 /// clock showed then.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Watching {
     /// The period and the block the challenge refers to at the last read: while both
     /// stay, neither a proof nor the slot's state is due.
     key: Option<(u64, u64)>,
     read_at: Option<(Instant, u64)>,
-    /// The last accepted proof: its period, and the number and hash of its block. It is
-    /// looked for again at each read in its period and once after: a reorganisation
-    /// deeper than the confirmations may have replaced its block.
-    proof: Option<(u64, u64, codex_market::alloy::primitives::B256)>,
+    /// The accepted proofs a reorganisation may still take away, looked for at each
+    /// read.
+    proofs: ProofWatch,
 }
 
 impl Watching {
+    fn new(confirmations: u64) -> Self {
+        Watching {
+            key: None,
+            read_at: None,
+            proofs: ProofWatch::new(confirmations),
+        }
+    }
+
     /// Waits on the seller's clock until the slot's state is worth reading: a new
     /// period, the pointer wrapped (a new challenge), or [`STATE_EVERY_POLLS`] and
     /// [`STATE_EVERY_BLOCKS`] since the last read. Makes no call: one clock poll
@@ -770,10 +778,10 @@ where
     Event::Filled { period }
 }
 
-/// Whether the last accepted proof's block is gone from the chain (see
-/// [`Watching::proof`]), in `period` (the period of the next block): the period it
-/// counted for, when it is `period` (the sale proves again). A proof of an earlier
-/// period that is gone is a missed one: the sale's book drops it, and the watch goes on.
+/// Whether a watched proof's block is gone from the chain (see [`ProofWatch`]), in
+/// `period` (the period of the next block). Every proof gone leaves the sale's book;
+/// returned is the period of one that counted for `period` (the sale proves again).
+/// A proof of an earlier period that is gone is a missed one, and the watch goes on.
 async fn proof_dropped<M, H>(
     shared: &Shared<M, H>,
     slot: SlotId,
@@ -784,29 +792,29 @@ where
     M: Marketplace + Clone + 'static,
     H: SlotHost,
 {
-    let (proved, block, hash) = watching.proof?;
-    // Unreadable now: looked for at the next read.
-    let now = shared.market.block_hash(block).await.ok()?;
-    if now == Some(hash) {
-        if proved < period {
-            // Looked for once after its period: done.
-            watching.proof = None;
-        }
-        return None;
+    let blocks = watching.proofs.blocks();
+    let head = watching.read_at.map(|(_, number)| number)?;
+    let mut seen = Vec::with_capacity(blocks.len());
+    for block in blocks {
+        // Unreadable now: looked for at the next read.
+        seen.push((block, shared.market.block_hash(block).await.ok()));
     }
-    watching.proof = None;
-    shared.sales.update(slot, |s| {
-        if let Some(at) = s.proof_periods.iter().rposition(|p| *p == proved) {
-            s.proof_periods.remove(at);
-            s.proofs = s.proofs.saturating_sub(1);
+    let mut again = None;
+    for gone in watching.proofs.settle(head, &seen) {
+        shared.sales.update(slot, |s| {
+            if let Some(at) = s.proof_periods.iter().rposition(|p| *p == gone.period) {
+                s.proof_periods.remove(at);
+                s.proofs = s.proofs.saturating_sub(1);
+            }
+        });
+        if gone.period < period {
+            tracing::warn!(%slot, period = gone.period, block = gone.block, "sales: a reorganisation dropped the proof of an ended period: it is missed");
+        } else {
+            tracing::warn!(%slot, period = gone.period, block = gone.block, "sales: a reorganisation dropped the proof: proving again");
+            again = Some(gone.period);
         }
-    });
-    if proved < period {
-        tracing::warn!(%slot, period = proved, block, "sales: a reorganisation dropped the proof of an ended period: it is missed");
-        return None;
     }
-    tracing::warn!(%slot, period = proved, block, "sales: a reorganisation dropped the proof: proving again");
-    Some(proved)
+    again
 }
 
 /// Proves the slot now and submits the proof; an accepted one is kept in `watching`.
@@ -841,7 +849,9 @@ where
     match market.submit_proof(slot, &proof).await {
         Ok(receipt) => {
             tracing::info!(%slot, period, "proof submitted");
-            watching.proof = Some((period, receipt.block_number, receipt.block_hash));
+            watching
+                .proofs
+                .accepted(period, receipt.block_number, receipt.block_hash);
             shared.sales.update(slot, |s| {
                 s.proofs += 1;
                 s.proof_periods.push(period);

@@ -22,6 +22,7 @@ pub mod availability;
 pub mod driver;
 pub mod machine;
 mod node_host;
+mod proof_watch;
 pub mod queue;
 mod state_file;
 #[cfg(test)]
