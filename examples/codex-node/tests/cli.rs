@@ -177,6 +177,40 @@ async fn cli_upload_download_list_space() -> anyhow::Result<()> {
         .output()?;
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("400"));
+
+    // A second node on the same data directory stops with an error that says why,
+    // and the first goes on serving.
+    let mut second = Command::new(BIN)
+        .args(["--data-dir", &dir.path().join("node").display().to_string()])
+        .args(["--api-port", "0", "--log-level", "warn"])
+        .args(["--listen-addrs", "/ip4/127.0.0.1/tcp/0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = second.try_wait()? {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            second.kill()?;
+            anyhow::bail!("a second node on the same data directory kept running");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(
+        &mut second
+            .stderr
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stderr"))?,
+        &mut stderr,
+    )?;
+    assert!(!status.success());
+    assert!(stderr.contains("is in use"), "{stderr}");
+    let list = Command::new(BIN).args(["list", "--api", &url]).output()?;
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout)?;
+    assert_eq!(list["content"][0]["cid"], cid.as_str());
     child.kill()?;
     child.wait()?;
     Ok(())
