@@ -792,15 +792,17 @@ where
     M: Marketplace + Clone + 'static,
     H: SlotHost,
 {
-    let blocks = watching.proofs.blocks();
     let head = watching.read_at.map(|(_, number)| number)?;
-    let mut seen = Vec::with_capacity(blocks.len());
-    for block in blocks {
-        // Unreadable now: looked for at the next read.
-        seen.push((block, shared.market.block_hash(block).await.ok()));
-    }
+    let market = &shared.market;
+    let gone = watching
+        .proofs
+        .look(
+            head,
+            |block| async move { market.block_hash(block).await.ok() },
+        )
+        .await;
     let mut again = None;
-    for gone in watching.proofs.settle(head, &seen) {
+    for gone in gone {
         shared.sales.update(slot, |s| {
             if let Some(at) = s.proof_periods.iter().rposition(|p| *p == gone.period) {
                 s.proof_periods.remove(at);

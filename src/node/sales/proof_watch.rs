@@ -1,14 +1,15 @@
-//! Which of a sale's accepted proofs a reorganisation may still take away: a pure
-//! record, the chain read by the driver.
+//! Which of a sale's accepted proofs a reorganisation may still take away: a record
+//! with no I/O of its own, the chain read through the function the driver passes.
 //!
 //! A proof counts in the sale's book (`proofPeriods`) once its receipt came. A
 //! reorganisation can replace its block later, in its period (the host proves again)
 //! or after it (the period is missed). So each proof is looked for at every read of the
 //! slot until [`PROOF_WATCH_BLOCKS`] blocks lie on top of it, not only until its period
 //! ends: a slow prover may still be proving the next period when the reorganisation
-//! comes.
+//! comes. A look reads the newest proof's block, and older ones only when it is gone.
 
 use std::collections::VecDeque;
+use std::future::Future;
 
 use codex_market::alloy::primitives::B256;
 
@@ -21,7 +22,7 @@ pub(crate) const PROOF_WATCH_BLOCKS: u64 = 64;
 pub(crate) const PROOF_WATCH_MAX: usize = 16;
 
 /// An accepted proof: the period it counted for, and the number and hash of its block.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct Watched {
     pub period: u64,
     pub block: u64,
@@ -58,49 +59,91 @@ impl ProofWatch {
         });
     }
 
-    /// The blocks to read now, one per watched proof.
-    pub(crate) fn blocks(&self) -> Vec<u64> {
-        self.proofs.iter().map(|p| p.block).collect()
-    }
-
-    /// Applies what the chain showed with `head` the latest block: `seen` holds, per
-    /// block read, the hash found there (`Some(None)`: no block of that number, `None`:
-    /// not readable now). A proof whose block has another hash, or none, is gone and
-    /// returned; one still there with the full depth on top is let go; the rest (and
-    /// those not read) stay watched.
-    pub(crate) fn settle(
-        &mut self,
-        head: u64,
-        seen: &[(u64, Option<Option<B256>>)],
-    ) -> Vec<Watched> {
+    /// Looks for the watched proofs on the chain, `head` the latest block and
+    /// `hash_at` reading the hash of a block (`Some(None)`: no block of that number,
+    /// `None`: not readable now). Returns the proofs that are gone, oldest first.
+    ///
+    /// Newest first, and only until one is found standing: a block's hash commits to
+    /// every block below it, so a proof that stands vouches for the older ones, and a
+    /// look costs one read unless a reorganisation took something. Once a proof is
+    /// found standing, those with the full depth on top are let go. An unreadable block
+    /// ends the look with nothing let go (looked for at the next one).
+    pub(crate) async fn look<F, Fut>(&mut self, head: u64, mut hash_at: F) -> Vec<Watched>
+    where
+        F: FnMut(u64) -> Fut,
+        Fut: Future<Output = Option<Option<B256>>>,
+    {
         let mut gone = Vec::new();
-        let depth = self.depth;
-        self.proofs.retain(|p| {
-            let Some((_, Some(now))) = seen.iter().find(|(b, _)| *b == p.block) else {
-                return true;
-            };
-            if *now != Some(p.hash) {
-                gone.push(*p);
-                return false;
+        let mut stands = false;
+        while let Some(p) = self.proofs.back().copied() {
+            match hash_at(p.block).await {
+                None => break,
+                Some(now) if now == Some(p.hash) => {
+                    stands = true;
+                    break;
+                }
+                Some(_) => {
+                    self.proofs.pop_back();
+                    gone.push(p);
+                }
             }
-            head < p.block.saturating_add(depth)
-        });
+        }
+        if stands {
+            let depth = self.depth;
+            self.proofs.retain(|p| head < p.block.saturating_add(depth));
+        }
+        gone.reverse();
         gone
     }
 
-    /// Whether no proof is watched.
+    /// The blocks of the watched proofs, oldest first.
     #[cfg(test)]
-    pub(crate) fn is_empty(&self) -> bool {
-        self.proofs.is_empty()
+    fn blocks(&self) -> Vec<u64> {
+        self.proofs.iter().map(|p| p.block).collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    use futures::executor::block_on;
+
     use super::*;
 
     fn hash(n: u8) -> B256 {
         B256::repeat_byte(n)
+    }
+
+    /// A chain as `look` reads it: block number to hash (a missing number has no
+    /// block, `None` is unreadable), and the blocks read, in order.
+    struct Chain {
+        blocks: HashMap<u64, Option<B256>>,
+        reads: RefCell<Vec<u64>>,
+    }
+
+    impl Chain {
+        fn new(blocks: &[(u64, Option<B256>)]) -> Self {
+            Chain {
+                blocks: blocks.iter().copied().collect(),
+                reads: RefCell::new(Vec::new()),
+            }
+        }
+
+        fn look(&self, w: &mut ProofWatch, head: u64) -> Vec<u64> {
+            self.reads.borrow_mut().clear();
+            let gone = block_on(w.look(head, |block| {
+                self.reads.borrow_mut().push(block);
+                let hash = match self.blocks.get(&block) {
+                    Some(None) => None,
+                    Some(Some(h)) => Some(Some(*h)),
+                    None => Some(None),
+                };
+                async move { hash }
+            }));
+            gone.iter().map(|p| p.period).collect()
+        }
     }
 
     #[test]
@@ -108,45 +151,50 @@ mod tests {
         let mut w = ProofWatch::new(2);
         w.accepted(7, 100, hash(1));
         // Read in later periods, still on chain: watched until 2 + 64 blocks on top.
+        let chain = Chain::new(&[(100, Some(hash(1)))]);
         for head in [101, 130, 165] {
-            assert!(w.settle(head, &[(100, Some(Some(hash(1))))]).is_empty());
+            assert!(chain.look(&mut w, head).is_empty());
             assert_eq!(w.blocks(), vec![100]);
         }
         // A reorganisation of depth 70 now still takes it away.
-        let gone = w.settle(165, &[(100, Some(Some(hash(9))))]);
-        assert_eq!(
-            gone,
-            vec![Watched {
-                period: 7,
-                block: 100,
-                hash: hash(1)
-            }]
-        );
-        assert!(w.is_empty());
+        let reorged = Chain::new(&[(100, Some(hash(9)))]);
+        assert_eq!(reorged.look(&mut w, 165), vec![7]);
+        assert!(w.blocks().is_empty());
         // Buried: let go once seen with the full depth on top.
         w.accepted(8, 200, hash(2));
-        assert!(w.settle(266, &[(200, Some(Some(hash(2))))]).is_empty());
-        assert!(w.is_empty());
+        let chain = Chain::new(&[(200, Some(hash(2)))]);
+        assert!(chain.look(&mut w, 266).is_empty());
+        assert!(w.blocks().is_empty());
     }
 
     #[test]
-    fn unreadable_blocks_stay_watched_and_missing_ones_are_gone() {
+    fn the_newest_proof_standing_vouches_for_the_older_ones() {
         let mut w = ProofWatch::new(0);
         w.accepted(1, 10, hash(1));
         w.accepted(2, 20, hash(2));
         w.accepted(3, 30, hash(3));
-        // Block 10 unreadable, block 20 not read at all, block 30 no longer exists
-        // (the chain is shorter after the reorganisation).
-        let gone = w.settle(31, &[(10, None), (30, Some(None))]);
-        assert_eq!(gone.iter().map(|p| p.period).collect::<Vec<_>>(), vec![3]);
+        // Nothing changed: one read, of the newest proof's block.
+        let chain = Chain::new(&[
+            (10, Some(hash(1))),
+            (20, Some(hash(2))),
+            (30, Some(hash(3))),
+        ]);
+        assert!(chain.look(&mut w, 31).is_empty());
+        assert_eq!(*chain.reads.borrow(), vec![30]);
+        // Block 30 no longer exists (the chain is shorter after a reorganisation),
+        // block 20 stands: the proof of period 3 is gone, 20 vouches for 10.
+        let chain = Chain::new(&[(10, Some(hash(1))), (20, Some(hash(2)))]);
+        assert_eq!(chain.look(&mut w, 31), vec![3]);
+        assert_eq!(*chain.reads.borrow(), vec![30, 20]);
         assert_eq!(w.blocks(), vec![10, 20]);
-        // Both dropped at once: both reported, oldest first.
-        let gone = w.settle(32, &[(10, Some(Some(hash(7)))), (20, Some(Some(hash(8))))]);
-        assert_eq!(
-            gone.iter().map(|p| p.period).collect::<Vec<_>>(),
-            vec![1, 2]
-        );
-        assert!(w.is_empty());
+        // Block 20 unreadable: the look ends there, nothing let go, even buried.
+        let chain = Chain::new(&[(20, None)]);
+        assert!(chain.look(&mut w, 500).is_empty());
+        assert_eq!(w.blocks(), vec![10, 20]);
+        // Both replaced: both reported, oldest first.
+        let chain = Chain::new(&[(10, Some(hash(7))), (20, Some(hash(8)))]);
+        assert_eq!(chain.look(&mut w, 32), vec![1, 2]);
+        assert!(w.blocks().is_empty());
     }
 
     #[test]
